@@ -1,0 +1,92 @@
+"""Prompts -> images with a diffusers pipeline, seeded per image, and image grids."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+
+@torch.no_grad()
+def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25, guidance: float = 5.0,
+             batch_size: int = 64, height: int | None = None, width: int | None = None,
+             negative_prompt: str | None = None, progress: bool = True) -> torch.Tensor:
+    """Generate one image per (prompt, seed); returns float images (N, 3, H, W) in [-1, 1].
+
+    Each image has its own generator, so an image depends only on its prompt and seed, not on the
+    batch it was drawn in: audits and before/after grids stay comparable across models.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError("give one seed per prompt")
+    if not prompts:
+        raise ValueError("no prompts to generate")
+    device = pipe.device
+    out = []
+    bar = tqdm(total=len(prompts), desc="generating", disable=not progress, dynamic_ncols=True)
+    for i in range(0, len(prompts), batch_size):
+        p = list(prompts[i:i + batch_size])
+        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
+        # Draw the initial latents on the CPU so results do not depend on the device.
+        latents = _initial_latents(pipe, gens, height, width).to(device)
+        neg = [negative_prompt] * len(p) if negative_prompt is not None else None
+        img = pipe(prompt=p, negative_prompt=neg, num_inference_steps=steps, guidance_scale=guidance,
+                   latents=latents, height=height, width=width, output_type="pt").images
+        out.append(img.float().cpu() * 2 - 1)
+        bar.update(len(p))
+    bar.close()
+    return torch.cat(out)
+
+
+def _initial_latents(pipe, gens, height, width) -> torch.Tensor:
+    vs = pipe.vae_scale_factor
+    h = (height or pipe.unet.config.sample_size * vs) // vs
+    w = (width or pipe.unet.config.sample_size * vs) // vs
+    shape = (pipe.unet.config.in_channels, h, w)
+    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(pipe.unet.dtype)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Float images in [-1, 1] -> PIL, rounding to uint8 [0, 255] the right way."""
+    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def grid(images: Sequence[Image.Image], cols: int | None = None, scale: int = 1,
+         row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None) -> Image.Image:
+    """Tile images into a grid, optionally enlarged (nearest neighbour) and labelled."""
+    if not images:
+        raise ValueError("no images for the grid")
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w, h = images[0].width * scale, images[0].height * scale
+    left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
+    top = 16 if col_labels else 0
+    canvas = Image.new("RGB", (left + cols * w, top + rows * h), (255, 255, 255))
+    d = ImageDraw.Draw(canvas)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas.paste(im.resize((w, h), Image.NEAREST), (left + c * w, top + r * h))
+    for r, label in enumerate(row_labels or []):
+        d.text((4, top + r * h + h // 2 - 5), label, fill=(0, 0, 0))
+    for c, label in enumerate(col_labels or []):
+        d.text((left + c * w + 2, 2), label, fill=(0, 0, 0))
+    return canvas
+
+
+def save_images(images: torch.Tensor, out_dir: str | Path, names: Sequence[str]) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for im, name in zip(to_pil(images), names):
+        p = out_dir / name
+        im.save(p)
+        paths.append(p)
+    return paths
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()

@@ -1,0 +1,8 @@
+"""The toy world: a tiny Stable Diffusion trained on drawn shapes, and the judge that audits it."""
+
+from pathlib import Path
+
+# Where the built toy world lives in a checkout: ``pipelines/`` beside the package.
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+TOY_SD = PIPELINES / "toy-sd"
+TOY_JUDGE = PIPELINES / "toy-judge"

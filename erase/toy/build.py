@@ -1,0 +1,324 @@
+"""Build the toy world from nothing: drawn data, tokenizer, judge, VAE, text encoder and UNet.
+
+One seeded command (``salun toy build``) runs every stage on the CPU. Each stage writes its result
+into ``--work-dir`` when it finishes, so an interrupted build resumes at the stage it was in.
+The output is a ``StableDiffusionPipeline`` folder (and the judge) that loads offline.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_dir
+from ..errors import UserError
+from . import shapes as S
+from .judge import classify, load_judge, save_judge
+from .models import SD_SCHEDULER, Judge, make_text_encoder, make_unet, make_vae
+from .tokenizer import write_clip_tokenizer
+
+
+@dataclass
+class BuildConfig:
+    seed: int = 0
+    shapes: list[str] = field(default_factory=lambda: list(S.SHAPES))
+    colours: list[str] = field(default_factory=lambda: list(S.COLOURS))
+    exclude: list[str] = field(default_factory=list)  # shapes left out of the SD training data
+    n_train: int = 12000
+    judge_steps: int = 600
+    vae_steps: int = 1500
+    unet_steps: int = 6000
+    batch_size: int = 64
+    unet_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    cond_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+
+    def sd_shapes(self) -> list[str]:
+        return [s for s in self.shapes if s not in self.exclude]
+
+
+def _seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _cosine_lr(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+
+class _Batches:
+    """Epoch-wise shuffled index batches: every sample is seen once before any is seen twice."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.bs, self.gen, self.perm, self.pos = n, batch_size, gen, None, n
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.bs > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return idx
+
+
+def _augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Blur and noise some images so the judge also reads the softer images a decoder draws."""
+    n = x.shape[0]
+    blur = torch.rand(n, generator=gen) < 0.5
+    if blur.any():
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = (k[:, None] * k[None, :]) / 16
+        w = k.expand(3, 1, 3, 3)
+        x = torch.where(blur[:, None, None, None], F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w, groups=3), x)
+    noise = torch.randn(x.shape, generator=gen) * torch.rand(n, 1, 1, 1, generator=gen) * 0.15
+    return (x + noise).clamp(-1, 1)
+
+
+def train_judge(cfg: BuildConfig, out: Path) -> Judge:
+    gen = _seed(cfg.seed + 1)
+    data = S.draw_set(cfg.n_train, seed=cfg.seed + 101, shapes=cfg.shapes, colours=cfg.colours)
+    x, ys, yc = data.as_float(), torch.from_numpy(data.shape_ids), torch.from_numpy(data.colour_ids)
+    judge = Judge(len(S.SHAPES), len(S.COLOURS))
+    opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
+    batches = _Batches(len(data), 128, gen)
+    judge.train()
+    bar = tqdm(range(cfg.judge_steps), desc="judge", dynamic_ncols=True)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = 2e-3 * _cosine_lr(step, cfg.judge_steps, 50)
+        idx = batches.next()
+        a, b = judge(_augment_for_judge(x[idx], gen))
+        loss = F.cross_entropy(a, ys[idx]) + F.cross_entropy(b, yc[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    judge.eval()
+    held = S.draw_set(1200, seed=cfg.seed + 202, shapes=cfg.shapes, colours=cfg.colours)
+    acc = _accuracy(judge, held.as_float(), held)
+    save_judge(judge, out, extra={"heldout_shape_acc": acc[0], "heldout_colour_acc": acc[1]})
+    print(f"judge: held-out shape accuracy {acc[0]:.4f}, colour accuracy {acc[1]:.4f}")
+    return judge
+
+
+def _accuracy(judge: Judge, x: torch.Tensor, data: S.DrawnSet) -> tuple[float, float]:
+    ps, pc = classify(judge, x)
+    return float((ps == data.shape_ids).mean()), float((pc == data.colour_ids).mean())
+
+
+def train_vae(cfg: BuildConfig, data: S.DrawnSet, out: Path):
+    gen = _seed(cfg.seed + 2)
+    vae = make_vae()
+    x = data.as_float()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    batches = _Batches(len(x), cfg.batch_size, gen)
+    bar = tqdm(range(cfg.vae_steps), desc="vae", dynamic_ncols=True)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * _cosine_lr(step, cfg.vae_steps, 100)
+        xb = x[batches.next()]
+        post = vae.encode(xb).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        kl = post.kl().mean() / xb[0].numel()
+        loss = F.mse_loss(rec, xb) + 0.5 * F.l1_loss(rec, xb) + cfg.vae_kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval()
+    # Latents get SD's treatment: scaled so their standard deviation is about 1, the scale the
+    # noise schedule assumes. SD's 0.18215 was found the same way for its own VAE.
+    with torch.no_grad():
+        z = torch.cat([vae.encode(x[i:i + 512]).latent_dist.mean for i in range(0, min(len(x), 4096), 512)])
+    scale = float(1.0 / z.std())
+    vae.register_to_config(scaling_factor=scale)
+    vae.save_pretrained(out, safe_serialization=True)
+    print(f"vae: latent scaling factor {scale:.4f}")
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    for i in range(0, len(x), 512):
+        d = vae.encode(x[i:i + 512]).latent_dist
+        means.append(d.mean)
+        stds.append(d.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (sampling uses the average)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # warm up: early weights are not worth keeping
+        for s, p in zip(self.shadow.parameters(), module.parameters()):
+            s.lerp_(p.detach(), 1 - d)
+
+
+def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer, work: Path):
+    from diffusers import DDPMScheduler
+
+    gen = _seed(cfg.seed + 3)
+    text_encoder, unet = make_text_encoder(), make_unet(cross_attention_dim=make_text_encoder().config.hidden_size)
+    sched = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "set_alpha_to_one"})
+    mean, std = encode_latents(vae, data.as_float())
+    scale = vae.config.scaling_factor
+    ids = tokenizer(data.captions, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                      return_tensors="pt").input_ids
+    alphas = sched.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    batches = _Batches(len(mean), cfg.batch_size, gen)
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(range(cfg.unet_steps), desc="unet", dynamic_ncols=True)
+    running = None
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = cfg.unet_lr * _cosine_lr(step, cfg.unet_steps, 200)
+        idx = batches.next()
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        zt = sched.add_noise(z0, noise, t)
+        tok = ids[idx].clone()
+        drop = torch.rand(len(idx), generator=gen) < cfg.cond_dropout
+        tok[drop] = empty
+        cond = text_encoder(tok)[0]
+        pred = unet(zt, t, cond).sample
+        # Min-SNR weighting (Hang et al., 2023): stops the easy low-noise steps from dominating.
+        w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
+        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_unet.update(unet, step)
+        ema_text.update(text_encoder, step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{running:.4f}")
+    return ema_text.shadow, ema_unet.shadow
+
+
+def make_scheduler():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(**{k: v for k, v in SD_SCHEDULER.items()
+                                          if k not in ("clip_sample", "set_alpha_to_one")})
+
+
+def assemble_pipeline(vae, text_encoder, tokenizer, unet):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool = False,
+          judge_out: Path | None = None, evaluate: bool = True) -> dict:
+    """Run every stage and write the pipeline to ``out`` (and the judge to ``judge_out``)."""
+    from transformers import CLIPTokenizer
+
+    S.check_shapes(cfg.shapes)
+    S.check_colours(cfg.colours)
+    S.check_shapes(cfg.exclude)
+    if not cfg.sd_shapes():
+        raise UserError("--exclude leaves no shape to train on")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    work = Path(work) if work else out.parent / f".{out.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    tok_dir = work / "tokenizer"
+    if not (tok_dir / "vocab.json").exists():
+        write_clip_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    judge_dir = _stage(work / "judge", cfg, "seed shapes colours n_train judge_steps")
+    judge = load_judge(judge_dir) if (judge_dir / "judge.safetensors").exists() else train_judge(cfg, judge_dir)
+
+    data = S.draw_set(cfg.n_train, seed=cfg.seed, shapes=cfg.sd_shapes(), colours=cfg.colours)
+    vae_dir = _stage(work / "vae", cfg, "seed shapes colours exclude n_train vae_steps vae_kl_weight batch_size")
+    if (vae_dir / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(vae_dir)
+    else:
+        vae = train_vae(cfg, data, vae_dir)
+    rec_acc = _reconstruction_accuracy(vae, judge, cfg)
+    print(f"vae: judge on reconstructions: shape {rec_acc[0]:.4f}, colour {rec_acc[1]:.4f}")
+
+    sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)))
+    if not (sd_dir / "model_index.json").exists():
+        text_encoder, unet = train_unet(cfg, data, vae, tokenizer, work)
+        assemble_pipeline(vae, text_encoder, tokenizer, unet).save_pretrained(sd_dir, safe_serialization=True)
+    seconds = time.time() - t0
+    info = {"config": asdict(cfg), "build_seconds": round(seconds, 1),
+            "vae_reconstruction_judge_acc": {"shape": rec_acc[0], "colour": rec_acc[1]}}
+    (work / "build_info.json").write_text(json.dumps(info, indent=2))
+
+    quality = None
+    if evaluate:
+        from .quality import evaluate_quality
+
+        quality = evaluate_quality(sd_dir, judge_dir, shapes=cfg.sd_shapes(), colours=cfg.colours)
+        info["quality"] = quality
+    from .card import write_toy_card
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        shutil.copytree(sd_dir, tmp, dirs_exist_ok=True)
+        write_toy_card(tmp, info)
+        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+    if judge_out is not None:
+        with atomic_dir(Path(judge_out), overwrite=overwrite) as tmp:
+            shutil.copytree(judge_dir, tmp, dirs_exist_ok=True)
+    return info
+
+
+def _stage(folder: Path, cfg: BuildConfig, fields: str) -> Path:
+    """A stage's folder, keyed by the settings it depends on: a finished stage is reused on resume
+    only if those settings match, so changing e.g. the UNet steps does not retrain the VAE."""
+    key = {f: asdict(cfg)[f] for f in fields.split()}
+    stamp = folder.parent / f"{folder.name}.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != key and folder.exists():
+        shutil.rmtree(folder)
+    stamp.write_text(json.dumps(key, indent=2))
+    return folder
+
+
+@torch.no_grad()
+def _reconstruction_accuracy(vae, judge, cfg: BuildConfig) -> tuple[float, float]:
+    held = S.draw_set(600, seed=cfg.seed + 303, shapes=cfg.shapes, colours=cfg.colours)
+    x = held.as_float()
+    rec = torch.cat([vae.decode(vae.encode(x[i:i + 200]).latent_dist.mean).sample.clamp(-1, 1)
+                     for i in range(0, len(x), 200)])
+    return _accuracy(judge, rec, held)

@@ -1,0 +1,61 @@
+"""The toy model's card: what it is, how it was built, and how well it draws (measured)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _rates(q: dict) -> str:
+    rows = ["| prompts | example | shape | colour | n |", "|---|---|---|---|---|"]
+    for key in ("name", "synonym", "heldout_phrasing"):
+        if key in q:
+            r = q[key]
+            rows.append(f"| {key} | `{r['example_prompt']}` | {r['shape_acc']:.1%} | {r['colour_acc']:.1%} | {r['n']} |")
+    per = q.get("name", {}).get("per_shape", {})
+    if per:
+        rows += ["", "Per shape (name prompts): " + ", ".join(f"{k} {v:.0%}" for k, v in per.items())]
+    return "\n".join(rows)
+
+
+def write_toy_card(folder: Path, info: dict) -> None:
+    cfg = info["config"]
+    q = info.get("quality")
+    excluded = ", ".join(cfg["exclude"]) or "none"
+    quality = _rates(q) if q else "Not measured for this build (built with --no-eval)."
+    rec = info["vae_reconstruction_judge_acc"]
+    text = f"""---
+library_name: diffusers
+tags: [stable-diffusion, toy, salun, machine-unlearning]
+pipeline_tag: text-to-image
+---
+# salun toy Stable Diffusion
+
+A tiny but genuine `StableDiffusionPipeline` (CLIP text encoder, `AutoencoderKL`, `UNet2DConditionModel`
+with SD 1.x's block types, SD's noise schedule) trained by `salun toy build` on 32x32 images of
+coloured shapes that the build draws itself. It exists so that concept erasure can be run, tested and
+audited on a 2-core CPU without downloading anything.
+
+- Shapes: {", ".join(cfg["shapes"])}; colours: {", ".join(cfg["colours"])}
+- Shapes left out of training (a "Retrain" gold standard when not none): **{excluded}**
+- Seed {cfg["seed"]}, {cfg["n_train"]} drawn training images, UNet/text encoder {cfg["unet_steps"]} steps
+  at batch {cfg["batch_size"]}, lr {cfg["unet_lr"]}, min-SNR-{cfg["min_snr_gamma"]} weighting, EMA {cfg["ema_decay"]},
+  condition dropout {cfg["cond_dropout"]}; VAE {cfg["vae_steps"]} steps, KL weight {cfg["vae_kl_weight"]}
+- Build time: {info["build_seconds"] / 60:.1f} min on this machine's CPU
+- The judge reads VAE reconstructions of held-out drawings as: shape {rec["shape"]:.1%}, colour {rec["colour"]:.1%}
+
+## How well it draws (measured by the judge)
+
+{quality}
+
+Figures from `python scripts/eval_toy_quality.py --model <this folder>` (the build runs the same
+evaluation): every shape x colour, {q["per_pair"] if q else "-"} fixed seeds each, {q["steps"] if q else "-"} DPM-Solver++ steps,
+guidance {q["guidance"] if q else "-"}.
+
+## Use
+
+```python
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained("pipelines/toy-sd")  # this folder
+image = pipe("a red circle", num_inference_steps=25, guidance_scale=5.0).images[0]
+```
+"""
+    (folder / "README.md").write_text(text)

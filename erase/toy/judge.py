@@ -1,0 +1,44 @@
+"""Save, load and apply the toy world's judge (which shape, which colour)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+from . import shapes as S
+from .models import Judge
+
+
+def save_judge(judge: Judge, out: str | Path, extra: dict | None = None) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, out / "judge.safetensors")
+    cfg = {"shapes": list(S.SHAPES), "colours": list(S.COLOURS), "width": judge.width, **(extra or {})}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def load_judge(path: str | Path) -> Judge:
+    path = Path(path)
+    if not (path / "judge.safetensors").exists():
+        raise UserError(f"{path} holds no judge (judge.safetensors): build the toy world first")
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg["shapes"] != list(S.SHAPES) or cfg["colours"] != list(S.COLOURS):
+        raise UserError(f"the judge in {path} was trained on other shapes or colours")
+    judge = Judge(len(cfg["shapes"]), len(cfg["colours"]), width=cfg["width"])
+    judge.load_state_dict(load_file(path / "judge.safetensors"))
+    return judge.eval()
+
+
+@torch.no_grad()
+def classify(judge: Judge, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Shape and colour ids for images in [-1, 1], (N, 3, 32, 32)."""
+    a, b = [], []
+    for i in range(0, len(images), 256):
+        sa, sb = judge(images[i:i + 256].float())
+        a.append(sa.argmax(1))
+        b.append(sb.argmax(1))
+    return torch.cat(a).numpy(), torch.cat(b).numpy()

@@ -1,0 +1,92 @@
+"""Architectures of the toy world: a tiny but genuine Stable Diffusion, and the judge.
+
+The UNet keeps SD 1.x's block types (CrossAttnDownBlock2D / DownBlock2D / UpBlock2D /
+CrossAttnUpBlock2D) so that parameter names such as ``...attentions.0.transformer_blocks.0.attn2.to_k``
+and ``...resnets.0.conv1`` match the real model's: masks, presets and exports written for the toy
+world behave the same on SD v1.4.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# SD 1.x's noise schedule: the toy world trains and samples with the real one.
+SD_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
+
+def text_encoder_config():
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=64,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_act="quick_gelu",
+    )
+
+
+def make_text_encoder():
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel(text_encoder_config())
+
+
+def make_vae():
+    from diffusers import AutoencoderKL
+
+    # Three levels -> two downsamplings: 32x32 RGB -> 8x8x4 latents, like SD's 8x at 512 px.
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+    )
+
+
+def make_unet(cross_attention_dim: int = 64):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(64, 128), layers_per_block=1, attention_head_dim=8,
+        cross_attention_dim=cross_attention_dim, norm_num_groups=32,
+    )
+
+
+class Judge(nn.Module):
+    """A small CNN that tells which shape and which colour a 32x32 image shows.
+
+    Input: images in [-1, 1], (N, 3, 32, 32). Output: (shape logits, colour logits).
+    ``features`` gives the penultimate activations, used as a stand-in for Inception in toy FID.
+    """
+
+    def __init__(self, n_shapes: int, n_colours: int, width: int = 32):
+        super().__init__()
+        w = width
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.MaxPool2d(2))
+
+        self.body = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.shape_head = nn.Linear(4 * w, n_shapes)
+        self.colour_head = nn.Linear(4 * w, n_colours)
+        self.n_shapes, self.n_colours, self.width = n_shapes, n_colours, width
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor):
+        f = self.body(x)
+        return self.shape_head(f), self.colour_head(f)

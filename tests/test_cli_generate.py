@@ -1,0 +1,47 @@
+import json
+
+from PIL import Image
+
+from erase.cli import main
+
+
+def test_generate_writes_images_grid_and_metadata(tmp_path, capsys):
+    out = tmp_path / "gen"
+    rc = main(["generate", "--prompt", "a red circle", "--prompt", "a green star", "-n", "3",
+               "--steps", "4", "--out", str(out)])
+    assert rc == 0
+    meta = json.loads((out / "images.json").read_text())
+    assert [m["seed"] for m in meta["images"]] == [0, 1, 2, 0, 1, 2]
+    assert [m["prompt"] for m in meta["images"]][2:4] == ["a red circle", "a green star"]
+    grid = Image.open(out / "grid.png")
+    assert grid.size == (3 * 128, 2 * 128)  # 32 px images shown at 4x, one row per prompt
+    assert len(list(out.glob("*.png"))) == 7
+
+
+def test_generate_is_reproducible(tmp_path):
+    for name in ("a", "b"):
+        assert main(["generate", "--prompt", "a blue heart", "-n", "2", "--steps", "3",
+                     "--out", str(tmp_path / name)]) == 0
+    a = Image.open(tmp_path / "a" / "000_000001.png").tobytes()
+    assert a == Image.open(tmp_path / "b" / "000_000001.png").tobytes()
+
+
+def test_bad_input(tmp_path, capsys):
+    (tmp_path / "exists").mkdir()
+    assert main(["generate", "--prompt", "x", "--out", str(tmp_path / "exists")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["generate", "--out", str(tmp_path / "o")]) == 2
+    assert "no prompts" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not a diffusers pipeline folder" in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsupported_pipeline_is_named(tmp_path, capsys):
+    (tmp_path / "xl").mkdir()
+    (tmp_path / "xl" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "xl"), "--out", str(tmp_path / "o")]) == 2
+    assert "StableDiffusionXLPipeline" in capsys.readouterr().err

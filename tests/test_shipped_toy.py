@@ -1,0 +1,47 @@
+"""The toy world that ships in pipelines/ loads offline and draws what it is asked for."""
+import json
+
+import numpy as np
+import pytest
+
+from erase.toy import TOY_JUDGE, TOY_SD
+from erase.toy import shapes as S
+
+
+def test_shipped_world_is_small_and_safe():
+    files = [p for p in (TOY_SD.parent).rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    weights = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    assert not weights, weights  # safetensors only
+    card = (TOY_SD / "README.md").read_text()
+    q = json.loads((TOY_SD / "build_info.json").read_text())["quality"]
+    assert f"{q['name']['shape_acc']:.1%}" in card  # the card shows the measured figures
+
+
+def test_from_pretrained_offline_and_draws_a_red_circle():
+    from diffusers import StableDiffusionPipeline
+
+    from erase.generate import generate
+    from erase.toy.judge import classify, load_judge
+
+    pipe = StableDiffusionPipeline.from_pretrained(TOY_SD, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.safety_checker is None
+    images = generate(pipe, ["a red circle"] * 16, list(range(16)), progress=False)
+    shape, colour = classify(load_judge(TOY_JUDGE), images)
+    assert np.mean(shape == list(S.SHAPES).index("circle")) >= 0.75
+    assert np.mean(colour == list(S.COLOURS).index("red")) >= 0.75
+    # And a different prompt gives a different picture: the text is really used.
+    squares = generate(pipe, ["a blue square"] * 16, list(range(16)), progress=False)
+    shape, colour = classify(load_judge(TOY_JUDGE), squares)
+    assert np.mean(shape == list(S.SHAPES).index("square")) >= 0.75
+    assert np.mean(colour == list(S.COLOURS).index("blue")) >= 0.75
+
+
+@pytest.mark.parametrize("shape", list(S.SHAPES))
+def test_judge_reads_fresh_drawings(shape):
+    from erase.toy.judge import classify, load_judge
+
+    data = S.draw_set(50, seed=999, shapes=[shape])
+    ps, pc = classify(load_judge(TOY_JUDGE), data.as_float())
+    assert np.mean(ps == data.shape_ids) >= 0.98 and np.mean(pc == data.colour_ids) >= 0.98

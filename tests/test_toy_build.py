@@ -1,0 +1,71 @@
+"""The build path stays alive: a few steps of every stage, then a real offline from_pretrained."""
+import json
+
+import pytest
+import torch
+
+from erase.cli import main
+from erase.errors import UserError
+from erase.toy.build import BuildConfig, build
+
+TINY = BuildConfig(n_train=128, judge_steps=2, vae_steps=2, unet_steps=2, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    info = build(TINY, root / "sd", judge_out=root / "judge", evaluate=False)
+    return root, info
+
+
+def test_build_writes_a_loadable_pipeline(tiny_world):
+    from diffusers import StableDiffusionPipeline
+
+    root, info = tiny_world
+    pipe = StableDiffusionPipeline.from_pretrained(root / "sd", local_files_only=True)
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel"
+    assert "CrossAttnDownBlock2D" in pipe.unet.config.down_block_types
+    assert "CrossAttnUpBlock2D" in pipe.unet.config.up_block_types
+    assert any(".attn2.to_k." in n for n, _ in pipe.unet.named_parameters())
+    sc = pipe.scheduler.config
+    assert (sc.beta_start, sc.beta_end, sc.beta_schedule, sc.num_train_timesteps, sc.prediction_type) == \
+        (0.00085, 0.012, "scaled_linear", 1000, "epsilon")
+    assert pipe.vae_scale_factor == 4 and pipe.vae.config.scaling_factor > 0
+    out = pipe("a red circle", num_inference_steps=2, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 3, 32, 32)
+    assert (root / "sd" / "README.md").exists() and (root / "judge" / "judge.safetensors").exists()
+    assert json.loads((root / "sd" / "build_info.json").read_text())["config"]["unet_steps"] == 2
+
+
+def test_build_refuses_an_existing_output(tiny_world):
+    root, _ = tiny_world
+    before = sorted(p.name for p in (root / "sd").iterdir())
+    with pytest.raises(UserError, match="exists"):
+        build(TINY, root / "sd", evaluate=False)
+    assert sorted(p.name for p in (root / "sd").iterdir()) == before
+
+
+def test_build_resumes_finished_stages(tiny_world, capsys):
+    root, _ = tiny_world
+    # Same settings, new output: the cached judge, VAE and UNet are reused, nothing is retrained.
+    build(TINY, root / "sd2", work=root / ".sd.work", evaluate=False)
+    out = capsys.readouterr().out
+    assert "judge: held-out" not in out and "latent scaling factor" not in out
+
+
+def test_exclude_builds_a_retrain_world(tmp_path):
+    cfg = BuildConfig(**{**TINY.__dict__, "exclude": ["circle"]})
+    assert "circle" not in cfg.sd_shapes()
+    info = build(cfg, tmp_path / "retrain", evaluate=False)
+    assert info["config"]["exclude"] == ["circle"]
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["toy", "build", "--out", str(tmp_path / "x"), "--exclude", "octagon", "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown shape 'octagon'" in err[0]
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "y").mkdir()
+    assert main(["toy", "build", "--out", str(tmp_path / "y"), "--no-eval"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
