@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_sampling_args(g)
     g.set_defaults(func=_cmd_generate)
 
+    _add_erase_parsers(sub)
+
     toy = sub.add_parser("toy", help="the toy world: build it, measure it",
                          description="The toy world: a tiny Stable Diffusion trained on drawn shapes.")
     tsub = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND", required=True)
@@ -77,6 +79,124 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement at the end")
     b.set_defaults(func=_cmd_toy_build)
     return parser
+
+
+def _add_concept_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--concept", default=None,
+                   help="a recipe from prompts/ (nudity, church, garbage-truck, ..., circle, square, ...) or a "
+                        "recipe .json file; or describe the concept with the three prompt options below")
+    p.add_argument("--forget-prompt", action="append", default=None, help="prompt naming the concept (repeatable)")
+    p.add_argument("--misaligned-prompt", action="append", default=None,
+                   help="what the forget prompt should lead to instead (repeatable, paired with --forget-prompt)")
+    p.add_argument("--retain-prompt", action="append", default=None, help="what must keep working (repeatable)")
+    p.add_argument("--forget-data", type=Path, default=None,
+                   help="a local image folder of the concept (metadata.jsonl captions) instead of drawing it")
+    p.add_argument("--n-forget", type=int, default=None, help="forget images to draw (recipe default)")
+    p.add_argument("--selection", default=None,
+                   help="UNet weights to consider: all, attn2 (cross-attention), attn, resnets, or re:<regex>")
+    p.add_argument("--keep", type=float, default=None, help="fraction of selected weights in the mask (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", type=Path, default=None, help="cache of drawn images, mask and checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the source model)")
+
+
+def _recipe(args, **overrides):
+    from .recipes import custom_recipe, load_recipe
+
+    common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
+                  **overrides)
+    if args.concept and (args.forget_prompt or args.misaligned_prompt):
+        raise UserError("give --concept or --forget-prompt/--misaligned-prompt, not both")
+    if args.concept:
+        rec = load_recipe(args.concept, **common)
+        if args.retain_prompt:
+            rec.retain_prompts = args.retain_prompt
+        return rec
+    if args.forget_prompt is None:
+        raise UserError("say what to erase: --concept NAME, or --forget-prompt TEXT with --misaligned-prompt TEXT")
+    if not args.misaligned_prompt:
+        raise UserError("--forget-prompt needs --misaligned-prompt (what the concept's prompt should draw instead)")
+    return custom_recipe(args.forget_prompt, args.misaligned_prompt, args.retain_prompt, **common)
+
+
+def _add_erase_parsers(sub) -> None:
+    m = sub.add_parser("mask", help="compute a SalUn saliency mask for a concept",
+                       description="Gradient of the guided noise-prediction loss on forget images, summed over the "
+                                   "forget set at the base weights; keep the top fraction. Saved bit-packed "
+                                   "in safetensors with metadata tying it to the model.")
+    _add_model_arg(m)
+    _add_concept_args(m)
+    m.add_argument("--out", type=Path, required=True, help="mask file to write (.safetensors)")
+    m.add_argument("--scope", choices=("global", "tensor"), default="global",
+                   help="rank weights across all tensors (SalUn) or within each tensor")
+    m.add_argument("--guidance-w", type=float, default=None, help="w in (1+w) e(c) - w e(null) (SD recipe 7.5)")
+    m.add_argument("--device", default=None)
+    m.set_defaults(func=_cmd_mask)
+
+    e = sub.add_parser("erase", help="erase a concept with SalUn and export a diffusers pipeline",
+                       description="Draw forget/retain images with the base model (or load them), compute the "
+                                   "saliency mask, train only masked UNet weights to map the concept's prompt to a "
+                                   "misaligned one while keeping retain images, then export a pipeline folder "
+                                   "(model card, recipe, mask). Example: salun erase --concept circle --out erased")
+    _add_model_arg(e)
+    _add_concept_args(e)
+    e.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
+    e.add_argument("--mask", type=Path, default=None, help="a mask from `salun mask` (else computed here)")
+    e.add_argument("--no-mask", action="store_true", help="train every selected weight (the ablation)")
+    e.add_argument("--allow-other-base", action="store_true",
+                   help="accept a --mask computed on other weights of the same architecture")
+    e.add_argument("--retain-data", type=Path, default=None, help="a local image folder of what must be kept")
+    e.add_argument("--n-retain", type=int, default=None)
+    e.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
+    e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
+    e.add_argument("--guidance-w", type=float, default=None, help="mask loss guidance (SD recipe 7.5)")
+    e.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+    e.add_argument("--checkpoint-every", type=int, default=50)
+    e.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    e.add_argument("--gradient-checkpointing", action="store_true")
+    e.add_argument("--xformers", action=argparse.BooleanOptionalAction, default=None,
+                   help="xformers attention (the optional gpu extra); default: on when installed and on CUDA, "
+                        "else torch SDPA")
+    e.add_argument("--resolution", type=int, default=None, help="image size (default: the model's)")
+    e.add_argument("--lora-rank", type=int, default=None,
+                   help="also export the UNet change as a LoRA of this rank to <out>-lora")
+    e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
+    e.set_defaults(func=_cmd_erase)
+
+
+def _cmd_mask(args) -> int:
+    from .sd_erase import make_mask
+
+    recipe = _recipe(args, guidance_w=args.guidance_w)
+    mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
+                     work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device)
+    st = mask.stats()
+    print(f"wrote {args.out}: {st['kept']:,} of {st['total']:,} weights ({st['kept_fraction']:.1%}) in "
+          f"{st['tensors']} tensors, {args.out.stat().st_size / 2**20:.2f} MiB")
+    return 0
+
+
+def _cmd_erase(args) -> int:
+    import json
+
+    from .sd_erase import EraseOptions, erase
+
+    if args.mask and args.no_mask:
+        raise UserError("--mask and --no-mask contradict each other")
+    recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
+    opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
+                        use_mask=not args.no_mask, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
+                        resume=args.resume, checkpoint_every=args.checkpoint_every,
+                        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+                        xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
+                        lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
+                        forget_data=args.forget_data, retain_data=args.retain_data, device=args.device)
+    summary = erase(opts)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}: StableDiffusionPipeline.from_pretrained({str(args.out)!r})")
+    return 0
 
 
 def _prompts(args) -> list[str]:
@@ -158,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, FileExistsError) as e:
         print(f"salun: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"salun: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("salun: interrupted; finished stages and checkpoints are kept", file=sys.stderr)
         return 130

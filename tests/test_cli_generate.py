@@ -45,3 +45,11 @@ def test_unsupported_pipeline_is_named(tmp_path, capsys):
     (tmp_path / "xl" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
     assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "xl"), "--out", str(tmp_path / "o")]) == 2
     assert "StableDiffusionXLPipeline" in capsys.readouterr().err
+
+
+def test_hub_id_without_network_says_how_to_use_a_local_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["generate", "--prompt", "x", "--model", "CompVis/stable-diffusion-v1-4", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "CompVis/stable-diffusion-v1-4" in err and "local folder" in err

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir
+from ..data import EpochSampler
 from ..errors import UserError
 from . import shapes as S
 from .judge import classify, load_judge, save_judge
@@ -60,20 +61,6 @@ def _cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
 
 
-class _Batches:
-    """Epoch-wise shuffled index batches: every sample is seen once before any is seen twice."""
-
-    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
-        self.n, self.bs, self.gen, self.perm, self.pos = n, batch_size, gen, None, n
-
-    def next(self) -> torch.Tensor:
-        if self.pos + self.bs > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
-        idx = self.perm[self.pos:self.pos + self.bs]
-        self.pos += self.bs
-        return idx
-
-
 def _augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Blur and noise some images so the judge also reads the softer images a decoder draws."""
     n = x.shape[0]
@@ -93,7 +80,7 @@ def train_judge(cfg: BuildConfig, out: Path) -> Judge:
     x, ys, yc = data.as_float(), torch.from_numpy(data.shape_ids), torch.from_numpy(data.colour_ids)
     judge = Judge(len(S.SHAPES), len(S.COLOURS))
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
-    batches = _Batches(len(data), 128, gen)
+    batches = EpochSampler(len(data), 128, generator=gen)
     judge.train()
     bar = tqdm(range(cfg.judge_steps), desc="judge", dynamic_ncols=True)
     for step in bar:
@@ -125,7 +112,7 @@ def train_vae(cfg: BuildConfig, data: S.DrawnSet, out: Path):
     vae = make_vae()
     x = data.as_float()
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    batches = _Batches(len(x), cfg.batch_size, gen)
+    batches = EpochSampler(len(x), cfg.batch_size, generator=gen)
     bar = tqdm(range(cfg.vae_steps), desc="vae", dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
@@ -193,7 +180,7 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer, work: Path):
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
-    batches = _Batches(len(mean), cfg.batch_size, gen)
+    batches = EpochSampler(len(mean), cfg.batch_size, generator=gen)
     unet.train()
     text_encoder.train()
     bar = tqdm(range(cfg.unet_steps), desc="unet", dynamic_ncols=True)

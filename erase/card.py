@@ -1,0 +1,45 @@
+"""Model cards for erased pipelines: what was erased, how, and what the audit measured."""
+from __future__ import annotations
+
+import json
+
+
+def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = None) -> str:
+    m = summary.get("mask")
+    mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
+                 f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, global ranking"
+                 if m else "none: every selected weight was trainable (ablation)")
+    audit = ""
+    if extra and extra.get("audit"):
+        audit = "\n## Audit\n\n```json\n" + json.dumps(extra["audit"], indent=2) + "\n```\n"
+    return f"""---
+library_name: diffusers
+base_model: {base}
+tags: [stable-diffusion, machine-unlearning, concept-erasure, salun]
+pipeline_tag: text-to-image
+---
+# {recipe.name} erased from {base} with SalUn
+
+Erased with [salun](https://arxiv.org/abs/2310.12508) (Fan et al., *SalUn: Empowering Machine Unlearning
+via Gradient-based Weight Saliency in Both Image Classification and Generation*, ICLR 2024): a
+saliency mask from the gradient of the guided noise-prediction loss on the forget images, then
+training in which only masked UNet weights move (all others are bit-identical to the base).
+
+- Concept: **{recipe.name}**. {recipe.description}
+- Forget prompts: {", ".join(f"`{p}`" for p in recipe.forget_prompts)}
+- Misaligned prompts: {", ".join(f"`{p}`" for p in recipe.misaligned_prompts)}
+- Retain prompts: {len(recipe.retain_prompts)} ({", ".join(f"`{p}`" for p in recipe.retain_prompts[:4])}{"..." if len(recipe.retain_prompts) > 4 else ""})
+- Mask: {mask_line}
+- Training: {summary["steps"]} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha},
+  mask guidance w {recipe.guidance_w}, {summary["n_forget"]} forget / {summary["n_retain"]} retain images,
+  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary["train_seconds"]} s of training
+- Files: `mask.safetensors` (bit-packed mask and its metadata), `recipe.json` (every setting),
+  `training_log.jsonl` (losses per step)
+{audit}
+## Use
+
+```python
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained("path/to/this/folder")
+```
+"""

@@ -1,0 +1,55 @@
+"""The real Stable Diffusion v1.4 component configs, for structure tests and benchmarks at full scale.
+
+Written out here (not downloaded) so that pipelines with SD v1.4's exact architecture — UNet 860M,
+VAE 84M, CLIP ViT-L/14 text encoder 123M — can be built with random weights offline.
+"""
+from __future__ import annotations
+
+SD14_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
+    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=768, attention_head_dim=8,
+)
+SD14_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2, act_fn="silu",
+    norm_num_groups=32, scaling_factor=0.18215, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+SD14_TEXT = dict(
+    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=49406,
+    eos_token_id=49407, pad_token_id=1,
+)
+SD14_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+)
+
+
+def sd14_unet(device: str | None = None):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device(device or "cpu"):
+        return UNet2DConditionModel(**SD14_UNET)
+
+
+def sd14_pipeline(seed: int = 0, tokenizer_dir=None):
+    """A StableDiffusionPipeline with SD v1.4's architecture and random weights."""
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from ..toy.tokenizer import write_clip_tokenizer
+
+    torch.manual_seed(seed)
+    tok_dir = tokenizer_dir or write_clip_tokenizer(tempfile.mkdtemp(prefix="sd14_tok_"))
+    return StableDiffusionPipeline(
+        vae=AutoencoderKL(**SD14_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD14_TEXT)),
+        tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=sd14_unet(),
+        scheduler=PNDMScheduler(**SD14_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)

@@ -1,0 +1,260 @@
+"""The mask engine: weight saliency from a forgetting loss, shared by every path (SD, DDPM, classifiers).
+
+SalUn (Fan et al., ICLR 2024) keeps the weights whose forgetting-loss gradient is large:
+``m = 1(|sum_batches grad l_f(theta_0)| >= gamma)``, gamma chosen so that a ``keep`` fraction of the
+selected weights survive, ranked globally across tensors (or per tensor, as an option).
+
+At SD scale (860M UNet weights) the threshold is found without sorting or concatenating: a two-pass
+radix select over the float32 bit patterns (which order like the values for non-negative floats).
+Masks are stored bit-packed in safetensors (1 bit a weight) with metadata that ties them to a model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import UserError
+
+# Parameter-selection presets for diffusers UNets (SD's UNet2DConditionModel and UNet2DModel).
+PRESETS: dict[str, str] = {
+    "all": r".*",
+    "attn2": r"(^|\.)attn2\.",  # cross-attention: where the text prompt enters
+    "attn": r"(^|\.)(attn1|attn2|attentions)\.",  # every attention layer
+    "resnets": r"(^|\.)resnets\.",  # the ResNet blocks
+}
+MASK_FORMAT = "salun-mask/1"
+
+
+def select_parameters(model: nn.Module, selection: str = "all") -> dict[str, nn.Parameter]:
+    """Parameters chosen by a preset name (see ``PRESETS``) or ``re:<regex>`` over parameter names."""
+    if selection in PRESETS:
+        pattern = PRESETS[selection]
+    elif selection.startswith("re:"):
+        pattern = selection[3:]
+    else:
+        raise UserError(f"unknown parameter selection {selection!r}: use one of {', '.join(PRESETS)} "
+                        "or re:<regex over parameter names>")
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"bad selection regex {pattern!r}: {e}") from e
+    chosen = {n: p for n, p in model.named_parameters() if rx.search(n)}
+    if not chosen:
+        raise UserError(f"selection {selection!r} matches no parameter of {type(model).__name__}")
+    return chosen
+
+
+def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss_fn: Callable[[object], torch.Tensor],
+                         batches: Iterable, clip_grad_norm: float | None = None, progress: bool = True,
+                         total: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """Sum the gradient of ``loss_fn(batch)`` over all batches at the current weights.
+
+    With ``clip_grad_norm``, each batch's gradient (over ``params``) is clipped to that norm before it
+    is added, as the DDPM recipe does. Returns (gradient sums in float32, number of batches).
+    """
+    names = list(params)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+        p.grad = None
+    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    n_batches = 0
+    for batch in tqdm(batches, desc="saliency", disable=not progress, total=total, dynamic_ncols=True):
+        loss = loss_fn(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the forgetting loss is {loss.item()} on batch {n_batches}")
+        loss.backward()
+        grads = [params[n].grad for n in names]
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([params[n] for n in names], clip_grad_norm)
+        for n, g in zip(names, grads):
+            if g is not None:
+                acc[n].add_(params[n].grad.float())
+            params[n].grad = None
+        n_batches += 1
+    if n_batches == 0:
+        raise UserError("no forget data: the saliency needs at least one batch")
+    return acc, n_batches
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """Non-negative float32 -> int32 bit patterns, which sort exactly like the values."""
+    return t.detach().abs().float().contiguous().view(torch.int32).reshape(-1)
+
+
+def global_threshold(scores: Iterable[torch.Tensor], keep: float) -> tuple[float, int, int]:
+    """The smallest score among the top ``keep`` fraction of all scores, found by radix selection.
+
+    Two passes of ``bincount`` over the high and low 16 bits of the float32 patterns: exact, with
+    memory of one tensor at a time plus 65,536 counters. Returns (threshold, k, total count).
+    """
+    scores = list(scores)
+    total = sum(s.numel() for s in scores)
+    k = max(1, round(keep * total))  # the k-th largest value is the threshold
+    hi = torch.zeros(1 << 16, dtype=torch.int64)
+    for s in scores:
+        hi += torch.bincount((_bits(s) >> 16).cpu(), minlength=1 << 16)
+    above = torch.flip(torch.cumsum(torch.flip(hi, [0]), 0), [0])  # above[b] = count with high bits >= b
+    b = int((above >= k).nonzero().max())
+    k_in = k - (int(above[b + 1]) if b + 1 < (1 << 16) else 0)
+    lo = torch.zeros(1 << 16, dtype=torch.int64)
+    for s in scores:
+        bits = _bits(s)
+        sel = bits[(bits >> 16) == b]
+        if sel.numel():
+            lo += torch.bincount((sel & 0xFFFF).cpu(), minlength=1 << 16)
+    above_lo = torch.flip(torch.cumsum(torch.flip(lo, [0]), 0), [0])
+    low = int((above_lo >= k_in).nonzero().max())
+    value = torch.tensor([(b << 16) | low], dtype=torch.int32).view(torch.float32).item()
+    return value, k, total
+
+
+@dataclass
+class Mask:
+    """A saliency mask: one boolean tensor per selected parameter, plus where it came from."""
+
+    masks: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    @property
+    def total(self) -> int:
+        return sum(m.numel() for m in self.masks.values())
+
+    def stats(self) -> dict:
+        per = {n: round(float(m.float().mean()), 4) for n, m in self.masks.items()}
+        return {"kept": self.kept, "total": self.total, "kept_fraction": self.kept / max(1, self.total),
+                "tensors": len(self.masks), "per_tensor_fraction": per}
+
+    def save(self, path: str | Path) -> Path:
+        """Bit-packed safetensors (1 bit a weight), written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {n: pack_bits(m) for n, m in self.masks.items()}
+        shapes = {n: list(m.shape) for n, m in self.masks.items()}
+        meta = {"format": MASK_FORMAT, "shapes": json.dumps(shapes)}
+        meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in self.meta.items()})
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mask":
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"mask file {path} does not exist")
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                if meta.get("format") != MASK_FORMAT:
+                    raise UserError(f"{path} is not a salun mask (format {meta.get('format')!r})")
+                shapes = json.loads(meta.pop("shapes"))
+                masks = {n: unpack_bits(f.get_tensor(n), shapes[n]) for n in f.keys()}
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged file can fail in several ways
+            raise UserError(f"could not read mask {path}: {e}") from e
+        decoded = {}
+        for k, v in meta.items():
+            try:
+                decoded[k] = json.loads(v)
+            except ValueError:
+                decoded[k] = v
+        return cls(masks, decoded)
+
+    def check_model(self, model: nn.Module, strict_fingerprint: bool = True) -> None:
+        """Refuse a model whose parameter names or shapes differ from the mask's (or other weights)."""
+        params = dict(model.named_parameters())
+        missing = [n for n in self.masks if n not in params]
+        if missing:
+            raise UserError(f"the mask is for another model: {len(missing)} of its parameters are missing "
+                            f"here (e.g. {missing[0]!r}); compute a mask for this model with `salun mask`")
+        wrong = [n for n, m in self.masks.items() if tuple(params[n].shape) != tuple(m.shape)]
+        if wrong:
+            n = wrong[0]
+            raise UserError(f"the mask is for another model: {n!r} has shape {tuple(self.masks[n].shape)} in the "
+                            f"mask but {tuple(params[n].shape)} here")
+        want = self.meta.get("fingerprint")
+        if strict_fingerprint and want:
+            got = fingerprint({n: params[n] for n in self.masks})
+            if got != want:
+                raise UserError("the mask was computed on other weights of the same architecture (fingerprint "
+                                f"{want[:12]} != {got[:12]}): recompute it, or pass --allow-other-base")
+
+
+def top_fraction_mask(scores: dict[str, torch.Tensor], keep: float = 0.5, scope: str = "global") -> dict[str, torch.Tensor]:
+    """Keep the weights whose score is in the top ``keep`` fraction, globally or per tensor."""
+    if not 0 < keep <= 1:
+        raise UserError(f"keep must be in (0, 1], got {keep}")
+    if scope == "global":
+        thr, _, _ = global_threshold(scores.values(), keep)
+        return {n: s.abs() >= thr for n, s in scores.items()}
+    if scope == "tensor":
+        return {n: s.abs() >= global_threshold([s], keep)[0] for n, s in scores.items()}
+    raise UserError(f"unknown mask scope {scope!r}: use global or tensor")
+
+
+def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterable,
+                 selection: str = "all", keep: float = 0.5, scope: str = "global",
+                 clip_grad_norm: float | None = None, meta: dict | None = None, progress: bool = True,
+                 total: int | None = None) -> Mask:
+    """The whole engine: select parameters, accumulate the forgetting gradient, keep the top fraction."""
+    params = select_parameters(model, selection)
+    grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total)
+    masks = top_fraction_mask(grads, keep, scope)
+    del grads
+    info = {"selection": selection, "keep": keep, "scope": scope, "clip_grad_norm": clip_grad_norm,
+            "n_batches": n_batches, "fingerprint": fingerprint(params), **(meta or {})}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Mask({n: m.cpu() for n, m in masks.items()}, info)
+
+
+def fingerprint(params: dict[str, torch.Tensor], samples: int = 4096) -> str:
+    """A short hash of names, shapes and a strided sample of float32 values: cheap even at 860M weights."""
+    h = hashlib.sha256()
+    for n in sorted(params):
+        t = params[n].detach().reshape(-1)
+        step = max(1, t.numel() // samples)
+        h.update(n.encode())
+        h.update(str(tuple(params[n].shape)).encode())
+        h.update(t[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """Bool tensor -> uint8 tensor of ceil(n/8) bytes, most significant bit first."""
+    flat = mask.reshape(-1).to(torch.uint8).cpu()
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
+    n = 1
+    for s in shape:
+        n *= s
+    bits = (packed.reshape(-1, 1) & _BIT_WEIGHTS).ne(0).reshape(-1)[:n]
+    return bits.reshape(shape)

@@ -1,0 +1,105 @@
+"""Erasure recipes: what to forget, what to pull it toward, what to keep, and the training settings.
+
+Recipes live as JSON in ``prompts/`` (nudity, the ten Imagenette classes, the toy world's shapes);
+``--forget-prompt/--misaligned-prompt/--retain-prompt`` make one on the spot.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import UserError
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+
+
+@dataclass
+class Recipe:
+    name: str
+    forget_prompts: list[str]
+    misaligned_prompts: list[str]
+    retain_prompts: list[str]
+    description: str = ""
+    n_forget: int = 800
+    n_retain: int = 800
+    alpha: float = 0.1  # weight of the retain denoising loss
+    lr: float = 1e-5
+    steps: int | None = None  # if None, ``epochs`` over the forget set
+    epochs: float = 1.0
+    batch_size: int = 8
+    guidance_w: float = 7.5  # the mask loss's guidance: pred = (1 + w) e(c) - w e(null)
+    selection: str = "all"
+    keep: float = 0.5
+    gen_steps: int = 50  # sampler steps when the base model draws the forget/retain images
+    gen_guidance: float = 7.5
+    forget_dataset: dict | None = None
+    retain_dataset: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("forget_prompts", "misaligned_prompts"):
+            values = getattr(self, key)
+            if not values or any(not str(v).strip() for v in values):
+                raise UserError(f"recipe {self.name!r}: {key.replace('_', ' ')} must be a non-empty list of "
+                                "non-empty prompts")
+        if any(not str(v).strip() for v in self.retain_prompts):
+            raise UserError(f"recipe {self.name!r}: an empty retain prompt")
+        if self.alpha > 0 and not self.retain_prompts and not self.retain_dataset:
+            raise UserError(f"recipe {self.name!r}: alpha > 0 needs retain prompts or a retain dataset "
+                            "(or set --alpha 0)")
+        if not 0 < self.keep <= 1:
+            raise UserError(f"keep must be in (0, 1], got {self.keep}")
+
+    def misaligned_for(self, forget_prompt: str) -> str:
+        """The misaligned prompt paired with a forget prompt (same index, cycling)."""
+        try:
+            i = self.forget_prompts.index(forget_prompt)
+        except ValueError:
+            i = 0
+        return self.misaligned_prompts[i % len(self.misaligned_prompts)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _files() -> list[Path]:
+    return sorted(PROMPTS_DIR.glob("*.json"))
+
+
+def available() -> dict[str, Path]:
+    out = {}
+    for f in _files():
+        for name in json.loads(f.read_text())["recipes"]:
+            out[name] = f
+    return out
+
+
+def load_recipe(name: str, **overrides) -> Recipe:
+    """A named recipe from ``prompts/``, with ``overrides`` (``None`` values ignored) applied."""
+    known = available()
+    path = Path(name)
+    if path.suffix == ".json" and path.exists():
+        raw = json.loads(path.read_text())
+        raw.setdefault("name", path.stem)
+    elif name in known:
+        raw = {"name": name, **json.loads(known[name].read_text())["recipes"][name]}
+    else:
+        raise UserError(f"unknown concept {name!r}: choose a recipe ({', '.join(known)}), give a recipe .json "
+                        "file, or describe it with --forget-prompt/--misaligned-prompt/--retain-prompt")
+    return _build(raw, overrides)
+
+
+def custom_recipe(forget: list[str], misaligned: list[str], retain: list[str] | None, name: str = "custom",
+                  **overrides) -> Recipe:
+    return _build({"name": name, "forget_prompts": forget, "misaligned_prompts": misaligned,
+                   "retain_prompts": retain or []}, overrides)
+
+
+def _build(raw: dict, overrides: dict) -> Recipe:
+    names = {f.name for f in fields(Recipe)}
+    extra = {k: v for k, v in raw.items() if k not in names}
+    base = {k: v for k, v in raw.items() if k in names}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base.setdefault("extra", {}).update(extra)
+    return Recipe(**base)

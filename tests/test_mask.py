@@ -1,0 +1,88 @@
+import pytest
+import torch
+from torch import nn
+
+from erase.errors import UserError
+from erase.mask import (Mask, accumulate_gradients, compute_mask, global_threshold, pack_bits,
+                        select_parameters, top_fraction_mask, unpack_bits)
+from erase.toy.models import make_unet
+
+
+def _scores(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {f"t{i}": torch.randn(s, generator=g) for i, s in enumerate([(50, 30), (7,), (16, 8, 3, 3), (999,)])}
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.1, 0.93, 1.0])
+def test_global_threshold_equals_topk(keep):
+    sc = _scores()
+    flat = torch.cat([v.abs().reshape(-1) for v in sc.values()])
+    thr, k, total = global_threshold(sc.values(), keep)
+    assert total == flat.numel() and thr == torch.topk(flat, k).values[-1].item()
+    m = top_fraction_mask(sc, keep)
+    assert sum(int(v.sum()) for v in m.values()) == k  # continuous scores: no ties
+    # global ranking: tensors keep different fractions
+    if keep == 0.5:
+        sc["t1"] = sc["t1"] * 100
+        m = top_fraction_mask(sc, keep)
+        assert bool(m["t1"].all())
+
+
+def test_per_tensor_scope():
+    m = top_fraction_mask(_scores(), 0.25, scope="tensor")
+    for name, t in m.items():
+        assert abs(t.float().mean().item() - 0.25) < 0.15, name
+    with pytest.raises(UserError):
+        top_fraction_mask(_scores(), 0.0)
+
+
+def test_bit_packing_roundtrip_and_size(tmp_path):
+    m = {"a": torch.rand(1000, 37) > 0.5, "b": torch.rand(3) > 0.5}
+    for v in m.values():
+        assert torch.equal(unpack_bits(pack_bits(v), v.shape), v)
+    path = Mask(m, {"keep": 0.5, "prompts": ["a red circle"]}).save(tmp_path / "m.safetensors")
+    assert path.stat().st_size < 37000 / 8 + 2000  # about one bit a weight
+    back = Mask.load(path)
+    assert all(torch.equal(back.masks[k], m[k]) for k in m)
+    assert back.meta["keep"] == 0.5 and back.meta["prompts"] == ["a red circle"]
+
+
+def test_presets_select_the_right_weights():
+    unet = make_unet()
+    attn2 = select_parameters(unet, "attn2")
+    assert attn2 and all(".attn2." in n for n in attn2)
+    res = select_parameters(unet, "resnets")
+    assert res and all(".resnets." in n for n in res)
+    assert len(select_parameters(unet, "all")) == len(list(unet.parameters()))
+    assert all("to_k" in n for n in select_parameters(unet, r"re:attn2\.to_k"))
+    with pytest.raises(UserError, match="matches no parameter"):
+        select_parameters(unet, "re:nothing_like_this")
+    with pytest.raises(UserError, match="unknown parameter selection"):
+        select_parameters(unet, "everything")
+
+
+def test_clipped_accumulation_bounds_each_batch():
+    model = nn.Linear(4, 3)
+    params = dict(model.named_parameters())
+    batches = [torch.full((2, 4), 100.0)] * 5
+    acc, n = accumulate_gradients(model, params, lambda x: model(x).pow(2).sum(), batches, clip_grad_norm=1.0,
+                                  progress=False)
+    total = torch.sqrt(sum(v.pow(2).sum() for v in acc.values()))
+    assert n == 5 and total <= 5.0 + 1e-4  # five batches, each clipped to norm 1
+    with pytest.raises(UserError, match="no forget data"):
+        accumulate_gradients(model, params, lambda x: x.sum(), [], progress=False)
+
+
+def test_mask_refuses_another_model():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    mask = compute_mask(model, lambda x: model(x).sum(), [torch.randn(2, 4)], progress=False)
+    mask.check_model(model)
+    other_shape = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 2))
+    with pytest.raises(UserError, match="another model"):
+        mask.check_model(other_shape)
+    with pytest.raises(UserError, match="missing"):
+        mask.check_model(nn.Sequential(nn.Linear(4, 3)))
+    other_weights = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    with pytest.raises(UserError, match="fingerprint"):
+        mask.check_model(other_weights)
+    mask.check_model(other_weights, strict_fingerprint=False)
