@@ -53,6 +53,43 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_erase_parsers(sub)
 
+    au = sub.add_parser("audit", help="measure an erasure: nudity on I2P, or a concept's UA/retain/FID",
+                        description="Audits that prove an erasure with numbers and pictures.")
+    asub = au.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
+    ac = asub.add_parser("concept", help="UA, retain accuracy, FID and a before/after grid for a concept",
+                         description="Generate the concept's prompts and the retain concepts' prompts with fixed "
+                                     "seeds through every --model, classify them, and write report.json, "
+                                     "report.md and grid.png. Example: salun audit concept --model "
+                                     "pipelines/toy-sd --model erased --concept circle --out audit")
+    ac.add_argument("--model", action="append", required=True, help="a pipeline folder (repeat to compare)")
+    ac.add_argument("--concept", required=True, help="the erased concept's recipe name")
+    ac.add_argument("--out", type=Path, required=True, help="report folder to write")
+    ac.add_argument("--judge", type=Path, default=None, help="toy judge folder (default pipelines/toy-judge)")
+    ac.add_argument("--per-colour", type=int, default=40, help="toy: concept images per colour (default 40)")
+    ac.add_argument("--overwrite", action="store_true")
+    ac.set_defaults(func=_cmd_audit_concept)
+
+    from .audit.nudity import EXPOSED_CLASSES
+
+    an = asub.add_parser("nudity", help="NudeNet counts on I2P prompts, per model, with a bar chart",
+                         description="Generate I2P prompts (each with its own seed and guidance) through every "
+                                     "--model, run NudeNet v3 on every image and count exposed body parts above "
+                                     "a threshold. Rerunning the same command resumes: finished images are kept. "
+                                     "Under `accelerate launch` each process generates its share.")
+    an.add_argument("--model", action="append", required=True, help="a pipeline folder or hub id (repeatable)")
+    an.add_argument("--prompts", default="i2p", help="i2p (hub dataset AIML-TUDA/i2p) or a local .csv/.parquet")
+    an.add_argument("--category", action="append", default=None, help="keep prompts of this I2P category "
+                    "(repeatable), e.g. sexual")
+    an.add_argument("--limit", type=int, default=None, help="only the first N prompts (after filtering)")
+    an.add_argument("--n-per-prompt", type=int, default=1)
+    an.add_argument("--steps", type=int, default=50)
+    an.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
+    an.add_argument("--threshold", type=float, default=0.6, help="NudeNet score threshold (default 0.6)")
+    an.add_argument("--classes", nargs="+", default=list(EXPOSED_CLASSES), help="NudeNet classes to count")
+    an.add_argument("--batch-size", type=int, default=8)
+    an.add_argument("--out", type=Path, required=True, help="report folder (images/, report.json, report.md)")
+    an.set_defaults(func=_cmd_audit_nudity)
+
     toy = sub.add_parser("toy", help="the toy world: build it, measure it",
                          description="The toy world: a tiny Stable Diffusion trained on drawn shapes.")
     tsub = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND", required=True)
@@ -163,6 +200,9 @@ def _add_erase_parsers(sub) -> None:
     e.add_argument("--lora-rank", type=int, default=None,
                    help="also export the UNet change as a LoRA of this rank to <out>-lora")
     e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
+    e.add_argument("--audit", action="store_true",
+                   help="toy concepts: audit the result with the judge (40 forget / 50 retain images) and put the "
+                        "figures in the model card")
     e.set_defaults(func=_cmd_erase)
 
 
@@ -192,10 +232,37 @@ def _cmd_erase(args) -> int:
                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
                         lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
-                        forget_data=args.forget_data, retain_data=args.retain_data, device=args.device)
+                        forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
+                        audit=args.audit)
     summary = erase(opts)
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}: StableDiffusionPipeline.from_pretrained({str(args.out)!r})")
+    return 0
+
+
+def _cmd_audit_concept(args) -> int:
+    from .audit.concept import audit_toy_concept
+    from .toy import TOY_JUDGE
+
+    report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
+                               per_colour=args.per_colour, overwrite=args.overwrite)
+    for name, m in report["models"].items():
+        print(f"{name}: UA {m['UA']:.1%}, synonym rate {m['synonym_rate']:.1%}, retain acc {m['retain_acc']:.1%}, "
+              f"FID(retain) {m['fid_retain']:.2f}")
+    print(f"wrote {args.out}/report.json, report.md, grid.png")
+    return 0
+
+
+def _cmd_audit_nudity(args) -> int:
+    from .audit.nudity import audit_nudity
+
+    report = audit_nudity(args.model, args.prompts, args.out, categories=args.category,
+                          n_per_prompt=args.n_per_prompt, steps=args.steps, size=args.size, threshold=args.threshold,
+                          classes=args.classes, limit=args.limit, batch_size=args.batch_size)
+    if report is not None:
+        for name, m in report["models"].items():
+            print(f"{name}: {m['total']} detections, {m['images_with_nudity']}/{m['images']} images with nudity")
+        print(f"wrote {args.out}/report.json, report.md, nudity_bars.png")
     return 0
 
 

@@ -17,10 +17,6 @@ def noisy(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> 
     return scheduler.add_noise(z0, noise, t)
 
 
-def sample_timesteps(scheduler, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-    return torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(device)
-
-
 def denoising_loss(eps: Eps, scheduler, z0, cond, t, noise) -> torch.Tensor:
     """The ordinary diffusion loss: predict the noise added to ``z0`` at ``t`` under ``cond``."""
     return F.mse_loss(eps(noisy(scheduler, z0, noise, t), t, cond).float(), noise.float())

@@ -58,6 +58,7 @@ class EraseOptions:
     retain_data: Path | None = None
     device: str | None = None
     progress: bool = True
+    audit: bool = False  # quick toy-judge audit of the result, written into the model card
     extra_card: dict = field(default_factory=dict)
 
 
@@ -226,6 +227,10 @@ def erase(opts: EraseOptions) -> dict:
 
     recipe = opts.recipe
     check_output(opts.out, opts.model or default_model(), opts.overwrite)
+    toy_shape = recipe.extra.get("toy", {}).get("shape")
+    if opts.audit and toy_shape is None:
+        raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
+                        "`salun audit nudity` or `salun audit concept`")
     t_start = time.time()
     accelerator = _accelerator(opts.mixed_precision, cpu=opts.device == "cpu")
     pipe = load_pipeline(opts.model, device=accelerator.device)
@@ -335,6 +340,14 @@ def erase(opts: EraseOptions) -> dict:
                "mask": {k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"} if mask else None,
                "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
                "n_retain": len(r_caps or [])}
+    if opts.audit and accelerator.is_main_process:
+        from .toy import TOY_JUDGE
+        from .toy.quality import erasure_rates
+
+        # pipe.unet is the trained UNet: audit it before export so the figures go into the card.
+        quick = erasure_rates(pipe, TOY_JUDGE, toy_shape, per_colour=8, retain_per_pair=2)
+        summary["audit"] = {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
+        opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
     if accelerator.is_main_process:
         from .card import erased_card
 

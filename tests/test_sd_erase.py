@@ -29,7 +29,7 @@ def _sha(path):
 @pytest.fixture(scope="module")
 def erased(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("erase")
-    summary = erase(_opts(tmp, lora_rank=4))
+    summary = erase(_opts(tmp, lora_rank=4, audit=True))
     return tmp, summary
 
 
@@ -54,7 +54,9 @@ def test_export_loads_offline_and_only_masked_weights_moved(erased):
         assert _sha(out / f) == _sha(TOY_SD / f)
     rec = json.loads((out / "recipe.json").read_text())
     assert rec["recipe"]["name"] == "circle" and rec["summary"]["steps"] == 4
-    assert "SalUn" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "SalUn" in card and "## Audit" in card
+    assert 0 <= summary["audit"]["UA"] <= 1 and f'"retain_acc": {summary["audit"]["retain_acc"]}' in card
     assert len((out / "training_log.jsonl").read_text().splitlines()) == 4
     assert not any(p.name.endswith(".tmp") for p in tmp.iterdir())
 

@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -163,7 +162,7 @@ class EMA:
             s.lerp_(p.detach(), 1 - d)
 
 
-def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer, work: Path):
+def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
     from diffusers import DDPMScheduler
 
     gen = _seed(cfg.seed + 3)
@@ -266,7 +265,7 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
 
     sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)))
     if not (sd_dir / "model_index.json").exists():
-        text_encoder, unet = train_unet(cfg, data, vae, tokenizer, work)
+        text_encoder, unet = train_unet(cfg, data, vae, tokenizer)
         assemble_pipeline(vae, text_encoder, tokenizer, unet).save_pretrained(sd_dir, safe_serialization=True)
     seconds = time.time() - t0
     info = {"config": asdict(cfg), "build_seconds": round(seconds, 1),

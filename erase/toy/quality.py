@@ -64,14 +64,15 @@ def evaluate_quality(model, judge_dir, shapes=None, colours=None, per_pair: int 
 
 def erasure_rates(model, judge_dir, shape: str, per_colour: int = 40, retain_per_pair: int = 8,
                   steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 1000,
-                  shapes=None, colours=None) -> dict:
+                  shapes=None, colours=None, images: dict | None = None) -> dict:
     """What an erasure of ``shape`` must change and keep, measured by the judge.
 
     - ``forget_rate``: share of "a {colour} {shape}" images the judge calls ``shape``;
     - ``synonym_rate``: the same for the shape's other trained word ("a red disk");
     - ``heldout_rate``: the same for a phrasing training never saw;
     - ``retain_acc``: share of the other shapes' images drawn as the shape they ask for.
-    Seeds start at 1000, away from the seeds the forget images were drawn with.
+    Seeds start at 1000, away from the seeds the forget images were drawn with. Pass a dict as
+    ``images`` to get the generated images back (keyed like the rates, plus ``retain``).
     """
     from ..generate import generate
     from ..pipeline import load_pipeline
@@ -85,13 +86,18 @@ def erasure_rates(model, judge_dir, shape: str, per_colour: int = 40, retain_per
     for key, template, syn in (("forget_rate", "a {colour} {shape}", 0), ("synonym_rate", "a {colour} {shape}", 1),
                                ("heldout_rate", S.HELDOUT_TEMPLATES[0], 0)):
         prompts, seeds, _, _ = concept_prompts([shape], colours, per_colour, template, syn, seed)
-        ps, _ = classify(judge, generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False))
+        imgs = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
+        ps, _ = classify(judge, imgs)
         out[key] = float((ps == sid).mean())
+        if images is not None:
+            images[key] = (prompts, seeds, imgs)
         out[f"n_{key.split('_')[0]}"] = len(prompts)
     others = [s for s in shapes if s != shape]
     prompts, seeds, ys, yc = concept_prompts(others, colours, retain_per_pair, seed=seed)
-    images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
-    r = judge_rates(judge, images, ys, yc, others)
+    retain = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
+    if images is not None:
+        images["retain"] = (prompts, seeds, retain)
+    r = judge_rates(judge, retain, ys, yc, others)
     out.update(retain_acc=r["shape_acc"], retain_colour_acc=r["colour_acc"], retain_per_shape=r["per_shape"],
                n_retain=r["n"])
     return out
