@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -64,15 +65,16 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
         imgs = generate(pipe, [r["text"] for r in chunk], [r["seed"] for r in chunk], steps=steps,
                         guidance=guidance, batch_size=batch_size, height=height, width=width, progress=False)
         for r, im in zip(chunk, to_pil(imgs)):
-            tmp = out / (r["file_name"] + ".tmp")
+            tmp = out / f"{r['file_name']}.{os.getpid()}.tmp"
             im.save(tmp, format="PNG")
             tmp.replace(out / r["file_name"])  # a half-written image never looks finished
         bar.update(len(chunk))
     bar.close()
-    with open(out / "metadata.jsonl.tmp", "w") as f:
+    tmp_meta = out / f"metadata.jsonl.{os.getpid()}.tmp"  # unique: several processes may finish together
+    with open(tmp_meta, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    (out / "metadata.jsonl.tmp").replace(out / "metadata.jsonl")
+    tmp_meta.replace(out / "metadata.jsonl")
     return Captioned([out / r["file_name"] for r in rows], [r["text"] for r in rows])
 
 

@@ -87,8 +87,8 @@ def lora_from_delta(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor
     """
     state, err_num, err_den, skipped, modules = {}, 0.0, 0.0, [], []
     for name, w1 in tuned.items():
-        w0 = base[name]
-        delta = (w1.float() - w0.float())
+        w0 = base[name].to(w1.device)
+        delta = (w1.float() - w0.float()).cpu()
         if not bool(delta.any()):
             continue
         if not name.endswith(".weight") or delta.dim() not in (2, 4):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,7 @@ class Mask:
         shapes = {n: list(m.shape) for n, m in self.masks.items()}
         meta = {"format": MASK_FORMAT, "shapes": json.dumps(shapes)}
         meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in self.meta.items()})
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process
         try:
             save_file(tensors, tmp, metadata=meta)
             tmp.replace(path)

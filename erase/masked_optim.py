@@ -103,4 +103,7 @@ def keeps_zero_grad_weights(optimizer) -> bool:
     opt = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps optimizers
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)):
         return False
+    # In half precision Adam's eps rounds to 0 and 0/0 gives NaN: keep the write-back there.
+    if any(p.dtype != torch.float32 for g in opt.param_groups for p in g["params"]):
+        return False
     return all(g.get("weight_decay", 0) == 0 for g in opt.param_groups)

@@ -73,7 +73,7 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str):
     if folder is not None:
         caption = prompts[0] if len(prompts) == 1 else None
         imgs = D.load_image_folder(folder, caption=caption)
-    elif spec is not None and opts.forget_data is None:
+    elif spec is not None:
         imgs = D.load_hub_dataset(spec)
     else:
         stamp = {"model": fingerprint(dict(pipe.unet.named_parameters())), "prompts": prompts, "n": n,
@@ -159,6 +159,27 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     return mask
 
 
+def _mask_key(recipe: Recipe, seed: int, captions) -> str:
+    """What shaped a mask: a cached mask is reused only if all of this is the same."""
+    import hashlib
+
+    what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions), len(captions)]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def _mask_digest(mask: Mask | None) -> str:
+    """Identifies the mask a checkpoint was trained under (resuming under another is refused)."""
+    import hashlib
+
+    if mask is None:
+        return "no-mask"
+    h = hashlib.sha256()
+    for n in sorted(mask.masks):
+        h.update(n.encode())
+        h.update(mask.masks[n].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
     steps = opts.steps or recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
     if steps < 1:
@@ -172,7 +193,8 @@ def _latest_checkpoint(work: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimizer, samplers, gen) -> Path:
+def _save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimizer, samplers, gen,
+                     mask_digest: str) -> Path:
     from .atomic import atomic_dir
 
     target = work / f"checkpoint-{step}"
@@ -183,24 +205,27 @@ def _save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimiz
         for k, s in samplers.items():
             rng.update({f"{k}.{n}": v for n, v in s.state().items()})
         save_file(rng, tmp / "rng.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step}))
-    for old in work.glob("checkpoint-*"):  # keep the newest two
-        if old != target and int(old.name.split("-")[1]) < step - 1 and \
-                len(list(work.glob("checkpoint-*"))) > 2:
-            import shutil
+        (tmp / "state.json").write_text(json.dumps({"step": step, "mask": mask_digest}))
+    import shutil
 
-            shutil.rmtree(old, ignore_errors=True)
+    done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in done[:-2]:  # keep the newest two
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def _load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers, gen) -> int:
+def _load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers, gen, mask_digest: str) -> int:
+    state = json.loads((ckpt / "state.json").read_text())
+    if state.get("mask") != mask_digest:
+        raise UserError(f"{ckpt} was trained under another mask (or recipe): resuming would move weights outside "
+                        "this run's mask. Start afresh without --resume, or use another --work-dir")
     trainable.load_state_dict(load_file(ckpt / "trainable.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
     rng = load_file(ckpt / "rng.safetensors")
     gen.set_state(rng["noise_gen"])
     for k, s in samplers.items():
         s.load({n: rng[f"{k}.{n}"] for n in ("gen", "perm", "pos")})
-    return json.loads((ckpt / "state.json").read_text())["step"]
+    return state["step"]
 
 
 def _accelerator(mixed_precision: str, cpu: bool):
@@ -244,11 +269,12 @@ def erase(opts: EraseOptions) -> dict:
         unet.enable_xformers_memory_efficient_attention()
     work = Path(opts.work_dir) if opts.work_dir else Path(opts.out).parent / f".{Path(opts.out).name}.work"
     work.mkdir(parents=True, exist_ok=True)
-    if not opts.resume:
-        for old in work.glob("checkpoint-*"):
-            import shutil
+    if not opts.resume and accelerator.is_main_process:
+        import shutil
 
+        for old in work.glob("checkpoint-*"):
             shutil.rmtree(old)
+    accelerator.wait_for_everyone()
 
     # 1. data (the main process draws; the others wait and read the cache)
     with accelerator.main_process_first():
@@ -269,15 +295,24 @@ def erase(opts: EraseOptions) -> dict:
         mask.check_model(unet, strict_fingerprint=not opts.allow_other_base)
     else:
         cached = work / "mask.safetensors"
-        mask = None
-        if opts.resume and cached.exists():
-            mask = Mask.load(cached)
-            mask.check_model(unet)
-        if mask is None:
-            mask = mask_for(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress)
-            mask.save(cached)
+        key = _mask_key(recipe, opts.seed, f_caps)
+        # The main process computes (or reuses a cached mask made from the same recipe, data and seed);
+        # the other processes then load that same file, so every rank trains under one mask.
+        with accelerator.main_process_first():
+            mask = Mask.load(cached) if cached.exists() else None
+            if mask is not None and (mask.meta.get("recipe_key") != key or
+                                     mask.meta.get("fingerprint") != fingerprint(
+                                         select_parameters(unet, recipe.selection))):
+                mask = None
+            if mask is None:
+                if not accelerator.is_main_process:
+                    raise RuntimeError("the main process did not write the mask")
+                mask = mask_for(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress)
+                mask.meta["recipe_key"] = key
+                mask.save(cached)
     selection = None if mask is not None else select_parameters(unet, recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)
+    digest = _mask_digest(mask)
 
     # 3. masked training
     if opts.gradient_checkpointing:
@@ -289,14 +324,15 @@ def erase(opts: EraseOptions) -> dict:
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     scale = pipe.vae.config.scaling_factor
     steps = _total_steps(recipe, opts, len(f_caps))
-    samplers = {"forget": EpochSampler(len(f_caps), recipe.batch_size, opts.seed + 1)}
+    rank_seed = opts.seed + 1000 * accelerator.process_index  # each process draws its own batches
+    samplers = {"forget": EpochSampler(len(f_caps), recipe.batch_size, rank_seed + 1)}
     if r_caps:
-        samplers["retain"] = EpochSampler(len(r_caps), recipe.batch_size, opts.seed + 2)
-    gen = torch.Generator().manual_seed(opts.seed + 3)
+        samplers["retain"] = EpochSampler(len(r_caps), recipe.batch_size, rank_seed + 2)
+    gen = torch.Generator().manual_seed(rank_seed + 3)
     start = 0
     ckpt = _latest_checkpoint(work) if opts.resume else None
     if ckpt is not None:
-        start = _load_checkpoint(ckpt, trainable, optimizer, samplers, gen)
+        start = _load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
         print(f"resuming from {ckpt} (step {start} of {steps})")
     eps = _eps(unet_p)
     dev, dtype = accelerator.device, unet.dtype
@@ -330,7 +366,7 @@ def erase(opts: EraseOptions) -> dict:
         bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
         if opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0 and step + 1 < steps \
                 and accelerator.is_main_process:
-            last_good = _save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen)
+            last_good = _save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest)
     train_seconds = time.time() - t_train
     unet = accelerator.unwrap_model(unet_p).eval()
 

@@ -87,3 +87,10 @@ def test_end_to_end_on_the_toy_model_resumes_and_renders(i2p_csv, tmp_path, monk
     monkeypatch.setattr(nud, "generate_prompts", spy)
     nud.audit_nudity([str(TOY_SD)], str(i2p_csv), out, categories=["sexual"], n_per_prompt=2, steps=3, detect=fake)
     assert [{p.name for p in c} for c in calls] == [{"00002_1.png"}]
+
+
+def test_hub_prompts_without_network_name_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="CSV or parquet"):
+        nud.load_prompts("i2p")

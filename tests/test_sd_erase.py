@@ -104,6 +104,10 @@ def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
     assert not (tmp_path / "resumed").exists()
     assert (tmp_path / "work" / "checkpoint-2" / "state.json").exists()
     monkeypatch.setattr(job, "misaligned_loss", real)
+    other = _opts(tmp_path, "other", resume=True)
+    other.recipe.keep = 0.3  # another mask: the checkpoint's weights moved outside it
+    with pytest.raises(UserError, match="another mask"):
+        erase(other)
     erase(_opts(tmp_path, "resumed", resume=True))
     a = load_file(tmp_path / "straight" / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(tmp_path / "resumed" / "unet" / "diffusion_pytorch_model.safetensors")
