@@ -66,6 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     ac.add_argument("--out", type=Path, required=True, help="report folder to write")
     ac.add_argument("--judge", type=Path, default=None, help="toy judge folder (default pipelines/toy-judge)")
     ac.add_argument("--per-colour", type=int, default=40, help="toy: concept images per colour (default 40)")
+    ac.add_argument("--classifier", choices=("auto", "resnet50", "clip"), default="auto",
+                    help="other concepts: ImageNet ResNet-50 (Imagenette recipes) or CLIP zero-shot (default: auto)")
+    ac.add_argument("--classifier-weights", default="imagenet",
+                    help="ResNet-50 state dict file, or 'imagenet' to let torchvision download it")
+    ac.add_argument("--clip-arch", default="ViT-B-32")
+    ac.add_argument("--clip-weights", default=None,
+                    help="open_clip weights: a pretrained tag (e.g. openai, downloaded) or a local checkpoint; "
+                         "enables CLIP score")
+    ac.add_argument("--reference", type=Path, default=None,
+                    help="folder of real images of the retained classes, for FID")
+    ac.add_argument("--fid-features", choices=("inception", "clip"), default="inception",
+                    help="FID feature extractor for --reference (default: torchvision Inception-v3)")
+    ac.add_argument("--inception-weights", default="imagenet",
+                    help="Inception-v3 state dict file, or 'imagenet' to let torchvision download it")
+    ac.add_argument("--per-class", type=int, default=10, help="other concepts: images per label (default 10)")
+    ac.add_argument("--steps", type=int, default=50)
+    ac.add_argument("--guidance", type=float, default=7.5)
+    ac.add_argument("--size", type=int, default=None)
+    ac.add_argument("--device", default="cpu")
     ac.add_argument("--overwrite", action="store_true")
     ac.set_defaults(func=_cmd_audit_concept)
 
@@ -241,14 +260,23 @@ def _cmd_erase(args) -> int:
 
 
 def _cmd_audit_concept(args) -> int:
-    from .audit.concept import audit_toy_concept
+    from .audit.concept import audit_prompt_concept, audit_toy_concept
+    from .recipes import load_recipe
     from .toy import TOY_JUDGE
 
-    report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
-                               per_colour=args.per_colour, overwrite=args.overwrite)
-    for name, m in report["models"].items():
-        print(f"{name}: UA {m['UA']:.1%}, synonym rate {m['synonym_rate']:.1%}, retain acc {m['retain_acc']:.1%}, "
-              f"FID(retain) {m['fid_retain']:.2f}")
+    if "toy" in load_recipe(args.concept).extra:
+        report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
+                                   per_colour=args.per_colour, overwrite=args.overwrite)
+        for name, m in report["models"].items():
+            print(f"{name}: UA {m['UA']:.1%}, synonym rate {m['synonym_rate']:.1%}, "
+                  f"retain acc {m['retain_acc']:.1%}, FID(retain) {m['fid_retain']:.2f}")
+    else:
+        report = audit_prompt_concept(args.model, args.concept, args.out, args.classifier, args.classifier_weights,
+                                      args.clip_arch, args.clip_weights, args.reference, args.per_class, args.steps,
+                                      args.guidance, args.size, args.device, args.overwrite, args.fid_features,
+                                      args.inception_weights)
+        for name, m in report["models"].items():
+            print(f"{name}: UA {m['UA']:.1%}, retain acc {m['retain_acc']:.1%}")
     print(f"wrote {args.out}/report.json, report.md, grid.png")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from ..errors import UserError
-from ..generate import as_uint8, grid, to_pil
+from ..generate import as_uint8, generate, grid, to_pil
 from ..mask import fingerprint
 from ..pipeline import load_pipeline
 from ..recipes import load_recipe
@@ -125,5 +125,125 @@ def render_markdown(report: dict) -> str:
               "|---|" + "---|" * len(next(iter(report["models"].values()))["retain_per_class"])]
     for name, m in report["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.1%}" for v in m["retain_per_class"].values()) + " |")
+    lines += ["", "![before/after](grid.png)", ""]
+    return "\n".join(lines)
+
+
+def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier: str = "auto",
+                         classifier_weights: str = "imagenet", clip_arch: str = "ViT-B-32",
+                         clip_weights: str | None = None, reference: Path | None = None, per_class: int = 10,
+                         steps: int = 50, guidance: float = 7.5, size: int | None = None, device: str = "cpu",
+                         overwrite: bool = False, fid_features: str = "inception",
+                         inception_weights: str = "imagenet") -> dict:
+    """Concept audit with a real classifier: ResNet-50 for Imagenette recipes, CLIP zero-shot otherwise.
+
+    Labels: the ten Imagenette classes ("an image of a {class}") for an Imagenette recipe; else the
+    recipe's first forget prompt plus its retain prompts. Each label's prompt is generated ``per_class``
+    times (seeds 1000...) through every model; UA is the share of forget-prompt images not classified
+    as the forget label. With CLIP weights: CLIP score. With ``reference`` images: FID of the retained
+    labels' images against them, on torchvision Inception-v3 pool features (``fid_features="inception"``)
+    or CLIP image features (``"clip"``); the report names which.
+    """
+    import torch
+
+    from ..atomic import atomic_dir
+    from ..data import _to_tensor, load_image_folder
+    from .classifiers import IMAGENETTE_TO_IMAGENET, ClipModel, ImageNetResNet50, InceptionFeatures
+
+    recipe = load_recipe(concept)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    imagenet_class = recipe.extra.get("imagenet_class")
+    if imagenet_class is not None:
+        labels = list(IMAGENETTE_TO_IMAGENET)
+        prompts = [f"an image of a {c}" for c in labels]
+        forget = labels.index(imagenet_class)
+    else:
+        labels = prompts = [recipe.forget_prompts[0]] + [p for p in recipe.retain_prompts if p != recipe.forget_prompts[0]]
+        forget = 0
+    kind = classifier if classifier != "auto" else ("resnet50" if imagenet_class is not None else "clip")
+    if kind == "clip" and not clip_weights:
+        raise UserError("CLIP zero-shot needs --clip-weights: an open_clip tag such as openai (downloaded) or a "
+                        "local checkpoint file")
+    # "random" builds CLIP with random weights: for structure tests only, the figures mean nothing.
+    clip = ClipModel(clip_arch, None if clip_weights == "random" else clip_weights, device) if clip_weights else None
+    if kind == "resnet50":
+        if imagenet_class is None:
+            raise UserError("the ResNet-50 classifier knows ImageNet classes: use it with an Imagenette recipe")
+        resnet = ImageNetResNet50(classifier_weights, device)
+        ids = torch.tensor([IMAGENETTE_TO_IMAGENET[c] for c in labels])
+
+        def classify(images):
+            pred = resnet.predict(images)
+            hit = pred[:, None] == ids[None, :]
+            return torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(pred, -1))
+    elif kind == "clip":
+        def classify(images):
+            return clip.zero_shot(images, labels)
+    else:
+        raise UserError(f"unknown classifier {classifier!r}: auto, resnet50 or clip")
+    ref_feats, featurize = None, None
+    if reference is not None:
+        ref = load_image_folder(reference, caption="reference")  # a missing folder fails before any download
+        if fid_features == "clip":
+            if clip is None:
+                raise UserError("--fid-features clip needs --clip-weights")
+            featurize = clip.image_embeddings
+        elif fid_features == "inception":
+            featurize = InceptionFeatures(inception_weights, device)
+        else:
+            raise UserError(f"unknown --fid-features {fid_features!r}: inception or clip")
+        ref_feats = featurize(torch.stack([_to_tensor(p, 299) for p in ref.images])).numpy()
+    all_prompts = [p for p in prompts for _ in range(per_class)]
+    seeds = [1000 + k for _ in prompts for k in range(per_class)]
+    truth = torch.tensor([i for i in range(len(prompts)) for _ in range(per_class)])
+    report = {"concept": concept, "classifier": kind, "labels": labels, "forget_label": labels[forget],
+              "fid_features": ({"clip": "CLIP image embeddings", "inception": "torchvision Inception-v3 pool "
+                                "(not the TF-FID weights)"}[fid_features] if ref_feats is not None else None),
+              "settings": {"per_class": per_class, "steps": steps, "guidance": guidance, "seed": 1000},
+              "versions": _versions(), "models": {}}
+    rows, names = [], []
+    for model in models:
+        pipe = load_pipeline(model, device=device)
+        images = generate(pipe, all_prompts, seeds, steps=steps, guidance=guidance, height=size, width=size)
+        pred = classify(images)
+        correct = pred == truth
+        per = {labels[i]: float(correct[truth == i].float().mean()) for i in range(len(labels))}
+        retain_mask = truth != forget
+        entry = {"path": str(model), "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
+                 "UA": 1 - per[labels[forget]], "forget_acc": per[labels[forget]],
+                 "retain_acc": float(correct[retain_mask].float().mean()) if retain_mask.any() else None,
+                 "per_class_acc": per}
+        if clip is not None:
+            entry["clip_score"] = clip.clip_score(images, all_prompts)
+        if ref_feats is not None:
+            entry["fid_retain"] = frechet_distance(featurize(images[retain_mask]).numpy(), ref_feats)
+        name = _unique(Path(model).name or str(model), names)
+        names.append(name)
+        report["models"][name] = entry
+        show = [forget] + [i for i in range(len(prompts)) if i != forget][:2]
+        rows.append([(prompts[i], images[i * per_class:i * per_class + min(4, per_class)]) for i in show])
+        del pipe
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        _write_grid(rows, names, tmp / "grid.png")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        (tmp / "report.md").write_text(render_classified_markdown(report))
+    return report
+
+
+def render_classified_markdown(report: dict) -> str:
+    lines = [f"# Concept audit: {report['concept']} ({report['classifier']})", "",
+             f"Forget label: `{report['forget_label']}`; {report['settings']['per_class']} images per label.", "",
+             f"FID features: {report['fid_features'] or '-'}.", "",
+             "| model | UA | retain acc | CLIP score | FID (retain) |", "|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        cs = f"{m['clip_score']:.2f}" if "clip_score" in m else "-"
+        fid = f"{m['fid_retain']:.2f}" if "fid_retain" in m else "-"
+        ra = f"{m['retain_acc']:.1%}" if m["retain_acc"] is not None else "-"
+        lines.append(f"| {name} | {m['UA']:.1%} | {ra} | {cs} | {fid} |")
+    lines += ["", "| model | " + " | ".join(report["labels"]) + " |", "|---|" + "---|" * len(report["labels"])]
+    for name, m in report["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.0%}" for v in m["per_class_acc"].values()) + " |")
     lines += ["", "![before/after](grid.png)", ""]
     return "\n".join(lines)
