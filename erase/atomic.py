@@ -8,6 +8,14 @@ import tempfile
 from pathlib import Path
 
 
+def refuse_existing(target: str | Path, overwrite: bool = False) -> None:
+    """Bad input, said before any work: an output that exists is only replaced with --overwrite."""
+    from .errors import UserError
+
+    if Path(target).exists() and not overwrite:
+        raise UserError(f"{target} exists: choose another --out or pass --overwrite")
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path, overwrite: bool = False):
     """Yield an empty temporary folder; on success it replaces ``target`` in one rename.

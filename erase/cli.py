@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .atomic import refuse_existing
 from .errors import UserError
 
 
@@ -327,8 +328,7 @@ def _cmd_generate(args) -> int:
     if args.num_images < 1:
         raise UserError("--num-images must be at least 1")
     out = args.out or _default_out(prompts[0])
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    refuse_existing(out, args.overwrite)
     pipe = load_pipeline(args.model, device=args.device)
     all_prompts = [p for p in prompts for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in prompts for k in range(args.num_images)]
@@ -356,8 +356,8 @@ def _cmd_toy_build(args) -> int:
                       n_train=args.n_train, judge_steps=args.judge_steps, vae_steps=args.vae_steps,
                       unet_steps=args.unet_steps, batch_size=args.batch_size, unet_lr=args.unet_lr)
     for target in (args.out, args.judge_out):
-        if target is not None and target.exists() and not args.overwrite:
-            raise UserError(f"{target} exists: choose another output or pass --overwrite")
+        if target is not None:
+            refuse_existing(target, args.overwrite)
     info = build(cfg, args.out, work=args.work_dir, overwrite=args.overwrite, judge_out=args.judge_out,
                  evaluate=not args.no_eval)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))

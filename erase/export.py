@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, refuse_existing
 from .errors import UserError
 from .mask import Mask
 
@@ -23,8 +23,7 @@ def check_output(out: Path, source: str | Path | None, overwrite: bool) -> None:
         src = Path(str(source)).expanduser().resolve()
         if out == src or src in out.parents or out in src.parents:
             raise UserError(f"--out {out} would write over (or inside) the source model {src}: pick another folder")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    refuse_existing(out, overwrite)
 
 
 def _source_folder(pipe) -> Path | None:

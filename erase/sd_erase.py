@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data as D
+from .atomic import refuse_existing
 from .data import EpochSampler
 from .errors import UserError
 from .losses import guided_forgetting_loss, misaligned_loss
@@ -147,8 +148,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     from .pipeline import load_pipeline
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    refuse_existing(out, overwrite)
     pipe = load_pipeline(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
     work = Path(work_dir) if work_dir else out.parent / f".{out.stem}.work"

@@ -14,7 +14,7 @@ import json
 import platform
 from pathlib import Path
 
-
+from ..atomic import refuse_existing
 from ..errors import UserError
 from ..generate import as_uint8, generate, grid, to_pil
 from ..mask import fingerprint
@@ -48,8 +48,7 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
     if not models:
         raise UserError("give at least one --model")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    refuse_existing(out, overwrite)
     judge = load_judge(judge_dir)
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - 1), seed=4242,
                      shapes=[s for s in S.SHAPES if s != shape])
@@ -148,12 +147,16 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
 
     from ..atomic import atomic_dir
     from ..data import _to_tensor, load_image_folder
-    from .classifiers import IMAGENETTE_TO_IMAGENET, ClipModel, ImageNetResNet50, InceptionFeatures
+    from .classifiers import (
+        IMAGENETTE_TO_IMAGENET,
+        ClipModel,
+        ImageNetResNet50,
+        InceptionFeatures,
+    )
 
     recipe = load_recipe(concept)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    refuse_existing(out, overwrite)
     imagenet_class = recipe.extra.get("imagenet_class")
     if imagenet_class is not None:
         labels = list(IMAGENETTE_TO_IMAGENET)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, refuse_existing
 from ..data import EpochSampler
 from ..errors import UserError
 from . import shapes as S
@@ -238,8 +238,7 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
     if not cfg.sd_shapes():
         raise UserError("--exclude leaves no shape to train on")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists: choose another --out or pass --overwrite")
+    refuse_existing(out, overwrite)
     work = Path(work) if work else out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
