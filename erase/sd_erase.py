@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from . import data as D
 from .atomic import refuse_existing
 from .data import EpochSampler
 from .errors import UserError
-from .losses import guided_forgetting_loss, misaligned_loss
+from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from .mask import Mask, compute_mask, fingerprint, select_parameters
 from .masked_optim import MaskedParameters
 from .recipes import Recipe
@@ -206,8 +207,6 @@ def _save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimiz
             rng.update({f"{k}.{n}": v for n, v in s.state().items()})
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps({"step": step, "mask": mask_digest}))
-    import shutil
-
     done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in done[:-2]:  # keep the newest two
         shutil.rmtree(old, ignore_errors=True)
@@ -270,8 +269,6 @@ def erase(opts: EraseOptions) -> dict:
     work = Path(opts.work_dir) if opts.work_dir else Path(opts.out).parent / f".{Path(opts.out).name}.work"
     work.mkdir(parents=True, exist_ok=True)
     if not opts.resume and accelerator.is_main_process:
-        import shutil
-
         for old in work.glob("checkpoint-*"):
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -351,8 +348,6 @@ def erase(opts: EraseOptions) -> dict:
             if r_caps:
                 ridx = samplers["retain"].next()
                 rz0, rnoise, rt = _noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype)
-                from .losses import denoising_loss
-
                 l_retain = denoising_loss(eps, sched, rz0, bank([r_caps[i] for i in ridx]), rt, rnoise)
                 loss = loss + recipe.alpha * l_retain
         if not torch.isfinite(loss):
