@@ -22,9 +22,11 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from .toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (default %(default)s)")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help="classifier-free guidance scale (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default {DEFAULT_STEPS}; class-conditional DDPMs: 50 DDIM steps)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE}; class-conditional DDPMs: "
+                        "w = 2 in (1 + w) e(c) - w e(null))")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default %(default)s)")
 
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_generate)
 
     _add_erase_parsers(sub)
+    _add_classify_parsers(sub)
 
     au = sub.add_parser("audit", help="measure an erasure: nudity on I2P, or a concept's UA/retain/FID",
                         description="Audits that prove an erasure with numbers and pictures.")
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     ac.add_argument("--out", type=Path, required=True, help="report folder to write")
     ac.add_argument("--judge", type=Path, default=None, help="toy judge folder (default pipelines/toy-judge)")
     ac.add_argument("--per-colour", type=int, default=40, help="toy: concept images per colour (default 40)")
+    ac.add_argument("--retain-per-pair", type=int, default=8,
+                    help="toy: images per other shape and colour (default 8)")
     ac.add_argument("--classifier", choices=("auto", "resnet50", "clip"), default="auto",
                     help="other concepts: ImageNet ResNet-50 (Imagenette recipes) or CLIP zero-shot (default: auto)")
     ac.add_argument("--classifier-weights", default="imagenet",
@@ -135,7 +140,64 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--unet-lr", type=float, default=d.unet_lr, help="default %(default)s")
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement at the end")
     b.set_defaults(func=_cmd_toy_build)
+    _add_ddpm_parsers(sub)
     return parser
+
+
+def _add_ddpm_parsers(sub) -> None:
+    from .ddpm.train import UNETS, DDPMTrainConfig
+
+    dd = sub.add_parser("ddpm", help="class-conditional DDPMs: train one (toy shapes on a CPU, CIFAR-10 on a GPU)",
+                        description="Class-conditional DDPM with classifier-free guidance, saved as a diffusers "
+                                    "pipeline folder. Erase a class from one with `salun erase --model DIR "
+                                    "--forget-class NAME`; audit it with `salun audit concept`.")
+    dsub = dd.add_subparsers(dest="ddpm_command", metavar="DDPM_COMMAND", required=True)
+    t = dsub.add_parser("train", help="train a class-conditional DDPM and save it as a pipeline",
+                        description="toy-shapes: 16px drawn shapes (6 classes), about 10 minutes on 2 CPU cores "
+                                    "(pipelines/toy-ddpm was built this way). cifar10: the DDPM paper's 35.7M-weight "
+                                    "UNet at 32px (a GPU job; CIFAR-10 from --data-root, --download to fetch it).")
+    d = DDPMTrainConfig()
+    t.add_argument("--dataset", choices=("toy-shapes", "cifar10"), default="toy-shapes")
+    t.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
+    t.add_argument("--unet", choices=tuple(UNETS), default=None, help="UNet preset (default: the data set's)")
+    t.add_argument("--steps", type=int, default=None, help=f"training steps (toy default {d.steps})")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--n-train", type=int, default=d.n_train, help="toy-shapes: images to draw (default %(default)s)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-root", type=Path, default=None, help="cifar10: folder holding cifar-10-batches-py")
+    t.add_argument("--download", action="store_true", help="cifar10: download it into --data-root (network)")
+    t.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    t.add_argument("--no-eval", action="store_true", help="toy: skip the judge's per-class measurement")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=_cmd_ddpm_train)
+
+
+def _cmd_ddpm_train(args) -> int:
+    import json
+
+    import torch
+
+    from .ddpm.train import DDPMTrainConfig, build_ddpm
+
+    given = {k: v for k, v in (("unet", args.unet), ("steps", args.steps), ("batch_size", args.batch_size),
+                               ("lr", args.lr)) if v is not None}
+    common = dict(n_train=args.n_train, seed=args.seed, **given)
+    cfg = DDPMTrainConfig.cifar10(**common) if args.dataset == "cifar10" else DDPMTrainConfig(**common)
+    refuse_existing(args.out, args.overwrite)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    info = build_ddpm(cfg, args.out, data_root=args.data_root, download=args.download, overwrite=args.overwrite,
+                      device=device, evaluate=not args.no_eval)
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_classify_parsers(sub) -> None:
+    """`salun classify train | unlearn | evaluate` (erase/classify/cli.py)."""
+    from .classify.cli import add_classify_parsers
+
+    add_classify_parsers(sub)
 
 
 def _add_concept_args(p: argparse.ArgumentParser) -> None:
@@ -189,6 +251,7 @@ def _add_erase_parsers(sub) -> None:
                    help="rank weights across all tensors (SalUn) or within each tensor")
     m.add_argument("--guidance-w", type=float, default=None, help="w in (1+w) e(c) - w e(null) (SD recipe 7.5)")
     m.add_argument("--device", default=None)
+    m.add_argument("--forget-class", default=None, help="class-conditional DDPMs: the class to erase")
     m.set_defaults(func=_cmd_mask)
 
     e = sub.add_parser("erase", help="erase a concept with SalUn and export a diffusers pipeline",
@@ -220,6 +283,13 @@ def _add_erase_parsers(sub) -> None:
     e.add_argument("--lora-rank", type=int, default=None,
                    help="also export the UNet change as a LoRA of this rank to <out>-lora")
     e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
+    ddpm = e.add_argument_group("class-conditional DDPMs (--model a ClassConditionalDDPMPipeline folder)")
+    ddpm.add_argument("--forget-class", default=None, help="the class to erase (a name or an id)")
+    ddpm.add_argument("--target-class", default=None,
+                      help="the class the forget class is pulled toward (default: the next class, (c + 1) mod K)")
+    ddpm.add_argument("--dataset", default=None, help="the model's data set (default: its ddpm_info.json)")
+    ddpm.add_argument("--data-root", type=Path, default=None, help="cifar10: folder holding cifar-10-batches-py")
+    ddpm.add_argument("--download", action="store_true", help="cifar10: download it into --data-root")
     e.add_argument("--audit", action="store_true",
                    help="toy concepts: audit the result with the judge (40 forget / 50 retain images) and put the "
                         "figures in the model card")
@@ -229,13 +299,32 @@ def _add_erase_parsers(sub) -> None:
 def _cmd_mask(args) -> int:
     from .sd_erase import make_mask
 
-    recipe = _recipe(args, guidance_w=args.guidance_w)
-    mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
-                     work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device)
+    if _is_ddpm(args.model):
+        from .ddpm.unlearn import make_ddpm_mask
+
+        forget = args.forget_class or args.concept
+        if forget is None:
+            raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
+        mask = make_ddpm_mask(args.model, forget, args.out, seed=args.seed, batch_size=args.batch_size,
+                              w=2.0 if args.guidance_w is None else args.guidance_w, keep=args.keep or 0.5,
+                              n_forget=args.n_forget, overwrite=args.overwrite, device=args.device)
+    else:
+        if args.forget_class is not None:
+            raise UserError("--forget-class is for class-conditional DDPMs; for Stable Diffusion use --concept")
+        recipe = _recipe(args, guidance_w=args.guidance_w)
+        mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
+                         work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device)
     st = mask.stats()
     print(f"wrote {args.out}: {st['kept']:,} of {st['total']:,} weights ({st['kept_fraction']:.1%}) in "
           f"{st['tensors']} tensors, {args.out.stat().st_size / 2**20:.2f} MiB")
     return 0
+
+
+def _is_ddpm(model) -> bool:
+    from .pipeline import pipeline_class_of
+
+    p = Path(str(model)).expanduser() if model else None
+    return bool(p and p.is_dir() and (p / "model_index.json").exists() and "DDPM" in pipeline_class_of(p))
 
 
 def _cmd_erase(args) -> int:
@@ -245,6 +334,11 @@ def _cmd_erase(args) -> int:
 
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
+    if _is_ddpm(args.model):
+        return _cmd_erase_ddpm(args)
+    if args.forget_class is not None:
+        raise UserError("--forget-class is for class-conditional DDPMs; for Stable Diffusion say what to erase "
+                        "with --concept or --forget-prompt")
     recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
                         use_mask=not args.no_mask, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
@@ -260,6 +354,35 @@ def _cmd_erase(args) -> int:
     return 0
 
 
+def _cmd_erase_ddpm(args) -> int:
+    import json
+
+    from .ddpm.unlearn import DDPMEraseOptions, erase_class
+
+    forget = args.forget_class or args.concept
+    if forget is None:
+        raise UserError(f"{args.model} is a class-conditional DDPM: say which class to erase with --forget-class")
+    sd_only = {"--forget-prompt": args.forget_prompt, "--misaligned-prompt": args.misaligned_prompt,
+               "--retain-prompt": args.retain_prompt, "--forget-data": args.forget_data,
+               "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
+               "--resolution": args.resolution}
+    given = [k for k, v in sd_only.items() if v]
+    if given or args.mixed_precision != "no" or args.gradient_checkpointing:
+        raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")
+    opts = DDPMEraseOptions(model=args.model, forget_class=forget, out=args.out, target_class=args.target_class,
+                            dataset=args.dataset, data_root=args.data_root, download=args.download,
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
+                            n_forget=args.n_forget, n_retain=args.n_retain, keep=args.keep or 0.5,
+                            mask_w=args.guidance_w if args.guidance_w is not None else 2.0, mask_path=args.mask,
+                            use_mask=not args.no_mask, allow_other_base=args.allow_other_base, seed=args.seed,
+                            work_dir=args.work_dir, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                            device=args.device, overwrite=args.overwrite, audit=args.audit)
+    summary = erase_class(opts)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}: import erase.ddpm; DiffusionPipeline.from_pretrained({str(args.out)!r})")
+    return 0
+
+
 def _cmd_audit_concept(args) -> int:
     from .audit.concept import audit_prompt_concept, audit_toy_concept
     from .recipes import load_recipe
@@ -267,10 +390,12 @@ def _cmd_audit_concept(args) -> int:
 
     if "toy" in load_recipe(args.concept).extra:
         report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
-                                   per_colour=args.per_colour, overwrite=args.overwrite)
+                                   per_colour=args.per_colour, retain_per_pair=args.retain_per_pair,
+                                   overwrite=args.overwrite)
         for name, m in report["models"].items():
-            print(f"{name}: UA {m['UA']:.1%}, synonym rate {m['synonym_rate']:.1%}, "
-                  f"retain acc {m['retain_acc']:.1%}, FID(retain) {m['fid_retain']:.2f}")
+            synonym = "" if m["synonym_rate"] is None else f", synonym rate {m['synonym_rate']:.1%}"
+            print(f"{name}: UA {m['UA']:.1%}{synonym}, retain acc {m['retain_acc']:.1%}, "
+                  f"FID(retain) {m['fid_retain']:.2f}")
     else:
         report = audit_prompt_concept(args.model, args.concept, args.out, args.classifier, args.classifier_weights,
                                       args.clip_arch, args.clip_weights, args.reference, args.per_class, args.steps,
@@ -320,6 +445,8 @@ def _default_out(prompt: str) -> Path:
 def _cmd_generate(args) -> int:
     import json
 
+    import torch
+
     from .atomic import atomic_dir
     from .generate import generate, grid, save_images, to_pil
     from .pipeline import load_pipeline
@@ -329,11 +456,28 @@ def _cmd_generate(args) -> int:
         raise UserError("--num-images must be at least 1")
     out = args.out or _default_out(prompts[0])
     refuse_existing(out, args.overwrite)
-    pipe = load_pipeline(args.model, device=args.device)
     all_prompts = [p for p in prompts for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in prompts for k in range(args.num_images)]
-    images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
-                      negative_prompt=args.negative_prompt)
+    if _is_ddpm(args.model):  # the "prompts" are class names (or ids)
+        from .ddpm.pipeline import load_ddpm
+        from .ddpm.quality import DEFAULT_STEPS, DEFAULT_W, for_judge, sample_classes
+
+        if args.negative_prompt is not None:
+            raise UserError("--negative-prompt is for text-to-image models, not class-conditional DDPMs")
+        pipe = load_ddpm(args.model, device=args.device)
+        args.steps, args.guidance = args.steps or DEFAULT_STEPS, DEFAULT_W if args.guidance is None else args.guidance
+        ids = [pipe.class_id(p) for p in prompts]
+        images = torch.cat([sample_classes(pipe, [c], args.num_images, args.seed, args.steps, args.guidance)
+                            for c in ids])
+        images = for_judge(images, max(32, images.shape[-1]))  # tiny samples are enlarged for viewing
+    else:
+        from .toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+        args.steps = args.steps or DEFAULT_STEPS
+        args.guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+        pipe = load_pipeline(args.model, device=args.device)
+        images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
+                          negative_prompt=args.negative_prompt)
     with atomic_dir(out, overwrite=args.overwrite) as tmp:
         names = [f"{i // args.num_images:03d}_{s:06d}.png" for i, s in enumerate(seeds)]
         save_images(images, tmp, names)

@@ -152,6 +152,9 @@ class Mask:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process
         try:
             save_file(tensors, tmp, metadata=meta)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, like the weights beside it
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)

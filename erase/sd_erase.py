@@ -20,11 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data as D
 from .atomic import refuse_existing
+from .checkpoints import (
+    fresh_accelerator,
+    latest_checkpoint,
+    load_checkpoint,
+    mask_digest,
+    save_checkpoint,
+)
 from .data import EpochSampler
 from .errors import UserError
 from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
@@ -168,78 +174,11 @@ def _mask_key(recipe: Recipe, seed: int, captions) -> str:
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
-def _mask_digest(mask: Mask | None) -> str:
-    """Identifies the mask a checkpoint was trained under (resuming under another is refused)."""
-    import hashlib
-
-    if mask is None:
-        return "no-mask"
-    h = hashlib.sha256()
-    for n in sorted(mask.masks):
-        h.update(n.encode())
-        h.update(mask.masks[n].numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
     steps = opts.steps or recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
     if steps < 1:
         raise UserError("the number of steps must be at least 1")
     return steps
-
-
-def _latest_checkpoint(work: Path) -> Path | None:
-    ckpts = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    ckpts = [c for c in ckpts if (c / "state.json").exists()]
-    return ckpts[-1] if ckpts else None
-
-
-def _save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimizer, samplers, gen,
-                     mask_digest: str) -> Path:
-    from .atomic import atomic_dir
-
-    target = work / f"checkpoint-{step}"
-    with atomic_dir(target, overwrite=True) as tmp:
-        save_file(trainable.state_dict(), tmp / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        rng = {"noise_gen": gen.get_state()}
-        for k, s in samplers.items():
-            rng.update({f"{k}.{n}": v for n, v in s.state().items()})
-        save_file(rng, tmp / "rng.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "mask": mask_digest}))
-    done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in done[:-2]:  # keep the newest two
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def _load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers, gen, mask_digest: str) -> int:
-    state = json.loads((ckpt / "state.json").read_text())
-    if state.get("mask") != mask_digest:
-        raise UserError(f"{ckpt} was trained under another mask (or recipe): resuming would move weights outside "
-                        "this run's mask. Start afresh without --resume, or use another --work-dir")
-    trainable.load_state_dict(load_file(ckpt / "trainable.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-    rng = load_file(ckpt / "rng.safetensors")
-    gen.set_state(rng["noise_gen"])
-    for k, s in samplers.items():
-        s.load({n: rng[f"{k}.{n}"] for n in ("gen", "perm", "pos")})
-    return state["step"]
-
-
-def _accelerator(mixed_precision: str, cpu: bool):
-    """An Accelerator with these settings, even if this process made one with others before.
-
-    accelerate keeps its state in a process-wide singleton; a library called twice in one process (a
-    benchmark, a notebook) must reset it. A multi-process launch keeps its distributed state.
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    if AcceleratorState._shared_state:  # noqa: SLF001 - accelerate offers no public reset
-        single = PartialState().num_processes == 1
-        AcceleratorState._reset_state(reset_partial_state=single)  # noqa: SLF001
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
 def erase(opts: EraseOptions) -> dict:
@@ -256,7 +195,7 @@ def erase(opts: EraseOptions) -> dict:
         raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
                         "`salun audit nudity` or `salun audit concept`")
     t_start = time.time()
-    accelerator = _accelerator(opts.mixed_precision, cpu=opts.device == "cpu")
+    accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device == "cpu")
     pipe = load_pipeline(opts.model, device=accelerator.device)
     unet = pipe.unet
     use_xformers = opts.xformers
@@ -309,7 +248,7 @@ def erase(opts: EraseOptions) -> dict:
                 mask.save(cached)
     selection = None if mask is not None else select_parameters(unet, recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)
-    digest = _mask_digest(mask)
+    digest = mask_digest(mask)
 
     # 3. masked training
     if opts.gradient_checkpointing:
@@ -327,9 +266,9 @@ def erase(opts: EraseOptions) -> dict:
         samplers["retain"] = EpochSampler(len(r_caps), recipe.batch_size, rank_seed + 2)
     gen = torch.Generator().manual_seed(rank_seed + 3)
     start = 0
-    ckpt = _latest_checkpoint(work) if opts.resume else None
+    ckpt = latest_checkpoint(work) if opts.resume else None
     if ckpt is not None:
-        start = _load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
+        start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
         print(f"resuming from {ckpt} (step {start} of {steps})")
     eps = _eps(unet_p)
     dev, dtype = accelerator.device, unet.dtype
@@ -361,7 +300,7 @@ def erase(opts: EraseOptions) -> dict:
         bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
         if opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0 and step + 1 < steps \
                 and accelerator.is_main_process:
-            last_good = _save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest)
+            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest)
     train_seconds = time.time() - t_train
     unet = accelerator.unwrap_model(unet_p).eval()
 

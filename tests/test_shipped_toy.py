@@ -45,3 +45,21 @@ def test_judge_reads_fresh_drawings(shape):
     data = S.draw_set(50, seed=999, shapes=[shape])
     ps, pc = classify(load_judge(TOY_JUDGE), data.as_float())
     assert np.mean(ps == data.shape_ids) >= 0.98 and np.mean(pc == data.colour_ids) >= 0.98
+
+
+def test_shipped_ddpm_loads_and_draws_its_classes():
+    from diffusers import DiffusionPipeline
+
+    import erase.ddpm  # noqa: F401 - registers the pipeline class with diffusers
+    from erase.ddpm.quality import for_judge, sample_classes
+    from erase.toy import TOY_DDPM
+    from erase.toy.judge import classify, load_judge
+
+    pipe = DiffusionPipeline.from_pretrained(TOY_DDPM, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.class_names == list(S.SHAPES)
+    info = json.loads((TOY_DDPM / "ddpm_info.json").read_text())
+    assert f"{info['quality']['per_class']['circle']:.1%}" in (TOY_DDPM / "README.md").read_text()
+    images = sample_classes(pipe, [0, 3], 8, steps=25)
+    shape, _ = classify(load_judge(TOY_JUDGE), for_judge(images))
+    assert np.mean(shape[:8] == 0) >= 0.75 and np.mean(shape[8:] == 3) >= 0.75

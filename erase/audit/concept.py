@@ -49,43 +49,89 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
         raise UserError("give at least one --model")
     out = Path(out)
     refuse_existing(out, overwrite)
+    kinds = {_kind(m) for m in models}
+    if len(kinds) > 1:
+        raise UserError("audit toy Stable Diffusion models and class-conditional DDPMs separately: their "
+                        "samples are drawn differently and would not compare")
+    ddpm = kinds == {"ddpm"}
     judge = load_judge(judge_dir)
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - 1), seed=4242,
                      shapes=[s for s in S.SHAPES if s != shape])
-    ref_feats = judge_features(judge, ref.images)
     report = {"concept": concept, "shape": shape, "classifier": "toy judge (erase/toy/judge.py)",
               "fid_features": "toy judge penultimate layer (stand-in for Inception on the toy world)",
               "settings": {"per_colour": per_colour, "retain_per_pair": retain_per_pair, "seed": 1000},
               "versions": _versions(), "models": {}}
-    rows, names = [], []
-    for i, model in enumerate(models):
-        pipe = load_pipeline(model)
-        imgs: dict = {}
-        r = erasure_rates(pipe, judge_dir, shape, per_colour=per_colour, retain_per_pair=retain_per_pair,
-                          images=imgs)
-        retain_u8 = as_uint8(imgs["retain"][2]).transpose(0, 2, 3, 1)
-        fid = frechet_distance(judge_features(judge, retain_u8), ref_feats)
+    rows, names, ref_cache = [], [], {}
+    for model in models:
+        if ddpm:
+            r, picks, retain_imgs, pipe = _ddpm_rates(model, judge_dir, shape, per_colour * len(S.COLOURS),
+                                                      retain_per_pair * len(S.COLOURS), grid_seeds)
+            res = pipe.unet.config.sample_size
+            report["settings"]["ddpm"] = {"steps": r["steps"], "w": r["w"], "resolution": res,
+                                          "note": "samples upsampled to 32px for the judge; the FID reference "
+                                                  "is drawings downsampled to the model's size and back"}
+        else:
+            pipe = load_pipeline(model)
+            imgs: dict = {}
+            r = erasure_rates(pipe, judge_dir, shape, per_colour=per_colour, retain_per_pair=retain_per_pair,
+                              images=imgs)
+            retain_imgs, res = imgs["retain"][2], None
+            # grid rows: two forget prompts and two retain prompts, the first seeds of each
+            picks = []
+            for key, want in (("forget_rate", 2), ("synonym_rate", 1), ("retain", 2)):
+                prompts, seeds, ims = imgs[key]
+                step = max(1, len(prompts) // want)
+                for start in range(0, step * want, step):
+                    picks.append((prompts[start], ims[start:start + grid_seeds]))
+        if res not in ref_cache:
+            from ..ddpm.quality import reference_like
+
+            ref_imgs = reference_like(ref.as_float(), res) if res else ref.as_float()
+            ref_cache[res] = judge_features(judge, as_uint8(ref_imgs).transpose(0, 2, 3, 1))
+        retain_u8 = as_uint8(retain_imgs).transpose(0, 2, 3, 1)
+        fid = frechet_distance(judge_features(judge, retain_u8), ref_cache[res])
         name = _unique(Path(model).name or str(model), names)
         names.append(name)
         report["models"][name] = {
             "path": str(model), "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
-            "UA": 1 - r["forget_rate"], "forget_rate": r["forget_rate"], "synonym_rate": r["synonym_rate"],
-            "heldout_rate": r["heldout_rate"], "retain_acc": r["retain_acc"],
-            "retain_per_class": r["retain_per_shape"], "retain_colour_acc": r["retain_colour_acc"],
+            "UA": 1 - r["forget_rate"], "forget_rate": r["forget_rate"], "synonym_rate": r.get("synonym_rate"),
+            "heldout_rate": r.get("heldout_rate"), "retain_acc": r["retain_acc"],
+            "retain_per_class": r.get("retain_per_shape") or r["retain_per_class"],
+            "retain_colour_acc": r.get("retain_colour_acc"),
             "fid_retain": fid, "n_forget": r["n_forget"], "n_retain": r["n_retain"]}
-        # grid rows: two forget prompts and two retain prompts, the first seeds of each
-        picks = []
-        for key, want in (("forget_rate", 2), ("synonym_rate", 1), ("retain", 2)):
-            prompts, seeds, ims = imgs[key]
-            step = max(1, len(prompts) // want)
-            for start in range(0, step * want, step):
-                picks.append((prompts[start], ims[start:start + grid_seeds]))
         rows.append(picks)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         _write_grid(rows, names, tmp / "grid.png")
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_markdown(report))
     return report
+
+
+def _kind(model) -> str:
+    from ..pipeline import pipeline_class_of
+
+    p = Path(str(model)).expanduser()
+    return "ddpm" if p.is_dir() and "DDPM" in pipeline_class_of(p) else "sd"
+
+
+def _ddpm_rates(model, judge_dir, shape: str, n_forget: int, n_retain_per_class: int, grid_seeds: int):
+    """The toy audit's figures for a class-conditional DDPM (classes are shapes): rates, grid rows, retain
+    samples (upsampled for the judge) and the pipeline."""
+    from ..ddpm.pipeline import load_ddpm
+    from ..ddpm.quality import class_rates, for_judge
+
+    pipe = load_ddpm(model)
+    imgs: dict = {}
+    r = class_rates(pipe, judge_dir, per_class=n_retain_per_class, forget=shape, forget_per_class=n_forget,
+                    images=imgs)
+    f_labels, f_imgs = imgs["forget"]
+    r_labels, r_imgs = imgs["retain"]
+    picks = [(f"class {shape}", for_judge(f_imgs[:grid_seeds])),
+             (f"class {shape}", for_judge(f_imgs[grid_seeds:2 * grid_seeds]))]
+    for c in sorted(set(r_labels.tolist()))[:3]:
+        sel = (r_labels == c).nonzero()[0][:grid_seeds]
+        picks.append((f"class {pipe.class_names[c]}", for_judge(r_imgs[sel])))
+    return r, picks, for_judge(r_imgs), pipe
 
 
 def _unique(name: str, taken: list[str]) -> str:
@@ -111,14 +157,18 @@ def _write_grid(rows_per_model, names, path: Path) -> None:
     grid(images, cols=per * len(names), scale=3, row_labels=labels, col_labels=col_labels).save(path)
 
 
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
 def render_markdown(report: dict) -> str:
     lines = [f"# Concept audit: {report['concept']}", "",
              f"Classifier: {report['classifier']}. FID features: {report['fid_features']}.", "",
              "| model | UA | concept rate | synonym rate | held-out phrasing rate | retain acc | FID (retain) |",
              "|---|---|---|---|---|---|---|"]
     for name, m in report["models"].items():
-        lines.append(f"| {name} | {m['UA']:.1%} | {m['forget_rate']:.1%} | {m['synonym_rate']:.1%} | "
-                     f"{m['heldout_rate']:.1%} | {m['retain_acc']:.1%} | {m['fid_retain']:.2f} |")
+        lines.append(f"| {name} | {m['UA']:.1%} | {m['forget_rate']:.1%} | {_pct(m['synonym_rate'])} | "
+                     f"{_pct(m['heldout_rate'])} | {m['retain_acc']:.1%} | {m['fid_retain']:.2f} |")
     lines += ["", "Retain accuracy per class:", "",
               "| model | " + " | ".join(next(iter(report["models"].values()))["retain_per_class"]) + " |",
               "|---|" + "---|" * len(next(iter(report["models"].values()))["retain_per_class"])]

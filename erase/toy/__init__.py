@@ -6,3 +6,4 @@ from pathlib import Path
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 TOY_SD = PIPELINES / "toy-sd"
 TOY_JUDGE = PIPELINES / "toy-judge"
+TOY_DDPM = PIPELINES / "toy-ddpm"

@@ -1,0 +1,83 @@
+"""Hyper-parameters: how the original is trained (and Retrain, which repeats it on the retain set), and
+each method's settings per data set and scenario ("random" or "class"), with the grid they were tuned on.
+
+Unlearning methods use SGD (momentum 0.9, weight decay 5e-4, batch 64, constant lr). ``TUNED`` holds the
+grid points chosen by ``scripts/bench_classification.py --tune``: every method gets the same grid
+(``LRS`` x its two epoch counts; IU: ``IU_ALPHAS``), scored by the average gap to Retrain over two
+tuning seeds (100, 101) that the reported seeds (0, 1, 2) never use. Data sets without tuned values
+fall back to ``DEFAULTS`` (the SalUn paper's CIFAR-10 settings where it gives them).
+"""
+from __future__ import annotations
+
+import copy
+
+from ..errors import UserError
+
+# Training the original model; Retrain uses the same settings on the retain set.
+ORIGINAL: dict[str, dict] = {
+    "digits": {"arch": "small-cnn", "epochs": 30, "lr": 0.1, "batch_size": 64},
+    "shapes": {"arch": "small-cnn", "epochs": 30, "lr": 0.05, "batch_size": 64},
+    "cifar10": {"arch": "resnet18", "epochs": 182, "lr": 0.1, "batch_size": 256},
+    "cifar100": {"arch": "resnet18", "epochs": 182, "lr": 0.1, "batch_size": 256},
+    "svhn": {"arch": "resnet18", "epochs": 50, "lr": 0.01, "batch_size": 256},
+    "imagefolder": {"arch": "small-cnn", "epochs": 30, "lr": 0.05, "batch_size": 64},
+}
+
+DEFAULTS: dict[str, dict] = {
+    "ft": {"epochs": 10, "lr": 0.01},
+    "rl": {"epochs": 10, "lr": 0.01},
+    "ga": {"epochs": 5, "lr": 1e-4},
+    "iu": {"alpha": 1.0, "damping": 0.1, "fisher_samples": 1024},
+    "be": {"epochs": 10, "lr": 1e-5},
+    "bs": {"epochs": 10, "lr": 1e-5, "eps": 0.1},
+    "l1-sparse": {"epochs": 10, "lr": 0.01, "alpha": 5e-4},
+    "salun": {"epochs": 10, "lr": 0.013, "keep": 0.5},
+    "salun-soft": {"epochs": 10, "lr": 0.013, "keep": 0.5},
+}
+
+# The tuning grid (same learning rates for every method; two epoch counts each).
+LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+EPOCHS = {"ft": (3, 10), "rl": (3, 10), "l1-sparse": (3, 10), "salun": (3, 10), "salun-soft": (3, 10),
+          "ga": (5, 15), "be": (5, 15), "bs": (5, 15)}
+IU_ALPHAS = (1e-9, 3e-9, 1e-8, 3e-8, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+
+# Chosen on the grid above (scripts/bench_classification.py --tune); {dataset: {scenario: {method: overrides}}}.
+TUNED: dict[str, dict[str, dict[str, dict]]] = {
+    "digits": {
+        "random": {"ft": {"lr": 0.1, "epochs": 10}, "rl": {"lr": 1e-4, "epochs": 10},
+                   "ga": {"lr": 1e-4, "epochs": 5}, "iu": {"alpha": 3e-6}, "be": {"lr": 3e-4, "epochs": 5},
+                   "bs": {"lr": 3e-4, "epochs": 5}, "l1-sparse": {"lr": 0.03, "epochs": 10},
+                   "salun": {"lr": 1e-4, "epochs": 10}, "salun-soft": {"lr": 1e-4, "epochs": 10}},
+        "class": {"ft": {"lr": 0.1, "epochs": 10}, "rl": {"lr": 0.03, "epochs": 10},
+                  "ga": {"lr": 0.03, "epochs": 5}, "iu": {"alpha": 1e-4}, "be": {"lr": 3e-4, "epochs": 15},
+                  "bs": {"lr": 3e-4, "epochs": 5}, "l1-sparse": {"lr": 0.1, "epochs": 10},
+                  "salun": {"lr": 0.01, "epochs": 10}, "salun-soft": {"lr": 3e-3, "epochs": 10}},
+    },
+}
+
+
+def grid(method: str) -> list[dict]:
+    if method == "iu":
+        return [{"alpha": a} for a in IU_ALPHAS]
+    return [{"lr": lr, "epochs": e} for e in EPOCHS[method] for lr in LRS]
+
+
+def original_config(dataset: str) -> dict:
+    if dataset not in ORIGINAL:
+        raise UserError(f"no training settings for data set {dataset!r}")
+    return dict(ORIGINAL[dataset])
+
+
+def method_config(method: str, dataset: str, scenario: str, overrides: dict | None = None) -> dict:
+    """The settings a method runs with: defaults, then the tuned values, then ``overrides``."""
+    if method == "retrain":
+        cfg = {k: v for k, v in original_config(dataset).items() if k != "arch"}
+    elif method in DEFAULTS:
+        cfg = copy.deepcopy(DEFAULTS[method])
+        cfg.update(TUNED.get(dataset, {}).get(scenario, {}).get(method, {}))
+    else:
+        from .methods import METHODS
+
+        raise UserError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+    cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return cfg

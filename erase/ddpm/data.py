@@ -1,0 +1,65 @@
+"""Images with class labels for the DDPM path: the toy world's drawn shapes, or CIFAR-10 on disk."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+DATASETS = ("toy-shapes", "cifar10")
+
+
+@dataclass
+class Labelled:
+    """Images (N, 3, H, W) in [-1, 1] and their class ids."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def of_class(self, c: int) -> "Labelled":
+        keep = self.labels == c
+        return Labelled(self.images[keep], self.labels[keep], self.class_names)
+
+    def without_class(self, c: int) -> "Labelled":
+        keep = self.labels != c
+        return Labelled(self.images[keep], self.labels[keep], self.class_names)
+
+
+def toy_shapes(n: int, seed: int, resolution: int = 16) -> Labelled:
+    """``n`` drawn shapes (balanced over shape x colour), area-downsampled to ``resolution``."""
+    from ..toy import shapes as S
+
+    drawn = S.draw_set(n, seed=seed)
+    x = drawn.as_float()
+    if resolution != x.shape[-1]:
+        x = F.interpolate(x, size=resolution, mode="area")
+    return Labelled(x, torch.from_numpy(drawn.shape_ids), list(S.SHAPES))
+
+
+def cifar10(root: str | Path, download: bool = False, train: bool = True) -> Labelled:
+    """CIFAR-10 (Krizhevsky, 2009) from torchvision; a missing root is a clear error unless ``download``."""
+    import numpy as np
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(str(root), train=train, download=download)
+    except RuntimeError as e:
+        raise UserError(f"CIFAR-10 not found under {root}: pass --download (needs network) or point "
+                        f"--data-root at a folder holding cifar-10-batches-py ({e})") from e
+    x = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return Labelled(x, torch.tensor(ds.targets), list(ds.classes))
+
+
+def load(dataset: str, n: int = 12000, seed: int = 0, resolution: int = 16, root: str | Path | None = None,
+         download: bool = False) -> Labelled:
+    if dataset == "toy-shapes":
+        return toy_shapes(n, seed, resolution)
+    if dataset == "cifar10":
+        if root is None:
+            raise UserError("CIFAR-10 needs --data-root (and --download the first time, with network)")
+        return cifar10(root, download)
+    raise UserError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
