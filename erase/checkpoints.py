@@ -34,18 +34,24 @@ def latest_checkpoint(work: Path) -> Path | None:
 
 
 def save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimizer, samplers, gen,
-                    digest: str) -> Path:
+                    digest: str, history: list[dict] | None = None) -> Path:
+    """Everything needed to continue bit-identically: trainable weights, optimizer state, every random
+    state (our generators, the samplers, torch's global CPU and CUDA states, which dropout draws from)
+    and the loss history so far."""
     from .atomic import atomic_dir
 
     target = work / f"checkpoint-{step}"
     with atomic_dir(target, overwrite=True) as tmp:
         save_file(trainable.state_dict(), tmp / "trainable.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        rng = {"noise_gen": gen.get_state()}
+        rng = {"noise_gen": gen.get_state(), "torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng.update({f"torch_cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
         for k, s in samplers.items():
             rng.update({f"{k}.{n}": v for n, v in s.state().items()})
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps({"step": step, "mask": digest}))
+        (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history or []))
     done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in done[:-2]:  # keep the newest two
         shutil.rmtree(old, ignore_errors=True)
@@ -61,9 +67,22 @@ def load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
     rng = load_file(ckpt / "rng.safetensors")
     gen.set_state(rng["noise_gen"])
+    if "torch_cpu" in rng:
+        torch.set_rng_state(rng["torch_cpu"])
+    cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda."))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     for k, s in samplers.items():
         s.load({n: rng[f"{k}.{n}"] for n in ("gen", "perm", "pos")})
     return state["step"]
+
+
+def checkpoint_history(ckpt: Path | None) -> list[dict]:
+    """The per-step loss records saved with a checkpoint (empty for none)."""
+    f = ckpt / "history.jsonl" if ckpt is not None else None
+    if f is None or not f.exists():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
 
 
 def fresh_accelerator(mixed_precision: str, cpu: bool):

@@ -251,7 +251,7 @@ def _add_erase_parsers(sub) -> None:
                    help="rank weights across all tensors (SalUn) or within each tensor")
     m.add_argument("--guidance-w", type=float, default=None, help="w in (1+w) e(c) - w e(null) (SD recipe 7.5)")
     m.add_argument("--device", default=None)
-    m.add_argument("--forget-class", default=None, help="class-conditional DDPMs: the class to erase")
+    _add_ddpm_args(m)
     m.set_defaults(func=_cmd_mask)
 
     e = sub.add_parser("erase", help="erase a concept with SalUn and export a diffusers pipeline",
@@ -283,17 +283,30 @@ def _add_erase_parsers(sub) -> None:
     e.add_argument("--lora-rank", type=int, default=None,
                    help="also export the UNet change as a LoRA of this rank to <out>-lora")
     e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
-    ddpm = e.add_argument_group("class-conditional DDPMs (--model a ClassConditionalDDPMPipeline folder)")
-    ddpm.add_argument("--forget-class", default=None, help="the class to erase (a name or an id)")
-    ddpm.add_argument("--target-class", default=None,
-                      help="the class the forget class is pulled toward (default: the next class, (c + 1) mod K)")
-    ddpm.add_argument("--dataset", default=None, help="the model's data set (default: its ddpm_info.json)")
-    ddpm.add_argument("--data-root", type=Path, default=None, help="cifar10: folder holding cifar-10-batches-py")
-    ddpm.add_argument("--download", action="store_true", help="cifar10: download it into --data-root")
+    _add_ddpm_args(e).add_argument(
+        "--target-class", default=None,
+        help="the class the forget class is pulled toward (default: the next class, (c + 1) mod K)")
     e.add_argument("--audit", action="store_true",
                    help="toy concepts: audit the result with the judge (40 forget / 50 retain images) and put the "
                         "figures in the model card")
     e.set_defaults(func=_cmd_erase)
+
+
+def _add_ddpm_args(p: argparse.ArgumentParser):
+    ddpm = p.add_argument_group("class-conditional DDPMs (--model a ClassConditionalDDPMPipeline folder)")
+    ddpm.add_argument("--forget-class", default=None, help="the class to erase (a name or an id)")
+    ddpm.add_argument("--dataset", default=None, help="the model's data set (default: its ddpm_info.json)")
+    ddpm.add_argument("--data-root", type=Path, default=None, help="cifar10: folder holding cifar-10-batches-py")
+    ddpm.add_argument("--download", action="store_true", help="cifar10: download it into --data-root")
+    return ddpm
+
+
+def _sd_refuses_ddpm_options(args) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in ("forget_class", "target_class", "dataset", "data_root")
+             if getattr(args, k, None) is not None]
+    if given:
+        raise UserError(f"{', '.join(given)}: options of class-conditional DDPMs; for Stable Diffusion say what to "
+                        "erase with --concept or --forget-prompt")
 
 
 def _cmd_mask(args) -> int:
@@ -306,11 +319,11 @@ def _cmd_mask(args) -> int:
         if forget is None:
             raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
         mask = make_ddpm_mask(args.model, forget, args.out, seed=args.seed, batch_size=args.batch_size,
-                              w=2.0 if args.guidance_w is None else args.guidance_w, keep=args.keep or 0.5,
-                              n_forget=args.n_forget, overwrite=args.overwrite, device=args.device)
+                              w=2.0 if args.guidance_w is None else args.guidance_w, keep=0.5 if args.keep is None else args.keep,
+                              n_forget=args.n_forget, overwrite=args.overwrite, device=args.device,
+                              dataset=args.dataset, data_root=args.data_root, download=args.download)
     else:
-        if args.forget_class is not None:
-            raise UserError("--forget-class is for class-conditional DDPMs; for Stable Diffusion use --concept")
+        _sd_refuses_ddpm_options(args)
         recipe = _recipe(args, guidance_w=args.guidance_w)
         mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
                          work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device)
@@ -336,9 +349,7 @@ def _cmd_erase(args) -> int:
         raise UserError("--mask and --no-mask contradict each other")
     if _is_ddpm(args.model):
         return _cmd_erase_ddpm(args)
-    if args.forget_class is not None:
-        raise UserError("--forget-class is for class-conditional DDPMs; for Stable Diffusion say what to erase "
-                        "with --concept or --forget-prompt")
+    _sd_refuses_ddpm_options(args)
     recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
                         use_mask=not args.no_mask, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
@@ -365,14 +376,14 @@ def _cmd_erase_ddpm(args) -> int:
     sd_only = {"--forget-prompt": args.forget_prompt, "--misaligned-prompt": args.misaligned_prompt,
                "--retain-prompt": args.retain_prompt, "--forget-data": args.forget_data,
                "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
-               "--resolution": args.resolution}
+               "--resolution": args.resolution, "--xformers": args.xformers}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:
         raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")
     opts = DDPMEraseOptions(model=args.model, forget_class=forget, out=args.out, target_class=args.target_class,
                             dataset=args.dataset, data_root=args.data_root, download=args.download,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
-                            n_forget=args.n_forget, n_retain=args.n_retain, keep=args.keep or 0.5,
+                            n_forget=args.n_forget, n_retain=args.n_retain, keep=0.5 if args.keep is None else args.keep,
                             mask_w=args.guidance_w if args.guidance_w is not None else 2.0, mask_path=args.mask,
                             use_mask=not args.no_mask, allow_other_base=args.allow_other_base, seed=args.seed,
                             work_dir=args.work_dir, resume=args.resume, checkpoint_every=args.checkpoint_every,
@@ -454,26 +465,28 @@ def _cmd_generate(args) -> int:
     prompts = _prompts(args)
     if args.num_images < 1:
         raise UserError("--num-images must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        raise UserError("--steps must be at least 1")
     out = args.out or _default_out(prompts[0])
     refuse_existing(out, args.overwrite)
     all_prompts = [p for p in prompts for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in prompts for k in range(args.num_images)]
     if _is_ddpm(args.model):  # the "prompts" are class names (or ids)
         from .ddpm.pipeline import load_ddpm
-        from .ddpm.quality import DEFAULT_STEPS, DEFAULT_W, for_judge, sample_classes
+        from .ddpm.quality import DEFAULT_STEPS, DEFAULT_W, sample_classes
 
         if args.negative_prompt is not None:
             raise UserError("--negative-prompt is for text-to-image models, not class-conditional DDPMs")
         pipe = load_ddpm(args.model, device=args.device)
-        args.steps, args.guidance = args.steps or DEFAULT_STEPS, DEFAULT_W if args.guidance is None else args.guidance
+        args.steps = DEFAULT_STEPS if args.steps is None else args.steps
+        args.guidance = DEFAULT_W if args.guidance is None else args.guidance
         ids = [pipe.class_id(p) for p in prompts]
         images = torch.cat([sample_classes(pipe, [c], args.num_images, args.seed, args.steps, args.guidance)
                             for c in ids])
-        images = for_judge(images, max(32, images.shape[-1]))  # tiny samples are enlarged for viewing
     else:
         from .toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
-        args.steps = args.steps or DEFAULT_STEPS
+        args.steps = DEFAULT_STEPS if args.steps is None else args.steps
         args.guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
         pipe = load_pipeline(args.model, device=args.device)
         images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,

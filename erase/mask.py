@@ -100,6 +100,8 @@ def global_threshold(scores: Iterable[torch.Tensor], keep: float) -> tuple[float
     Two passes of ``bincount`` over the high and low 16 bits of the float32 patterns: exact, with
     memory of one tensor at a time plus 65,536 counters. Returns (threshold, k, total count).
     """
+    if not 0 < keep <= 1:
+        raise UserError(f"keep must be in (0, 1], got {keep}")
     scores = list(scores)
     total = sum(s.numel() for s in scores)
     k = max(1, round(keep * total))  # the k-th largest value is the threshold

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import data as D
 from .atomic import refuse_existing
 from .checkpoints import (
+    checkpoint_history,
     fresh_accelerator,
     latest_checkpoint,
     load_checkpoint,
@@ -272,7 +273,7 @@ def erase(opts: EraseOptions) -> dict:
         print(f"resuming from {ckpt} (step {start} of {steps})")
     eps = _eps(unet_p)
     dev, dtype = accelerator.device, unet.dtype
-    history, last_good = [], ckpt
+    history, last_good = checkpoint_history(ckpt), ckpt
     bar = tqdm(range(start, steps), desc="erasing", disable=not opts.progress or not accelerator.is_main_process,
                dynamic_ncols=True, initial=start, total=steps)
     t_train = time.time()
@@ -300,7 +301,7 @@ def erase(opts: EraseOptions) -> dict:
         bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
         if opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0 and step + 1 < steps \
                 and accelerator.is_main_process:
-            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest)
+            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest, history)
     train_seconds = time.time() - t_train
     unet = accelerator.unwrap_model(unet_p).eval()
 

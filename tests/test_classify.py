@@ -154,7 +154,8 @@ def _other_arch(checkpoint, tmp_path):
     return bad
 
 
-@pytest.mark.parametrize("case", ["fraction0", "fraction1.5", "class99", "arch", "weights", "root", "no-ckpt"])
+@pytest.mark.parametrize("case", ["fraction0", "fraction1.5", "class99", "class-name", "keep0", "arch", "weights",
+                                  "root", "no-ckpt", "over-source"])
 def test_cli_bad_input_writes_nothing(checkpoint, tmp_path, capsys, case):
     out = tmp_path / "out"
     ck = str(checkpoint)
@@ -162,12 +163,21 @@ def test_cli_bad_input_writes_nothing(checkpoint, tmp_path, capsys, case):
         "fraction0": ["unlearn", "--checkpoint", ck, "--forget-fraction", "0"],
         "fraction1.5": ["unlearn", "--checkpoint", ck, "--forget-fraction", "1.5"],
         "class99": ["unlearn", "--checkpoint", ck, "--forget-class", "99"],
+        "class-name": ["unlearn", "--checkpoint", ck, "--forget-class", "dog"],
+        "keep0": ["unlearn", "--checkpoint", ck, "--forget-class", "1", "--keep", "0"],
         "arch": ["unlearn", "--checkpoint", ck, "--arch", "resnet18", "--forget-class", "1"],
         "weights": ["unlearn", "--checkpoint", str(_other_arch(checkpoint, tmp_path)), "--forget-class", "1"],
         "root": ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "missing")],
         "no-ckpt": ["unlearn", "--checkpoint", str(tmp_path / "nope"), "--forget-class", "1"],
+        "over-source": ["unlearn", "--checkpoint", ck, "--forget-class", "1", "--overwrite"],
     }[case]
+    if case == "over-source":
+        out = checkpoint
+        before = (checkpoint / "model.safetensors").read_bytes()
     assert main(["classify", *argv, "--out", str(out)]) == 2
+    if case == "over-source":
+        assert (checkpoint / "model.safetensors").read_bytes() == before
+        return
     err = capsys.readouterr().err
     assert err.startswith("salun: error:") and len(err.strip().splitlines()) == 1
     if case == "root":

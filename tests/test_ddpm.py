@@ -155,10 +155,24 @@ def test_resume_continues_to_the_same_weights(tiny, tmp_path, monkeypatch):
         erase_class(_opts(tmp_path, tiny, "resumed"))
     assert not (tmp_path / "resumed").exists()
     monkeypatch.setattr(job, "misaligned_loss", real)
+    with pytest.raises(UserError, match="another mask"):  # another recipe: refused, not mixed
+        erase_class(_opts(tmp_path, tiny, "other", resume=True, lr=3e-4))
     erase_class(_opts(tmp_path, tiny, "resumed", resume=True))
     a = load_file(tmp_path / "straight" / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(tmp_path / "resumed" / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the exported log has every step, not only those after the resume
+    assert (tmp_path / "straight" / "training_log.jsonl").read_text() == \
+        (tmp_path / "resumed" / "training_log.jsonl").read_text()
+
+
+@pytest.mark.parametrize("bad, match", [(dict(keep=0.0), "keep"), (dict(keep=1.5), "keep"),
+                                        (dict(n_forget=0), "n-forget"), (dict(batch_size=0), "batch-size"),
+                                        (dict(lr=0.0), "lr"), (dict(target_class="circle"), "differ")])
+def test_bad_settings_are_refused_before_any_work(tiny, tmp_path, bad, match):
+    with pytest.raises(UserError, match=match):
+        erase_class(_opts(tmp_path, tiny, **bad))
+    assert not any(tmp_path.iterdir())  # no output, no work folder
 
 
 def test_cli_erase_mask_generate_and_audit(tiny, tmp_path):

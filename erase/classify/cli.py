@@ -36,7 +36,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _forget_args(p: argparse.ArgumentParser, files: bool = False) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--forget-fraction", type=float, help="forget a random fraction in (0, 1) of the training set")
-    g.add_argument("--forget-class", type=int, help="forget every training sample of this class (index)")
+    g.add_argument("--forget-class", help="forget every training sample of this class (an index or a name)")
     if files:
         g.add_argument("--forget", type=Path, help="a forget.json written by `salun classify unlearn`")
     p.add_argument("--seed", type=int, default=0, help="seeds the forget set and the method (default 0)")
@@ -131,7 +131,7 @@ def _split(args, data, config):
     if getattr(args, "forget", None) is not None:
         return load_split(data, args.forget)
     if args.forget_class is not None:
-        check_class(args.forget_class, config["model"]["num_classes"], data.classes)
+        args.forget_class = check_class(args.forget_class, config["model"]["num_classes"], data.classes)
     return make_split(data, args.forget_fraction, args.forget_class, args.seed)
 
 
@@ -183,12 +183,22 @@ def cmd_unlearn(args) -> int:
     _threads(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
+    for name in ("epochs", "lr"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise UserError(f"--{name} must be positive, got {v}")
+    if args.keep is not None and not 0 < args.keep <= 1:
+        raise UserError(f"--keep must be in (0, 1], got {args.keep}")
+    out, src = Path(args.out).resolve(), Path(args.checkpoint).resolve()
+    if out == src or src in out.parents or out in src.parents:
+        raise UserError(f"--out {args.out} would write over (or inside) the checkpoint {args.checkpoint}")
     refuse_existing(args.out, args.overwrite)
     config = read_config(args.checkpoint)
     if args.forget_class is not None:
         from .forget import check_class
 
-        check_class(args.forget_class, config["model"]["num_classes"], config.get("data", {}).get("classes"))
+        args.forget_class = check_class(args.forget_class, config["model"]["num_classes"],
+                                        config.get("data", {}).get("classes"))
     model, config = load_checkpoint(args.checkpoint, args.arch)
     data = _data_for(config, args)
     split = _split(args, data, config)
@@ -228,6 +238,10 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate(model, split, args.device)
     print(json.dumps(metrics, indent=2))
     if args.json:
+        import os
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"forget": split.describe(), **metrics}, indent=2) + "\n")
+        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"forget": split.describe(), **metrics}, indent=2) + "\n")
+        tmp.replace(args.json)  # never a half-written report
     return 0

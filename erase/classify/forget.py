@@ -24,7 +24,13 @@ def check_fraction(fraction: float) -> float:
     return float(fraction)
 
 
-def check_class(cls: int, num_classes: int, classes: list[str] | None = None) -> int:
+def check_class(cls: int | str, num_classes: int, classes: list[str] | None = None) -> int:
+    """A class id from an id or a name (e.g. ``3`` or ``cat``); unknown ones are a clear error."""
+    if isinstance(cls, str) and not cls.lstrip("-").isdigit():
+        if classes and cls in classes:
+            return classes.index(cls)
+        names = f": {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}" if classes else ""
+        raise UserError(f"class {cls!r} does not exist in this data set{names}")
     if not 0 <= int(cls) < num_classes:
         names = f" ({', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''})" if classes else ""
         raise UserError(f"class {cls} does not exist: this data set has classes 0..{num_classes - 1}{names}")

@@ -4,7 +4,7 @@ each method's settings per data set and scenario ("random" or "class"), with the
 Unlearning methods use SGD (momentum 0.9, weight decay 5e-4, batch 64, constant lr). ``TUNED`` holds the
 grid points chosen by ``scripts/bench_classification.py --tune``: every method gets the same grid
 (``LRS`` x its two epoch counts; IU: ``IU_ALPHAS``), scored by the average gap to Retrain over two
-tuning seeds (100, 101) that the reported seeds (0, 1, 2) never use. Data sets without tuned values
+tuning seeds (105, 106) that the reported seeds (0-9) never use. Data sets without tuned values
 fall back to ``DEFAULTS`` (the SalUn paper's CIFAR-10 settings where it gives them).
 """
 from __future__ import annotations

@@ -39,7 +39,7 @@ classifier-free guidance `(1 + w) e(x, c) - w e(x, null)`; a DDIM scheduler (the
 - Classes: {", ".join(info["class_names"])}
 - {info["resolution"]}px images; UNet preset `{cfg["unet"]}`; {cfg["steps"]} steps at batch {cfg["batch_size"]},
   AdamW lr {cfg["lr"]}, min-SNR-{cfg["min_snr_gamma"]} weighting, EMA {cfg["ema_decay"]}, seed {cfg["seed"]}
-- Training time: {info["train_seconds"] / 60:.1f} min on this machine's CPU
+- Training time: {info["train_seconds"] / 60:.1f} min on {info.get("device", "cpu")} ({info.get("host", "")})
 
 ## What it draws (measured)
 
@@ -56,7 +56,7 @@ def erased_ddpm_card(base: str, summary: dict) -> str:
         audit = "\n## Audit\n\n```json\n" + json.dumps(summary["audit"], indent=2) + "\n```\n"
     m = summary["mask"]
     mask_line = (f"{m['kept']:,} of {m['total']:,} UNet weights ({m['kept_fraction']:.1%}), global ranking, "
-                 f"from the guided loss (w {summary['mask_w']}, each batch's gradient clipped to norm 1)"
+                 f"from the guided loss (w {summary['mask_w']}, each batch's gradient clipped to norm {summary['mask_clip']})"
                  if m else "none: every weight was trainable (ablation)")
     return f"""---
 library_name: diffusers
@@ -71,7 +71,7 @@ prediction under the forget class is pulled toward the (frozen) prediction under
 other classes; only the weights in the saliency mask move (the rest are bit-identical to the base).
 
 - Mask: {mask_line}
-- Training: {summary["steps"]} steps, batch {summary["batch_size"]}, Adam lr {summary["lr"]}, gradient clip 1.0,
+- Training: {summary["steps"]} steps, batch {summary["batch_size"]}, Adam lr {summary["lr"]}, gradient clip {summary["grad_clip"]},
   alpha {summary["alpha"]}, {summary["n_forget"]} forget / {summary["n_retain"]} retain images, seed {summary["seed"]};
   {summary["train_seconds"]} s of training
 - Files: `mask.safetensors`, `recipe.json`, `training_log.jsonl`

@@ -58,6 +58,10 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
             if label not in names:
                 raise UserError(f"this model has no class {label!r}; its classes: {', '.join(names)}")
             return names.index(label)
+        if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
+            label = int(label)
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise UserError(f"a class is a name or an integer id, not {label!r}")
         i = int(label)
         if not 0 <= i < len(names):
             raise UserError(f"class id {i} out of range: this model has {len(names)} classes (0..{len(names) - 1})")
@@ -80,6 +84,10 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
             class_labels = [class_labels]
         if not class_labels:
             raise UserError("no class labels to draw")
+        if output_type not in ("pil", "np", "pt"):
+            raise UserError(f"output_type must be pil, np or pt, not {output_type!r}")
+        if guidance_scale < 0:
+            raise UserError(f"guidance_scale is w in (1 + w) e(c) - w e(null) and must be >= 0, got {guidance_scale}")
         labels = torch.tensor([self.class_id(c) for c in class_labels], device=self.device)
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)

@@ -124,7 +124,10 @@ def build_ddpm(cfg: DDPMTrainConfig, out: Path, data_root: Path | None = None, d
                   download=download)
     t0 = time.time()
     unet = train_ddpm(cfg, data, device=device, progress=progress)
+    import os
+
     info = {"config": asdict(cfg), "train_seconds": round(time.time() - t0, 1), "dataset": cfg.dataset,
+            "device": str(device), "host": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
             "resolution": resolution, "class_names": data.class_names}
     pipe = make_pipeline(unet, data.class_names)
     if evaluate and cfg.dataset == "toy-shapes":

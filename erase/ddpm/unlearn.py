@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -21,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoints import latest_checkpoint, load_checkpoint, mask_digest, save_checkpoint
+from ..checkpoints import checkpoint_history, latest_checkpoint, load_checkpoint, mask_digest, save_checkpoint
 from ..data import EpochSampler
 from ..errors import UserError
 from ..export import check_output, export_pipeline
 from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
-from ..mask import Mask, compute_mask
+from ..mask import Mask, compute_mask, fingerprint
 from ..masked_optim import MaskedParameters
 from ..sd_erase import TrainingDiverged
 from . import data as D
@@ -137,19 +138,21 @@ def ddpm_mask(pipe, forget: D.Labelled, batch_size: int, w: float = 2.0, clip: f
 
 def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_size: int | None = None,
                    w: float = 2.0, keep: float = 0.5, n_forget: int | None = None, overwrite: bool = False,
-                   device: str | None = None, dataset: str | None = None, data_root=None) -> Mask:
+                   device: str | None = None, dataset: str | None = None, data_root=None,
+                   download: bool = False) -> Mask:
     """``salun mask`` for a class-conditional DDPM: compute and save the mask alone."""
-    from ..atomic import refuse_existing
-
-    refuse_existing(out, overwrite)
+    if not 0 < keep <= 1:
+        raise UserError(f"--keep must be in (0, 1], got {keep}")
+    check_output(out, model, overwrite)  # never inside the source model's folder
     pipe = load_ddpm(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = dataset or model_info(model).get("dataset")
     if dataset is None:
         raise UserError(f"{model} has no ddpm_info.json saying what it was trained on: pass --dataset")
     opts = DDPMEraseOptions(model=model, forget_class=forget_class, out=out, batch_size=batch_size, n_forget=n_forget)
     rec = opts.resolved(dataset)
+    check_settings(rec, opts)
     c = pipe.class_id(forget_class)
-    forget, _ = forget_retain(dataset, c, rec, seed, pipe.unet.config.sample_size, data_root)
+    forget, _ = forget_retain(dataset, c, rec, seed, pipe.unet.config.sample_size, data_root, download)
     mask = ddpm_mask(pipe, forget, rec["batch_size"], w, 1.0, keep, seed)
     mask.save(out)
     return mask
@@ -159,7 +162,6 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     """Run the whole job; returns a summary (mask statistics, losses, timings, output path)."""
     from diffusers import DDPMScheduler
 
-    from ..mask import fingerprint
     from .card import erased_ddpm_card
 
     t_start = time.time()
@@ -176,30 +178,43 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     if target == c:
         raise UserError("the target class must differ from the class to forget")
     rec = opts.resolved(dataset)
-    if rec["steps"] < 1:
-        raise UserError("the number of steps must be at least 1")
+    check_settings(rec, opts)
     if opts.audit and dataset != "toy-shapes":
         raise UserError("the quick --audit uses the toy judge: it works on toy-world models only")
+    mask = None
+    if opts.use_mask and opts.mask_path is not None:  # a given mask is checked before any work
+        mask = Mask.load(opts.mask_path)
+        mask.check_model(unet, strict_fingerprint=not opts.allow_other_base)
     forget, retain = forget_retain(dataset, c, rec, opts.seed, unet.config.sample_size, opts.data_root, opts.download)
+    if forget.class_names != pipe.class_names:
+        raise UserError(f"the {dataset} classes ({', '.join(forget.class_names)}) are not this model's "
+                        f"({', '.join(pipe.class_names)}): pass the --dataset it was trained on")
     work = Path(opts.work_dir) if opts.work_dir else Path(opts.out).parent / f".{Path(opts.out).name}.work"
     work.mkdir(parents=True, exist_ok=True)
     if not opts.resume:
         for old in work.glob("checkpoint-*"):
             shutil.rmtree(old)
+    torch.manual_seed(opts.seed)  # dropout (the CIFAR-10 UNet has it) draws from torch's global generator
 
-    # mask
+    # mask: computed once per (model, data, settings) and cached in the work folder, so a resumed run
+    # trains under the very same mask even where a GPU's backward pass is not bit-deterministic
     t_mask = time.time()
-    if not opts.use_mask:
-        mask = None
-    elif opts.mask_path is not None:
-        mask = Mask.load(opts.mask_path)
-        mask.check_model(unet, strict_fingerprint=not opts.allow_other_base)
-    else:
-        mask = ddpm_mask(pipe, forget, rec["batch_size"], opts.mask_w, opts.mask_clip, opts.keep, opts.seed,
-                         opts.progress)
+    if opts.use_mask and mask is None:
+        key = json.dumps([fingerprint(dict(unet.named_parameters())), dataset, c, opts.seed, rec["batch_size"],
+                          rec["n_forget"], opts.mask_w, opts.mask_clip, opts.keep])
+        cached = work / "mask.safetensors"
+        if cached.exists() and Mask.load(cached).meta.get("cache_key") == key:
+            mask = Mask.load(cached)
+        else:
+            mask = ddpm_mask(pipe, forget, rec["batch_size"], opts.mask_w, opts.mask_clip, opts.keep, opts.seed,
+                             opts.progress)
+            mask.meta["cache_key"] = key
+            mask.save(cached)
     mask_seconds = time.time() - t_mask
     trainable = MaskedParameters(unet, mask)
-    digest = mask_digest(mask)
+    # Resuming is refused if the mask or any setting that shapes training changed.
+    recipe_key = json.dumps([rec, c, target, opts.seed, opts.grad_clip, dataset], sort_keys=True)
+    digest = mask_digest(mask) + "-" + hashlib.sha256(recipe_key.encode()).hexdigest()[:12]
 
     # masked training
     unet.train()
@@ -214,7 +229,7 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
         start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
         print(f"resuming from {ckpt} (step {start} of {rec['steps']})")
     T = sched.config.num_train_timesteps
-    history, last_good = [], ckpt
+    history, last_good = checkpoint_history(ckpt), ckpt
     bar = tqdm(range(start, rec["steps"]), desc="erasing", disable=not opts.progress, dynamic_ncols=True,
                initial=start, total=rec["steps"])
     t_train = time.time()
@@ -246,12 +261,13 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
         if step % 10 == 0:
             bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
         if opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0 and step + 1 < rec["steps"]:
-            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest)
+            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest, history)
     train_seconds = time.time() - t_train
     unet.eval()
 
     summary = {"forget_class": pipe.class_names[c], "target_class": pipe.class_names[target], "dataset": dataset,
-               **rec, "seed": opts.seed, "keep": opts.keep, "mask_w": opts.mask_w,
+               **rec, "seed": opts.seed, "keep": opts.keep, "mask_w": opts.mask_w, "mask_clip": opts.mask_clip,
+               "grad_clip": opts.grad_clip,
                "mask": {k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"} if mask else None,
                "mask_seconds": round(mask_seconds, 2), "train_seconds": round(train_seconds, 2),
                "trainable_weights": trainable.n_trainable(), "n_forget": len(forget.labels),
@@ -273,6 +289,24 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
                  "base_model": str(opts.model)}}, indent=2)}
     export_pipeline(pipe, unet, Path(opts.out), overwrite=opts.overwrite, mask=mask, recipe=recipe,
                     card=erased_ddpm_card(str(opts.model), summary), extra_files=extra)
+    for old in work.glob("checkpoint-*"):  # done: checkpoints are no longer needed (the mask cache stays)
+        shutil.rmtree(old, ignore_errors=True)
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["out"] = str(opts.out)
     return summary
+
+
+def check_settings(rec: dict, opts: DDPMEraseOptions) -> None:
+    """Bad numbers are refused before any work is done or any folder is made."""
+    for k in ("steps", "batch_size"):
+        if rec[k] < 1:
+            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {rec[k]}")
+    for k in ("n_forget", "n_retain"):
+        if rec[k] is not None and rec[k] < 1:
+            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {rec[k]}")
+    if not rec["lr"] > 0:
+        raise UserError(f"--lr must be positive, got {rec['lr']}")
+    if not rec["alpha"] >= 0:
+        raise UserError(f"--alpha must be >= 0, got {rec['alpha']}")
+    if not 0 < opts.keep <= 1:
+        raise UserError(f"--keep must be in (0, 1], got {opts.keep}")
