@@ -318,6 +318,11 @@ def _cmd_mask(args) -> int:
         forget = args.forget_class or args.concept
         if forget is None:
             raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
+        given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
+                                "--forget-prompt": args.forget_prompt}.items() if v]
+        if given or args.scope != "global":
+            raise UserError(f"{', '.join(given) or '--scope tensor'}: not used by the DDPM path (its mask ranks "
+                            "all UNet weights globally)")
         mask = make_ddpm_mask(args.model, forget, args.out, seed=args.seed, batch_size=args.batch_size,
                               w=2.0 if args.guidance_w is None else args.guidance_w, keep=0.5 if args.keep is None else args.keep,
                               n_forget=args.n_forget, overwrite=args.overwrite, device=args.device,

@@ -23,7 +23,7 @@ def _per_class(q: dict | None) -> str:
                               f"steps, guidance w {q['w']}; judged by the toy judge (samples upsampled to 32px).")
 
 
-def write_ddpm_card(folder: Path, info: dict) -> None:
+def write_ddpm_card(folder: Path, info: dict, path: str | None = None) -> None:
     cfg = info["config"]
     text = f"""---
 library_name: diffusers
@@ -45,8 +45,7 @@ classifier-free guidance `(1 + w) e(x, c) - w e(x, null)`; a DDIM scheduler (the
 
 {_per_class(info.get("quality"))}
 
-{_USE.format(path=folder.name if folder.name and not folder.name.startswith(".") else "this/folder",
-             first=info["class_names"][0])}"""
+{_USE.format(path=path or "path/to/this/folder", first=info["class_names"][0])}"""
     (folder / "README.md").write_text(text)
 
 
