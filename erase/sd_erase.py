@@ -23,7 +23,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as D
-from .atomic import refuse_existing
 from .checkpoints import (
     checkpoint_history,
     fresh_accelerator,
@@ -155,8 +154,11 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     """``salun mask``: compute and save the saliency mask alone (reusable by ``salun erase --mask``)."""
     from .pipeline import load_pipeline
 
+    from .export import check_output
+    from .pipeline import default_model
+
     out = Path(out)
-    refuse_existing(out, overwrite)
+    check_output(out, model or default_model(), overwrite)  # never inside the source model's folder
     pipe = load_pipeline(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
     work = Path(work_dir) if work_dir else out.parent / f".{out.stem}.work"

@@ -207,3 +207,11 @@ def test_make_pipeline_round_trip_keeps_weights(tmp_path):
     assert pipe.class_names == ["a", "b", "c"]
     assert all(torch.equal(p, q) for p, q in zip(unet.parameters(), pipe.unet.parameters()))
     assert TOY_JUDGE.exists()
+
+
+def test_mask_is_never_written_inside_the_source_model(tiny):
+    from erase.toy import TOY_SD
+
+    assert main(["mask", "--model", str(tiny), "--forget-class", "circle", "--out", str(tiny / "m.safetensors")]) == 2
+    assert main(["mask", "--concept", "circle", "--out", str(TOY_SD / "m.safetensors")]) == 2
+    assert not (tiny / "m.safetensors").exists() and not (TOY_SD / "m.safetensors").exists()
