@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write {scenario: {method: {UA, RA, TA, MIA, avg_gap, "
                                                            "RTE}}} (means; %, RTE in minutes)")
     p.add_argument("--tune", action="store_true", help="grid-search each method on --tune-seeds instead")
-    p.add_argument("--tune-seeds", default="105,106")
+    p.add_argument("--tune-seeds", default="105,106,107")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="print every run's metrics to stderr")

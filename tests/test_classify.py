@@ -184,3 +184,11 @@ def test_cli_bad_input_writes_nothing(checkpoint, tmp_path, capsys, case):
         assert "--download" in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["bad"])
+
+
+def test_cifar_resnet18_structure():
+    """The CIFAR ResNet-18 (3x3 stem, no max-pool): ~11.2M weights, 32x32 in, logits out. Not trained here."""
+    model = build_model("resnet18", 3, 10)
+    n = sum(p.numel() for p in model.parameters())
+    assert 11_000_000 < n < 11_300_000, n
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
