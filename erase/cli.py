@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="salun",
-        description="Erase concepts from diffusion models with weight saliency (SalUn), and audit the result.")
+        description="Erase concepts from diffusion models and data from classifiers with weight saliency (SalUn), "
+                    "and audit the result.")
     parser.add_argument("--version", action="version", version=f"salun {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -153,8 +154,8 @@ def _add_ddpm_parsers(sub) -> None:
                                     "--forget-class NAME`; audit it with `salun audit concept`.")
     dsub = dd.add_subparsers(dest="ddpm_command", metavar="DDPM_COMMAND", required=True)
     t = dsub.add_parser("train", help="train a class-conditional DDPM and save it as a pipeline",
-                        description="toy-shapes: 16px drawn shapes (6 classes), about 10 minutes on 2 CPU cores "
-                                    "(pipelines/toy-ddpm was built this way). cifar10: the DDPM paper's 35.7M-weight "
+                        description="toy-shapes: 16px drawn shapes (6 classes); pipelines/toy-ddpm was built this way "
+                                    "in 20 minutes on one thread of a shared 2-core CPU. cifar10: the DDPM paper's 35.7M-weight "
                                     "UNet at 32px (a GPU job; CIFAR-10 from --data-root, --download to fetch it).")
     d = DDPMTrainConfig()
     t.add_argument("--dataset", choices=("toy-shapes", "cifar10"), default="toy-shapes")
@@ -258,7 +259,9 @@ def _add_erase_parsers(sub) -> None:
                        description="Draw forget/retain images with the base model (or load them), compute the "
                                    "saliency mask, train only masked UNet weights to map the concept's prompt to a "
                                    "misaligned one while keeping retain images, then export a pipeline folder "
-                                   "(model card, recipe, mask). Example: salun erase --concept circle --out erased")
+                                   "(model card, recipe, mask). Example: salun erase --concept circle --out erased. For a "
+                                   "class-conditional DDPM: salun erase --model pipelines/toy-ddpm --forget-class "
+                                   "circle --out ddpm-no-circle")
     _add_model_arg(e)
     _add_concept_args(e)
     e.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
