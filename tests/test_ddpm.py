@@ -179,9 +179,12 @@ def test_cli_erase_mask_generate_and_audit(tiny, tmp_path):
     assert main(["mask", "--model", str(tiny), "--forget-class", "circle", "--n-forget", "8", "--batch-size", "8",
                  "--out", str(tmp_path / "m.safetensors")]) == 0
     assert main(["erase", "--model", str(tiny), "--forget-class", "circle", "--steps", "2", "--batch-size", "8",
-                 "--n-forget", "8", "--n-retain", "8", "--mask", str(tmp_path / "m.safetensors"),
+                 "--n-forget", "8", "--n-retain", "8", "--mask", str(tmp_path / "m.safetensors"), "--audit",
                  "--out", str(tmp_path / "e")]) == 0
     assert Mask.load(tmp_path / "e" / "mask.safetensors").meta["n_forget"] == 8
+    assert "## Audit" in (tmp_path / "e" / "README.md").read_text()
+    info = json.loads((tmp_path / "e" / "ddpm_info.json").read_text())
+    assert info["erased"]["forget_class"] == "circle" and "quality" not in info and info["dataset"] == "toy-shapes"
     assert main(["generate", "--model", str(tmp_path / "e"), "--prompt", "circle", "--prompt", "star", "-n", "2",
                  "--steps", "2", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g" / "grid.png").exists() and len(list((tmp_path / "g").glob("*.png"))) == 5

@@ -284,9 +284,14 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
               "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
               "summary": summary}
     extra = {"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n",
-             "ddpm_info.json": json.dumps({**info, "dataset": dataset, "erased": {
-                 "forget_class": pipe.class_names[c], "target_class": pipe.class_names[target],
-                 "base_model": str(opts.model)}}, indent=2)}
+             # What this model is (data set, classes) and what was done to it; the base's own training
+             # and measured quality are kept under "base", since they describe the model before erasure.
+             "ddpm_info.json": json.dumps({"dataset": dataset, "resolution": unet.config.sample_size,
+                                           "class_names": pipe.class_names,
+                                           "erased": {"forget_class": pipe.class_names[c],
+                                                      "target_class": pipe.class_names[target],
+                                                      "base_model": str(opts.model)},
+                                           "base": info}, indent=2)}
     export_pipeline(pipe, unet, Path(opts.out), overwrite=opts.overwrite, mask=mask, recipe=recipe,
                     card=erased_ddpm_card(str(opts.model), summary), extra_files=extra)
     for old in work.glob("checkpoint-*"):  # done: checkpoints are no longer needed (the mask cache stays)
