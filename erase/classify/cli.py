@@ -202,7 +202,7 @@ def cmd_unlearn(args) -> int:
     model, config = load_checkpoint(args.checkpoint, args.arch)
     data = _data_for(config, args)
     split = _split(args, data, config)
-    cfg = method_config(args.method, data.name, split.kind,
+    cfg = method_config(args.method, data.name, split.scenario,
                         {"epochs": args.epochs, "lr": args.lr, "keep": args.keep, "alpha": args.alpha})
     before = evaluate(model, split, args.device)
     result, after, cfg = run_method(args.method, model, split, args.seed, cfg, args.device)

@@ -59,6 +59,11 @@ class ForgetSplit:
     seed: int = 0
 
     @property
+    def scenario(self) -> str:
+        """The key settings are tuned under: ``class``, or ``random10``, ``random50``, ... (percent forgotten)."""
+        return "class" if self.kind == "class" else f"random{round(100 * self.fraction)}"
+
+    @property
     def n_train(self) -> int:
         return len(self.data.train_y)
 

@@ -1,5 +1,6 @@
 """Hyper-parameters: how the original is trained (and Retrain, which repeats it on the retain set), and
-each method's settings per data set and scenario ("random" or "class"), with the grid they were tuned on.
+each method's settings per data set and scenario ("class", "random10", "random50", ...: settings tuned
+for one forget fraction are not reused for another), with the grid they were tuned on.
 
 Unlearning methods use SGD (momentum 0.9, weight decay 5e-4, batch 64, constant lr). ``TUNED`` holds the
 grid points chosen by ``scripts/bench_classification.py --tune``: every method gets the same grid
@@ -44,10 +45,14 @@ IU_ALPHAS = tuple(m * 10.0 ** e for e in range(-9, -2) for m in (1, 2, 5))  # 1e
 # Chosen on the grid above (scripts/bench_classification.py --tune); {dataset: {scenario: {method: overrides}}}.
 TUNED: dict[str, dict[str, dict[str, dict]]] = {
     "digits": {
-        "random": {"ft": {"lr": 0.1, "epochs": 10}, "rl": {"lr": 5e-4, "epochs": 3},
-                   "ga": {"lr": 0.02, "epochs": 15}, "iu": {"alpha": 2e-6}, "be": {"lr": 1e-3, "epochs": 2},
-                   "bs": {"lr": 1e-3, "epochs": 2}, "l1-sparse": {"lr": 0.05, "epochs": 10},
-                   "salun": {"lr": 5e-4, "epochs": 3}, "salun-soft": {"lr": 5e-4, "epochs": 3}},
+        "random10": {"ft": {"lr": 0.1, "epochs": 10}, "rl": {"lr": 5e-4, "epochs": 3},
+                     "ga": {"lr": 0.02, "epochs": 15}, "iu": {"alpha": 2e-6}, "be": {"lr": 1e-3, "epochs": 2},
+                     "bs": {"lr": 1e-3, "epochs": 2}, "l1-sparse": {"lr": 0.05, "epochs": 10},
+                     "salun": {"lr": 5e-4, "epochs": 3}, "salun-soft": {"lr": 5e-4, "epochs": 3}},
+        "random50": {"ft": {"lr": 0.1, "epochs": 3}, "rl": {"lr": 5e-4, "epochs": 1},
+                     "ga": {"lr": 0.02, "epochs": 5}, "iu": {"alpha": 5e-6}, "be": {"lr": 1e-4, "epochs": 5},
+                     "bs": {"lr": 1e-4, "epochs": 5}, "l1-sparse": {"lr": 0.1, "epochs": 10},
+                     "salun": {"lr": 5e-4, "epochs": 1}, "salun-soft": {"lr": 5e-4, "epochs": 1}},
         "class": {"ft": {"lr": 0.1, "epochs": 10}, "rl": {"lr": 0.05, "epochs": 3},
                   "ga": {"lr": 0.05, "epochs": 5}, "iu": {"alpha": 2e-5}, "be": {"lr": 5e-4, "epochs": 5},
                   "bs": {"lr": 2e-4, "epochs": 15}, "l1-sparse": {"lr": 0.1, "epochs": 10},
@@ -60,6 +65,11 @@ def grid(method: str) -> list[dict]:
     if method == "iu":
         return [{"alpha": a} for a in IU_ALPHAS]
     return [{"lr": lr, "epochs": e} for e in EPOCHS[method] for lr in LRS]
+
+
+def is_tuned(dataset: str, scenario: str) -> bool:
+    """Whether ``TUNED`` has settings for this data set and scenario (else ``DEFAULTS`` are used)."""
+    return bool(TUNED.get(dataset, {}).get(scenario))
 
 
 def original_config(dataset: str) -> dict:

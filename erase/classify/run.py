@@ -15,7 +15,7 @@ def run_method(method: str, model: torch.nn.Module, split: ForgetSplit, seed: in
                device: str = "cpu"):
     """Returns (Unlearned, metrics with RTE in minutes, the config used)."""
     if cfg is None:
-        cfg = method_config(method, split.data.name, split.kind)
+        cfg = method_config(method, split.data.name, split.scenario)
     t0 = time.perf_counter()
     result = METHODS[method](model, split, cfg, seed, device)
     rte = (time.perf_counter() - t0) / 60.0
