@@ -14,6 +14,10 @@ from .mask import Mask
 from .masked_optim import MaskedParameters
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite: the run stops and the last good checkpoint is kept."""
+
+
 def mask_digest(mask: Mask | None) -> str:
     """Identifies the mask a checkpoint was trained under (resuming under another is refused)."""
     import hashlib

@@ -342,10 +342,9 @@ def _cmd_mask(args) -> int:
 
 
 def _is_ddpm(model) -> bool:
-    from .pipeline import pipeline_class_of
+    from .pipeline import is_ddpm_folder
 
-    p = Path(str(model)).expanduser() if model else None
-    return bool(p and p.is_dir() and (p / "model_index.json").exists() and "DDPM" in pipeline_class_of(p))
+    return is_ddpm_folder(model)
 
 
 def _cmd_erase(args) -> int:

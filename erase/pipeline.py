@@ -33,6 +33,12 @@ def pipeline_class_of(model: str | Path) -> str:
         raise UserError(f"{index} is not a valid model_index.json: {e}") from e
 
 
+def is_ddpm_folder(model) -> bool:
+    """True for a local pipeline folder holding a DDPM (class-conditional or not): the DDPM path handles it."""
+    p = Path(str(model)).expanduser() if model else None
+    return bool(p and p.is_dir() and (p / "model_index.json").exists() and "DDPM" in pipeline_class_of(p))
+
+
 def load_pipeline(model: str | Path | None = None, device: str | torch.device = "cpu",
                   dtype: torch.dtype = torch.float32, progress: bool = False):
     """Load a ``StableDiffusionPipeline`` offline-friendly: local folders first, hub ids if reachable."""

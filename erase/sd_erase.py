@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from .checkpoints import (
+    TrainingDiverged,
     checkpoint_history,
     fresh_accelerator,
     latest_checkpoint,
@@ -37,10 +38,6 @@ from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from .mask import Mask, compute_mask, fingerprint, select_parameters
 from .masked_optim import MaskedParameters
 from .recipes import Recipe
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite: the run stops and the last good checkpoint is kept."""
 
 
 @dataclass

@@ -4,3 +4,27 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``arm(module, name, n)``: ``module.name`` raises KeyboardInterrupt on its n-th call, as a run
+    interrupted mid-training would; the returned ``disarm()`` puts the real function back."""
+
+    def arm(module, name: str, n: int):
+        real = getattr(module, name)
+        calls = {"n": 0}
+
+        def interrupted(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(module, name, interrupted)
+        return lambda: monkeypatch.setattr(module, name, real)
+
+    return arm

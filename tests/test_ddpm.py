@@ -137,24 +137,15 @@ def test_mask_from_another_model_is_refused(tiny, erased, tmp_path):
     save_file  # noqa: B018 - imported to make sure safetensors is there
 
 
-def test_resume_continues_to_the_same_weights(tiny, tmp_path, monkeypatch):
+def test_resume_continues_to_the_same_weights(tiny, tmp_path, interrupt_at):
     from safetensors.torch import load_file
 
     erase_class(_opts(tmp_path, tiny, "straight"))
-    calls = {"n": 0}
-    real = job.misaligned_loss
-
-    def interrupted(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(job, "misaligned_loss", interrupted)
+    disarm = interrupt_at(job, "misaligned_loss", 3)
     with pytest.raises(KeyboardInterrupt):
         erase_class(_opts(tmp_path, tiny, "resumed"))
     assert not (tmp_path / "resumed").exists()
-    monkeypatch.setattr(job, "misaligned_loss", real)
+    disarm()
     with pytest.raises(UserError, match="another mask"):  # another recipe: refused, not mixed
         erase_class(_opts(tmp_path, tiny, "other", resume=True, lr=3e-4))
     erase_class(_opts(tmp_path, tiny, "resumed", resume=True))

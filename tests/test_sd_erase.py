@@ -85,25 +85,16 @@ def test_refuses_source_and_existing_output(tmp_path, erased):
         erase(_opts(tmp))
 
 
-def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
+def test_resume_continues_to_the_same_weights(tmp_path, interrupt_at):
     from safetensors.torch import load_file
 
     erase(_opts(tmp_path, "straight"))
-    calls = {"n": 0}
-    real = job.misaligned_loss
-
-    def interrupted(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(job, "misaligned_loss", interrupted)
+    disarm = interrupt_at(job, "misaligned_loss", 3)
     with pytest.raises(KeyboardInterrupt):
         erase(_opts(tmp_path, "resumed"))
     assert not (tmp_path / "resumed").exists()
     assert (tmp_path / "work" / "checkpoint-2" / "state.json").exists()
-    monkeypatch.setattr(job, "misaligned_loss", real)
+    disarm()
     other = _opts(tmp_path, "other", resume=True)
     other.recipe.keep = 0.3  # another mask: the checkpoint's weights moved outside it
     with pytest.raises(UserError, match="another mask"):

@@ -108,10 +108,9 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
 
 
 def _kind(model) -> str:
-    from ..pipeline import pipeline_class_of
+    from ..pipeline import is_ddpm_folder
 
-    p = Path(str(model)).expanduser()
-    return "ddpm" if p.is_dir() and "DDPM" in pipeline_class_of(p) else "sd"
+    return "ddpm" if is_ddpm_folder(model) else "sd"
 
 
 def _ddpm_rates(model, judge_dir, shape: str, n_forget: int, n_retain_per_class: int, grid_seeds: int):

@@ -135,6 +135,13 @@ def _split(args, data, config):
     return make_split(data, args.forget_fraction, args.forget_class, args.seed)
 
 
+def _check_positive(args, *names: str) -> None:
+    for name in names:
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise UserError(f"--{name} must be positive, got {v}")
+
+
 def cmd_train(args) -> int:
     import torch
 
@@ -148,10 +155,7 @@ def cmd_train(args) -> int:
 
     _threads(args)
     refuse_existing(args.out, args.overwrite)
-    for name in ("epochs", "lr"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise UserError(f"--{name} must be positive, got {v}")
+    _check_positive(args, "epochs", "lr")
     cfg = original_config(args.dataset)
     cfg.update({k: v for k, v in {"arch": args.arch, "epochs": args.epochs, "lr": args.lr,
                                   "batch_size": args.batch_size}.items() if v is not None})
@@ -173,7 +177,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
-    from ..atomic import atomic_dir, refuse_existing
+    from ..atomic import atomic_dir
+    from ..export import check_output
     from .checkpoint import load_checkpoint, read_config, save_checkpoint
     from .forget import check_fraction
     from .hparams import method_config
@@ -183,16 +188,10 @@ def cmd_unlearn(args) -> int:
     _threads(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
-    for name in ("epochs", "lr"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise UserError(f"--{name} must be positive, got {v}")
+    _check_positive(args, "epochs", "lr")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise UserError(f"--keep must be in (0, 1], got {args.keep}")
-    out, src = Path(args.out).resolve(), Path(args.checkpoint).resolve()
-    if out == src or src in out.parents or out in src.parents:
-        raise UserError(f"--out {args.out} would write over (or inside) the checkpoint {args.checkpoint}")
-    refuse_existing(args.out, args.overwrite)
+    check_output(args.out, args.checkpoint, args.overwrite)  # never over (or inside) the checkpoint
     config = read_config(args.checkpoint)
     if args.forget_class is not None:
         from .forget import check_class

@@ -40,18 +40,13 @@ def toy_shapes(n: int, seed: int, resolution: int = 16) -> Labelled:
     return Labelled(x, torch.from_numpy(drawn.shape_ids), list(S.SHAPES))
 
 
-def cifar10(root: str | Path, download: bool = False, train: bool = True) -> Labelled:
-    """CIFAR-10 (Krizhevsky, 2009) from torchvision; a missing root is a clear error unless ``download``."""
-    import numpy as np
-    from torchvision.datasets import CIFAR10
+def cifar10(root: str | Path | None, download: bool = False) -> Labelled:
+    """CIFAR-10's training set (Krizhevsky, 2009), read by the classification path's loader (torchvision;
+    a missing root is a clear error unless ``download``), as floats in [-1, 1]."""
+    from ..classify.data import load_dataset
 
-    try:
-        ds = CIFAR10(str(root), train=train, download=download)
-    except RuntimeError as e:
-        raise UserError(f"CIFAR-10 not found under {root}: pass --download (needs network) or point "
-                        f"--data-root at a folder holding cifar-10-batches-py ({e})") from e
-    x = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return Labelled(x, torch.tensor(ds.targets), list(ds.classes))
+    d = load_dataset("cifar10", root, download)
+    return Labelled(d.train_x.float() / 127.5 - 1, d.train_y, d.classes)
 
 
 def load(dataset: str, n: int = 12000, seed: int = 0, resolution: int = 16, root: str | Path | None = None,
@@ -59,7 +54,5 @@ def load(dataset: str, n: int = 12000, seed: int = 0, resolution: int = 16, root
     if dataset == "toy-shapes":
         return toy_shapes(n, seed, resolution)
     if dataset == "cifar10":
-        if root is None:
-            raise UserError("CIFAR-10 needs --data-root (and --download the first time, with network)")
         return cifar10(root, download)
     raise UserError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")

@@ -22,14 +22,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoints import checkpoint_history, latest_checkpoint, load_checkpoint, mask_digest, save_checkpoint
+from ..checkpoints import (
+    TrainingDiverged,
+    checkpoint_history,
+    latest_checkpoint,
+    load_checkpoint,
+    mask_digest,
+    save_checkpoint,
+)
 from ..data import EpochSampler
 from ..errors import UserError
 from ..export import check_output, export_pipeline
 from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from ..mask import Mask, compute_mask, fingerprint
 from ..masked_optim import MaskedParameters
-from ..sd_erase import TrainingDiverged
 from . import data as D
 from .pipeline import load_ddpm
 
@@ -203,9 +209,8 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
         key = json.dumps([fingerprint(dict(unet.named_parameters())), dataset, c, opts.seed, rec["batch_size"],
                           rec["n_forget"], opts.mask_w, opts.mask_clip, opts.keep])
         cached = work / "mask.safetensors"
-        if cached.exists() and Mask.load(cached).meta.get("cache_key") == key:
-            mask = Mask.load(cached)
-        else:
+        mask = Mask.load(cached) if cached.exists() else None
+        if mask is None or mask.meta.get("cache_key") != key:
             mask = ddpm_mask(pipe, forget, rec["batch_size"], opts.mask_w, opts.mask_clip, opts.keep, opts.seed,
                              opts.progress)
             mask.meta["cache_key"] = key
