@@ -9,6 +9,16 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
                  f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, global ranking"
                  if m else "none: every selected weight was trainable (ablation)")
+    res = summary.get("resolution")
+    res_line = (f"\n- Training resolution: {res} px (the model's own is {summary['model_resolution']} px)"
+                if res and res != summary.get("model_resolution") else "")
+    data = summary.get("data") or {}
+    data_line = (f"\n- Forget images: {data.get('forget')}; retain images: {data.get('retain')}" if data else "")
+    lora = summary.get("lora")
+    lora_line = (f"\n- LoRA export: `{lora['path']}`, rank {lora['rank']}, relative error "
+                 f"{lora['relative_error']:.3f} of the weight change; {lora['not_represented']} changed tensors "
+                 "(biases, norms) cannot be held by a LoRA and are left out of it (this folder is exact)"
+                 if lora else "")
     audit = ""
     if extra and extra.get("audit"):
         audit = "\n## Audit\n\n```json\n" + json.dumps(extra["audit"], indent=2) + "\n```\n"
@@ -32,7 +42,7 @@ training in which only masked UNet weights move (all others are bit-identical to
 - Mask: {mask_line}
 - Training: {summary["steps"]} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha},
   mask guidance w {recipe.guidance_w}, {summary["n_forget"]} forget / {summary["n_retain"]} retain images,
-  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary["train_seconds"]} s of training
+  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary["train_seconds"]} s of training{res_line}{data_line}{lora_line}
 - Files: `mask.safetensors` (bit-packed mask and its metadata), `recipe.json` (every setting),
   `training_log.jsonl` (losses per step)
 {audit}

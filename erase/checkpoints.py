@@ -12,10 +12,27 @@ from safetensors.torch import load_file, save_file
 from .errors import UserError
 from .mask import Mask
 from .masked_optim import MaskedParameters
+from .workdir import checkpoints_in
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite: the run stops and the last good checkpoint is kept."""
+    """The loss or a weight became NaN or infinite: the run stops and the last good checkpoint is kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a job: says where the checkpoints are and how to continue."""
+
+
+def diverged(what: str, step: int, last_good: Path | None, hint: str) -> TrainingDiverged:
+    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+    return TrainingDiverged(f"{what} at step {step}: stopping; {where}. {hint}")
+
+
+@torch.no_grad()
+def weights_finite(trainable: MaskedParameters) -> bool:
+    """Every trainable weight is a finite number (a finite loss does not prove it: one step with a
+    huge learning rate can leave infinities that only the next step's loss shows)."""
+    return all(bool(torch.isfinite(p).all()) for p in trainable.parameters())
 
 
 def mask_digest(mask: Mask | None) -> str:
@@ -32,8 +49,7 @@ def mask_digest(mask: Mask | None) -> str:
 
 
 def latest_checkpoint(work: Path) -> Path | None:
-    ckpts = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    ckpts = [c for c in ckpts if (c / "state.json").exists()]
+    ckpts = [c for c in checkpoints_in(work) if (c / "state.json").exists()]
     return ckpts[-1] if ckpts else None
 
 
@@ -44,6 +60,8 @@ def save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimize
     and the loss history so far."""
     from .atomic import atomic_dir
 
+    if not weights_finite(trainable):  # never name a checkpoint of broken weights "good"
+        raise diverged("a weight became NaN or infinite", step, latest_checkpoint(work), "Try a lower --lr.")
     target = work / f"checkpoint-{step}"
     with atomic_dir(target, overwrite=True) as tmp:
         save_file(trainable.state_dict(), tmp / "trainable.safetensors")
@@ -56,20 +74,28 @@ def save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimize
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps({"step": step, "mask": digest}))
         (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history or []))
-    done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in done[:-2]:  # keep the newest two
+    for old in checkpoints_in(work)[:-2]:  # keep the newest two
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
 def load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers, gen, digest: str) -> int:
-    state = json.loads((ckpt / "state.json").read_text())
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{ckpt} is damaged ({type(e).__name__}): rerun with --restart to discard it") from e
     if state.get("mask") != digest:
-        raise UserError(f"{ckpt} was trained under another mask (or recipe): resuming would move weights outside "
-                        "this run's mask. Start afresh without --resume, or use another --work-dir")
-    trainable.load_state_dict(load_file(ckpt / "trainable.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-    rng = load_file(ckpt / "rng.safetensors")
+        raise UserError(f"{ckpt} was trained under another mask or other settings (learning rate, alpha, batch "
+                        "size, seed, data, resolution): resuming would mix two runs. Rerun with the settings of "
+                        "the interrupted run, or pass --restart to discard its checkpoints")
+    try:
+        trainable.load_state_dict(load_file(ckpt / "trainable.safetensors"))
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        rng = load_file(ckpt / "rng.safetensors")
+    except Exception as e:  # noqa: BLE001 - a truncated file fails in safetensors, pickle or torch
+        raise UserError(f"{ckpt} is damaged ({type(e).__name__}): rerun with --restart to discard it") from e
+    if not weights_finite(trainable):
+        raise UserError(f"{ckpt} holds non-finite weights: rerun with --restart (and a lower --lr)")
     gen.set_state(rng["noise_gen"])
     if "torch_cpu" in rng:
         torch.set_rng_state(rng["torch_cpu"])

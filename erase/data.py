@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import disk_errors
 from .errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -47,19 +48,28 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
 
     Resumable: an interrupted run keeps every finished image and the next run fills in the rest.
     """
-    from .generate import generate, to_pil
-
     if not prompts or any(not p.strip() for p in prompts):
         raise UserError("an empty prompt list (or an empty prompt) cannot make forget/retain images")
     if n < 1:
         raise UserError("the number of images to generate must be at least 1")
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "stamp.json").write_text(json.dumps(stamp or {}, indent=2, sort_keys=True))
     rows = [{"file_name": f"images/{i:05d}.png", "text": prompts[i % len(prompts)], "seed": seed + i}
             for i in range(n)]
-    todo = [r for r in rows if not (out / r["file_name"]).exists()]
-    bar = tqdm(total=n, initial=n - len(todo), desc=f"generating {out.name}", dynamic_ncols=True)
+    with disk_errors(out):
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        (out / "stamp.json").write_text(json.dumps(stamp or {}, indent=2, sort_keys=True))
+        todo = [r for r in rows if not (out / r["file_name"]).exists()]
+        with tqdm(total=n, initial=n - len(todo), desc=f"generating {out.name}", dynamic_ncols=True) as bar:
+            _draw(pipe, todo, out, batch_size, steps, guidance, height, width, bar)
+        tmp_meta = out / f"metadata.jsonl.{os.getpid()}.tmp"  # unique: several processes may finish together
+        tmp_meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp_meta.replace(out / "metadata.jsonl")
+    return Captioned([out / r["file_name"] for r in rows], [r["text"] for r in rows])
+
+
+def _draw(pipe, todo: list[dict], out: Path, batch_size: int, steps: int, guidance: float, height, width, bar):
+    from .generate import generate, to_pil
+
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
         imgs = generate(pipe, [r["text"] for r in chunk], [r["seed"] for r in chunk], steps=steps,
@@ -69,13 +79,6 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
             im.save(tmp, format="PNG")
             tmp.replace(out / r["file_name"])  # a half-written image never looks finished
         bar.update(len(chunk))
-    bar.close()
-    tmp_meta = out / f"metadata.jsonl.{os.getpid()}.tmp"  # unique: several processes may finish together
-    with open(tmp_meta, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    tmp_meta.replace(out / "metadata.jsonl")
-    return Captioned([out / r["file_name"] for r in rows], [r["text"] for r in rows])
 
 
 def load_image_folder(folder: str | Path, caption: str | None = None) -> Captioned:
@@ -85,7 +88,18 @@ def load_image_folder(folder: str | Path, caption: str | None = None) -> Caption
         raise UserError(f"image folder {folder} does not exist")
     meta = folder / "metadata.jsonl"
     if meta.exists():
-        rows = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+        rows = []
+        for k, line in enumerate(meta.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    raise UserError(f"{meta}, line {k}: not JSON ({e})") from e
+        if not rows:
+            raise UserError(f"{meta} lists no images: add lines {{\"file_name\": ..., \"text\": ...}}, or remove it "
+                            "and give the caption with --forget-prompt / --retain-prompt")
+        if not all(isinstance(r, dict) for r in rows):
+            raise UserError(f"{meta}: every line must be a JSON object with file_name and text")
         bad = [r for r in rows if "file_name" not in r or not (r.get("text") or caption)]
         if bad:
             raise UserError(f"{meta}: every line needs file_name and text (first bad line: {bad[0]})")
@@ -158,7 +172,11 @@ class EpochSampler:
 
 def _to_tensor(img, size: int) -> torch.Tensor:
     if not isinstance(img, Image.Image):
-        img = Image.open(img)
+        try:
+            with Image.open(img) as f:
+                img = f.convert("RGB")  # decodes the whole file: a truncated one fails here
+        except Exception as e:  # noqa: BLE001 - PIL raises several types for damaged files
+            raise UserError(f"{img}: not a readable image ({type(e).__name__}: {e}); remove or replace it") from e
     img = img.convert("RGB")
     # Resize the short side, then centre-crop: SD's training preprocessing.
     w, h = img.size

@@ -60,8 +60,13 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
                          total: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Sum the gradient of ``loss_fn(batch)`` over all batches at the current weights.
 
-    With ``clip_grad_norm``, each batch's gradient (over ``params``) is clipped to that norm before it
-    is added, as the DDPM recipe does. Returns (gradient sums in float32, number of batches).
+    Without clipping, and for float32 weights, the sum is accumulated in the weights' own ``.grad``
+    (backward adds into it): no second weight-sized buffer, so the pass costs what one plain
+    forward + backward costs. With ``clip_grad_norm`` each batch's gradient (over ``params``) is
+    clipped to that norm before it is added, as the DDPM recipe does; that needs the batch's gradient
+    apart from the running sum, so a float32 accumulator is kept beside the gradients (also for half-
+    precision weights, whose own gradients would sum in half precision). Returns (gradient sums in
+    float32, number of batches); the weights are left with no ``.grad``.
     """
     names = list(params)
     for p in model.parameters():
@@ -69,23 +74,31 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
     for p in params.values():
         p.requires_grad_(True)
         p.grad = None
-    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    in_place = clip_grad_norm is None and all(p.dtype == torch.float32 for p in params.values())
+    acc = {} if in_place else {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     n_batches = 0
     for batch in tqdm(batches, desc="saliency", disable=not progress, total=total, dynamic_ncols=True):
         loss = loss_fn(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the forgetting loss is {loss.item()} on batch {n_batches}")
         loss.backward()
-        grads = [params[n].grad for n in names]
+        n_batches += 1
+        if in_place:
+            continue
         if clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([params[n] for n in names], clip_grad_norm)
-        for n, g in zip(names, grads):
+        for n in names:
+            g = params[n].grad
             if g is not None:
-                acc[n].add_(params[n].grad.float())
+                acc[n].add_(g.float())
             params[n].grad = None
-        n_batches += 1
     if n_batches == 0:
         raise UserError("no forget data: the saliency needs at least one batch")
+    if in_place:
+        for n in names:
+            g = params[n].grad
+            acc[n] = g if g is not None else torch.zeros_like(params[n], dtype=torch.float32)
+            params[n].grad = None
     return acc, n_batches
 
 
@@ -152,12 +165,15 @@ class Mask:
         meta = {"format": MASK_FORMAT, "shapes": json.dumps(shapes)}
         meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in self.meta.items()})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process
+        from .atomic import disk_errors
+
         try:
-            save_file(tensors, tmp, metadata=meta)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, like the weights beside it
-            tmp.replace(path)
+            with disk_errors(path):
+                save_file(tensors, tmp, metadata=meta)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, like the weights beside it
+                tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
         return path
@@ -206,16 +222,24 @@ class Mask:
                                 f"{want[:12]} != {got[:12]}): recompute it, or pass --allow-other-base")
 
 
-def top_fraction_mask(scores: dict[str, torch.Tensor], keep: float = 0.5, scope: str = "global") -> dict[str, torch.Tensor]:
-    """Keep the weights whose score is in the top ``keep`` fraction, globally or per tensor."""
+def top_fraction_mask(scores: dict[str, torch.Tensor], keep: float = 0.5, scope: str = "global",
+                      consume: bool = False) -> dict[str, torch.Tensor]:
+    """Keep the weights whose score is in the top ``keep`` fraction, globally or per tensor.
+
+    ``consume``: empty ``scores`` as the masks are made, so that each score tensor is freed as soon as
+    its (8x smaller, bool) mask exists and the peak stays at the scores' size.
+    """
     if not 0 < keep <= 1:
         raise UserError(f"keep must be in (0, 1], got {keep}")
-    if scope == "global":
-        thr, _, _ = global_threshold(scores.values(), keep)
-        return {n: s.abs() >= thr for n, s in scores.items()}
-    if scope == "tensor":
-        return {n: s.abs() >= global_threshold([s], keep)[0] for n, s in scores.items()}
-    raise UserError(f"unknown mask scope {scope!r}: use global or tensor")
+    if scope not in ("global", "tensor"):
+        raise UserError(f"unknown mask scope {scope!r}: use global or tensor")
+    thr = global_threshold(scores.values(), keep)[0] if scope == "global" else None
+    masks = {}
+    for n in list(scores):
+        s = scores.pop(n) if consume else scores[n]
+        masks[n] = (s.abs() >= (thr if thr is not None else global_threshold([s], keep)[0])).cpu()
+        del s
+    return masks
 
 
 def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterable,
@@ -225,13 +249,15 @@ def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], ba
     """The whole engine: select parameters, accumulate the forgetting gradient, keep the top fraction."""
     params = select_parameters(model, selection)
     grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total)
-    masks = top_fraction_mask(grads, keep, scope)
-    del grads
+    masks = top_fraction_mask(grads, keep, scope, consume=True)
+    in_place = clip_grad_norm is None and all(p.dtype == torch.float32 for p in params.values())
     info = {"selection": selection, "keep": keep, "scope": scope, "clip_grad_norm": clip_grad_norm,
+            "gradient_sum": "in the weights' gradients" if in_place else
+            "float32 accumulator beside the gradients (per-batch clipping or half-precision weights)",
             "n_batches": n_batches, "fingerprint": fingerprint(params), **(meta or {})}
     for p in model.parameters():
         p.requires_grad_(False)
-    return Mask({n: m.cpu() for n, m in masks.items()}, info)
+    return Mask(masks, info)
 
 
 def fingerprint(params: dict[str, torch.Tensor], samples: int = 4096) -> str:

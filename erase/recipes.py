@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from . import checks
 from .errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
@@ -38,18 +39,23 @@ class Recipe:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("forget_prompts", "misaligned_prompts"):
-            values = getattr(self, key)
-            if not values or any(not str(v).strip() for v in values):
-                raise UserError(f"recipe {self.name!r}: {key.replace('_', ' ')} must be a non-empty list of "
-                                "non-empty prompts")
+        # A recipe for `salun mask` needs only what to forget; `check_for_erasure` adds what training needs.
+        if not self.forget_prompts or any(not str(v).strip() for v in self.forget_prompts):
+            raise UserError(f"recipe {self.name!r}: forget prompts must be a non-empty list of non-empty prompts")
+        if any(not str(v).strip() for v in self.misaligned_prompts):
+            raise UserError(f"recipe {self.name!r}: misaligned prompts must be a non-empty list of non-empty prompts")
         if any(not str(v).strip() for v in self.retain_prompts):
             raise UserError(f"recipe {self.name!r}: an empty retain prompt")
+        checks.fraction("keep", self.keep)
+
+    def check_for_erasure(self) -> None:
+        """What training needs beyond the mask: a misaligned prompt, and retain prompts when alpha > 0."""
+        if not self.misaligned_prompts:
+            raise UserError(f"recipe {self.name!r}: misaligned prompts must be a non-empty list of non-empty "
+                            "prompts (--misaligned-prompt: what the forget prompt should draw instead)")
         if self.alpha > 0 and not self.retain_prompts and not self.retain_dataset:
             raise UserError(f"recipe {self.name!r}: alpha > 0 needs retain prompts or a retain dataset "
-                            "(or set --alpha 0)")
-        if not 0 < self.keep <= 1:
-            raise UserError(f"keep must be in (0, 1], got {self.keep}")
+                            "(--retain-prompt, or set --alpha 0)")
 
     def misaligned_for(self, forget_prompt: str) -> str:
         """The misaligned prompt paired with a forget prompt (same index, cycling)."""
@@ -92,8 +98,11 @@ def load_recipe(name: str, **overrides) -> Recipe:
 
 def custom_recipe(forget: list[str], misaligned: list[str], retain: list[str] | None, name: str = "custom",
                   **overrides) -> Recipe:
-    return _build({"name": name, "forget_prompts": forget, "misaligned_prompts": misaligned,
-                   "retain_prompts": retain or []}, overrides)
+    description = (f"A custom concept, given by its prompts: forget {', '.join(repr(p) for p in forget)}"
+                   + (f", drawn instead as {', '.join(repr(p) for p in misaligned)}" if misaligned else "")
+                   + (f", keeping {len(retain)} retain prompts." if retain else "."))
+    return _build({"name": name, "forget_prompts": forget, "misaligned_prompts": misaligned or [],
+                   "retain_prompts": retain or [], "description": description}, overrides)
 
 
 def _build(raw: dict, overrides: dict) -> Recipe:

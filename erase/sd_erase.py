@@ -12,28 +12,36 @@ One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(..
 """
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
 import json
 import math
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from . import checks
 from . import data as D
+from .atomic import atomic_dirs, clean_stale, output_lock
 from .checkpoints import (
-    TrainingDiverged,
+    Interrupted,
+    TrainingDiverged,  # noqa: F401 - re-exported: erase.sd_erase.TrainingDiverged
     checkpoint_history,
+    diverged,
     fresh_accelerator,
     latest_checkpoint,
     load_checkpoint,
     mask_digest,
     save_checkpoint,
+    weights_finite,
 )
 from .data import EpochSampler
 from .errors import UserError
+from .workdir import check_work_dir, open_work_dir
 from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from .mask import Mask, compute_mask, fingerprint, select_parameters
 from .masked_optim import MaskedParameters
@@ -51,6 +59,7 @@ class EraseOptions:
     seed: int = 0
     work_dir: Path | None = None
     resume: bool = False
+    restart: bool = False  # discard an earlier run's checkpoints in the work folder
     checkpoint_every: int = 50
     mixed_precision: str = "no"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
@@ -68,18 +77,22 @@ class EraseOptions:
 
 
 # ---------------------------------------------------------------- data
-def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str):
-    """(mean, std, captions) of the forget or retain images, drawn or loaded, then VAE-encoded."""
+def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, res: int):
+    """(mean, std, captions, source) of the forget or retain images, drawn or loaded, then VAE-encoded.
+
+    ``source`` says where the images came from, for the model card and recipe.json.
+    """
     prompts = recipe.forget_prompts if kind == "forget" else recipe.retain_prompts
     folder = opts.forget_data if kind == "forget" else opts.retain_data
     spec = recipe.forget_dataset if kind == "forget" else recipe.retain_dataset
     n = recipe.n_forget if kind == "forget" else recipe.n_retain
-    res = opts.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     if folder is not None:
         caption = prompts[0] if len(prompts) == 1 else None
         imgs = D.load_image_folder(folder, caption=caption)
+        source = f"the local folder {folder}"
     elif spec is not None:
         imgs = D.load_hub_dataset(spec)
+        source = f"the dataset {spec['path']}" + (f" ({spec['name']})" if spec.get("name") else "")
     else:
         stamp = {"model": fingerprint(dict(pipe.unet.named_parameters())), "prompts": prompts, "n": n,
                  "seed": opts.seed + (0 if kind == "forget" else 10**6), "steps": recipe.gen_steps,
@@ -87,8 +100,18 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str):
         out = D.generated_folder(work / "data", kind, stamp)
         imgs = D.generate_image_folder(pipe, prompts, n, out, seed=stamp["seed"], steps=recipe.gen_steps,
                                        guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp)
+        source = (f"drawn by the base model ({recipe.gen_steps} steps, guidance {recipe.gen_guidance}, seeds "
+                  f"{stamp['seed']}..{stamp['seed'] + n - 1})")
     mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}")
-    return mean, std, imgs.captions
+    return mean, std, imgs.captions, source
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    """A content hash of encoded images: changes with the images, their resolution and the VAE."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class TextBank:
@@ -120,7 +143,7 @@ def _noise_batch(mean, std, idx, scale, sched, gen, device, dtype):
 
 
 def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
-             progress: bool = True, scope: str = "global") -> Mask:
+             progress: bool = True, scope: str = "global", resolution: int | None = None) -> Mask:
     """SalUn's saliency mask for SD: guided noise-prediction MSE of the forget images under their prompts."""
     from diffusers import DDPMScheduler
 
@@ -140,63 +163,189 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
                                           recipe.guidance_w)
 
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")), "loss": "guided noise MSE",
-            "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions)}
+            "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
+            "resolution": resolution or _native_resolution(pipe)}
     return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
                         meta=meta, progress=progress, total=len(batches))
 
 
+def _native_resolution(pipe) -> int:
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+def check_device(device: str | None) -> None:
+    """A CUDA device on a machine without one is refused, not silently replaced by the CPU."""
+    if device is None or device == "cpu":
+        return
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
+                        "use --device cpu")
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from e
+
+
+def check_resolution(pipe, resolution: int | None) -> int:
+    """The training resolution: the model's by default; else one its VAE and UNet can take."""
+    if resolution is None:
+        return _native_resolution(pipe)
+    factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    if resolution % factor:
+        raise UserError(f"--resolution {resolution}: this model needs a multiple of {factor} (its VAE downsamples "
+                        f"by {pipe.vae_scale_factor} and its UNet by {factor // pipe.vae_scale_factor}); the "
+                        f"model's own is {_native_resolution(pipe)}")
+    return resolution
+
+
+def _mixed_precision_on_cpu(accelerator, mixed_precision: str) -> None:
+    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise UserError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
+
+
 def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0, forget_data: Path | None = None,
               work_dir: Path | None = None, overwrite: bool = False, scope: str = "global",
-              device: str | None = None) -> Mask:
+              device: str | None = None, resolution: int | None = None, mixed_precision: str = "no",
+              gradient_checkpointing: bool = False) -> Mask:
     """``salun mask``: compute and save the saliency mask alone (reusable by ``salun erase --mask``)."""
-    from .pipeline import load_pipeline
-
     from .export import check_output
-    from .pipeline import default_model
+    from .pipeline import default_model, load_pipeline
 
     out = Path(out)
-    check_output(out, model or default_model(), overwrite)  # never inside the source model's folder
-    pipe = load_pipeline(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
-    work = Path(work_dir) if work_dir else out.parent / f".{out.stem}.work"
-    mean, std, caps = _latents(pipe, recipe, opts, work, "forget")
-    bank = TextBank(pipe, caps, pipe.device)
-    mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, scope=scope)
-    mask.save(out)
+    source = model or default_model()
+    _check_common(recipe, resolution, device)
+    check_output(out, source, overwrite, kind="file")  # never inside the source model's folder
+    check_work_dir(work_dir, out.with_name(out.stem), source)
+    accelerator = fresh_accelerator(mixed_precision, cpu=device == "cpu" or device is None and
+                                    not torch.cuda.is_available())
+    _mixed_precision_on_cpu(accelerator, mixed_precision)
+    with output_lock(out):
+        pipe = load_pipeline(model, device=accelerator.device)
+        res = check_resolution(pipe, resolution)
+        wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False)
+        try:
+            opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
+            mean, std, caps, _ = _latents(pipe, recipe, opts, wd.path, "forget", res)
+            bank = TextBank(pipe, caps, pipe.device)
+            if gradient_checkpointing:
+                pipe.unet.enable_gradient_checkpointing()
+            mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res)
+            mask.meta["mixed_precision"] = mixed_precision
+            mask.save(out)
+        except UserError:
+            wd.abandon()
+            raise
+        wd.finish()
     return mask
 
 
-def _mask_key(recipe: Recipe, seed: int, captions) -> str:
-    """What shaped a mask: a cached mask is reused only if all of this is the same."""
-    import hashlib
-
-    what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions), len(captions)]
+def _mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mixed_precision: str) -> str:
+    """What shaped a mask: a cached mask is reused only if all of this is the same (the images' content
+    hash covers other images under the same captions, the resolution and the VAE)."""
+    what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
+            len(captions), data, resolution, mixed_precision, "global"]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
+def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int) -> str:
+    """Every setting that shapes training (not the step count): a resume under other settings is refused."""
+    what = [recipe.lr, recipe.alpha, recipe.batch_size, opts.seed, recipe.forget_prompts, recipe.misaligned_prompts,
+            recipe.retain_prompts, data, resolution, opts.mixed_precision, opts.use_mask,
+            None if opts.use_mask else recipe.selection]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
+
+
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
-    steps = opts.steps or recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
-    if steps < 1:
-        raise UserError("the number of steps must be at least 1")
-    return steps
+    if opts.steps is not None:
+        return opts.steps
+    return recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
+
+
+def _check_common(recipe: Recipe, resolution: int | None, device: str | None) -> None:
+    """Checks shared by ``salun mask`` and ``salun erase``, before any model is loaded."""
+    checks.at_least("batch_size", recipe.batch_size)
+    checks.at_least("n_forget", recipe.n_forget)
+    checks.fraction("keep", recipe.keep)
+    checks.finite("guidance_w", recipe.guidance_w)
+    checks.at_least("resolution", resolution, 8)
+    check_device(device)
+
+
+def check_options(opts: EraseOptions) -> None:
+    """Every number and combination checkable without the model, said in one line before any work."""
+    r = opts.recipe
+    _check_common(r, opts.resolution, opts.device)
+    checks.at_least("steps", opts.steps)
+    checks.at_least("steps", r.steps)
+    checks.positive("epochs", r.epochs)
+    checks.at_least("n_retain", r.n_retain)
+    checks.positive("lr", r.lr)
+    checks.non_negative("alpha", r.alpha)
+    checks.at_least("lora_rank", opts.lora_rank)
+    checks.at_least("checkpoint_every", opts.checkpoint_every)
+    checks.at_least("gen_steps", r.gen_steps)
+    r.check_for_erasure()
+    if opts.mask_path is not None and not opts.use_mask:
+        raise UserError("--mask and --no-mask contradict each other")
+    if opts.resume and opts.restart:
+        raise UserError("--resume and --restart contradict each other")
 
 
 def erase(opts: EraseOptions) -> dict:
     """Run the whole job; returns a summary (mask statistics, losses, timings, output paths)."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-
-    from .export import check_output, export_lora, export_pipeline
+    from .export import check_output
     from .pipeline import default_model, load_pipeline
 
-    recipe = opts.recipe
-    check_output(opts.out, opts.model or default_model(), opts.overwrite)
-    toy_shape = recipe.extra.get("toy", {}).get("shape")
+    check_options(opts)
+    source = opts.model or default_model()
+    out = Path(opts.out)
+    lora_out = Path(str(out) + "-lora") if opts.lora_rank else None
+    check_output(out, source, opts.overwrite)
+    if lora_out is not None:
+        check_output(lora_out, source, opts.overwrite)
+    work_path, _ = check_work_dir(opts.work_dir, out, source)
+    toy_shape = opts.recipe.extra.get("toy", {}).get("shape")
     if opts.audit and toy_shape is None:
         raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
                         "`salun audit nudity` or `salun audit concept`")
     t_start = time.time()
     accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device == "cpu")
-    pipe = load_pipeline(opts.model, device=accelerator.device)
+    _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
+    with contextlib.ExitStack() as stack:
+        if accelerator.is_main_process:  # a second run on the same output learns it now, not after training
+            for target in [out] + ([lora_out] if lora_out else []):
+                stack.enter_context(output_lock(target))
+                clean_stale(target)  # what a killed earlier export left (safe: we hold the lock)
+            stack.enter_context(output_lock(work_path, "--work-dir"))
+        pipe = load_pipeline(opts.model, device=accelerator.device)
+        res = check_resolution(pipe, opts.resolution)
+        mask = None
+        if opts.mask_path is not None:  # a given mask is checked before any drawing
+            mask = Mask.load(opts.mask_path)
+            mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
+        wd = open_work_dir(opts.work_dir, out, source, opts.resume, opts.restart, accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        try:
+            summary = _run(opts, pipe, accelerator, wd.path, res, mask, lora_out)
+        except UserError:
+            if accelerator.is_main_process:
+                wd.abandon()
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; drawn images and checkpoints are kept in {wd.path}: rerun the same "
+                              "command with --resume to continue") from None
+        if accelerator.is_main_process:
+            wd.finish()
+    summary["seconds"] = round(time.time() - t_start, 2)
+    summary["out"] = str(out)
+    return summary
+
+
+def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask | None, lora_out: Path | None):
+    """Data -> mask -> masked training -> export, in the prepared work folder."""
+    from diffusers import DDPMScheduler
+
+    recipe = opts.recipe
     unet = pipe.unet
     use_xformers = opts.xformers
     if use_xformers is None:
@@ -205,33 +354,27 @@ def erase(opts: EraseOptions) -> dict:
         use_xformers = accelerator.device.type == "cuda" and importlib.util.find_spec("xformers") is not None
     if use_xformers:
         unet.enable_xformers_memory_efficient_attention()
-    work = Path(opts.work_dir) if opts.work_dir else Path(opts.out).parent / f".{Path(opts.out).name}.work"
-    work.mkdir(parents=True, exist_ok=True)
-    if not opts.resume and accelerator.is_main_process:
-        for old in work.glob("checkpoint-*"):
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
 
     # 1. data (the main process draws; the others wait and read the cache)
     with accelerator.main_process_first():
-        f_mean, f_std, f_caps = _latents(pipe, recipe, opts, work, "forget")
+        f_mean, f_std, f_caps, f_source = _latents(pipe, recipe, opts, work, "forget", res)
         r_mean = r_std = r_caps = None
+        r_source = "none (alpha = 0)"
         if recipe.alpha > 0:
-            r_mean, r_std, r_caps = _latents(pipe, recipe, opts, work, "retain")
+            r_mean, r_std, r_caps, r_source = _latents(pipe, recipe, opts, work, "retain", res)
+    f_digest = _digest(f_mean, f_std)
+    data_digest = f_digest + ("-" + _digest(r_mean, r_std) if r_caps else "")
     misaligned = [recipe.misaligned_for(c) for c in f_caps]
     bank = TextBank(pipe, f_caps + misaligned + (r_caps or []), accelerator.device)
 
     # 2. mask
-    # A copy of the base UNet only when an adapter (the weight change) is to be exported.
-    base_state = {n: p.detach().clone() for n, p in unet.named_parameters()} if opts.lora_rank else None
-    if not opts.use_mask:
-        mask = None
-    elif opts.mask_path is not None:
-        mask = Mask.load(opts.mask_path)
-        mask.check_model(unet, strict_fingerprint=not opts.allow_other_base)
-    else:
+    t_mask = time.time()
+    if mask is not None:  # given: it decides selection and keep (the record says what was used)
+        recipe = replace(recipe, selection=mask.meta.get("selection", recipe.selection),
+                         keep=mask.meta.get("keep", recipe.keep))
+    elif opts.use_mask:
         cached = work / "mask.safetensors"
-        key = _mask_key(recipe, opts.seed, f_caps)
+        key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision)
         # The main process computes (or reuses a cached mask made from the same recipe, data and seed);
         # the other processes then load that same file, so every rank trains under one mask.
         with accelerator.main_process_first():
@@ -243,12 +386,15 @@ def erase(opts: EraseOptions) -> dict:
             if mask is None:
                 if not accelerator.is_main_process:
                     raise RuntimeError("the main process did not write the mask")
-                mask = mask_for(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress)
+                mask = mask_for(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress,
+                                resolution=res)
                 mask.meta["recipe_key"] = key
+                mask.meta["mixed_precision"] = opts.mixed_precision
                 mask.save(cached)
+    mask_seconds = time.time() - t_mask
     selection = None if mask is not None else select_parameters(unet, recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)
-    digest = mask_digest(mask)
+    digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res)
 
     # 3. masked training
     if opts.gradient_checkpointing:
@@ -269,10 +415,16 @@ def erase(opts: EraseOptions) -> dict:
     ckpt = latest_checkpoint(work) if opts.resume else None
     if ckpt is not None:
         start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
+        if start > steps:
+            raise UserError(f"{ckpt} is at step {start}, past this run's {steps} steps: resume with --steps {start} "
+                            "or more, or pass --restart")
         print(f"resuming from {ckpt} (step {start} of {steps})")
+    elif opts.resume:
+        print(f"--resume: no checkpoint in {work}; starting from step 0")
     eps = _eps(unet_p)
     dev, dtype = accelerator.device, unet.dtype
     history, last_good = checkpoint_history(ckpt), ckpt
+    hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
     bar = tqdm(range(start, steps), desc="erasing", disable=not opts.progress or not accelerator.is_main_process,
                dynamic_ncols=True, initial=start, total=steps)
     t_train = time.time()
@@ -290,51 +442,76 @@ def erase(opts: EraseOptions) -> dict:
                 l_retain = denoising_loss(eps, sched, rz0, bank([r_caps[i] for i in ridx]), rt, rnoise)
                 loss = loss + recipe.alpha * l_retain
         if not torch.isfinite(loss):
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss.item()} at step {step}: stopping; {where}. "
-                                   "Try a lower --lr or --mixed-precision no.")
+            raise diverged(f"loss became {loss.item()}", step, last_good, hint)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         trainable.step(optimizer)
         history.append({"step": step + 1, "loss": loss.item(), "forget": l_forget.item(), "retain": l_retain.item()})
         bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
-        if opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0 and step + 1 < steps \
-                and accelerator.is_main_process:
+        if (step + 1) % opts.checkpoint_every == 0 and step + 1 < steps and accelerator.is_main_process:
             last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest, history)
     train_seconds = time.time() - t_train
+    if not weights_finite(trainable):
+        raise diverged("a weight became NaN or infinite", steps, last_good, hint)
+    if start < steps and accelerator.is_main_process:
+        # The finished training is saved before the export: a failed export (a full disk) loses nothing,
+        # and `--resume` goes straight to exporting.
+        save_checkpoint(work, steps, trainable, optimizer, samplers, gen, digest, history)
     unet = accelerator.unwrap_model(unet_p).eval()
+    n_trainable, changed = trainable.n_trainable(), list(trainable.params)
+    # Free the optimizer state, gradients and gates before the export (a LoRA export reads the base
+    # weights back from the source files: no second UNet in memory).
+    optimizer.zero_grad(set_to_none=True)
+    del optimizer, unet_p, trainable
+    accelerator.free_memory()
+    gc.collect()
 
     # 4. export
-    summary = {"steps": steps, "train_seconds": round(train_seconds, 2),
-               "trainable_weights": trainable.n_trainable(),
+    used = replace(recipe, n_forget=len(f_caps), n_retain=len(r_caps or []), steps=steps,
+                   epochs=round(steps * recipe.batch_size / len(f_caps), 3))
+    summary = {"steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
+               "trainable_weights": n_trainable,
                "mask": {k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"} if mask else None,
                "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
-               "n_retain": len(r_caps or [])}
-    if opts.audit and accelerator.is_main_process:
+               "n_retain": len(r_caps or []), "resolution": res, "model_resolution": _native_resolution(pipe),
+               "data": {"forget": f_source, "retain": r_source}}
+    if not accelerator.is_main_process:
+        return summary
+    if opts.audit:
         from .toy import TOY_JUDGE
         from .toy.quality import erasure_rates
 
         # pipe.unet is the trained UNet: audit it before export so the figures go into the card.
-        quick = erasure_rates(pipe, TOY_JUDGE, toy_shape, per_colour=8, retain_per_pair=2)
+        quick = erasure_rates(pipe, TOY_JUDGE, recipe.extra["toy"]["shape"], per_colour=8, retain_per_pair=2)
         summary["audit"] = {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
         opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
-    if accelerator.is_main_process:
-        from .card import erased_card
-
-        rec = {"recipe": recipe.to_dict(), "options": {k: str(v) if isinstance(v, Path) else v
-                                                       for k, v in asdict(opts).items() if k != "recipe"},
-               "summary": summary}
-        card = erased_card(str(opts.model or "pipelines/toy-sd"), recipe, summary, opts, opts.extra_card)
-        export_pipeline(pipe, unet, Path(opts.out), overwrite=opts.overwrite, mask=mask, recipe=rec, card=card,
-                        extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"})
-        if opts.lora_rank:
-            base_unet = type(unet).from_config(unet.config)
-            base_unet.load_state_dict(base_state)
-            lora_out = Path(str(opts.out) + "-lora")
-            summary["lora"] = export_lora(StableDiffusionPipeline, base_unet, unet, lora_out, opts.lora_rank,
-                                          overwrite=opts.overwrite)
-            summary["lora"]["path"] = str(lora_out)
-            summary["lora"]["not_represented"] = len(summary["lora"]["not_represented"])
-    summary["seconds"] = round(time.time() - t_start, 2)
-    summary["out"] = str(opts.out)
+    _export(opts, pipe, unet, used, mask, history, summary, changed, lora_out)
     return summary
+
+
+def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
+    """The pipeline folder and, with --lora-rank, its ``-lora`` folder: both or neither."""
+    from diffusers import StableDiffusionPipeline
+
+    from .card import erased_card
+    from .export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
+
+    base_name = str(opts.model or "pipelines/toy-sd")
+    lora = None
+    if lora_out is not None:
+        state, report = lora_from_delta(base_unet_weights(pipe, unet), dict(unet.named_parameters()),
+                                        opts.lora_rank, names=changed)
+        if not state:
+            raise UserError("the erased UNet does not differ from the base: no adapter to export (drop --lora-rank)")
+        lora = (state, report)
+        summary["lora"] = {**report, "not_represented": len(report["not_represented"]), "path": str(lora_out)}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "recipe"}
+    rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary}
+    card = erased_card(base_name, recipe, summary, opts, opts.extra_card)
+    targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
+    with atomic_dirs(targets, overwrite=opts.overwrite) as tmps:
+        write_pipeline(pipe, unet, tmps[0], mask=mask, recipe=rec, card=card,
+                       extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"})
+        if lora is not None:
+            write_lora(StableDiffusionPipeline, lora[0], lora[1], tmps[1],
+                       card=lora_card(base_name, lora[1], str(opts.out)))

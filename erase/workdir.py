@@ -1,0 +1,98 @@
+"""The work folder of an erasure job: drawn images, the cached mask and checkpoints.
+
+Rules that keep a user's files safe (shared by every erasure job):
+- salun marks the folders it makes (a ``.salun-work`` file) and only ever deletes inside a marked
+  folder; a non-empty folder without the mark is refused, never emptied.
+- it is never the source model, never inside it, and never the output (or inside it).
+- checkpoints of an interrupted run are kept: a rerun must say ``--resume`` (continue) or
+  ``--restart`` (discard them); nothing is deleted silently.
+- after a successful export the checkpoints go; the default work folder (``.<out>.work`` beside the
+  output) goes entirely, while a ``--work-dir`` the user named keeps its caches (drawn images, mask)
+  for the next run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+MARK = ".salun-work"
+
+
+def default_work_dir(out: Path) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}.work"
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """a is b or inside b."""
+    return a == b or b in a.parents
+
+
+def checkpoints_in(work: Path) -> list[Path]:
+    found = [p for p in work.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+@dataclass
+class WorkDir:
+    path: Path
+    default: bool  # salun chose it (``.<out>.work``): removed entirely after success
+    created: bool  # this run made it
+
+    def finish(self) -> None:
+        """After a successful export: drop what a resume needed; the default folder goes entirely."""
+        if self.default:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for c in checkpoints_in(self.path):
+            shutil.rmtree(c, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """After a refusal: remove the folder this run made, unless it holds something to resume."""
+        if self.created and not checkpoints_in(self.path):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_work_dir(work: Path | None, out: Path, source: str | Path | None) -> tuple[Path, bool]:
+    """(resolved work folder, whether it is the default) after the checks that need no files written."""
+    out = Path(out).expanduser().resolve()
+    default = work is None
+    path = (default_work_dir(out) if default else Path(work)).expanduser().resolve()
+    if source is not None and Path(str(source)).expanduser().exists():
+        src = Path(str(source)).expanduser().resolve()
+        if _inside(path, src) or _inside(src, path):
+            raise UserError(f"--work-dir {path} would write inside (or over) the source model {src}: "
+                            "pick another folder")
+    if _inside(path, out) or _inside(out, path):
+        raise UserError(f"--work-dir {path} and --out {out} overlap: the export replaces --out, so keep the "
+                        "work folder elsewhere")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--work-dir {path} is a file, not a folder")
+    if path.is_dir() and not (path / MARK).exists() and any(path.iterdir()):
+        raise UserError(f"--work-dir {path} is not empty and was not made by salun: salun only writes (and "
+                        "deletes) inside its own work folders; give a new or empty folder")
+    return path, default
+
+
+def open_work_dir(work: Path | None, out: Path, source: str | Path | None, resume: bool, restart: bool,
+                  main_process: bool = True) -> WorkDir:
+    """Check, create and mark the work folder; settle what happens to an earlier run's checkpoints."""
+    path, default = check_work_dir(work, out, source)
+    if resume and restart:
+        raise UserError("--resume and --restart contradict each other")
+    created = not path.exists()
+    ckpts = checkpoints_in(path) if path.is_dir() else []
+    if ckpts and not resume and not restart:
+        raise UserError(f"{path} holds checkpoints of an earlier run (last: {ckpts[-1].name}): pass --resume to "
+                        "continue it, or --restart to discard them")
+    if main_process:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / MARK).write_text(json.dumps({"out": str(Path(out).expanduser().resolve())}) + "\n")
+        if restart:
+            for c in ckpts:
+                shutil.rmtree(c)
+    return WorkDir(path, default, created)
