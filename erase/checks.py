@@ -38,3 +38,20 @@ def fraction(name: str, v: float | None) -> None:
     finite(name, v)
     if v is not None and not 0 < v <= 1:
         raise UserError(f"{_flag(name)} must be in (0, 1], got {v}")
+
+
+def device(name: str | None) -> None:
+    """A CUDA device on a machine without one is refused, not silently replaced by the CPU."""
+    if name is None or name == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
+                        "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices are visible")

@@ -217,11 +217,13 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=float, default=None, help="fraction of selected weights in the mask (default 0.5)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work-dir", type=Path, default=None, help="cache of drawn images, mask and checkpoints")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="cache of drawn images, mask and checkpoints (default: .<out>.work beside --out, removed "
+                        "after a successful run; a folder you name keeps its caches, minus the checkpoints)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the source model)")
 
 
-def _recipe(args, **overrides):
+def _recipe(args, mask_only: bool = False, **overrides):
     from .recipes import custom_recipe, load_recipe
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
@@ -235,6 +237,8 @@ def _recipe(args, **overrides):
         return rec
     if args.forget_prompt is None:
         raise UserError("say what to erase: --concept NAME, or --forget-prompt TEXT with --misaligned-prompt TEXT")
+    if mask_only:  # the mask needs only what to forget
+        return custom_recipe(args.forget_prompt, args.misaligned_prompt or [], args.retain_prompt, **common)
     if not args.misaligned_prompt:
         raise UserError("--forget-prompt needs --misaligned-prompt (what the concept's prompt should draw instead)")
     return custom_recipe(args.forget_prompt, args.misaligned_prompt, args.retain_prompt, **common)
@@ -251,7 +255,8 @@ def _add_erase_parsers(sub) -> None:
     m.add_argument("--scope", choices=("global", "tensor"), default="global",
                    help="rank weights across all tensors (SalUn) or within each tensor")
     m.add_argument("--guidance-w", type=float, default=None, help="w in (1+w) e(c) - w e(null) (SD recipe 7.5)")
-    m.add_argument("--device", default=None)
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    _add_memory_args(m)
     _add_ddpm_args(m)
     m.set_defaults(func=_cmd_mask)
 
@@ -275,14 +280,15 @@ def _add_erase_parsers(sub) -> None:
     e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
     e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
     e.add_argument("--guidance-w", type=float, default=None, help="mask loss guidance (SD recipe 7.5)")
-    e.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
-    e.add_argument("--checkpoint-every", type=int, default=50)
-    e.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
-    e.add_argument("--gradient-checkpointing", action="store_true")
+    e.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint in the work folder (same settings)")
+    e.add_argument("--restart", action="store_true",
+                   help="discard the checkpoints of an earlier, unfinished run in the work folder and start afresh")
+    e.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (default %(default)s)")
+    _add_memory_args(e)
     e.add_argument("--xformers", action=argparse.BooleanOptionalAction, default=None,
                    help="xformers attention (the optional gpu extra); default: on when installed and on CUDA, "
                         "else torch SDPA")
-    e.add_argument("--resolution", type=int, default=None, help="image size (default: the model's)")
     e.add_argument("--lora-rank", type=int, default=None,
                    help="also export the UNet change as a LoRA of this rank to <out>-lora")
     e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
@@ -293,6 +299,16 @@ def _add_erase_parsers(sub) -> None:
                    help="toy concepts: audit the result with the judge (40 forget / 50 retain images) and put the "
                         "figures in the model card")
     e.set_defaults(func=_cmd_erase)
+
+
+def _add_memory_args(p: argparse.ArgumentParser) -> None:
+    """What makes a big model fit: shared by `salun mask` and `salun erase`."""
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                   help="autocast the UNet's forward pass (weights stay float32; fp16 needs a GPU)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass: less memory, slower steps")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image size for drawing and training (default: the model's; smaller needs less memory)")
 
 
 def _add_ddpm_args(p: argparse.ArgumentParser):
@@ -326,15 +342,20 @@ def _cmd_mask(args) -> int:
         if given or args.scope != "global":
             raise UserError(f"{', '.join(given) or '--scope tensor'}: not used by the DDPM path (its mask ranks "
                             "all UNet weights globally)")
+        if args.resolution is not None or args.mixed_precision != "no" or args.gradient_checkpointing:
+            raise UserError("--resolution, --mixed-precision and --gradient-checkpointing are Stable Diffusion "
+                            "options, not used by the DDPM path")
         mask = make_ddpm_mask(args.model, forget, args.out, seed=args.seed, batch_size=args.batch_size,
                               w=2.0 if args.guidance_w is None else args.guidance_w, keep=0.5 if args.keep is None else args.keep,
                               n_forget=args.n_forget, overwrite=args.overwrite, device=args.device,
                               dataset=args.dataset, data_root=args.data_root, download=args.download)
     else:
         _sd_refuses_ddpm_options(args)
-        recipe = _recipe(args, guidance_w=args.guidance_w)
+        recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
         mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
-                         work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device)
+                         work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device,
+                         resolution=args.resolution, mixed_precision=args.mixed_precision,
+                         gradient_checkpointing=args.gradient_checkpointing)
     st = mask.stats()
     print(f"wrote {args.out}: {st['kept']:,} of {st['total']:,} weights ({st['kept_fraction']:.1%}) in "
           f"{st['tensors']} tensors, {args.out.stat().st_size / 2**20:.2f} MiB")
@@ -354,13 +375,18 @@ def _cmd_erase(args) -> int:
 
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
+    if args.mask and (args.keep is not None or args.selection is not None):
+        raise UserError("--keep and --selection shape a saliency mask: with --mask the mask file already fixes them "
+                        "(its metadata records them)")
+    if args.no_mask and args.keep is not None:
+        raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
     if _is_ddpm(args.model):
         return _cmd_erase_ddpm(args)
     _sd_refuses_ddpm_options(args)
     recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
                         use_mask=not args.no_mask, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
-                        resume=args.resume, checkpoint_every=args.checkpoint_every,
+                        resume=args.resume, restart=args.restart, checkpoint_every=args.checkpoint_every,
                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
                         lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
@@ -393,7 +419,8 @@ def _cmd_erase_ddpm(args) -> int:
                             n_forget=args.n_forget, n_retain=args.n_retain, keep=0.5 if args.keep is None else args.keep,
                             mask_w=args.guidance_w if args.guidance_w is not None else 2.0, mask_path=args.mask,
                             use_mask=not args.no_mask, allow_other_base=args.allow_other_base, seed=args.seed,
-                            work_dir=args.work_dir, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                            work_dir=args.work_dir, resume=args.resume, restart=args.restart,
+                            checkpoint_every=args.checkpoint_every,
                             device=args.device, overwrite=args.overwrite, audit=args.audit)
     summary = erase_class(opts)
     print(json.dumps(summary, indent=2))
@@ -529,9 +556,19 @@ def _cmd_toy_build(args) -> int:
     return 0
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C: temporary folders are removed, checkpoints kept.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = _parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (UserError, FileExistsError) as e:
@@ -540,8 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:
         print(f"salun: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("salun: interrupted; finished stages and checkpoints are kept", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"salun: {e}" if str(e) else "salun: interrupted; finished stages and checkpoints are kept",
+              file=sys.stderr)
         return 130
 
 

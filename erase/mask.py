@@ -272,6 +272,16 @@ def fingerprint(params: dict[str, torch.Tensor], samples: int = 4096) -> str:
     return h.hexdigest()
 
 
+def content_digest(*tensors: torch.Tensor) -> str:
+    """A hash of every value of some tensors (e.g. encoded forget images): a cache keyed by it changes
+    with the data's content, not only with its captions."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 

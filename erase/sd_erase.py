@@ -43,7 +43,7 @@ from .data import EpochSampler
 from .errors import UserError
 from .workdir import check_work_dir, open_work_dir
 from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
-from .mask import Mask, compute_mask, fingerprint, select_parameters
+from .mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
 from .masked_optim import MaskedParameters
 from .recipes import Recipe
 
@@ -106,14 +106,6 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, re
     return mean, std, imgs.captions, source
 
 
-def _digest(*tensors: torch.Tensor) -> str:
-    """A content hash of encoded images: changes with the images, their resolution and the VAE."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class TextBank:
     """Text-encoder outputs for every prompt used, computed once (the text encoder stays frozen)."""
 
@@ -171,19 +163,6 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
 
 def _native_resolution(pipe) -> int:
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
-
-
-def check_device(device: str | None) -> None:
-    """A CUDA device on a machine without one is refused, not silently replaced by the CPU."""
-    if device is None or device == "cpu":
-        return
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
-                        "use --device cpu")
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise UserError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from e
 
 
 def check_resolution(pipe, resolution: int | None) -> int:
@@ -268,7 +247,7 @@ def _check_common(recipe: Recipe, resolution: int | None, device: str | None) ->
     checks.fraction("keep", recipe.keep)
     checks.finite("guidance_w", recipe.guidance_w)
     checks.at_least("resolution", resolution, 8)
-    check_device(device)
+    checks.device(device)
 
 
 def check_options(opts: EraseOptions) -> None:
@@ -362,8 +341,8 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
         r_source = "none (alpha = 0)"
         if recipe.alpha > 0:
             r_mean, r_std, r_caps, r_source = _latents(pipe, recipe, opts, work, "retain", res)
-    f_digest = _digest(f_mean, f_std)
-    data_digest = f_digest + ("-" + _digest(r_mean, r_std) if r_caps else "")
+    f_digest = content_digest(f_mean, f_std)
+    data_digest = f_digest + ("-" + content_digest(r_mean, r_std) if r_caps else "")
     misaligned = [recipe.misaligned_for(c) for c in f_caps]
     bank = TextBank(pipe, f_caps + misaligned + (r_caps or []), accelerator.device)
 

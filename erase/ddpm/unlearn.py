@@ -12,9 +12,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,19 +22,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import checks
+from ..atomic import clean_stale, output_lock
 from ..checkpoints import (
-    TrainingDiverged,
+    Interrupted,
     checkpoint_history,
+    diverged,
     latest_checkpoint,
     load_checkpoint,
     mask_digest,
     save_checkpoint,
+    weights_finite,
 )
 from ..data import EpochSampler
 from ..errors import UserError
 from ..export import check_output, export_pipeline
+from ..workdir import check_work_dir, open_work_dir
 from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
-from ..mask import Mask, compute_mask, fingerprint
+from ..mask import Mask, compute_mask, content_digest, fingerprint
 from ..masked_optim import MaskedParameters
 from . import data as D
 from .pipeline import load_ddpm
@@ -76,6 +81,7 @@ class DDPMEraseOptions:
     seed: int = 0
     work_dir: Path | None = None
     resume: bool = False
+    restart: bool = False  # discard an earlier run's checkpoints in the work folder
     checkpoint_every: int = 100
     device: str | None = None
     overwrite: bool = False
@@ -147,9 +153,10 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
                    device: str | None = None, dataset: str | None = None, data_root=None,
                    download: bool = False) -> Mask:
     """``salun mask`` for a class-conditional DDPM: compute and save the mask alone."""
-    if not 0 < keep <= 1:
-        raise UserError(f"--keep must be in (0, 1], got {keep}")
-    check_output(out, model, overwrite)  # never inside the source model's folder
+    checks.fraction("keep", keep)
+    checks.finite("guidance_w", w)
+    checks.device(device)
+    check_output(out, model, overwrite, kind="file")  # never inside the source model's folder
     pipe = load_ddpm(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = dataset or model_info(model).get("dataset")
     if dataset is None:
@@ -166,15 +173,15 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
 
 def erase_class(opts: DDPMEraseOptions) -> dict:
     """Run the whole job; returns a summary (mask statistics, losses, timings, output path)."""
-    from diffusers import DDPMScheduler
-
-    from .card import erased_ddpm_card
-
     t_start = time.time()
+    checks.device(opts.device)
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_output(opts.out, opts.model, opts.overwrite)
+    work_path, _ = check_work_dir(opts.work_dir, opts.out, opts.model)
+    if opts.resume and opts.restart:
+        raise UserError("--resume and --restart contradict each other")
+    checks.at_least("checkpoint_every", opts.checkpoint_every)
     pipe = load_ddpm(opts.model, device=device)
-    unet = pipe.unet
     info = model_info(opts.model)
     dataset = opts.dataset or info.get("dataset")
     if dataset is None:
@@ -190,24 +197,45 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     mask = None
     if opts.use_mask and opts.mask_path is not None:  # a given mask is checked before any work
         mask = Mask.load(opts.mask_path)
-        mask.check_model(unet, strict_fingerprint=not opts.allow_other_base)
+        mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
+    with contextlib.ExitStack() as stack:  # a second run on the same output learns it now, not after training
+        stack.enter_context(output_lock(opts.out))
+        clean_stale(Path(opts.out))
+        stack.enter_context(output_lock(work_path, "--work-dir"))
+        wd = open_work_dir(opts.work_dir, opts.out, opts.model, opts.resume, opts.restart)
+        try:
+            summary = _run(opts, pipe, device, info, dataset, c, target, rec, mask, wd.path)
+        except UserError:
+            wd.abandon()
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; checkpoints are kept in {wd.path}: rerun the same command with "
+                              "--resume to continue") from None
+        wd.finish()
+    summary["seconds"] = round(time.time() - t_start, 2)
+    summary["out"] = str(opts.out)
+    return summary
+
+
+def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int, target: int, rec: dict,
+         mask: Mask | None, work: Path) -> dict:
+    """Data -> mask -> masked training -> export, in the prepared work folder."""
+    from diffusers import DDPMScheduler
+
+    from .card import erased_ddpm_card
+
+    unet = pipe.unet
     forget, retain = forget_retain(dataset, c, rec, opts.seed, unet.config.sample_size, opts.data_root, opts.download)
     if forget.class_names != pipe.class_names:
         raise UserError(f"the {dataset} classes ({', '.join(forget.class_names)}) are not this model's "
                         f"({', '.join(pipe.class_names)}): pass the --dataset it was trained on")
-    work = Path(opts.work_dir) if opts.work_dir else Path(opts.out).parent / f".{Path(opts.out).name}.work"
-    work.mkdir(parents=True, exist_ok=True)
-    if not opts.resume:
-        for old in work.glob("checkpoint-*"):
-            shutil.rmtree(old)
     torch.manual_seed(opts.seed)  # dropout (the CIFAR-10 UNet has it) draws from torch's global generator
-
     # mask: computed once per (model, data, settings) and cached in the work folder, so a resumed run
     # trains under the very same mask even where a GPU's backward pass is not bit-deterministic
     t_mask = time.time()
     if opts.use_mask and mask is None:
         key = json.dumps([fingerprint(dict(unet.named_parameters())), dataset, c, opts.seed, rec["batch_size"],
-                          rec["n_forget"], opts.mask_w, opts.mask_clip, opts.keep])
+                          rec["n_forget"], opts.mask_w, opts.mask_clip, opts.keep, content_digest(forget.images)])
         cached = work / "mask.safetensors"
         mask = Mask.load(cached) if cached.exists() else None
         if mask is None or mask.meta.get("cache_key") != key:
@@ -231,7 +259,7 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     gen = torch.Generator().manual_seed(opts.seed + 3)
     start, ckpt = 0, latest_checkpoint(work) if opts.resume else None
     if ckpt is not None:
-        start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
+        start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)  # steps are in the digest
         print(f"resuming from {ckpt} (step {start} of {rec['steps']})")
     T = sched.config.num_train_timesteps
     history, last_good = checkpoint_history(ckpt), ckpt
@@ -254,8 +282,7 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
                                   rnoise.to(device))
         loss = l_forget + rec["alpha"] * l_retain
         if not torch.isfinite(loss):
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss.item()} at step {step}: stopping; {where}. Try a lower --lr.")
+            raise diverged(f"loss became {loss.item()}", step, last_good, "Try a lower --lr.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable.mask_gradients()  # clip the gradient that will be applied: the masked one
@@ -265,9 +292,13 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
         history.append({"step": step + 1, "loss": loss.item(), "forget": l_forget.item(), "retain": l_retain.item()})
         if step % 10 == 0:
             bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
-        if opts.checkpoint_every and (step + 1) % opts.checkpoint_every == 0 and step + 1 < rec["steps"]:
+        if (step + 1) % opts.checkpoint_every == 0 and step + 1 < rec["steps"]:
             last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest, history)
     train_seconds = time.time() - t_train
+    if not weights_finite(trainable):
+        raise diverged("a weight became NaN or infinite", rec["steps"], last_good, "Try a lower --lr.")
+    if start < rec["steps"]:  # saved before the export: a failed export loses no training
+        save_checkpoint(work, rec["steps"], trainable, optimizer, samplers, gen, digest, history)
     unet.eval()
 
     summary = {"forget_class": pipe.class_names[c], "target_class": pipe.class_names[target], "dataset": dataset,
@@ -299,24 +330,16 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
                                            "base": info}, indent=2)}
     export_pipeline(pipe, unet, Path(opts.out), overwrite=opts.overwrite, mask=mask, recipe=recipe,
                     card=erased_ddpm_card(str(opts.model), summary), extra_files=extra)
-    for old in work.glob("checkpoint-*"):  # done: checkpoints are no longer needed (the mask cache stays)
-        shutil.rmtree(old, ignore_errors=True)
-    summary["seconds"] = round(time.time() - t_start, 2)
-    summary["out"] = str(opts.out)
     return summary
+
+
 
 
 def check_settings(rec: dict, opts: DDPMEraseOptions) -> None:
     """Bad numbers are refused before any work is done or any folder is made."""
-    for k in ("steps", "batch_size"):
-        if rec[k] < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {rec[k]}")
-    for k in ("n_forget", "n_retain"):
-        if rec[k] is not None and rec[k] < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {rec[k]}")
-    if not rec["lr"] > 0:
-        raise UserError(f"--lr must be positive, got {rec['lr']}")
-    if not rec["alpha"] >= 0:
-        raise UserError(f"--alpha must be >= 0, got {rec['alpha']}")
-    if not 0 < opts.keep <= 1:
-        raise UserError(f"--keep must be in (0, 1], got {opts.keep}")
+    for k in ("steps", "batch_size", "n_forget", "n_retain"):
+        checks.at_least(k, rec[k])
+    checks.positive("lr", rec["lr"])
+    checks.non_negative("alpha", rec["alpha"])
+    checks.fraction("keep", opts.keep)
+    checks.finite("guidance_w", opts.mask_w)
