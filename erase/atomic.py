@@ -45,7 +45,7 @@ def disk_errors(where: str | Path):
         raise
     except Exception as e:  # noqa: BLE001 - safetensors and PIL wrap the OSError in their own types
         if is_disk_full(e):
-            raise DiskFull(f"no space left on the disk holding {where} (No space left on device): free some "
+            raise DiskFull(f"no space left on the disk holding {Path(where).absolute()} (No space left on device): free some "
                            "space and rerun (finished stages and checkpoints are kept)") from e
         raise
 
