@@ -1,40 +1,257 @@
 #!/usr/bin/env python
-"""Real-scale structure benchmark: SD v1.4's architecture (UNet 860M) with random weights.
+"""Real-scale benchmark: SD v1.4's architecture (UNet 860M) with random weights, on the product's path.
 
-Runs the product's path at full size: mask -> masked erase steps -> export -> from_pretrained, and
-prints the mask file's size, peak memory, and the masked step's time as a ratio to a plain
-fine-tune step measured in the same run (same batch, same optimizer):
+Every phase runs in a process of its own, so that each peak memory figure (the process's peak RSS on
+CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent prints them side by side:
 
-    python scripts/bench_real_scale.py --resolution 256 --json bench_real_scale.json   # CPU
-    python scripts/bench_real_scale.py --resolution 512 --device cuda                  # GPU
+- ``fwdbwd``: one plain forward + backward of the mask's loss (guided noise MSE, w = 7.5) on one batch:
+  the floor any gradient pass over the UNet costs;
+- ``mask``: the mask pass (``compute_mask`` over 2 forget batches, global top 50%) and the mask file;
+- ``steps``: a plain fine-tune step (Adam, every weight) against a masked SalUn step, same batch and
+  optimizer, timed in one process (the ratio), then the export and a ``from_pretrained`` reload;
+- ``erase`` and ``erase_lora``: the whole ``salun erase`` job (load, encode 2 + 2 images, mask, 2 steps,
+  final checkpoint, export) without and with ``--lora-rank 4``: peak memory and the LoRA export's time
+  and relative error.
 
-Random weights say nothing about erasure quality; they prove names, shapes, memory and export.
+    python scripts/bench_real_scale.py --resolution 256 --json bench_real_scale.json      # CPU, ~15 min
+    python scripts/bench_real_scale.py --resolution 512 --device cuda --mixed-precision bf16  # GPU
+
+Random weights say nothing about erasure quality; they prove names, shapes, memory, time and export.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from erase.configs import sd14_pipeline  # noqa: E402
-from erase.losses import guided_forgetting_loss, misaligned_loss  # noqa: E402
-from erase.mask import compute_mask  # noqa: E402
-from erase.masked_optim import MaskedParameters  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PHASES = ("fwdbwd", "mask", "steps", "erase", "erase_lora")
 
 
-def peak_gib(device: str) -> float:
+def _peak_gib(device: str) -> float:
+    import torch
+
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (process peak RSS)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+
+
+def _setup(a):
+    """The saved random pipeline's UNet on the device, a noise scheduler and a batch maker."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(a.src / "unet").to(a.device)
+    sched = DDPMScheduler.from_pretrained(a.src / "scheduler")
+    vae = json.loads((a.src / "vae" / "config.json").read_text())
+    lat, bs = a.resolution // 2 ** (len(vae["block_out_channels"]) - 1), a.batch_size
+    dim = unet.config.cross_attention_dim
+    g = torch.Generator().manual_seed(0)
+
+    def batch():
+        return (torch.randn(bs, 4, lat, lat, generator=g).to(a.device),
+                torch.randn(bs, 4, lat, lat, generator=g).to(a.device),
+                torch.randint(0, 1000, (bs,), generator=g).to(a.device))
+
+    ctx = [torch.randn(bs, 77, dim, generator=g).to(a.device) for _ in range(3)]
+    return unet, sched, batch, ctx
+
+
+def _autocast(a):
+    import torch
+
+    dev = "cuda" if a.device.startswith("cuda") else "cpu"
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled=a.mixed_precision == "bf16")
+
+
+def phase_fwdbwd(a) -> dict:
+    from erase.losses import guided_forgetting_loss
+
+    unet, sched, batch, (c, _, u) = _setup(a)
+    if a.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    for p in unet.parameters():
+        p.requires_grad_(True)
+    eps = lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample  # noqa: E731
+    t0 = time.perf_counter()
+    z0, noise, t = batch()
+    with _autocast(a):
+        loss = guided_forgetting_loss(eps, sched, z0, c, u, t, noise, 7.5)
+    loss.backward()
+    return {"seconds": round(time.perf_counter() - t0, 2)}
+
+
+def phase_mask(a) -> dict:
+    from erase.losses import guided_forgetting_loss
+    from erase.mask import compute_mask
+
+    unet, sched, batch, (c, _, u) = _setup(a)
+    if a.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    eps = lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample  # noqa: E731
+
+    def loss_fn(_):
+        z0, noise, t = batch()
+        with _autocast(a):
+            return guided_forgetting_loss(eps, sched, z0, c, u, t, noise, 7.5)
+
+    t0 = time.perf_counter()
+    mask = compute_mask(unet, loss_fn, [0, 1], keep=0.5, progress=False)
+    seconds = time.perf_counter() - t0
+    path = a.work / "mask.safetensors"
+    mask.save(path)
+    return {"seconds": round(seconds, 2), "mask_file_mib": round(path.stat().st_size / 2**20, 1),
+            "kept_fraction": round(mask.kept / mask.total, 4), "gradient_sum": mask.meta["gradient_sum"],
+            "int64_mask_gib_reference_style": round(mask.total * 8 / 2**30, 2)}
+
+
+def phase_steps(a) -> dict:
+    import gc
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from erase.export import export_pipeline
+    from erase.losses import misaligned_loss
+    from erase.mask import Mask
+    from erase.masked_optim import MaskedParameters
+
+    unet, sched, batch, (c, m, _) = _setup(a)
+    if a.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    mask = Mask.load(a.work / "mask.safetensors")
+    eps = lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample  # noqa: E731
+    masking: list[float] = []
+
+    def step(opt, masked):
+        z0, noise, t = batch()
+        with _autocast(a):
+            loss = misaligned_loss(eps, sched, z0, c, m, t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if masked is not None:
+            s = time.perf_counter()
+            masked.mask_gradients()
+            masking.append(time.perf_counter() - s)
+            opt.step()
+            masked.restore()
+        else:
+            opt.step()
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def timed(masked, params) -> float:
+        opt = torch.optim.Adam(params, lr=1e-5)
+        if masked is not None:
+            masked.attach(opt)
+        step(opt, masked)  # warm-up (allocates the optimizer state)
+        ts = []
+        for _ in range(a.steps):
+            s = time.perf_counter()
+            step(opt, masked)
+            ts.append(time.perf_counter() - s)
+        del opt
+        gc.collect()
+        return min(ts)
+
+    for p in unet.parameters():
+        p.requires_grad_(True)
+    plain = timed(None, list(unet.parameters()))
+    base = type(unet).from_pretrained(a.src / "unet").to(a.device)  # back to the base weights
+    unet.load_state_dict(base.state_dict())
+    del base
+    gc.collect()
+    masked = MaskedParameters(unet, mask)
+    masked_t = timed(masked, masked.parameters())
+    del masked
+    gc.collect()
+    t3 = time.time()
+    src_pipe = StableDiffusionPipeline.from_pretrained(a.src, safety_checker=None, requires_safety_checker=False)
+    out = a.work / "sd14-erased"
+    export_pipeline(src_pipe, unet.cpu(), out, overwrite=True, mask=mask)
+    back = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    same = all(torch.equal(x, y) for x, y in zip(back.unet.state_dict().values(), unet.state_dict().values()))
+    return {"plain_step_seconds": round(plain, 3), "masked_step_seconds": round(masked_t, 3),
+            "masked_to_plain_ratio": round(masked_t / plain, 3),
+            "gradient_masking_seconds": round(min(masking), 3),
+            "export_and_reload_seconds": round(time.time() - t3, 1), "reloaded_unet_equals_trained": bool(same),
+            "export_folder_gib": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**30, 2)}
+
+
+def _image_folders(a) -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folders = []
+    for kind, caption in (("forget", "a photo of a nude person"), ("retain", "a photo of a person wearing clothes")):
+        d = a.work / f"{kind}-images"
+        d.mkdir(exist_ok=True)
+        rows = []
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (a.resolution, a.resolution, 3), dtype=np.uint8)).save(d / f"{i}.png")
+            rows.append(json.dumps({"file_name": f"{i}.png", "text": caption}))
+        (d / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+        folders.append(d)
+    return folders[0], folders[1]
+
+
+def _phase_erase(a, lora_rank: int | None) -> dict:
+    from erase.recipes import load_recipe
+    from erase.sd_erase import EraseOptions, erase
+
+    forget, retain = _image_folders(a)
+    recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2)
+    name = "erase-lora" if lora_rank else "erase"
+    summary = erase(EraseOptions(recipe=recipe, out=a.work / name, model=str(a.src), steps=2,
+                                 resolution=a.resolution, forget_data=forget, retain_data=retain,
+                                 work_dir=a.work / f"{name}.work", overwrite=True, lora_rank=lora_rank,
+                                 device=a.device, mixed_precision=a.mixed_precision,
+                                 gradient_checkpointing=a.gradient_checkpointing, progress=False))
+    res = {"seconds": summary["seconds"], "mask_seconds": summary["mask_seconds"],
+           "train_seconds": summary["train_seconds"]}
+    if lora_rank:
+        lora = summary["lora"]
+        res.update({"lora_rank": lora_rank, "lora_seconds": lora["seconds"], "lora_modules": lora["modules"],
+                    "lora_relative_error": round(lora["relative_error"], 3),
+                    "lora_not_represented": lora["not_represented"]})
+    return res
+
+
+def phase_erase(a) -> dict:
+    return _phase_erase(a, None)
+
+
+def phase_erase_lora(a) -> dict:
+    return _phase_erase(a, 4)
+
+
+def run_child(phase: str, a) -> dict:
+    """Run one phase in its own process; its peak memory comes from that process alone."""
+    cmd = [sys.executable, __file__, "--phase", phase, "--src", str(a.src), "--work", str(a.work),
+           "--resolution", str(a.resolution), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
+           "--device", a.device, "--mixed-precision", a.mixed_precision] + \
+          (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
+    out = a.work / f"{phase}.json"
+    t0 = time.time()
+    proc = subprocess.Popen(cmd + ["--json", str(out)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"phase {phase} failed (exit {os.waitstatus_to_exitcode(status)})")
+    res = json.loads(out.read_text())
+    if not a.device.startswith("cuda"):
+        res["peak_gib"] = round(usage.ru_maxrss / 2**20, 2)
+    res["wall_seconds"] = round(time.time() - t0, 1)
+    print(f"{phase}: {json.dumps(res)}", flush=True)
+    return res
 
 
 def main() -> None:
@@ -43,137 +260,51 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--steps", type=int, default=3, help="timed steps of each kind (after one warm-up)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--keep", type=float, default=0.5)
+    p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a local pipeline folder to measure instead of SD v1.4 with random weights")
     p.add_argument("--workdir", type=Path, default=None, help="where the source and exported pipelines go")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: run one phase
+    p.add_argument("--src", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
-    dev = a.device
-    work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_real_scale_"))
-    res = {"resolution": a.resolution, "batch_size": a.batch_size, "device": dev}
+    if a.phase:  # a child process
+        res = globals()[f"phase_{a.phase}"](a)
+        if a.device.startswith("cuda"):
+            res["peak_gib"] = round(_peak_gib(a.device), 2)
+        a.json.write_text(json.dumps(res))
+        return
 
-    t0 = time.time()
-    pipe = sd14_pipeline(seed=0)
-    unet = pipe.unet.to(dev)
-    res["unet_parameters"] = sum(p.numel() for p in unet.parameters())
-    src = work / "sd14-random"
-    pipe.save_pretrained(src, safe_serialization=True)
-    res["build_and_save_seconds"] = round(time.time() - t0, 1)
-    print(f"SD v1.4 architecture: UNet {res['unet_parameters']:,} parameters; saved to {src}")
+    from erase.configs import sd14_pipeline
 
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    lat = a.resolution // 8
-    g = torch.Generator().manual_seed(0)
-    bs = a.batch_size
-
-    def batch():
-        z0 = torch.randn(bs, 4, lat, lat, generator=g).to(dev)
-        noise = torch.randn(bs, 4, lat, lat, generator=g).to(dev)
-        t = torch.randint(0, 1000, (bs,), generator=g).to(dev)
-        return z0, noise, t
-
-    ctx_c, ctx_m, ctx_u = (torch.randn(bs, 77, 768, generator=g).to(dev) for _ in range(3))
-
-    def eps(zt, t, c):
-        return unet(zt, t, encoder_hidden_states=c).sample
-
-    # 1. mask (two forget batches, guided loss with w = 7.5)
-    t1 = time.time()
-    mask = compute_mask(unet, lambda _: _guided(eps, sched, batch, ctx_c, ctx_u), [0, 1], keep=a.keep)
-    res["mask_seconds"] = round(time.time() - t1, 1)
-    mpath = work / "mask.safetensors"
-    mask.save(mpath)
-    res["mask_file_mib"] = round(mpath.stat().st_size / 2**20, 1)
-    res["mask_kept_fraction"] = round(mask.kept / mask.total, 4)
-    res["int64_mask_gib_reference_style"] = round(mask.total * 8 / 2**30, 2)
-    res["peak_gib_after_mask"] = round(peak_gib(dev), 2)
-    print(f"mask: {res['mask_file_mib']} MiB on disk (int64 masks would be {res['int64_mask_gib_reference_style']} GiB)")
-    gc.collect()
-
-    mask_time: list[float] = []
-
-    def step(params, opt, masked: MaskedParameters | None):
-        z0, noise, t = batch()
-        loss = misaligned_loss(eps, sched, z0, ctx_c, ctx_m, t, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if masked is not None:
-            s = time.perf_counter()
-            masked.mask_gradients()
-            mask_time.append(time.perf_counter() - s)
-            opt.step()
-            masked.restore()
-        else:
-            opt.step()
-        if dev.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    def timed(masked: MaskedParameters | None, params) -> float:
-        opt = torch.optim.Adam(params, lr=1e-5)
-        if masked is not None:
-            masked.attach(opt)
-        step(params, opt, masked)  # warm-up (allocates optimizer state)
-        ts = []
-        for _ in range(a.steps):
-            s = time.perf_counter()
-            step(params, opt, masked)
-            ts.append(time.perf_counter() - s)
-        del opt
-        gc.collect()
-        return min(ts)
-
-    # 2. plain fine-tune step vs masked step, same run
-    for p_ in unet.parameters():
-        p_.requires_grad_(True)
-    unet.train()
-    if a.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    res["gradient_checkpointing"] = a.gradient_checkpointing
-    plain = timed(None, list(unet.parameters()))
-    res["peak_gib_after_plain_steps"] = round(peak_gib(dev), 2)
-    # back to the base weights before the masked run (the plain steps moved everything)
-    pipe_src_unet = type(unet).from_pretrained(src / "unet").to(dev)
-    unet.load_state_dict(pipe_src_unet.state_dict())
-    del pipe_src_unet
-    gc.collect()
-    masked = MaskedParameters(unet, mask)
-    masked_t = timed(masked, masked.parameters())
-    res["peak_gib_after_masked_steps"] = round(peak_gib(dev), 2)
-    res["plain_step_seconds"] = round(plain, 3)
-    res["masked_step_seconds"] = round(masked_t, 3)
-    res["masked_to_plain_ratio"] = round(masked_t / plain, 3)
-    res["gradient_masking_seconds"] = round(min(mask_time), 3)  # the one pass the mask adds to a step
-    print(f"step: plain {plain:.2f} s, masked {masked_t:.2f} s, ratio {masked_t / plain:.3f} "
-          f"(gradient masking itself: {min(mask_time):.3f} s)")
-    del masked
-    gc.collect()
-
-    # 3. export and reload: the product's export on the 860M UNet
-    from diffusers import StableDiffusionPipeline
-
-    from erase.export import export_pipeline
-    from erase.mask import Mask
-
-    t3 = time.time()
-    src_pipe = StableDiffusionPipeline.from_pretrained(src, safety_checker=None, requires_safety_checker=False)
-    out = work / "sd14-erased"
-    export_pipeline(src_pipe, unet.cpu(), out, overwrite=True, mask=Mask.load(mpath))
-    back = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
-    same = all(torch.equal(x, y) for x, y in zip(back.unet.state_dict().values(), unet.state_dict().values()))
-    res["export_and_reload_seconds"] = round(time.time() - t3, 1)
-    res["reloaded_unet_equals_trained"] = bool(same)
-    res["export_folder_gib"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**30, 2)
-    res["peak_gib"] = round(peak_gib(dev), 2)
+    a.work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_real_scale_"))
+    a.work.mkdir(parents=True, exist_ok=True)
+    a.src = a.model.resolve() if a.model else a.work / "sd14-random"
+    res = {"resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
+           "mixed_precision": a.mixed_precision, "gradient_checkpointing": a.gradient_checkpointing}
+    if not (a.src / "model_index.json").exists():
+        t0 = time.time()
+        pipe = sd14_pipeline(seed=0)
+        res["unet_parameters"] = sum(x.numel() for x in pipe.unet.parameters())
+        pipe.save_pretrained(a.src, safe_serialization=True)
+        del pipe
+        res["build_and_save_seconds"] = round(time.time() - t0, 1)
+    print(f"measuring {a.src}" + ("" if a.model else " (SD v1.4 architecture, random weights)"), flush=True)
+    phases = [x for x in a.phases.split(",") if x]
+    if "steps" in phases and "mask" not in phases and not (a.work / "mask.safetensors").exists():
+        phases.insert(phases.index("steps"), "mask")
+    for ph in phases:
+        res[ph] = run_child(ph, a)
+    if "fwdbwd" in res and "mask" in res:
+        res["mask_peak_over_fwdbwd"] = round(res["mask"]["peak_gib"] / res["fwdbwd"]["peak_gib"], 3)
+    if "erase" in res and "erase_lora" in res:
+        res["lora_peak_over_plain_erase"] = round(res["erase_lora"]["peak_gib"] / res["erase"]["peak_gib"], 3)
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
-
-
-def _guided(eps, sched, batch, c, u):
-    z0, noise, t = batch()
-    return guided_forgetting_loss(eps, sched, z0, c, u, t, noise, 7.5)
 
 
 if __name__ == "__main__":

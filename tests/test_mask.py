@@ -86,3 +86,21 @@ def test_mask_refuses_another_model():
     with pytest.raises(UserError, match="fingerprint"):
         mask.check_model(other_weights)
     mask.check_model(other_weights, strict_fingerprint=False)
+
+
+def test_in_place_gradient_sum_equals_the_float32_accumulator():
+    """Without clipping the sum lives in the weights' own .grad (no second buffer); it must be the very
+    same numbers as the separate float32 accumulator the clipped path keeps (clip at inf changes nothing)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    params = dict(model.named_parameters())
+    batches = [torch.randn(4, 6) for _ in range(3)]
+    in_place, n = accumulate_gradients(model, params, lambda x: model(x).pow(2).sum(), batches, progress=False)
+    apart, _ = accumulate_gradients(model, params, lambda x: model(x).pow(2).sum(), batches,
+                                    clip_grad_norm=float("inf"), progress=False)
+    assert n == 3 and all(torch.equal(in_place[k], apart[k]) for k in params)
+    assert all(p.grad is None for p in model.parameters())  # nothing left behind on the weights
+    mask = compute_mask(model, lambda x: model(x).pow(2).sum(), batches, progress=False)
+    assert mask.meta["gradient_sum"] == "in the weights' gradients"
+    clipped = compute_mask(model, lambda x: model(x).pow(2).sum(), batches, clip_grad_norm=1.0, progress=False)
+    assert clipped.meta["gradient_sum"].startswith("float32 accumulator")

@@ -168,3 +168,41 @@ def test_cli_mask_then_erase(tmp_path, capsys):
 def test_bf16_mixed_precision_and_gradient_checkpointing_run_on_cpu(tmp_path):
     summary = erase(_opts(tmp_path, mixed_precision="bf16", gradient_checkpointing=True, device="cpu"))
     assert summary["steps"] == 4 and (tmp_path / "out" / "unet" / "config.json").exists()
+
+
+def test_lora_factors_of_large_matrices_use_a_truncated_svd():
+    """A rank-3 change of a 300 x 200 matrix (and of a conv) is recovered exactly by the randomised SVD;
+    a full-rank change's error is close to the exact SVD's optimum."""
+    from erase.export import lora_from_delta
+
+    g = torch.Generator().manual_seed(0)
+    base = {"a.weight": torch.randn(300, 200, generator=g), "c.weight": torch.randn(96, 64, 3, 3, generator=g),
+            "a.bias": torch.zeros(300)}
+    low = torch.randn(300, 3, generator=g) @ torch.randn(3, 200, generator=g)
+    tuned = {"a.weight": base["a.weight"] + low, "c.weight": base["c.weight"].clone(), "a.bias": torch.ones(300)}
+    tuned["c.weight"] += (torch.randn(96, 2, generator=g) @ torch.randn(2, 64 * 9, generator=g)).reshape(96, 64, 3, 3)
+    state, report = lora_from_delta(base, {k: v for k, v in tuned.items() if k != "a.bias"}, rank=4)
+    assert report["relative_error"] < 1e-4 and report["modules"] == 2 and report["seconds"] >= 0
+    b, a = state["a.lora_B.weight"], state["a.lora_A.weight"]
+    assert torch.allclose(b @ a, low, atol=1e-3)
+    _, with_bias = lora_from_delta(base, tuned, rank=4)
+    total = low.pow(2).sum() + (tuned["c.weight"] - base["c.weight"]).pow(2).sum() + 300
+    assert with_bias["not_represented"] == ["a.bias"]  # the bias change is all of the error
+    assert abs(with_bias["relative_error"] - float((300 / total).sqrt())) < 1e-4
+    full = {"a.weight": base["a.weight"] + torch.randn(300, 200, generator=g)}
+    _, rep = lora_from_delta(base, full, rank=8, names=["a.weight"])
+    s = torch.linalg.svdvals(full["a.weight"] - base["a.weight"])
+    optimum = float((s[8:].pow(2).sum() / s.pow(2).sum()).sqrt())
+    assert optimum <= rep["relative_error"] <= optimum * 1.01
+
+
+def test_lora_base_weights_are_read_from_the_source_files():
+    from diffusers import StableDiffusionPipeline
+
+    from erase.export import SourceWeights, base_unet_weights
+
+    pipe = StableDiffusionPipeline.from_pretrained(TOY_SD, local_files_only=True)
+    base = base_unet_weights(pipe, pipe.unet)
+    assert isinstance(base, SourceWeights)  # memory-mapped, one tensor at a time: no second UNet in memory
+    params = dict(pipe.unet.named_parameters())
+    assert set(base) == set(params) and all(torch.equal(base[n], params[n].detach()) for n in list(params)[:20])
