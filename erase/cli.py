@@ -20,7 +20,7 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from .defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
 
     p.add_argument("--steps", type=int, default=None,
                    help=f"denoising steps (default {DEFAULT_STEPS}; class-conditional DDPMs: 50 DDIM steps)")
@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Draw the data, rebuild CLIP's tokenizer, train the judge, the VAE, the text "
                                     "encoder and the UNet, then measure how well the result draws. Stages are "
                                     "cached in --work-dir: rerunning an interrupted build resumes it.")
-    from .toy.build import BuildConfig
+    from .toy.config import BuildConfig
 
     d = BuildConfig()
     b.add_argument("--out", type=Path, required=True, help="pipeline folder to write (e.g. pipelines/toy-sd)")
@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_ddpm_parsers(sub) -> None:
-    from .ddpm.train import UNETS, DDPMTrainConfig
+    from .defaults import DDPM_UNETS as UNETS, DDPMTrainConfig
 
     dd = sub.add_parser("ddpm", help="class-conditional DDPMs: train one (toy shapes on a CPU, CIFAR-10 on a GPU)",
                         description="Class-conditional DDPM with classifier-free guidance, saved as a diffusers "

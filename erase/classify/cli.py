@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .names import ARCHS, DATASETS, METHOD_NAMES
 
 EPILOG = ("Example (offline, a minute on a laptop):\n"
           "  salun classify train --dataset digits --out runs/digits\n"
@@ -14,8 +15,6 @@ EPILOG = ("Example (offline, a minute on a laptop):\n"
 
 
 def _data_args(p: argparse.ArgumentParser, with_dataset: bool) -> None:
-    from .data import DATASETS
-
     if with_dataset:
         p.add_argument("--dataset", choices=DATASETS, default="digits",
                        help="digits and shapes need no network; cifar10/cifar100/svhn come through torchvision; "
@@ -43,9 +42,6 @@ def _forget_args(p: argparse.ArgumentParser, files: bool = False) -> None:
 
 
 def add_classify_parsers(sub) -> None:
-    from .methods import METHODS
-    from .models import ARCHS
-
     c = sub.add_parser("classify", help="unlearning for image classifiers: train, unlearn (SalUn and baselines), "
                                         "evaluate",
                        description="Machine unlearning for image classifiers: SalUn (masked random labelling) and "
@@ -80,7 +76,7 @@ def add_classify_parsers(sub) -> None:
                                     "outside the mask stay bit-identical to the checkpoint's.",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     u.add_argument("--checkpoint", type=Path, required=True, help="a folder from `salun classify train`")
-    u.add_argument("--method", choices=list(METHODS), default="salun", help="default %(default)s")
+    u.add_argument("--method", choices=list(METHOD_NAMES), default="salun", help="default %(default)s")
     _forget_args(u)
     u.add_argument("--arch", choices=ARCHS, default=None, help="refuse a checkpoint of another architecture")
     u.add_argument("--epochs", type=float, default=None, help="override the method's tuned epochs")
