@@ -103,6 +103,7 @@ def add_classify_parsers(sub) -> None:
 
 
 def _threads(args) -> None:
+    _check_common(args)
     if args.threads:
         import torch
 
@@ -132,10 +133,21 @@ def _split(args, data, config):
 
 
 def _check_positive(args, *names: str) -> None:
+    """Each named option, when given, is a finite number above 0 (NaN and inf are refused, not trained with)."""
+    from ..checks import positive_float
+
     for name in names:
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise UserError(f"--{name} must be positive, got {v}")
+        positive_float(getattr(args, name, None), "--" + name.replace("_", "-"))
+
+
+def _check_common(args) -> None:
+    """--threads, --device, --batch-size and --image-size, before any data or model is loaded."""
+    from ..checks import positive_int
+    from ..pipeline import check_device
+
+    for name in ("threads", "batch_size", "image_size"):
+        positive_int(getattr(args, name, None), "--" + name.replace("_", "-"))
+    args.device = check_device(args.device)
 
 
 def cmd_train(args) -> int:
@@ -184,7 +196,7 @@ def cmd_unlearn(args) -> int:
     _threads(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
-    _check_positive(args, "epochs", "lr")
+    _check_positive(args, "epochs", "lr", "alpha")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise UserError(f"--keep must be in (0, 1], got {args.keep}")
     check_output(args.out, args.checkpoint, args.overwrite)  # never over (or inside) the checkpoint
