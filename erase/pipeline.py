@@ -226,6 +226,20 @@ def quiet_loading(quiet: bool = True):
             tlog.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _hub_warnings_silenced():
+    """diffusers logs "Couldn't connect to the Hub ... will try the local cache" (two lines) before it fails
+    offline; the error that follows says it in one line, with the fix."""
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
 def load_local(cls, path: Path, progress: bool = False, **kwargs):
     """``cls.from_pretrained(path)`` for a checked local folder; a failure names the component when it can."""
     check_pipeline_folder(path)
@@ -277,7 +291,8 @@ def load_pipeline(model: str | Path | None = None, device: str | torch.device = 
                f"(hf download {model} --local-dir DIR).")
         check_hub_reachable(model, "model", fix)
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(model, **kwargs)
+            with _hub_warnings_silenced():
+                pipe = StableDiffusionPipeline.from_pretrained(model, **kwargs)
         except Exception as e:  # noqa: BLE001 - hub errors come in many types; all mean the same here
             raise UserError(f"could not load {model!r} from the Hugging Face hub ({type(e).__name__}). {fix}") from e
     pipe.set_progress_bar_config(disable=not progress)

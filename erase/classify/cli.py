@@ -102,7 +102,8 @@ def add_classify_parsers(sub) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
-def _threads(args) -> None:
+def _setup(args) -> None:
+    """First step of every command: check the common options, then set torch's thread count."""
     _check_common(args)
     if args.threads:
         import torch
@@ -161,7 +162,7 @@ def cmd_train(args) -> int:
     from .models import build_model
     from .train import train_original
 
-    _threads(args)
+    _setup(args)
     refuse_existing(args.out, args.overwrite)
     _check_positive(args, "epochs", "lr")
     cfg = original_config(args.dataset)
@@ -193,7 +194,7 @@ def cmd_unlearn(args) -> int:
     from .metrics import evaluate
     from .run import run_method
 
-    _threads(args)
+    _setup(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
     _check_positive(args, "epochs", "lr", "alpha")
@@ -236,7 +237,7 @@ def cmd_evaluate(args) -> int:
     from .forget import check_fraction
     from .metrics import evaluate
 
-    _threads(args)
+    _setup(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
     model, config = load_checkpoint(args.checkpoint)
