@@ -493,7 +493,7 @@ def _cmd_generate(args) -> int:
     from .checks import finite_float, positive_int
     from .pipeline import check_device
 
-    # Every input is checked before torch, diffusers or a model is loaded.
+    # Every input is checked before a model is loaded or anything is written.
     prompts = _prompts(args)
     positive_int(args.num_images, "--num-images")
     positive_int(args.steps, "--steps")

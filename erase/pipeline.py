@@ -42,6 +42,8 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
     """
     if device is None:
         return None
+    if device == "cpu":  # the default: no need to import torch to know it exists
+        return device
     import torch
 
     try:

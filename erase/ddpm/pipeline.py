@@ -127,7 +127,7 @@ def load_ddpm(model: str | Path, device: str | torch.device = "cpu", progress: b
     """Load a class-conditional DDPM folder, refusing unconditional ones with a clear error."""
     from ..pipeline import check_device, load_local, pipeline_class_of
 
-    device = check_device(str(device))
+    device = check_device(str(device)) if device is not None else "cpu"
     path = Path(model).expanduser()
     if not path.exists():
         raise UserError(f"model folder {path} does not exist")
