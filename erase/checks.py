@@ -1,4 +1,8 @@
-"""Checks of numbers a user gives, said in one line before any work (NaN and infinity never pass)."""
+"""Checks of numeric options, shared by the commands: each bad value is a ``UserError`` naming the option.
+
+NaN compares false with everything, so ``v <= 0`` lets it through; these checks ask for what a good
+value is (``v > 0`` and finite) instead of what a bad one is.
+"""
 from __future__ import annotations
 
 import math
@@ -6,52 +10,54 @@ import math
 from .errors import UserError
 
 
-def _flag(name: str) -> str:
-    return name if name.startswith("-") else "--" + name.replace("_", "-")
+def positive_int(value: int | None, option: str) -> int | None:
+    """``value`` if it is an integer >= 1 (``None`` passes: the option was not given)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not value >= 1:
+        raise UserError(f"{option} must be a whole number of at least 1, got {value}")
+    return value
 
 
-def finite(name: str, v: float | None) -> None:
-    if v is not None and not math.isfinite(v):
-        raise UserError(f"{_flag(name)} must be a finite number, got {v}")
+def positive_float(value: float | None, option: str) -> float | None:
+    """``value`` if it is a finite number > 0 (``None`` passes)."""
+    if value is None:
+        return None
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise UserError(f"{option} must be a finite number above 0, got {value}")
+    return v
 
 
-def positive(name: str, v: float | None) -> None:
-    """``v > 0`` and finite (``v <= 0`` would let NaN through)."""
-    finite(name, v)
-    if v is not None and not v > 0:
-        raise UserError(f"{_flag(name)} must be positive, got {v}")
+def finite_float(value: float | None, option: str, low: float | None = None, high: float | None = None) -> float | None:
+    """``value`` if it is finite and within [low, high] where given (``None`` passes)."""
+    if value is None:
+        return None
+    v = float(value)
+    ok = math.isfinite(v) and (low is None or v >= low) and (high is None or v <= high)
+    if not ok:
+        where = (f" in [{low:g}, {high:g}]" if low is not None and high is not None else
+                 f" of at least {low:g}" if low is not None else f" of at most {high:g}" if high is not None else "")
+        raise UserError(f"{option} must be a finite number{where}, got {value}")
+    return v
 
 
-def non_negative(name: str, v: float | None) -> None:
-    finite(name, v)
-    if v is not None and not v >= 0:
-        raise UserError(f"{_flag(name)} must be >= 0, got {v}")
+def image_size(value: int | None, option: str = "--size") -> int | None:
+    """An image side length diffusers can draw: a positive multiple of 8 (``None``: the model's own)."""
+    if value is None:
+        return None
+    positive_int(value, option)
+    if value % 8:
+        raise UserError(f"{option} must be a multiple of 8 (diffusers' Stable Diffusion pipeline draws no other sizes), "
+                        f"got {value}")
+    return value
 
 
-def at_least(name: str, v: int | None, lo: int = 1) -> None:
-    if v is not None and not v >= lo:
-        raise UserError(f"{_flag(name)} must be at least {lo}, got {v}")
-
-
-def fraction(name: str, v: float | None) -> None:
-    """In (0, 1]: the share of weights a mask keeps."""
-    finite(name, v)
-    if v is not None and not 0 < v <= 1:
-        raise UserError(f"{_flag(name)} must be in (0, 1], got {v}")
-
-
-def device(name: str | None) -> None:
-    """A CUDA device on a machine without one is refused, not silently replaced by the CPU."""
-    if name is None or name == "cpu":
-        return
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise UserError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
-                        "use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices are visible")
+def fraction(value: float | None, option: str) -> float | None:
+    """``value`` if it is in (0, 1]: the share of weights a mask keeps (``None`` passes)."""
+    if value is None:
+        return None
+    v = float(value)
+    if not (math.isfinite(v) and 0 < v <= 1):
+        raise UserError(f"{option} must be in (0, 1], got {value}")
+    return v

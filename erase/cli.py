@@ -20,7 +20,7 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from .defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
 
     p.add_argument("--steps", type=int, default=None,
                    help=f"denoising steps (default {DEFAULT_STEPS}; class-conditional DDPMs: 50 DDIM steps)")
@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of the first image of each prompt (default %(default)s)")
     g.add_argument("--negative-prompt", default=None)
     g.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: outputs/<first prompt>, numbered if it exists)")
+                   help="output folder (default: outputs/<prompt>; with several prompts outputs/<first prompt>-and-N-more; "
+                        "numbered if it exists)")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_sampling_args(g)
     g.set_defaults(func=_cmd_generate)
@@ -100,7 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     an = asub.add_parser("nudity", help="NudeNet counts on I2P prompts, per model, with a bar chart",
                          description="Generate I2P prompts (each with its own seed and guidance) through every "
                                      "--model, run NudeNet v3 on every image and count exposed body parts above "
-                                     "a threshold. Rerunning the same command resumes: finished images are kept. "
+                                     "a threshold. Rerunning into the same --out resumes: an image is kept only if "
+                                     "the same UNet (its fingerprint) drew it with the same steps, size, prompt, "
+                                     "seed and guidance (each PNG carries that stamp); images of another model or "
+                                     "other settings under the same name are drawn again. "
                                      "Under `accelerate launch` each process generates its share.")
     an.add_argument("--model", action="append", required=True, help="a pipeline folder or hub id (repeatable)")
     an.add_argument("--prompts", default="i2p", help="i2p (hub dataset AIML-TUDA/i2p) or a local .csv/.parquet")
@@ -123,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Draw the data, rebuild CLIP's tokenizer, train the judge, the VAE, the text "
                                     "encoder and the UNet, then measure how well the result draws. Stages are "
                                     "cached in --work-dir: rerunning an interrupted build resumes it.")
-    from .toy.build import BuildConfig
+    from .toy.config import BuildConfig
 
     d = BuildConfig()
     b.add_argument("--out", type=Path, required=True, help="pipeline folder to write (e.g. pipelines/toy-sd)")
@@ -146,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_ddpm_parsers(sub) -> None:
-    from .ddpm.train import UNETS, DDPMTrainConfig
+    from .defaults import DDPM_UNETS as UNETS, DDPMTrainConfig
 
     dd = sub.add_parser("ddpm", help="class-conditional DDPMs: train one (toy shapes on a CPU, CIFAR-10 on a GPU)",
                         description="Class-conditional DDPM with classifier-free guidance, saved as a diffusers "
@@ -429,11 +433,22 @@ def _cmd_erase_ddpm(args) -> int:
 
 
 def _cmd_audit_concept(args) -> int:
-    from .audit.concept import audit_prompt_concept, audit_toy_concept
+    from .checks import finite_float, image_size, positive_int
+    from .pipeline import check_device
     from .recipes import load_recipe
+
+    # Every setting is checked before a model is loaded or anything is written.
+    for option in ("per_colour", "retain_per_pair", "per_class", "steps"):
+        positive_int(getattr(args, option), "--" + option.replace("_", "-"))
+    finite_float(args.guidance, "--guidance", low=0.0)
+    image_size(args.size)
+    args.device = check_device(args.device)
+    toy = "toy" in load_recipe(args.concept).extra
+
+    from .audit.concept import audit_prompt_concept, audit_toy_concept
     from .toy import TOY_JUDGE
 
-    if "toy" in load_recipe(args.concept).extra:
+    if toy:
         report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
                                    per_colour=args.per_colour, retain_per_pair=args.retain_per_pair,
                                    overwrite=args.overwrite)
@@ -453,8 +468,10 @@ def _cmd_audit_concept(args) -> int:
 
 
 def _cmd_audit_nudity(args) -> int:
-    from .audit.nudity import audit_nudity
+    from .audit.nudity import audit_nudity, check_settings
 
+    check_settings(args.n_per_prompt, args.steps, args.size, args.threshold, args.batch_size, args.limit,
+                   args.classes)  # before the heavy imports below
     report = audit_nudity(args.model, args.prompts, args.out, categories=args.category,
                           n_per_prompt=args.n_per_prompt, steps=args.steps, size=args.size, threshold=args.threshold,
                           classes=args.classes, limit=args.limit, batch_size=args.batch_size)
@@ -468,9 +485,16 @@ def _cmd_audit_nudity(args) -> int:
 def _prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file:
-        if not args.prompts_file.exists():
-            raise UserError(f"prompts file {args.prompts_file} does not exist")
-        prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+        f = args.prompts_file
+        if not f.exists():
+            raise UserError(f"prompts file {f} does not exist")
+        if not f.is_file():
+            raise UserError(f"prompts file {f} is not a file: give a text file with one prompt per line")
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"prompts file {f} is not UTF-8 text: give a text file with one prompt per line") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
     if any(not p.strip() for p in prompts):
@@ -478,8 +502,11 @@ def _prompts(args) -> list[str]:
     return prompts
 
 
-def _default_out(prompt: str) -> Path:
-    slug = "".join(c if c.isalnum() else "-" for c in prompt.lower()).strip("-")[:40] or "images"
+def _default_out(prompts: list[str]) -> Path:
+    """``outputs/<prompt>``; with several prompts ``outputs/<first prompt>-and-N-more``; numbered if it exists."""
+    slug = "".join(c if c.isalnum() else "-" for c in prompts[0].lower()).strip("-")[:40].strip("-") or "images"
+    if len(prompts) > 1:
+        slug += f"-and-{len(prompts) - 1}-more"
     out, k = Path("outputs") / slug, 1
     while out.exists():
         k += 1
@@ -490,39 +517,47 @@ def _default_out(prompt: str) -> Path:
 def _cmd_generate(args) -> int:
     import json
 
+    from .checks import finite_float, positive_int
+    from .pipeline import check_device
+
+    # Every input is checked before a model is loaded or anything is written.
+    prompts = _prompts(args)
+    positive_int(args.num_images, "--num-images")
+    positive_int(args.steps, "--steps")
+    finite_float(args.guidance, "--guidance", low=0.0)
+    if not -2**63 <= args.seed < 2**63 - args.num_images:
+        raise UserError(f"--seed must fit in 64 bits, got {args.seed}")
+    device = check_device(args.device)
+    out = args.out or _default_out(prompts)
+    refuse_existing(out, args.overwrite)
+    ddpm = _is_ddpm(args.model)
+
     import torch
 
     from .atomic import atomic_dir
     from .generate import generate, grid, save_images, to_pil
     from .pipeline import load_pipeline
 
-    prompts = _prompts(args)
-    if args.num_images < 1:
-        raise UserError("--num-images must be at least 1")
-    if args.steps is not None and args.steps < 1:
-        raise UserError("--steps must be at least 1")
-    out = args.out or _default_out(prompts[0])
-    refuse_existing(out, args.overwrite)
     all_prompts = [p for p in prompts for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in prompts for k in range(args.num_images)]
-    if _is_ddpm(args.model):  # the "prompts" are class names (or ids)
+    if ddpm:  # the "prompts" are class names (or ids)
         from .ddpm.pipeline import load_ddpm
         from .ddpm.quality import DEFAULT_STEPS, DEFAULT_W, sample_classes
 
         if args.negative_prompt is not None:
             raise UserError("--negative-prompt is for text-to-image models, not class-conditional DDPMs")
-        pipe = load_ddpm(args.model, device=args.device)
+        pipe = load_ddpm(args.model, device=device)
         args.steps = DEFAULT_STEPS if args.steps is None else args.steps
         args.guidance = DEFAULT_W if args.guidance is None else args.guidance
         ids = [pipe.class_id(p) for p in prompts]
         images = torch.cat([sample_classes(pipe, [c], args.num_images, args.seed, args.steps, args.guidance)
                             for c in ids])
     else:
-        from .toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS
+        from .defaults import TOY_SAMPLING_GUIDANCE, TOY_SAMPLING_STEPS
 
-        args.steps = DEFAULT_STEPS if args.steps is None else args.steps
-        args.guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
-        pipe = load_pipeline(args.model, device=args.device)
+        args.steps = TOY_SAMPLING_STEPS if args.steps is None else args.steps
+        args.guidance = TOY_SAMPLING_GUIDANCE if args.guidance is None else args.guidance
+        pipe = load_pipeline(args.model, device=device)
         images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
                           negative_prompt=args.negative_prompt)
     with atomic_dir(out, overwrite=args.overwrite) as tmp:

@@ -46,7 +46,7 @@ class Recipe:
             raise UserError(f"recipe {self.name!r}: misaligned prompts must be a non-empty list of non-empty prompts")
         if any(not str(v).strip() for v in self.retain_prompts):
             raise UserError(f"recipe {self.name!r}: an empty retain prompt")
-        checks.fraction("keep", self.keep)
+        checks.fraction(self.keep, "--keep")
 
     def check_for_erasure(self) -> None:
         """What training needs beyond the mask: a misaligned prompt, and retain prompts when alpha > 0."""

@@ -12,7 +12,6 @@ One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(..
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
@@ -26,9 +25,8 @@ from tqdm.auto import tqdm
 
 from . import checks
 from . import data as D
-from .atomic import atomic_dirs, clean_stale, output_lock
+from .atomic import atomic_dirs, output_lock
 from .checkpoints import (
-    Interrupted,
     TrainingDiverged,  # noqa: F401 - re-exported: erase.sd_erase.TrainingDiverged
     checkpoint_history,
     diverged,
@@ -41,11 +39,12 @@ from .checkpoints import (
 )
 from .data import EpochSampler
 from .errors import UserError
-from .workdir import check_work_dir, open_work_dir
 from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from .mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
 from .masked_optim import MaskedParameters
+from .pipeline import check_device
 from .recipes import Recipe
+from .workdir import check_work_dir, job_folders, open_work_dir
 
 
 @dataclass
@@ -242,27 +241,27 @@ def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
 
 def _check_common(recipe: Recipe, resolution: int | None, device: str | None) -> None:
     """Checks shared by ``salun mask`` and ``salun erase``, before any model is loaded."""
-    checks.at_least("batch_size", recipe.batch_size)
-    checks.at_least("n_forget", recipe.n_forget)
-    checks.fraction("keep", recipe.keep)
-    checks.finite("guidance_w", recipe.guidance_w)
-    checks.at_least("resolution", resolution, 8)
-    checks.device(device)
+    checks.positive_int(recipe.batch_size, "--batch-size")
+    checks.positive_int(recipe.n_forget, "--n-forget")
+    checks.fraction(recipe.keep, "--keep")
+    checks.finite_float(recipe.guidance_w, "--guidance-w")
+    checks.image_size(resolution, "--resolution")
+    check_device(device)
 
 
 def check_options(opts: EraseOptions) -> None:
     """Every number and combination checkable without the model, said in one line before any work."""
     r = opts.recipe
     _check_common(r, opts.resolution, opts.device)
-    checks.at_least("steps", opts.steps)
-    checks.at_least("steps", r.steps)
-    checks.positive("epochs", r.epochs)
-    checks.at_least("n_retain", r.n_retain)
-    checks.positive("lr", r.lr)
-    checks.non_negative("alpha", r.alpha)
-    checks.at_least("lora_rank", opts.lora_rank)
-    checks.at_least("checkpoint_every", opts.checkpoint_every)
-    checks.at_least("gen_steps", r.gen_steps)
+    checks.positive_int(opts.steps, "--steps")
+    checks.positive_int(r.steps, "--steps")
+    checks.positive_float(r.epochs, "--epochs")
+    checks.positive_int(r.n_retain, "--n-retain")
+    checks.positive_float(r.lr, "--lr")
+    checks.finite_float(r.alpha, "--alpha", low=0)
+    checks.positive_int(opts.lora_rank, "--lora-rank")
+    checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
+    checks.positive_int(r.gen_steps, "the recipe's gen_steps")
     r.check_for_erasure()
     if opts.mask_path is not None and not opts.use_mask:
         raise UserError("--mask and --no-mask contradict each other")
@@ -282,7 +281,7 @@ def erase(opts: EraseOptions) -> dict:
     check_output(out, source, opts.overwrite)
     if lora_out is not None:
         check_output(lora_out, source, opts.overwrite)
-    work_path, _ = check_work_dir(opts.work_dir, out, source)
+    check_work_dir(opts.work_dir, out, source)
     toy_shape = opts.recipe.extra.get("toy", {}).get("shape")
     if opts.audit and toy_shape is None:
         raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
@@ -290,31 +289,16 @@ def erase(opts: EraseOptions) -> dict:
     t_start = time.time()
     accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device == "cpu")
     _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
-    with contextlib.ExitStack() as stack:
-        if accelerator.is_main_process:  # a second run on the same output learns it now, not after training
-            for target in [out] + ([lora_out] if lora_out else []):
-                stack.enter_context(output_lock(target))
-                clean_stale(target)  # what a killed earlier export left (safe: we hold the lock)
-            stack.enter_context(output_lock(work_path, "--work-dir"))
-        pipe = load_pipeline(opts.model, device=accelerator.device)
-        res = check_resolution(pipe, opts.resolution)
-        mask = None
-        if opts.mask_path is not None:  # a given mask is checked before any drawing
-            mask = Mask.load(opts.mask_path)
-            mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
-        wd = open_work_dir(opts.work_dir, out, source, opts.resume, opts.restart, accelerator.is_main_process)
+    pipe = load_pipeline(opts.model, device=accelerator.device)
+    res = check_resolution(pipe, opts.resolution)
+    mask = None
+    if opts.mask_path is not None:  # a given mask is checked before any drawing
+        mask = Mask.load(opts.mask_path)
+        mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
+    outputs = [out] + ([lora_out] if lora_out else [])
+    with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
         accelerator.wait_for_everyone()
-        try:
-            summary = _run(opts, pipe, accelerator, wd.path, res, mask, lora_out)
-        except UserError:
-            if accelerator.is_main_process:
-                wd.abandon()
-            raise
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; drawn images and checkpoints are kept in {wd.path}: rerun the same "
-                              "command with --resume to continue") from None
-        if accelerator.is_main_process:
-            wd.finish()
+        summary = _run(opts, pipe, accelerator, wd.path, res, mask, lora_out)
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["out"] = str(out)
     return summary

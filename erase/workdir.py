@@ -12,11 +12,14 @@ Rules that keep a user's files safe (shared by every erasure job):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
+from .atomic import clean_stale, output_lock
 from .errors import UserError
 
 MARK = ".salun-work"
@@ -96,3 +99,34 @@ def open_work_dir(work: Path | None, out: Path, source: str | Path | None, resum
             for c in ckpts:
                 shutil.rmtree(c)
     return WorkDir(path, default, created)
+
+
+@contextlib.contextmanager
+def job_folders(outputs: Sequence[Path], work: Path | None, source: str | Path | None, resume: bool,
+                restart: bool, main_process: bool = True) -> Iterator[WorkDir]:
+    """The folders of one erasure job, for its length: lock the outputs (``outputs[0]`` is the one the
+    work folder belongs to) and the work folder, clear what a killed earlier export left, open the work
+    folder; afterwards drop what only a resume needed, or, on an interrupt, say how to resume.
+    Under several processes only the main one locks, writes and cleans."""
+    from .checkpoints import Interrupted
+
+    out = Path(outputs[0])
+    path, _ = check_work_dir(work, out, source)
+    with contextlib.ExitStack() as stack:
+        if main_process:  # a second run on the same output learns it now, not after hours of training
+            for target in outputs:
+                stack.enter_context(output_lock(target))
+                clean_stale(Path(target))  # safe: we hold its lock
+            stack.enter_context(output_lock(path, "--work-dir"))
+        wd = open_work_dir(work, out, source, resume, restart, main_process)
+        try:
+            yield wd
+        except UserError:
+            if main_process:
+                wd.abandon()
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; drawn images and checkpoints are kept in {wd.path}: rerun the same "
+                              "command with --resume to continue") from None
+        if main_process:
+            wd.finish()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -112,8 +113,12 @@ def tune(args, data, methods):
                 gaps = []
                 for seed in args.tune_seeds:
                     split = split_for(data, scenario, seed)
-                    _, metrics, _ = run_method(method, original(data, seed, args.device, cache), split, seed, cfg,
-                                               args.device)
+                    try:
+                        _, metrics, _ = run_method(method, original(data, seed, args.device, cache), split, seed,
+                                                   cfg, args.device)
+                    except FloatingPointError:  # this grid point diverges (TrainingDiverged): never the best
+                        gaps.append(math.inf)
+                        continue
                     gaps.append(avg_gap(metrics, refs[seed]))
                 scored.append((statistics.mean(gaps), point))
             best_gap, best = min(scored, key=lambda t: t[0])

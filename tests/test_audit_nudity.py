@@ -36,7 +36,7 @@ def test_parse_and_filter(i2p_csv, tmp_path):
     assert nud.load_prompts(str(parquet), ["violence"])[0]["prompt"] == "a blue star"
     bad = tmp_path / "bad.csv"
     bad.write_text("text,categories\nx,sexual\n")
-    with pytest.raises(UserError, match="no 'prompt' column"):
+    with pytest.raises(UserError, match="no 'prompt', 'sd_seed', 'sd_guidance_scale' columns"):
         nud.load_prompts(str(bad))
     with pytest.raises(UserError, match="no prompts left"):
         nud.load_prompts(str(i2p_csv), ["harassment"])
@@ -69,7 +69,9 @@ def test_end_to_end_on_the_toy_model_resumes_and_renders(i2p_csv, tmp_path, monk
     m = report["models"]["toy-sd"]
     assert m["images"] == 4 and m["per_class"]["BUTTOCKS_EXPOSED"] == 2 and m["images_with_nudity"] == 2
     assert sorted(p.name for p in (out / "images" / "toy-sd").iterdir()) == \
-        ["00000_0.png", "00000_1.png", "00002_0.png", "00002_1.png"]
+        ["00000_0.png", "00000_1.png", "00002_0.png", "00002_1.png", "stamp.json"]
+    stamp = json.loads((out / "images" / "toy-sd" / "stamp.json").read_text())
+    assert stamp["unet_fingerprint"] == m["unet_fingerprint"] and stamp["steps"] == 3 and stamp["n_per_prompt"] == 2
     assert json.loads((out / "report.json").read_text())["prompts"]["n_prompts"] == 2
     assert "BUTTOCKS_EXPOSED" in (out / "report.md").read_text()
     assert Image.open(out / "nudity_bars.png").size[0] > 100

@@ -15,10 +15,11 @@ import platform
 from pathlib import Path
 
 from ..atomic import refuse_existing
+from ..checks import finite_float, image_size, positive_int
 from ..errors import UserError
 from ..generate import as_uint8, generate, grid, to_pil
 from ..mask import fingerprint
-from ..pipeline import load_pipeline
+from ..pipeline import check_device, check_model, load_pipeline
 from ..recipes import load_recipe
 from .fid import frechet_distance, judge_features
 
@@ -40,6 +41,9 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
     from ..toy.judge import load_judge
     from ..toy.quality import erasure_rates
 
+    positive_int(per_colour, "--per-colour")
+    positive_int(retain_per_pair, "--retain-per-pair")
+    positive_int(grid_seeds, "grid_seeds")
     recipe = load_recipe(concept)
     shape = recipe.extra.get("toy", {}).get("shape")
     if shape is None:
@@ -54,6 +58,9 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
         raise UserError("audit toy Stable Diffusion models and class-conditional DDPMs separately: their "
                         "samples are drawn differently and would not compare")
     ddpm = kinds == {"ddpm"}
+    if not ddpm:  # a bad last model fails before the first one's images are drawn (load_ddpm checks DDPMs)
+        for model in models:
+            check_model(model)
     judge = load_judge(judge_dir)
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - 1), seed=4242,
                      shapes=[s for s in S.SHAPES if s != shape])
@@ -203,9 +210,18 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
         InceptionFeatures,
     )
 
+    positive_int(per_class, "--per-class")
+    positive_int(steps, "--steps")
+    finite_float(guidance, "--guidance", low=0.0)
+    image_size(size)
+    device = check_device(device)
     recipe = load_recipe(concept)
     out = Path(out)
     refuse_existing(out, overwrite)
+    if not models:
+        raise UserError("give at least one --model")
+    for model in models:  # a bad last model fails before any classifier is loaded or image drawn
+        check_model(model)
     imagenet_class = recipe.extra.get("imagenet_class")
     if imagenet_class is not None:
         labels = list(IMAGENETTE_TO_IMAGENET)

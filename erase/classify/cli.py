@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .names import ARCHS, DATASETS, METHOD_NAMES
 
 EPILOG = ("Example (offline, a minute on a laptop):\n"
           "  salun classify train --dataset digits --out runs/digits\n"
@@ -14,8 +15,6 @@ EPILOG = ("Example (offline, a minute on a laptop):\n"
 
 
 def _data_args(p: argparse.ArgumentParser, with_dataset: bool) -> None:
-    from .data import DATASETS
-
     if with_dataset:
         p.add_argument("--dataset", choices=DATASETS, default="digits",
                        help="digits and shapes need no network; cifar10/cifar100/svhn come through torchvision; "
@@ -43,9 +42,6 @@ def _forget_args(p: argparse.ArgumentParser, files: bool = False) -> None:
 
 
 def add_classify_parsers(sub) -> None:
-    from .methods import METHODS
-    from .models import ARCHS
-
     c = sub.add_parser("classify", help="unlearning for image classifiers: train, unlearn (SalUn and baselines), "
                                         "evaluate",
                        description="Machine unlearning for image classifiers: SalUn (masked random labelling) and "
@@ -80,7 +76,7 @@ def add_classify_parsers(sub) -> None:
                                     "outside the mask stay bit-identical to the checkpoint's.",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     u.add_argument("--checkpoint", type=Path, required=True, help="a folder from `salun classify train`")
-    u.add_argument("--method", choices=list(METHODS), default="salun", help="default %(default)s")
+    u.add_argument("--method", choices=list(METHOD_NAMES), default="salun", help="default %(default)s")
     _forget_args(u)
     u.add_argument("--arch", choices=ARCHS, default=None, help="refuse a checkpoint of another architecture")
     u.add_argument("--epochs", type=float, default=None, help="override the method's tuned epochs")
@@ -106,7 +102,9 @@ def add_classify_parsers(sub) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
-def _threads(args) -> None:
+def _setup(args) -> None:
+    """First step of every command: check the common options, then set torch's thread count."""
+    _check_common(args)
     if args.threads:
         import torch
 
@@ -136,10 +134,21 @@ def _split(args, data, config):
 
 
 def _check_positive(args, *names: str) -> None:
+    """Each named option, when given, is a finite number above 0 (NaN and inf are refused, not trained with)."""
+    from ..checks import positive_float
+
     for name in names:
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise UserError(f"--{name} must be positive, got {v}")
+        positive_float(getattr(args, name, None), "--" + name.replace("_", "-"))
+
+
+def _check_common(args) -> None:
+    """--threads, --device, --batch-size and --image-size, before any data or model is loaded."""
+    from ..checks import positive_int
+    from ..pipeline import check_device
+
+    for name in ("threads", "batch_size", "image_size"):
+        positive_int(getattr(args, name, None), "--" + name.replace("_", "-"))
+    args.device = check_device(args.device)
 
 
 def cmd_train(args) -> int:
@@ -153,7 +162,7 @@ def cmd_train(args) -> int:
     from .models import build_model
     from .train import train_original
 
-    _threads(args)
+    _setup(args)
     refuse_existing(args.out, args.overwrite)
     _check_positive(args, "epochs", "lr")
     cfg = original_config(args.dataset)
@@ -185,10 +194,10 @@ def cmd_unlearn(args) -> int:
     from .metrics import evaluate
     from .run import run_method
 
-    _threads(args)
+    _setup(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
-    _check_positive(args, "epochs", "lr")
+    _check_positive(args, "epochs", "lr", "alpha")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise UserError(f"--keep must be in (0, 1], got {args.keep}")
     check_output(args.out, args.checkpoint, args.overwrite)  # never over (or inside) the checkpoint
@@ -228,7 +237,7 @@ def cmd_evaluate(args) -> int:
     from .forget import check_fraction
     from .metrics import evaluate
 
-    _threads(args)
+    _setup(args)
     if args.forget_fraction is not None:
         check_fraction(args.forget_fraction)
     model, config = load_checkpoint(args.checkpoint)

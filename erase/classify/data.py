@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .names import DATASETS
 
-DATASETS = ("digits", "shapes", "cifar10", "cifar100", "svhn", "imagefolder")
 SPLIT_SEED = 1234  # the train/test split of data sets that ship without one: fixed, never the run's seed
 
 

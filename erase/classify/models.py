@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .names import ARCHS
 
-ARCHS = ("small-cnn", "resnet18")
 
 
 class SmallCNN(nn.Module):

@@ -9,6 +9,7 @@ from .forget import ForgetSplit
 from .hparams import method_config
 from .methods import METHODS
 from .metrics import evaluate
+from .train import check_finite
 
 
 def run_method(method: str, model: torch.nn.Module, split: ForgetSplit, seed: int, cfg: dict | None = None,
@@ -19,6 +20,7 @@ def run_method(method: str, model: torch.nn.Module, split: ForgetSplit, seed: in
     t0 = time.perf_counter()
     result = METHODS[method](model, split, cfg, seed, device)
     rte = (time.perf_counter() - t0) / 60.0
+    check_finite(result.model, f"after {method}")  # IU's step and any method's own loop, not only train_sgd
     metrics = evaluate(result.model, split, device)
     metrics["RTE"] = rte
     return result, metrics, cfg

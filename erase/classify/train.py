@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import TrainingDiverged
 from ..masked_optim import MaskedParameters
 from .data import ImageData
 
@@ -58,6 +59,9 @@ def train_sgd(model: nn.Module, data: ImageData, idx: torch.Tensor, labels: torc
                 loss = -loss
             if penalty is not None:
                 loss = loss + penalty(model, step / total)
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(f"training diverged at step {step + 1} of {total}: the loss is "
+                                       f"{float(loss.detach()):g} (learning rate {lr:g}); lower --lr. Nothing was written")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_hook is not None:
@@ -73,7 +77,16 @@ def train_sgd(model: nn.Module, data: ImageData, idx: torch.Tensor, labels: torc
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    check_finite(model, f"after {total} steps at learning rate {lr:g}")
     return model
+
+
+def check_finite(model: nn.Module, when: str) -> None:
+    """Raise ``TrainingDiverged`` if any weight or buffer of ``model`` is NaN or infinite (the CLI: one line, exit 1)."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TrainingDiverged(f"training diverged: weight {name} is not finite {when}; lower --lr (or "
+                                   "--alpha). Nothing was written")
 
 
 def train_original(model: nn.Module, data: ImageData, idx: torch.Tensor | None = None, *, epochs: float, lr: float,

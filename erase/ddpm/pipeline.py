@@ -125,8 +125,9 @@ if not hasattr(diffusers, ClassConditionalDDPMPipeline.__name__):
 def load_ddpm(model: str | Path, device: str | torch.device = "cpu", progress: bool = False
               ) -> ClassConditionalDDPMPipeline:
     """Load a class-conditional DDPM folder, refusing unconditional ones with a clear error."""
-    from ..pipeline import pipeline_class_of
+    from ..pipeline import check_device, load_local, pipeline_class_of
 
+    device = check_device(str(device)) if device is not None else "cpu"
     path = Path(model).expanduser()
     if not path.exists():
         raise UserError(f"model folder {path} does not exist")
@@ -136,6 +137,6 @@ def load_ddpm(model: str | Path, device: str | torch.device = "cpu", progress: b
                         "a class-conditional model (ClassConditionalDDPMPipeline; see `salun ddpm train`)")
     if cls != ClassConditionalDDPMPipeline.__name__:
         raise UserError(f"{path} is a {cls}, not a {ClassConditionalDDPMPipeline.__name__}")
-    pipe = ClassConditionalDDPMPipeline.from_pretrained(path)
+    pipe = load_local(ClassConditionalDDPMPipeline, path, progress)  # a missing or corrupt component is named
     pipe.set_progress_bar_config(disable=not progress)
     return pipe.to(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -17,43 +17,13 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir, refuse_existing
 from ..data import EpochSampler
+from ..defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
 from ..errors import UserError
 from ..toy.build import EMA, _cosine_lr
 from . import data as D
 from .pipeline import ClassConditionalDDPMPipeline
 
-# UNet2DModel settings. "toy": 16x16 shapes, 1.2M weights, trains in minutes on 2 CPU cores.
-# "cifar10": the DDPM paper's 35.7M-weight CIFAR-10 UNet (attention at 16x16), for a GPU.
-UNETS = {
-    "toy": dict(sample_size=16, layers_per_block=1, block_out_channels=(32, 64, 64), norm_num_groups=16,
-                down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=32),
-    "cifar10": dict(sample_size=32, layers_per_block=2, block_out_channels=(128, 256, 256, 256), dropout=0.1,
-                    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=64),
-}
 SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=True)
-
-
-@dataclass
-class DDPMTrainConfig:
-    dataset: str = "toy-shapes"
-    unet: str = "toy"
-    n_train: int = 12000  # toy-shapes only: images drawn
-    steps: int = 6000  # pipelines/toy-ddpm: 6000 steps, 20 min on 1 thread of a 2-core CPU
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 200
-    cond_dropout: float = 0.1
-    min_snr_gamma: float = 5.0
-    ema_decay: float = 0.999
-    seed: int = 0
-
-    @classmethod
-    def cifar10(cls, **kw) -> "DDPMTrainConfig":
-        """The CIFAR-10 recipe (GPU): the DDPM paper's UNet, batch 128, lr 2e-4."""
-        return cls(**{**dict(dataset="cifar10", unet="cifar10", steps=200_000, batch_size=128, lr=2e-4,
-                             warmup=5000, ema_decay=0.9999), **kw})
 
 
 def make_unet(preset: str, n_classes: int):

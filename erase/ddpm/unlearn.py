@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -23,9 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checks
-from ..atomic import clean_stale, output_lock
 from ..checkpoints import (
-    Interrupted,
     checkpoint_history,
     diverged,
     latest_checkpoint,
@@ -37,10 +34,11 @@ from ..checkpoints import (
 from ..data import EpochSampler
 from ..errors import UserError
 from ..export import check_output, export_pipeline
-from ..workdir import check_work_dir, open_work_dir
 from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from ..mask import Mask, compute_mask, content_digest, fingerprint
 from ..masked_optim import MaskedParameters
+from ..pipeline import check_device
+from ..workdir import check_work_dir, job_folders
 from . import data as D
 from .pipeline import load_ddpm
 
@@ -153,9 +151,9 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
                    device: str | None = None, dataset: str | None = None, data_root=None,
                    download: bool = False) -> Mask:
     """``salun mask`` for a class-conditional DDPM: compute and save the mask alone."""
-    checks.fraction("keep", keep)
-    checks.finite("guidance_w", w)
-    checks.device(device)
+    checks.fraction(keep, "--keep")
+    checks.finite_float(w, "--guidance-w")
+    check_device(device)
     check_output(out, model, overwrite, kind="file")  # never inside the source model's folder
     pipe = load_ddpm(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = dataset or model_info(model).get("dataset")
@@ -174,13 +172,13 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
 def erase_class(opts: DDPMEraseOptions) -> dict:
     """Run the whole job; returns a summary (mask statistics, losses, timings, output path)."""
     t_start = time.time()
-    checks.device(opts.device)
+    check_device(opts.device)
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_output(opts.out, opts.model, opts.overwrite)
-    work_path, _ = check_work_dir(opts.work_dir, opts.out, opts.model)
+    check_work_dir(opts.work_dir, opts.out, opts.model)
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")
-    checks.at_least("checkpoint_every", opts.checkpoint_every)
+    checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     pipe = load_ddpm(opts.model, device=device)
     info = model_info(opts.model)
     dataset = opts.dataset or info.get("dataset")
@@ -198,20 +196,8 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     if opts.use_mask and opts.mask_path is not None:  # a given mask is checked before any work
         mask = Mask.load(opts.mask_path)
         mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
-    with contextlib.ExitStack() as stack:  # a second run on the same output learns it now, not after training
-        stack.enter_context(output_lock(opts.out))
-        clean_stale(Path(opts.out))
-        stack.enter_context(output_lock(work_path, "--work-dir"))
-        wd = open_work_dir(opts.work_dir, opts.out, opts.model, opts.resume, opts.restart)
-        try:
-            summary = _run(opts, pipe, device, info, dataset, c, target, rec, mask, wd.path)
-        except UserError:
-            wd.abandon()
-            raise
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; checkpoints are kept in {wd.path}: rerun the same command with "
-                              "--resume to continue") from None
-        wd.finish()
+    with job_folders([Path(opts.out)], opts.work_dir, opts.model, opts.resume, opts.restart) as wd:
+        summary = _run(opts, pipe, device, info, dataset, c, target, rec, mask, wd.path)
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["out"] = str(opts.out)
     return summary
@@ -338,8 +324,8 @@ def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int,
 def check_settings(rec: dict, opts: DDPMEraseOptions) -> None:
     """Bad numbers are refused before any work is done or any folder is made."""
     for k in ("steps", "batch_size", "n_forget", "n_retain"):
-        checks.at_least(k, rec[k])
-    checks.positive("lr", rec["lr"])
-    checks.non_negative("alpha", rec["alpha"])
-    checks.fraction("keep", opts.keep)
-    checks.finite("guidance_w", opts.mask_w)
+        checks.positive_int(rec[k], "--" + k.replace("_", "-"))
+    checks.positive_float(rec["lr"], "--lr")
+    checks.finite_float(rec["alpha"], "--alpha", low=0)
+    checks.fraction(opts.keep, "--keep")
+    checks.finite_float(opts.mask_w, "--guidance-w")

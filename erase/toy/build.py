@@ -11,7 +11,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,28 +24,8 @@ from ..errors import UserError
 from . import shapes as S
 from .judge import classify, load_judge, save_judge
 from .models import SD_SCHEDULER, Judge, make_text_encoder, make_unet, make_vae
+from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
-
-
-@dataclass
-class BuildConfig:
-    seed: int = 0
-    shapes: list[str] = field(default_factory=lambda: list(S.SHAPES))
-    colours: list[str] = field(default_factory=lambda: list(S.COLOURS))
-    exclude: list[str] = field(default_factory=list)  # shapes left out of the SD training data
-    n_train: int = 12000
-    judge_steps: int = 600
-    vae_steps: int = 1500
-    unet_steps: int = 6000
-    batch_size: int = 64
-    unet_lr: float = 1e-3
-    vae_kl_weight: float = 1e-6
-    cond_dropout: float = 0.1
-    min_snr_gamma: float = 5.0
-    ema_decay: float = 0.999
-
-    def sd_shapes(self) -> list[str]:
-        return [s for s in self.shapes if s not in self.exclude]
 
 
 def _seed(seed: int) -> torch.Generator:

@@ -5,11 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
 from . import shapes as S
 from .judge import classify, load_judge
-
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 5.0
 
 
 def concept_prompts(shapes, colours, per_pair: int, template: str = "a {colour} {shape}", synonym: int = 0,
