@@ -7,6 +7,8 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
 - ``fwdbwd``: one plain forward + backward of the mask's loss (guided noise MSE, w = 7.5) on one batch:
   the floor any gradient pass over the UNet costs;
 - ``mask``: the mask pass (``compute_mask`` over 2 forget batches, global top 50%) and the mask file;
+- ``mask_accumulator``: the same with a separate float32 accumulator (the way the DDPM recipe's
+  per-batch clipping needs it, and the way every mask pass worked before);
 - ``steps``: a plain fine-tune step (Adam, every weight) against a masked SalUn step, same batch and
   optimizer, timed in one process (the ratio), then the export and a ``from_pretrained`` reload;
 - ``erase`` and ``erase_lora``: the whole ``salun erase`` job (load, encode 2 + 2 images, mask, 2 steps,
@@ -32,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PHASES = ("fwdbwd", "mask", "steps", "erase", "erase_lora")
+PHASES = ("fwdbwd", "mask", "mask_accumulator", "steps", "erase", "erase_lora")
 
 
 def _peak_gib(device: str) -> float:
@@ -88,7 +90,7 @@ def phase_fwdbwd(a) -> dict:
     return {"seconds": round(time.perf_counter() - t0, 2)}
 
 
-def phase_mask(a) -> dict:
+def phase_mask(a, clip: float | None = None) -> dict:
     from erase.losses import guided_forgetting_loss
     from erase.mask import compute_mask
 
@@ -103,13 +105,19 @@ def phase_mask(a) -> dict:
             return guided_forgetting_loss(eps, sched, z0, c, u, t, noise, 7.5)
 
     t0 = time.perf_counter()
-    mask = compute_mask(unet, loss_fn, [0, 1], keep=0.5, progress=False)
+    mask = compute_mask(unet, loss_fn, [0, 1], keep=0.5, clip_grad_norm=clip, progress=False)
     seconds = time.perf_counter() - t0
-    path = a.work / "mask.safetensors"
+    path = a.work / ("mask.safetensors" if clip is None else "mask-accumulator.safetensors")
     mask.save(path)
     return {"seconds": round(seconds, 2), "mask_file_mib": round(path.stat().st_size / 2**20, 1),
             "kept_fraction": round(mask.kept / mask.total, 4), "gradient_sum": mask.meta["gradient_sum"],
             "int64_mask_gib_reference_style": round(mask.total * 8 / 2**30, 2)}
+
+
+def phase_mask_accumulator(a) -> dict:
+    """The mask pass as it was before the sum moved into the gradients: a float32 accumulator beside
+    them (forced by a per-batch clip at infinity, which changes no value)."""
+    return phase_mask(a, clip=float("inf"))
 
 
 def phase_steps(a) -> dict:
@@ -298,8 +306,9 @@ def main() -> None:
         phases.insert(phases.index("steps"), "mask")
     for ph in phases:
         res[ph] = run_child(ph, a)
-    if "fwdbwd" in res and "mask" in res:
-        res["mask_peak_over_fwdbwd"] = round(res["mask"]["peak_gib"] / res["fwdbwd"]["peak_gib"], 3)
+    for m in ("mask", "mask_accumulator"):
+        if "fwdbwd" in res and m in res:
+            res[f"{m}_peak_over_fwdbwd"] = round(res[m]["peak_gib"] / res["fwdbwd"]["peak_gib"], 3)
     if "erase" in res and "erase_lora" in res:
         res["lora_peak_over_plain_erase"] = round(res["erase_lora"]["peak_gib"] / res["erase"]["peak_gib"], 3)
     print(json.dumps(res, indent=2))
