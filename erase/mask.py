@@ -55,6 +55,11 @@ def select_parameters(model: nn.Module, selection: str = "all") -> dict[str, nn.
     return chosen
 
 
+def sums_in_gradients(clip_grad_norm: float | None, params: dict[str, nn.Parameter]) -> bool:
+    """Whether the gradient sum can live in the weights' own ``.grad`` (no clipping, float32 weights)."""
+    return clip_grad_norm is None and all(p.dtype == torch.float32 for p in params.values())
+
+
 def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss_fn: Callable[[object], torch.Tensor],
                          batches: Iterable, clip_grad_norm: float | None = None, progress: bool = True,
                          total: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
@@ -74,7 +79,7 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
     for p in params.values():
         p.requires_grad_(True)
         p.grad = None
-    in_place = clip_grad_norm is None and all(p.dtype == torch.float32 for p in params.values())
+    in_place = sums_in_gradients(clip_grad_norm, params)
     acc = {} if in_place else {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     n_batches = 0
     for batch in tqdm(batches, desc="saliency", disable=not progress, total=total, dynamic_ncols=True):
@@ -99,6 +104,10 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
             g = params[n].grad
             acc[n] = g if g is not None else torch.zeros_like(params[n], dtype=torch.float32)
             params[n].grad = None
+    bad = [n for n in names if not bool(torch.isfinite(acc[n]).all())]
+    if bad:  # NaN bit patterns would rank above every finite score: never a silent mask
+        raise FloatingPointError(f"the forgetting gradient is NaN or infinite in {len(bad)} tensors (e.g. {bad[0]}); "
+                                 "try --mixed-precision no")
     return acc, n_batches
 
 
@@ -250,7 +259,7 @@ def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], ba
     params = select_parameters(model, selection)
     grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total)
     masks = top_fraction_mask(grads, keep, scope, consume=True)
-    in_place = clip_grad_norm is None and all(p.dtype == torch.float32 for p in params.values())
+    in_place = sums_in_gradients(clip_grad_norm, params)
     info = {"selection": selection, "keep": keep, "scope": scope, "clip_grad_norm": clip_grad_norm,
             "gradient_sum": "in the weights' gradients" if in_place else
             "float32 accumulator beside the gradients (per-batch clipping or half-precision weights)",

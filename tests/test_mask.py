@@ -104,3 +104,18 @@ def test_in_place_gradient_sum_equals_the_float32_accumulator():
     assert mask.meta["gradient_sum"] == "in the weights' gradients"
     clipped = compute_mask(model, lambda x: model(x).pow(2).sum(), batches, clip_grad_norm=1.0, progress=False)
     assert clipped.meta["gradient_sum"].startswith("float32 accumulator")
+
+
+def test_non_finite_gradient_sums_are_refused():
+    class InfGrad(torch.autograd.Function):  # a finite loss whose gradient overflows (as fp16 autocast can)
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("inf")
+
+    model = nn.Linear(3, 2)
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        compute_mask(model, lambda x: InfGrad.apply(model(x)).sum(), [torch.ones(1, 3)], progress=False)
