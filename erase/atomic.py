@@ -9,6 +9,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,12 +29,28 @@ def refuse_existing(target: str | Path, overwrite: bool = False) -> None:
         raise UserError(f"{target} exists: choose another --out or pass --overwrite")
 
 
-def is_disk_full(e: BaseException) -> bool:
-    """An OSError (or a library error wrapping one) that says the disk or quota is full."""
-    if isinstance(e, OSError) and e.errno in _DISK_FULL:
-        return True
-    text = str(e).lower()
-    return "no space left" in text or "disk quota exceeded" in text
+def is_disk_full(e: BaseException, where: str | Path | None = None) -> bool:
+    """An OSError (or a library error wrapping one) that says the disk or quota is full.
+
+    torch.save reports a full disk as "PytorchStreamWriter failed writing file": for such a bare write
+    failure the free space where it was writing decides.
+    """
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            return True
+        text = str(e).lower()
+        if "no space left" in text or "disk quota exceeded" in text:
+            return True
+        if where is not None and ("write failed" in text or "failed writing" in text):
+            probe = Path(where)
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            with contextlib.suppress(OSError):
+                if shutil.disk_usage(probe).free < 64 * 2**20:
+                    return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 @contextlib.contextmanager
@@ -44,7 +61,7 @@ def disk_errors(where: str | Path):
     except DiskFull:
         raise
     except Exception as e:  # noqa: BLE001 - safetensors and PIL wrap the OSError in their own types
-        if is_disk_full(e):
+        if is_disk_full(e, where):
             raise DiskFull(f"no space left on the disk holding {Path(where).absolute()} (No space left on device): free some "
                            "space and rerun (finished stages and checkpoints are kept)") from e
         raise
@@ -79,18 +96,25 @@ def _remove(path: Path) -> None:
 
 
 def clean_stale(target: Path) -> None:
-    """Remove what an earlier, killed writer of ``target`` left behind (``.<name>.*.tmp``, ``.<name>.old``).
+    """Tidy what an earlier, killed writer of ``target`` left behind: its ``.<name>.XXXXXXXX.tmp`` folders
+    are removed; a ``.<name>.old`` is the previous output, put back if ``target`` itself is missing (the
+    kill fell between the two renames of a swap) and removed otherwise.
 
     Only call this while holding ``output_lock(target)``: then no other salun run is writing there.
     """
     parent = target.parent
     if not parent.is_dir():
         return
-    for p in parent.glob(f".{target.name}.*.tmp"):
-        _remove(p)
+    own = re.compile(rf"^\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")  # mkdtemp's names, no others
+    for p in parent.iterdir():
+        if own.match(p.name):
+            _remove(p)
     old = parent / f".{target.name}.old"
     if old.exists() or old.is_symlink():
-        _remove(old)
+        if target.exists() or target.is_symlink():
+            _remove(old)
+        else:
+            old.rename(target)
 
 
 @contextlib.contextmanager
@@ -124,8 +148,8 @@ def atomic_dirs(targets: list[str | Path], overwrite: bool = False):
                     if old.exists() or old.is_symlink():
                         _remove(old)
                     t.rename(old)
+                swapped.append((t, old))  # before the second rename: a failure there puts ``old`` back
                 tmp.rename(t)
-                swapped.append((t, old))
         except BaseException:
             for t, old in reversed(swapped):  # put the earlier outputs back
                 shutil.rmtree(t, ignore_errors=True)
@@ -171,14 +195,22 @@ def output_lock(target: str | Path, what: str = "--out"):
     target = Path(target).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = target.parent / f".{target.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise UserError(f"another salun run (pid {holder}) is writing {target}: wait for it, or choose "
                             f"another {what}") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file that is there
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:

@@ -7,7 +7,8 @@ import json
 def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = None) -> str:
     m = summary.get("mask")
     mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
-                 f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, global ranking"
+                 f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, "
+                 f"{'global' if m.get('scope', 'global') == 'global' else 'per-tensor'} ranking"
                  if m else "none: every selected weight was trainable (ablation)")
     res = summary.get("resolution")
     res_line = (f"\n- Training resolution: {res} px (the model's own is {summary['model_resolution']} px)"

@@ -3,6 +3,7 @@ accelerator they run under."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -112,10 +113,13 @@ def checkpoint_history(ckpt: Path | None) -> list[dict]:
     f = ckpt / "history.jsonl" if ckpt is not None else None
     if f is None or not f.exists():
         return []
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise UserError(f"{ckpt} is damaged ({f.name}: {type(e).__name__}): rerun with --restart to discard it") from e
 
 
-def fresh_accelerator(mixed_precision: str, cpu: bool):
+def fresh_accelerator(mixed_precision: str, cpu: bool, device: str | None = None):
     """An Accelerator with these settings, even if this process made one with others before.
 
     accelerate keeps its state in a process-wide singleton; a library called twice in one process (a
@@ -127,4 +131,8 @@ def fresh_accelerator(mixed_precision: str, cpu: bool):
     if AcceleratorState._shared_state:  # noqa: SLF001 - accelerate offers no public reset
         single = PartialState().num_processes == 1
         AcceleratorState._reset_state(reset_partial_state=single)  # noqa: SLF001
+    if device is not None and not cpu:
+        d = torch.device(device)
+        if d.type == "cuda" and d.index is not None and "LOCAL_RANK" not in os.environ:
+            torch.cuda.set_device(d)  # one process: accelerate takes the current CUDA device (--device cuda:1)
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)

@@ -609,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, FileExistsError) as e:
         print(f"salun: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # a folder the user cannot write or read: their setup, not a bug
+        print(f"salun: error: permission denied: {e.filename or e} (pick a folder you can write to)", file=sys.stderr)
+        return 2
     except FloatingPointError as e:
         print(f"salun: error: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ interrupt) leaves the source and any earlier output as they were.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,9 +20,12 @@ from .errors import UserError
 from .mask import Mask
 
 
-def check_output(out: Path, source: str | Path | None, overwrite: bool, kind: str = "folder") -> None:
-    """Refuse to write over the source checkpoint, the current folder, a file of the wrong kind, or an
-    existing output without --overwrite. ``kind``: what --out must be, "folder" or "file"."""
+def check_output(out: Path, source: str | Path | None, overwrite: bool, kind: str = "folder",
+                 replaceable: tuple[str, ...] = ("model_index.json",)) -> None:
+    """Refuse, before any work: writing over or inside the source checkpoint, the current folder, a file
+    of the wrong kind, an existing output without --overwrite, a folder --overwrite must not replace (one
+    holding none of the ``replaceable`` files that mark an output, e.g. a user's data folder), and a
+    place this user cannot write. ``kind``: what --out must be, "folder" or "file"."""
     given = Path(out)
     out = given.expanduser().resolve()
     if source is not None and Path(str(source)).expanduser().exists():
@@ -36,6 +40,14 @@ def check_output(out: Path, source: str | Path | None, overwrite: bool, kind: st
     if out.exists() and kind == "file" and out.is_dir():
         raise UserError(f"--out {given} is a folder: give a file name, e.g. {given / 'mask.safetensors'}")
     refuse_existing(out, overwrite)
+    if out.is_dir() and replaceable and any(out.iterdir()) and not any((out / m).exists() for m in replaceable):
+        raise UserError(f"--out {given} is a folder that no salun run wrote (it has no {replaceable[0]}): "
+                        "--overwrite only replaces earlier outputs; pick another name")
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out {given}: {probe} is not writable by this user; pick a folder you can write to")
 
 
 def _source_folder(pipe) -> Path | None:

@@ -48,12 +48,13 @@ class Recipe:
             raise UserError(f"recipe {self.name!r}: an empty retain prompt")
         checks.fraction(self.keep, "--keep")
 
-    def check_for_erasure(self) -> None:
-        """What training needs beyond the mask: a misaligned prompt, and retain prompts when alpha > 0."""
+    def check_for_erasure(self, retain_data: bool = False) -> None:
+        """What training needs beyond the mask: a misaligned prompt, and retain prompts (or a retain image
+        folder, ``retain_data``) when alpha > 0."""
         if not self.misaligned_prompts:
             raise UserError(f"recipe {self.name!r}: misaligned prompts must be a non-empty list of non-empty "
                             "prompts (--misaligned-prompt: what the forget prompt should draw instead)")
-        if self.alpha > 0 and not self.retain_prompts and not self.retain_dataset:
+        if self.alpha > 0 and not self.retain_prompts and not self.retain_dataset and not retain_data:
             raise UserError(f"recipe {self.name!r}: alpha > 0 needs retain prompts or a retain dataset "
                             "(--retain-prompt, or set --alpha 0)")
 

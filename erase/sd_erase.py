@@ -200,7 +200,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     with output_lock(out):
         pipe = load_pipeline(model, device=accelerator.device)
         res = check_resolution(pipe, resolution)
-        wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False)
+        wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False)
         try:
             opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
             mean, std, caps, _ = _latents(pipe, recipe, opts, wd.path, "forget", res)
@@ -262,7 +262,8 @@ def check_options(opts: EraseOptions) -> None:
     checks.positive_int(opts.lora_rank, "--lora-rank")
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     checks.positive_int(r.gen_steps, "the recipe's gen_steps")
-    r.check_for_erasure()
+    r.check_for_erasure(retain_data=opts.retain_data is not None)
+    checks.finite_float(opts.seed, "--seed", low=0, high=2**63 - 1)
     if opts.mask_path is not None and not opts.use_mask:
         raise UserError("--mask and --no-mask contradict each other")
     if opts.resume and opts.restart:
@@ -280,14 +281,15 @@ def erase(opts: EraseOptions) -> dict:
     lora_out = Path(str(out) + "-lora") if opts.lora_rank else None
     check_output(out, source, opts.overwrite)
     if lora_out is not None:
-        check_output(lora_out, source, opts.overwrite)
-    check_work_dir(opts.work_dir, out, source)
+        check_output(lora_out, source, opts.overwrite, replaceable=LORA_FILES)
+    check_work_dir(opts.work_dir, out, source, [lora_out] if lora_out else [])
     toy_shape = opts.recipe.extra.get("toy", {}).get("shape")
     if opts.audit and toy_shape is None:
         raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
                         "`salun audit nudity` or `salun audit concept`")
     t_start = time.time()
-    accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device == "cpu")
+    accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device is not None and
+                                    torch.device(opts.device).type == "cpu", device=opts.device)
     _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
     pipe = load_pipeline(opts.model, device=accelerator.device)
     res = check_resolution(pipe, opts.resolution)
@@ -342,9 +344,11 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
         # the other processes then load that same file, so every rank trains under one mask.
         with accelerator.main_process_first():
             mask = Mask.load(cached) if cached.exists() else None
-            if mask is not None and (mask.meta.get("recipe_key") != key or
-                                     mask.meta.get("fingerprint") != fingerprint(
-                                         select_parameters(unet, recipe.selection))):
+            # Only the main process judges the cache; the others take the file it left (their own encodings
+            # of the images need not be bit-identical to the main process's on other devices).
+            if accelerator.is_main_process and mask is not None and (
+                    mask.meta.get("recipe_key") != key or
+                    mask.meta.get("fingerprint") != fingerprint(select_parameters(unet, recipe.selection))):
                 mask = None
             if mask is None:
                 if not accelerator.is_main_process:
@@ -434,7 +438,8 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                    epochs=round(steps * recipe.batch_size / len(f_caps), 3))
     summary = {"steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
                "trainable_weights": n_trainable,
-               "mask": {k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"} if mask else None,
+               "mask": {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
+                        "scope": mask.meta.get("scope", "global")} if mask else None,
                "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
                "n_retain": len(r_caps or []), "resolution": res, "model_resolution": _native_resolution(pipe),
                "data": {"forget": f_source, "retain": r_source}}
@@ -450,6 +455,9 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
         opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
     _export(opts, pipe, unet, used, mask, history, summary, changed, lora_out)
     return summary
+
+
+LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")
 
 
 def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
@@ -472,9 +480,19 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
     rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary}
     card = erased_card(base_name, recipe, summary, opts, opts.extra_card)
     targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
+    stale_lora = Path(str(opts.out) + "-lora")
+    if lora_out is None and opts.overwrite and (stale_lora / "lora_report.json").exists():
+        # An earlier run's adapter of this --out would describe a pipeline that is about to be replaced:
+        # it goes with the old pipeline (swapped for an empty folder, then removed).
+        targets.append(stale_lora)
     with atomic_dirs(targets, overwrite=opts.overwrite) as tmps:
         write_pipeline(pipe, unet, tmps[0], mask=mask, recipe=rec, card=card,
                        extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"})
         if lora is not None:
             write_lora(StableDiffusionPipeline, lora[0], lora[1], tmps[1],
                        card=lora_card(base_name, lora[1], str(opts.out)))
+    if len(targets) > 1 and lora is None:
+        import shutil
+
+        shutil.rmtree(stale_lora, ignore_errors=True)
+        print(f"removed {stale_lora}: the adapter of the pipeline this run replaced")

@@ -55,13 +55,16 @@ class WorkDir:
             shutil.rmtree(c, ignore_errors=True)
 
     def abandon(self) -> None:
-        """After a refusal: remove the folder this run made, unless it holds something to resume."""
-        if self.created and not checkpoints_in(self.path):
+        """After a refusal: remove the folder this run made if nothing was put in it yet (drawn images,
+        a mask or checkpoints are kept: a rerun reuses them)."""
+        if self.created and all(p.name == MARK for p in self.path.iterdir()):
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def check_work_dir(work: Path | None, out: Path, source: str | Path | None) -> tuple[Path, bool]:
-    """(resolved work folder, whether it is the default) after the checks that need no files written."""
+def check_work_dir(work: Path | None, out: Path, source: str | Path | None,
+                   others: Sequence[Path] = ()) -> tuple[Path, bool]:
+    """(resolved work folder, whether it is the default) after the checks that need no files written.
+    ``others``: further outputs of the run (a ``-lora`` folder) the work folder must not overlap either."""
     out = Path(out).expanduser().resolve()
     default = work is None
     path = (default_work_dir(out) if default else Path(work)).expanduser().resolve()
@@ -70,9 +73,10 @@ def check_work_dir(work: Path | None, out: Path, source: str | Path | None) -> t
         if _inside(path, src) or _inside(src, path):
             raise UserError(f"--work-dir {path} would write inside (or over) the source model {src}: "
                             "pick another folder")
-    if _inside(path, out) or _inside(out, path):
-        raise UserError(f"--work-dir {path} and --out {out} overlap: the export replaces --out, so keep the "
-                        "work folder elsewhere")
+    for o in [out, *(Path(x).expanduser().resolve() for x in others)]:
+        if _inside(path, o) or _inside(o, path):
+            raise UserError(f"--work-dir {path} and the output {o} overlap: the export replaces the output, so keep "
+                            "the work folder elsewhere")
     if path.exists() and not path.is_dir():
         raise UserError(f"--work-dir {path} is a file, not a folder")
     if path.is_dir() and not (path / MARK).exists() and any(path.iterdir()):
@@ -82,13 +86,12 @@ def check_work_dir(work: Path | None, out: Path, source: str | Path | None) -> t
 
 
 def open_work_dir(work: Path | None, out: Path, source: str | Path | None, resume: bool, restart: bool,
-                  main_process: bool = True) -> WorkDir:
-    """Check, create and mark the work folder; settle what happens to an earlier run's checkpoints."""
-    path, default = check_work_dir(work, out, source)
-    if resume and restart:
-        raise UserError("--resume and --restart contradict each other")
+                  main_process: bool = True, trains: bool = True, others: Sequence[Path] = ()) -> WorkDir:
+    """Check, create and mark the work folder; settle what happens to an earlier run's checkpoints.
+    ``trains``: False for a job without checkpoints (``salun mask``), which leaves them alone."""
+    path, default = check_work_dir(work, out, source, others)
     created = not path.exists()
-    ckpts = checkpoints_in(path) if path.is_dir() else []
+    ckpts = checkpoints_in(path) if path.is_dir() and trains else []
     if ckpts and not resume and not restart:
         raise UserError(f"{path} holds checkpoints of an earlier run (last: {ckpts[-1].name}): pass --resume to "
                         "continue it, or --restart to discard them")
@@ -111,14 +114,14 @@ def job_folders(outputs: Sequence[Path], work: Path | None, source: str | Path |
     from .checkpoints import Interrupted
 
     out = Path(outputs[0])
-    path, _ = check_work_dir(work, out, source)
+    path, _ = check_work_dir(work, out, source, outputs[1:])
     with contextlib.ExitStack() as stack:
         if main_process:  # a second run on the same output learns it now, not after hours of training
             for target in outputs:
                 stack.enter_context(output_lock(target))
                 clean_stale(Path(target))  # safe: we hold its lock
             stack.enter_context(output_lock(path, "--work-dir"))
-        wd = open_work_dir(work, out, source, resume, restart, main_process)
+        wd = open_work_dir(work, out, source, resume, restart, main_process, others=outputs[1:])
         try:
             yield wd
         except UserError:

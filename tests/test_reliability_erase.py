@@ -232,17 +232,42 @@ def test_disk_full_is_one_line_and_resume_exports(tmp_path, capsys, monkeypatch)
 
 
 def test_stale_leftovers_are_cleaned_and_files_are_ordinary(tmp_path):
-    (tmp_path / ".out.abcd.tmp").mkdir()  # what a SIGKILLed export leaves
-    (tmp_path / ".out.abcd.tmp" / "big.bin").write_bytes(b"0" * 100)
-    (tmp_path / ".out.old").mkdir()
+    (tmp_path / ".out.k3j2h1g0.tmp").mkdir()  # what a SIGKILLed export of out leaves
+    (tmp_path / ".out.k3j2h1g0.tmp" / "big.bin").write_bytes(b"0" * 100)
+    (tmp_path / ".out.v2.k3j2h1g0.tmp").mkdir()  # another output's (out.v2): not ours to touch
     old = os.umask(0o022)
     try:
         erase(_opts(tmp_path))
     finally:
         os.umask(old)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.v2.k3j2h1g0.tmp", "out", "work"]
     for f in ("unet/diffusion_pytorch_model.safetensors", "mask.safetensors", "README.md"):
         assert oct((tmp_path / "out" / f).stat().st_mode & 0o777) == oct(0o644), f
+
+
+def test_a_kill_between_the_renames_puts_the_previous_output_back(tmp_path):
+    from erase.atomic import clean_stale
+
+    (tmp_path / ".out.old").mkdir()  # the previous output, moved aside; the new one never arrived
+    (tmp_path / ".out.old" / "model_index.json").write_text("{}")
+    clean_stale(tmp_path / "out")
+    assert (tmp_path / "out" / "model_index.json").exists() and not (tmp_path / ".out.old").exists()
+    (tmp_path / ".out.old").mkdir()  # both present: the swap finished, the old one is left over
+    clean_stale(tmp_path / "out")
+    assert (tmp_path / "out" / "model_index.json").exists() and not (tmp_path / ".out.old").exists()
+
+
+def test_overwrite_replaces_only_outputs_and_an_old_adapter_goes_with_its_pipeline(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photo.png").write_bytes(b"mine")
+    base = ["erase", "--concept", "circle", *TINY, "--checkpoint-every", "1"]
+    _refused(capsys, [*base, "--out", "data", "--overwrite"], "no salun run wrote")
+    assert (tmp_path / "data" / "photo.png").read_bytes() == b"mine"
+    assert main([*base, "--out", "o", "--lora-rank", "2"]) == 0 and (tmp_path / "o-lora").exists()
+    assert main([*base, "--out", "o", "--overwrite"]) == 0
+    assert not (tmp_path / "o-lora").exists()  # it described the pipeline this run replaced
+    assert "removed" in capsys.readouterr().out
 
 
 def test_stale_mask_cache_is_not_reused_for_other_images(tmp_path):

@@ -323,7 +323,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and one rename: never a half-written report."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Never a half-written report (and a full disk is one line)."""
+    from ..atomic import write_text_atomic
+
+    write_text_atomic(path, text)

@@ -200,7 +200,8 @@ def cmd_unlearn(args) -> int:
     _check_positive(args, "epochs", "lr", "alpha")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise UserError(f"--keep must be in (0, 1], got {args.keep}")
-    check_output(args.out, args.checkpoint, args.overwrite)  # never over (or inside) the checkpoint
+    check_output(args.out, args.checkpoint, args.overwrite,  # never over (or inside) the checkpoint
+                 replaceable=("model.safetensors", "config.json"))
     config = read_config(args.checkpoint)
     if args.forget_class is not None:
         from .forget import check_class

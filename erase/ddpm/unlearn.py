@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checks
+from ..atomic import output_lock
 from ..checkpoints import (
     checkpoint_history,
     diverged,
@@ -155,17 +156,19 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
     checks.finite_float(w, "--guidance-w")
     check_device(device)
     check_output(out, model, overwrite, kind="file")  # never inside the source model's folder
-    pipe = load_ddpm(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = dataset or model_info(model).get("dataset")
     if dataset is None:
         raise UserError(f"{model} has no ddpm_info.json saying what it was trained on: pass --dataset")
-    opts = DDPMEraseOptions(model=model, forget_class=forget_class, out=out, batch_size=batch_size, n_forget=n_forget)
+    opts = DDPMEraseOptions(model=model, forget_class=forget_class, out=out, batch_size=batch_size, n_forget=n_forget,
+                            keep=keep, mask_w=w)
     rec = opts.resolved(dataset)
-    check_settings(rec, opts)
-    c = pipe.class_id(forget_class)
-    forget, _ = forget_retain(dataset, c, rec, seed, pipe.unet.config.sample_size, data_root, download)
-    mask = ddpm_mask(pipe, forget, rec["batch_size"], w, 1.0, keep, seed)
-    mask.save(out)
+    check_settings(rec, opts)  # before the model is loaded
+    with output_lock(out):
+        pipe = load_ddpm(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        c = pipe.class_id(forget_class)
+        forget, _ = forget_retain(dataset, c, rec, seed, pipe.unet.config.sample_size, data_root, download)
+        mask = ddpm_mask(pipe, forget, rec["batch_size"], w, 1.0, keep, seed)
+        mask.save(out)
     return mask
 
 
