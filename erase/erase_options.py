@@ -1,0 +1,74 @@
+"""What ``salun erase`` is asked to do, and every check of it that needs no model.
+
+Kept free of torch and diffusers so that the CLI refuses a bad option in a fraction of a second,
+before the heavy job module is even imported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checks
+from .errors import UserError
+from .pipeline import check_device
+from .recipes import Recipe
+
+
+@dataclass
+class EraseOptions:
+    recipe: Recipe
+    out: Path
+    model: str | None = None
+    mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
+    use_mask: bool = True  # False: every selected weight trains (the ablation)
+    steps: int | None = None
+    seed: int = 0
+    work_dir: Path | None = None
+    resume: bool = False
+    restart: bool = False  # discard an earlier run's checkpoints in the work folder
+    checkpoint_every: int = 50
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    xformers: bool | None = None  # None: use xformers when installed and on CUDA, else torch SDPA
+    resolution: int | None = None
+    overwrite: bool = False
+    lora_rank: int | None = None
+    allow_other_base: bool = False
+    forget_data: Path | None = None
+    retain_data: Path | None = None
+    device: str | None = None
+    progress: bool = True
+    audit: bool = False  # quick toy-judge audit of the result, written into the model card
+    extra_card: dict = field(default_factory=dict)
+
+
+
+def check_common(recipe: Recipe, resolution: int | None, device: str | None) -> None:
+    """Checks shared by ``salun mask`` and ``salun erase``, before any model is loaded."""
+    checks.positive_int(recipe.batch_size, "--batch-size")
+    checks.positive_int(recipe.n_forget, "--n-forget")
+    checks.fraction(recipe.keep, "--keep")
+    checks.finite_float(recipe.guidance_w, "--guidance-w")
+    checks.image_size(resolution, "--resolution")
+    check_device(device)
+
+
+def check_options(opts: EraseOptions) -> None:
+    """Every number and combination checkable without the model, said in one line before any work."""
+    r = opts.recipe
+    check_common(r, opts.resolution, opts.device)
+    checks.positive_int(opts.steps, "--steps")
+    checks.positive_int(r.steps, "--steps")
+    checks.positive_float(r.epochs, "--epochs")
+    checks.positive_int(r.n_retain, "--n-retain")
+    checks.positive_float(r.lr, "--lr")
+    checks.finite_float(r.alpha, "--alpha", low=0)
+    checks.positive_int(opts.lora_rank, "--lora-rank")
+    checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
+    checks.positive_int(r.gen_steps, "the recipe's gen_steps")
+    r.check_for_erasure(retain_data=opts.retain_data is not None)
+    checks.finite_float(opts.seed, "--seed", low=0, high=2**63 - 1)
+    if opts.mask_path is not None and not opts.use_mask:
+        raise UserError("--mask and --no-mask contradict each other")
+    if opts.resume and opts.restart:
+        raise UserError("--resume and --restart contradict each other")
