@@ -333,8 +333,6 @@ def _sd_refuses_ddpm_options(args) -> None:
 
 
 def _cmd_mask(args) -> int:
-    from .sd_erase import make_mask
-
     if _is_ddpm(args.model):
         from .ddpm.unlearn import make_ddpm_mask
 
@@ -356,6 +354,14 @@ def _cmd_mask(args) -> int:
     else:
         _sd_refuses_ddpm_options(args)
         recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
+        from .atomic import check_output
+        from .erase_options import check_common
+        from .pipeline import default_model
+
+        check_common(recipe, args.resolution, args.device)  # before the heavy imports
+        check_output(args.out, args.model or default_model(), args.overwrite, kind="file")
+        from .sd_erase import make_mask
+
         mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
                          work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device,
                          resolution=args.resolution, mixed_precision=args.mixed_precision,
@@ -375,7 +381,7 @@ def _is_ddpm(model) -> bool:
 def _cmd_erase(args) -> int:
     import json
 
-    from .sd_erase import EraseOptions, erase
+    from .erase_options import EraseOptions
 
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
@@ -396,10 +402,26 @@ def _cmd_erase(args) -> int:
                         lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
+    _refuse_early(opts)
+    from .sd_erase import erase  # torch and diffusers only now: a bad option costs no import
+
     summary = erase(opts)
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}: StableDiffusionPipeline.from_pretrained({str(args.out)!r})")
     return 0
+
+
+def _refuse_early(opts) -> None:
+    """The model-free checks of ``erase()``, run before its heavy imports (it runs them again)."""
+    from .atomic import check_output
+    from .erase_options import check_options
+    from .pipeline import default_model
+    from .workdir import check_work_dir
+
+    check_options(opts)
+    source = opts.model or default_model()
+    check_output(opts.out, source, opts.overwrite)
+    check_work_dir(opts.work_dir, opts.out, source)
 
 
 def _cmd_erase_ddpm(args) -> int:

@@ -316,3 +316,26 @@ def test_card_and_recipe_record_what_was_used(tmp_path):
     assert "Forget images: drawn by the base model" in card and "A custom concept" in card
     used = json.loads((tmp_path / "out" / "recipe.json").read_text())["recipe"]
     assert used["n_forget"] == 4 and used["steps"] == 1 and used["epochs"] == 1.0
+
+
+def test_sigterm_unwinds_like_ctrl_c(tmp_path):
+    """A job scheduler's SIGTERM mid-run: exit 130, checkpoints kept, no temporary folders left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "erase.cli", "erase", "--concept", "circle", "--n-forget", "4", "--n-retain", "4",
+           "--batch-size", "4", "--steps", "100000", "--checkpoint-every", "1", "--out", "o"]
+    env = {**os.environ, "PYTHONPATH": str(TOY_SD.parents[1])}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work = tmp_path / ".o.work"
+    deadline = time.time() + 120
+    while not list(work.glob("checkpoint-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    assert list(work.glob("checkpoint-*")) and not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
