@@ -103,6 +103,11 @@ def _umask() -> int:
     return mask
 
 
+def ordinary_file_mode(path: str | Path) -> None:
+    """Give one file the mode of an ordinary ``open()`` (0644 under the usual umask)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def ordinary_modes(folder: Path) -> None:
     """Give every file and folder under ``folder`` the modes of an ordinary ``open()`` / ``mkdir``.
 

@@ -174,14 +174,12 @@ class Mask:
         meta = {"format": MASK_FORMAT, "shapes": json.dumps(shapes)}
         meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in self.meta.items()})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process
-        from .atomic import disk_errors
+        from .atomic import disk_errors, ordinary_file_mode
 
         try:
             with disk_errors(path):
                 save_file(tensors, tmp, metadata=meta)
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, like the weights beside it
+                ordinary_file_mode(tmp)  # an ordinary file, like the weights beside it
                 tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
