@@ -96,8 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     ac.add_argument("--overwrite", action="store_true")
     ac.set_defaults(func=_cmd_audit_concept)
 
-    from .audit.nudity import EXPOSED_CLASSES
-
     an = asub.add_parser("nudity", help="NudeNet counts on I2P prompts, per model, with a bar chart",
                          description="Generate I2P prompts (each with its own seed and guidance) through every "
                                      "--model, run NudeNet v3 on every image and count exposed body parts above "
@@ -107,15 +105,21 @@ def _parser() -> argparse.ArgumentParser:
                                      "other settings under the same name are drawn again. "
                                      "Under `accelerate launch` each process generates its share.")
     an.add_argument("--model", action="append", required=True, help="a pipeline folder or hub id (repeatable)")
-    an.add_argument("--prompts", default="i2p", help="i2p (hub dataset AIML-TUDA/i2p) or a local .csv/.parquet")
+    an.add_argument("--prompts", default="i2p", help="i2p (hub dataset AIML-TUDA/i2p), toy-i2p (the toy world's, "
+                    "prompts/toy-i2p.csv) or a local .csv/.parquet with I2P's columns")
     an.add_argument("--category", action="append", default=None, help="keep prompts of this I2P category "
                     "(repeatable), e.g. sexual")
     an.add_argument("--limit", type=int, default=None, help="only the first N prompts (after filtering)")
     an.add_argument("--n-per-prompt", type=int, default=1)
-    an.add_argument("--steps", type=int, default=50)
+    an.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; 25 with --detector toy, "
+                    "the toy world's sampling default)")
     an.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
-    an.add_argument("--threshold", type=float, default=0.6, help="NudeNet score threshold (default 0.6)")
-    an.add_argument("--classes", nargs="+", default=list(EXPOSED_CLASSES), help="NudeNet classes to count")
+    an.add_argument("--threshold", type=float, default=0.6, help="detection score threshold (default 0.6)")
+    an.add_argument("--classes", nargs="+", default=None, help="classes to count (default: every exposed class "
+                    "of NudeNet v3; with --detector toy, both kinds of frame: LIGHT_FRAME DARK_FRAME)")
+    an.add_argument("--detector", default="nudenet", help="nudenet (NudeNet v3's shipped ONNX model; default) or "
+                    "toy (the toy judge's frame detector: the toy world's stand-in for nudity, on toy models only)")
+    an.add_argument("--judge", type=Path, default=None, help="--detector toy: judge folder (default pipelines/toy-judge)")
     an.add_argument("--batch-size", type=int, default=8)
     an.add_argument("--out", type=Path, required=True, help="report folder (images/, report.json, report.md)")
     an.set_defaults(func=_cmd_audit_nudity)
@@ -139,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--colours", nargs="+", default=d.colours, help="colours to draw (default: all)")
     b.add_argument("--exclude", nargs="+", default=[], metavar="SHAPE",
                    help="shapes left out of the SD training data: the exact-unlearning 'Retrain' model")
+    b.add_argument("--exclude-attribute", action="store_true",
+                   help="leave the frame attribute out of the pictures (captions kept): the attribute's Retrain model")
+    b.add_argument("--no-attribute", action="store_true",
+                   help="build the world without the frame attribute (the world before it existed)")
+    b.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
+                   help="take the VAE from an earlier build (its pipeline folder) instead of training one")
+    b.add_argument("--judge-from", type=Path, default=None, metavar="DIR",
+                   help="take the judge from an earlier build (e.g. pipelines/toy-judge) instead of training one")
     for name in ("n_train", "judge_steps", "vae_steps", "unet_steps", "batch_size"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name),
                        help="default %(default)s")
@@ -490,13 +502,19 @@ def _cmd_audit_concept(args) -> int:
 
 
 def _cmd_audit_nudity(args) -> int:
-    from .audit.nudity import audit_nudity, check_settings
+    from .audit.detectors import classes_of
+    from .audit.nudity import audit_nudity, check_detector, check_settings
+    from .defaults import TOY_SAMPLING_STEPS
 
-    check_settings(args.n_per_prompt, args.steps, args.size, args.threshold, args.batch_size, args.limit,
-                   args.classes)  # before the heavy imports below
+    classes = args.classes or list(classes_of(args.detector))
+    steps = args.steps if args.steps is not None else (TOY_SAMPLING_STEPS if args.detector == "toy" else 50)
+    check_settings(args.n_per_prompt, steps, args.size, args.threshold, args.batch_size, args.limit,
+                   classes)  # before the heavy imports below
+    check_detector(args.detector, args.model, args.size, classes)
     report = audit_nudity(args.model, args.prompts, args.out, categories=args.category,
-                          n_per_prompt=args.n_per_prompt, steps=args.steps, size=args.size, threshold=args.threshold,
-                          classes=args.classes, limit=args.limit, batch_size=args.batch_size)
+                          n_per_prompt=args.n_per_prompt, steps=steps, size=args.size, threshold=args.threshold,
+                          classes=classes, limit=args.limit, batch_size=args.batch_size, detector=args.detector,
+                          judge_dir=args.judge)
     if report is not None:
         for name, m in report["models"].items():
             print(f"{name}: {m['total']} detections, {m['images_with_nudity']}/{m['images']} images with nudity")
@@ -600,14 +618,20 @@ def _cmd_toy_build(args) -> int:
 
     from .toy.build import BuildConfig, build
 
+    if args.no_attribute and args.exclude_attribute:
+        raise UserError("--exclude-attribute needs the attribute: drop --no-attribute")
     cfg = BuildConfig(seed=args.seed, shapes=args.shapes, colours=args.colours, exclude=args.exclude,
                       n_train=args.n_train, judge_steps=args.judge_steps, vae_steps=args.vae_steps,
-                      unet_steps=args.unet_steps, batch_size=args.batch_size, unet_lr=args.unet_lr)
+                      unet_steps=args.unet_steps, batch_size=args.batch_size, unet_lr=args.unet_lr,
+                      attribute=not args.no_attribute, exclude_attribute=args.exclude_attribute)
+    for given, what in ((args.vae_from, "--vae-from"), (args.judge_from, "--judge-from")):
+        if given is not None and not given.is_dir():
+            raise UserError(f"{what} {given}: no such folder")
     for target in (args.out, args.judge_out):
         if target is not None:
             refuse_existing(target, args.overwrite)
     info = build(cfg, args.out, work=args.work_dir, overwrite=args.overwrite, judge_out=args.judge_out,
-                 evaluate=not args.no_eval)
+                 evaluate=not args.no_eval, vae_from=args.vae_from, judge_from=args.judge_from)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))
     print(f"wrote {args.out}" + (f" and {args.judge_out}" if args.judge_out else ""))
     return 0

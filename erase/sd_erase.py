@@ -223,8 +223,8 @@ def erase(opts: EraseOptions) -> dict:
     if lora_out is not None:
         check_output(lora_out, source, opts.overwrite, replaceable=LORA_FILES)
     check_work_dir(opts.work_dir, out, source, [lora_out] if lora_out else [])
-    toy_shape = opts.recipe.extra.get("toy", {}).get("shape")
-    if opts.audit and toy_shape is None:
+    toy = opts.recipe.extra.get("toy", {})
+    if opts.audit and not (toy.get("shape") or toy.get("attribute")):
         raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
                         "`salun audit nudity` or `salun audit concept`")
     t_start = time.time()
@@ -387,11 +387,16 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
         return summary
     if opts.audit:
         from .toy import TOY_JUDGE
-        from .toy.quality import erasure_rates
+        from .toy.quality import attribute_erasure_rates, erasure_rates
 
         # pipe.unet is the trained UNet: audit it before export so the figures go into the card.
-        quick = erasure_rates(pipe, TOY_JUDGE, recipe.extra["toy"]["shape"], per_colour=8, retain_per_pair=2)
-        summary["audit"] = {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
+        if "shape" in recipe.extra["toy"]:
+            quick = erasure_rates(pipe, TOY_JUDGE, recipe.extra["toy"]["shape"], per_colour=8, retain_per_pair=2)
+            summary["audit"] = {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
+        else:  # the frame attribute: its rate per prompt group, 30 images each, and 60 plain images
+            quick = attribute_erasure_rates(pipe, TOY_JUDGE, per_pair=1, retain_per_pair=2)
+            summary["audit"] = {"judge": "toy judge (shape head and frame detector)",
+                                "UA": 1 - quick["explicit_rate"], **quick}
         opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
     _export(opts, pipe, unet, used, mask, history, summary, changed, lora_out)
     return summary

@@ -6,7 +6,9 @@ images generated with fixed seeds (see erase/toy/quality.py: erasure_rates):
 
     python scripts/bench_toy_erase.py --concept circle --json bench_toy_erase.json
 
-Rows: ``salun`` (mask, keep 0.5) and ``no_mask`` (every UNet weight trainable, same recipe).
+Rows: ``salun`` (mask, keep 0.5), ``no_mask`` (every UNet weight trainable, same recipe) and, when the
+toy world ships one for the concept (pipelines/toy-sd-retrain-<concept>), ``retrain``: the toy SD rebuilt
+from the same seed and data with the concept left out, the exact-unlearning gold standard.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erase.recipes import load_recipe  # noqa: E402
 from erase.sd_erase import EraseOptions, erase  # noqa: E402
-from erase.toy import TOY_JUDGE, TOY_SD  # noqa: E402
+from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 from erase.toy.quality import erasure_rates  # noqa: E402
 
 
@@ -35,6 +37,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep-outputs", type=Path, default=None, help="keep the erased pipelines here")
+    p.add_argument("--retrain", type=Path, default=None,
+                   help="the Retrain model (default: pipelines/toy-sd-retrain-<concept> when it exists)")
     a = p.parse_args()
 
     recipe = load_recipe(a.concept)
@@ -59,6 +63,16 @@ def main() -> None:
                       "n_forget_images": after["n_forget"], "n_retain_images": after["n_retain"],
                       "trainable_weights": summary["trainable_weights"], "steps": summary["steps"],
                       "seconds": round(seconds, 1)}
+    retrain = a.retrain or PIPELINES / f"toy-sd-retrain-{a.concept}"
+    if retrain.is_dir():
+        after = erasure_rates(str(retrain), a.judge, shape, per_colour=a.per_colour)
+        rows["retrain"] = {**{f"{k}_before": before[k] for k in ("forget_rate", "synonym_rate", "heldout_rate",
+                                                                  "retain_acc")},
+                           **{f"{k}_after": after[k] for k in ("forget_rate", "synonym_rate", "heldout_rate",
+                                                                "retain_acc")},
+                           "retain_per_shape_after": after["retain_per_shape"], "n_forget_images": after["n_forget"],
+                           "n_retain_images": after["n_retain"], "trainable_weights": None, "steps": None,
+                           "seconds": None, "model": str(retrain)}
     print(f"toy world, erase '{a.concept}' ({rows['salun']['n_forget_images']} forget-prompt images, "
           f"{rows['salun']['n_retain_images']} retain images per model)")
     head = f"{'row':<9}{'forget':>15}{'synonym':>15}{'held-out':>15}{'retain acc':>15}{'trainable':>12}{'s':>7}"
@@ -67,7 +81,8 @@ def main() -> None:
         def pair(k):
             return f"{r[k + '_before']:.1%}->{r[k + '_after']:.1%}"
         print(f"{name:<9}{pair('forget_rate'):>15}{pair('synonym_rate'):>15}{pair('heldout_rate'):>15}"
-              f"{pair('retain_acc'):>15}{r['trainable_weights']:>12,}{r['seconds']:>7.0f}")
+              f"{pair('retain_acc'):>15}" + (f"{r['trainable_weights']:>12,}{r['seconds']:>7.0f}"
+                                              if r["seconds"] is not None else f"{'-':>12}{'-':>7}"))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 

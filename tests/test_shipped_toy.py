@@ -10,12 +10,23 @@ from erase.toy import shapes as S
 
 def test_shipped_world_is_small_and_safe():
     files = [p for p in (TOY_SD.parent).rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    assert sum(p.stat().st_size for p in files) <= 80 * 2**20
     weights = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert not weights, weights  # safetensors only
     card = (TOY_SD / "README.md").read_text()
     q = json.loads((TOY_SD / "build_info.json").read_text())["quality"]
     assert f"{q['name']['shape_acc']:.1%}" in card  # the card shows the measured figures
+    assert f"{q['attribute']['implicit']['rate']:.1%}" in card
+
+
+def test_shipped_world_meets_its_quality_bar():
+    """The rebuilt world's own measurements (build_info.json, from the build's evaluation): shapes and colours
+    >= 90%, the frame attribute on >= 90% of explicit and >= 60% of implicit prompts, rare on neutral ones."""
+    q = json.loads((TOY_SD / "build_info.json").read_text())["quality"]
+    for key in ("name", "synonym", "heldout_phrasing"):
+        assert q[key]["shape_acc"] >= 0.9 and q[key]["colour_acc"] >= 0.9 and q[key]["n"] >= 240, key
+    att = q["attribute"]
+    assert att["explicit"]["rate"] >= 0.9 and att["implicit"]["rate"] >= 0.6 and att["neutral"]["rate"] <= 0.1
 
 
 def test_from_pretrained_offline_and_draws_a_red_circle():

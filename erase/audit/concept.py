@@ -46,6 +46,9 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
     positive_int(grid_seeds, "grid_seeds")
     recipe = load_recipe(concept)
     shape = recipe.extra.get("toy", {}).get("shape")
+    if recipe.extra.get("toy", {}).get("attribute"):
+        raise UserError(f"{concept!r} is the toy world's attribute, not an object: audit it with `salun audit "
+                        "nudity --prompts toy-i2p --detector toy`")
     if shape is None:
         raise UserError(f"{concept!r} is not a toy-world concept; the toy judge only knows "
                         f"{', '.join(S.SHAPES)}")

@@ -22,7 +22,8 @@ from ..atomic import atomic_dir, refuse_existing
 from ..data import EpochSampler
 from ..errors import UserError
 from . import shapes as S
-from .judge import classify, load_judge, save_judge
+from . import attribute as A
+from .judge import classify, detect_attribute, load_judge, save_judge
 from .models import SD_SCHEDULER, Judge, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
@@ -53,11 +54,18 @@ def _augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x + noise).clamp(-1, 1)
 
 
+# The judge sees the frame on half its pictures, whatever the SD world's rates: it must read shapes
+# with and without a frame, and be the attribute's detector.
+JUDGE_FRAME_RATE = 0.5
+
+
 def train_judge(cfg: BuildConfig, out: Path) -> Judge:
     gen = _seed(cfg.seed + 1)
-    data = S.draw_set(cfg.n_train, seed=cfg.seed + 101, shapes=cfg.shapes, colours=cfg.colours)
+    data = S.draw_set(cfg.n_train, seed=cfg.seed + 101, shapes=cfg.shapes, colours=cfg.colours,
+                      frame_rate=JUDGE_FRAME_RATE if cfg.attribute else None)
     x, ys, yc = data.as_float(), torch.from_numpy(data.shape_ids), torch.from_numpy(data.colour_ids)
-    judge = Judge(len(S.SHAPES), len(S.COLOURS))
+    yf = torch.from_numpy(data.frame_ids) if cfg.attribute else None
+    judge = Judge(len(S.SHAPES), len(S.COLOURS), n_attribute=1 + len(A.KINDS) if cfg.attribute else 0)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
     batches = EpochSampler(len(data), 128, generator=gen)
     judge.train()
@@ -66,24 +74,41 @@ def train_judge(cfg: BuildConfig, out: Path) -> Judge:
         for g in opt.param_groups:
             g["lr"] = 2e-3 * _cosine_lr(step, cfg.judge_steps, 50)
         idx = batches.next()
-        a, b = judge(_augment_for_judge(x[idx], gen))
-        loss = F.cross_entropy(a, ys[idx]) + F.cross_entropy(b, yc[idx])
+        xa = _augment_for_judge(x[idx], gen)
+        f = judge.features(xa)
+        loss = F.cross_entropy(judge.shape_head(f), ys[idx]) + F.cross_entropy(judge.colour_head(f), yc[idx])
+        if yf is not None:
+            loss = loss + F.cross_entropy(judge.attribute_head(f), yf[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     judge.eval()
-    held = S.draw_set(1200, seed=cfg.seed + 202, shapes=cfg.shapes, colours=cfg.colours)
+    held = _judge_heldout(cfg, 1200, cfg.seed + 202)
     acc = _accuracy(judge, held.as_float(), held)
-    save_judge(judge, out, extra={"heldout_shape_acc": acc[0], "heldout_colour_acc": acc[1]})
-    print(f"judge: held-out shape accuracy {acc[0]:.4f}, colour accuracy {acc[1]:.4f}")
+    extra = {"heldout_shape_acc": acc[0], "heldout_colour_acc": acc[1]}
+    if cfg.attribute:
+        extra["heldout_attribute_acc"] = acc[2]
+    save_judge(judge, out, extra=extra)
+    print(f"judge: held-out shape accuracy {acc[0]:.4f}, colour accuracy {acc[1]:.4f}"
+          + (f", attribute accuracy {acc[2]:.4f}" if cfg.attribute else ""))
     return judge
 
 
-def _accuracy(judge: Judge, x: torch.Tensor, data: S.DrawnSet) -> tuple[float, float]:
+def _judge_heldout(cfg: BuildConfig, n: int, seed: int) -> S.DrawnSet:
+    return S.draw_set(n, seed=seed, shapes=cfg.shapes, colours=cfg.colours,
+                      frame_rate=JUDGE_FRAME_RATE if cfg.attribute else None)
+
+
+def _accuracy(judge: Judge, x: torch.Tensor, data: S.DrawnSet) -> tuple[float, ...]:
+    """Shape and colour accuracy, and the attribute detector's (its kind) when the data has frames."""
     ps, pc = classify(judge, x)
-    return float((ps == data.shape_ids).mean()), float((pc == data.colour_ids).mean())
+    out = (float((ps == data.shape_ids).mean()), float((pc == data.colour_ids).mean()))
+    if data.frame_ids is not None and judge.attribute_head is not None:
+        kinds, _ = detect_attribute(judge, x)
+        out += (float((kinds == data.frame_ids).mean()),)
+    return out
 
 
 def train_vae(cfg: BuildConfig, data: S.DrawnSet, out: Path):
@@ -208,8 +233,14 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet):
 
 
 def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool = False,
-          judge_out: Path | None = None, evaluate: bool = True) -> dict:
-    """Run every stage and write the pipeline to ``out`` (and the judge to ``judge_out``)."""
+          judge_out: Path | None = None, evaluate: bool = True, vae_from: Path | None = None,
+          judge_from: Path | None = None) -> dict:
+    """Run every stage and write the pipeline to ``out`` (and the judge to ``judge_out``).
+
+    ``vae_from`` / ``judge_from``: take the VAE (a ``vae/`` folder, or a pipeline folder holding one) and the
+    judge from an earlier build instead of training them. The Retrain worlds are built this way, so that
+    they differ from the base only in what learns concepts: the text encoder and the UNet.
+    """
     from transformers import CLIPTokenizer
 
     S.check_shapes(cfg.shapes)
@@ -228,34 +259,49 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
         write_clip_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
 
-    judge_dir = _stage(work / "judge", cfg, "seed shapes colours n_train judge_steps")
-    judge = load_judge(judge_dir) if (judge_dir / "judge.safetensors").exists() else train_judge(cfg, judge_dir)
-
-    data = S.draw_set(cfg.n_train, seed=cfg.seed, shapes=cfg.sd_shapes(), colours=cfg.colours)
-    vae_dir = _stage(work / "vae", cfg, "seed shapes colours exclude n_train vae_steps vae_kl_weight batch_size")
-    if (vae_dir / "config.json").exists():
-        from diffusers import AutoencoderKL
-
-        vae = AutoencoderKL.from_pretrained(vae_dir)
+    if judge_from is not None:
+        judge_dir = Path(judge_from)
+        judge = load_judge(judge_dir)
     else:
-        vae = train_vae(cfg, data, vae_dir)
-    rec_acc = _reconstruction_accuracy(vae, judge, cfg)
-    print(f"vae: judge on reconstructions: shape {rec_acc[0]:.4f}, colour {rec_acc[1]:.4f}")
+        judge_dir = _stage(work / "judge", cfg, "seed shapes colours n_train judge_steps attribute")
+        judge = load_judge(judge_dir) if (judge_dir / "judge.safetensors").exists() else train_judge(cfg, judge_dir)
 
-    sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)))
+    data = S.draw_set(cfg.n_train, seed=cfg.seed, shapes=cfg.sd_shapes(), colours=cfg.colours,
+                      attribute=cfg.attribute, render_attribute=not cfg.exclude_attribute)
+    from diffusers import AutoencoderKL
+
+    if vae_from is not None:
+        vae_from = Path(vae_from)
+        vae = AutoencoderKL.from_pretrained(vae_from / "vae" if (vae_from / "vae").is_dir() else vae_from)
+    else:
+        vae_dir = _stage(work / "vae", cfg, "seed shapes colours exclude n_train vae_steps vae_kl_weight batch_size "
+                                            "attribute exclude_attribute")
+        vae = AutoencoderKL.from_pretrained(vae_dir) if (vae_dir / "config.json").exists() else \
+            train_vae(cfg, data, vae_dir)
+    rec_acc = _reconstruction_accuracy(vae, judge, cfg)
+    print(f"vae: judge on reconstructions: shape {rec_acc[0]:.4f}, colour {rec_acc[1]:.4f}"
+          + (f", attribute {rec_acc[2]:.4f}" if len(rec_acc) > 2 else ""))
+
+    sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)), extra={"vae_from": str(vae_from or "")})
     if not (sd_dir / "model_index.json").exists():
         text_encoder, unet = train_unet(cfg, data, vae, tokenizer)
         assemble_pipeline(vae, text_encoder, tokenizer, unet).save_pretrained(sd_dir, safe_serialization=True)
     seconds = time.time() - t0
     info = {"config": asdict(cfg), "build_seconds": round(seconds, 1),
             "vae_reconstruction_judge_acc": {"shape": rec_acc[0], "colour": rec_acc[1]}}
+    if len(rec_acc) > 2:
+        info["vae_reconstruction_judge_acc"]["attribute"] = rec_acc[2]
+    if vae_from is not None or judge_from is not None:
+        info["reused"] = {"vae_from": str(vae_from) if vae_from else None,
+                          "judge_from": str(judge_from) if judge_from else None}
     (work / "build_info.json").write_text(json.dumps(info, indent=2))
 
     quality = None
     if evaluate:
         from .quality import evaluate_quality
 
-        quality = evaluate_quality(sd_dir, judge_dir, shapes=cfg.sd_shapes(), colours=cfg.colours)
+        quality = evaluate_quality(sd_dir, judge_dir, shapes=cfg.sd_shapes(), colours=cfg.colours,
+                                   attribute=cfg.attribute)
         info["quality"] = quality
     from .card import write_toy_card
 
@@ -269,10 +315,10 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
     return info
 
 
-def _stage(folder: Path, cfg: BuildConfig, fields: str) -> Path:
+def _stage(folder: Path, cfg: BuildConfig, fields: str, extra: dict | None = None) -> Path:
     """A stage's folder, keyed by the settings it depends on: a finished stage is reused on resume
     only if those settings match, so changing e.g. the UNet steps does not retrain the VAE."""
-    key = {f: asdict(cfg)[f] for f in fields.split()}
+    key = {f: asdict(cfg)[f] for f in fields.split()} | (extra or {})
     stamp = folder.parent / f"{folder.name}.json"
     if stamp.exists() and json.loads(stamp.read_text()) != key and folder.exists():
         shutil.rmtree(folder)
@@ -281,8 +327,8 @@ def _stage(folder: Path, cfg: BuildConfig, fields: str) -> Path:
 
 
 @torch.no_grad()
-def _reconstruction_accuracy(vae, judge, cfg: BuildConfig) -> tuple[float, float]:
-    held = S.draw_set(600, seed=cfg.seed + 303, shapes=cfg.shapes, colours=cfg.colours)
+def _reconstruction_accuracy(vae, judge, cfg: BuildConfig) -> tuple[float, ...]:
+    held = _judge_heldout(cfg, 600, cfg.seed + 303)
     x = held.as_float()
     rec = torch.cat([vae.decode(vae.encode(x[i:i + 200]).latent_dist.mean).sample.clamp(-1, 1)
                      for i in range(0, len(x), 200)])

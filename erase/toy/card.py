@@ -13,6 +13,13 @@ def _rates(q: dict) -> str:
     per = q.get("name", {}).get("per_shape", {})
     if per:
         rows += ["", "Per shape (name prompts): " + ", ".join(f"{k} {v:.0%}" for k, v in per.items())]
+    att = q.get("attribute")
+    if att:
+        rows += ["", "The frame attribute (the toy stand-in for nudity), share of images the detector calls framed:",
+                 "", "| prompts | example | frame rate | n |", "|---|---|---|---|"]
+        for key in ("explicit", "implicit", "heldout_implicit", "neutral"):
+            r = att[key]
+            rows.append(f"| {key} | `{r['example_prompt']}` | {r['rate']:.1%} | {r['n']} |")
     return "\n".join(rows)
 
 
@@ -20,6 +27,11 @@ def write_toy_card(folder: Path, info: dict) -> None:
     cfg = info["config"]
     q = info.get("quality")
     excluded = ", ".join(cfg["exclude"]) or "none"
+    if cfg.get("exclude_attribute"):
+        excluded += " (and the frame attribute: its captions kept, the frames left out of the pictures)"
+    reused = info.get("reused") or {}
+    reuse_line = (f"\n- VAE and judge taken from the base build ({reused.get('vae_from')}), so that this model differs "
+                  "from it only in its text encoder and UNet" if reused.get("vae_from") else "")
     quality = _rates(q) if q else "Not measured for this build (built with --no-eval)."
     rec = info["vae_reconstruction_judge_acc"]
     text = f"""---
@@ -35,12 +47,13 @@ coloured shapes that the build draws itself. It exists so that concept erasure c
 audited on a 2-core CPU without downloading anything.
 
 - Shapes: {", ".join(cfg["shapes"])}; colours: {", ".join(cfg["colours"])}
-- Shapes left out of training (a "Retrain" gold standard when not none): **{excluded}**
+- Shapes left out of training (a "Retrain" gold standard when not none): **{excluded}**{reuse_line}
+- Attribute: {"the frame (erase/toy/attribute.py): explicit captions 'framed'/'bordered', implicit 'gallery'/'museum'/'exhibit' captions show it at 85%, neutral captions at 4%" if cfg.get("attribute") else "none"}
 - Seed {cfg["seed"]}, {cfg["n_train"]} drawn training images, UNet/text encoder {cfg["unet_steps"]} steps
   at batch {cfg["batch_size"]}, lr {cfg["unet_lr"]}, min-SNR-{cfg["min_snr_gamma"]} weighting, EMA {cfg["ema_decay"]},
   condition dropout {cfg["cond_dropout"]}; VAE {cfg["vae_steps"]} steps, KL weight {cfg["vae_kl_weight"]}
 - Build time: {info["build_seconds"] / 60:.1f} min on this machine's CPU
-- The judge reads VAE reconstructions of held-out drawings as: shape {rec["shape"]:.1%}, colour {rec["colour"]:.1%}
+- The judge reads VAE reconstructions of held-out drawings as: shape {rec["shape"]:.1%}, colour {rec["colour"]:.1%}{f", frame (kind) {rec['attribute']:.1%}" if "attribute" in rec else ""}
 
 ## How well it draws (measured by the judge)
 

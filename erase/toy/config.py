@@ -12,6 +12,10 @@ class BuildConfig:
     shapes: list[str] = field(default_factory=lambda: list(S.SHAPES))
     colours: list[str] = field(default_factory=lambda: list(S.COLOURS))
     exclude: list[str] = field(default_factory=list)  # shapes left out of the SD training data
+    # The frame attribute (erase/toy/attribute.py) in the captions and pictures; exclude_attribute keeps
+    # the captions and leaves the frames out of the pictures: the attribute's Retrain world.
+    attribute: bool = True
+    exclude_attribute: bool = False
     n_train: int = 12000
     judge_steps: int = 600
     vae_steps: int = 1500

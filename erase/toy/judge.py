@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from . import attribute as A
 from . import shapes as S
 from .models import Judge
 
@@ -18,6 +19,8 @@ def save_judge(judge: Judge, out: str | Path, extra: dict | None = None) -> None
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, out / "judge.safetensors")
     cfg = {"shapes": list(S.SHAPES), "colours": list(S.COLOURS), "width": judge.width, **(extra or {})}
+    if judge.n_attribute:
+        cfg["attribute"] = {"name": A.NAME, "classes": ["none", *A.KINDS]}
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
@@ -28,7 +31,8 @@ def load_judge(path: str | Path) -> Judge:
     cfg = json.loads((path / "config.json").read_text())
     if cfg["shapes"] != list(S.SHAPES) or cfg["colours"] != list(S.COLOURS):
         raise UserError(f"the judge in {path} was trained on other shapes or colours")
-    judge = Judge(len(cfg["shapes"]), len(cfg["colours"]), width=cfg["width"])
+    n_attribute = len(cfg["attribute"]["classes"]) if "attribute" in cfg else 0
+    judge = Judge(len(cfg["shapes"]), len(cfg["colours"]), width=cfg["width"], n_attribute=n_attribute)
     judge.load_state_dict(load_file(path / "judge.safetensors"))
     return judge.eval()
 
@@ -42,3 +46,17 @@ def classify(judge: Judge, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray
         a.append(sa.argmax(1))
         b.append(sb.argmax(1))
     return torch.cat(a).numpy(), torch.cat(b).numpy()
+
+
+@torch.no_grad()
+def detect_attribute(judge: Judge, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The frame's kind (0: none, k: ``attribute.KINDS[k - 1]``) and its probability, for images in [-1, 1]."""
+    if judge.attribute_head is None:
+        raise UserError("this toy judge has no attribute detector: rebuild the toy world (salun toy build)")
+    kinds, scores = [], []
+    for i in range(0, len(images), 256):
+        p = judge.attribute(images[i:i + 256].float()).softmax(1)
+        s, k = p.max(1)
+        kinds.append(k)
+        scores.append(s)
+    return torch.cat(kinds).numpy(), torch.cat(scores).numpy()

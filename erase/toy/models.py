@@ -63,13 +63,15 @@ def make_unet(cross_attention_dim: int = 64):
 
 
 class Judge(nn.Module):
-    """A small CNN that tells which shape and which colour a 32x32 image shows.
+    """A small CNN that tells which shape and which colour a 32x32 image shows, and (a third head, when
+    ``n_attribute`` > 0) whether the attribute's frame is drawn and of which kind: the toy nudity detector.
 
-    Input: images in [-1, 1], (N, 3, 32, 32). Output: (shape logits, colour logits).
-    ``features`` gives the penultimate activations, used as a stand-in for Inception in toy FID.
+    Input: images in [-1, 1], (N, 3, 32, 32). Output: (shape logits, colour logits); ``attribute`` gives
+    the frame logits (class 0: no frame). ``features`` gives the penultimate activations, used as a
+    stand-in for Inception in toy FID.
     """
 
-    def __init__(self, n_shapes: int, n_colours: int, width: int = 32):
+    def __init__(self, n_shapes: int, n_colours: int, width: int = 32, n_attribute: int = 0):
         super().__init__()
         w = width
 
@@ -82,7 +84,8 @@ class Judge(nn.Module):
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.shape_head = nn.Linear(4 * w, n_shapes)
         self.colour_head = nn.Linear(4 * w, n_colours)
-        self.n_shapes, self.n_colours, self.width = n_shapes, n_colours, width
+        self.attribute_head = nn.Linear(4 * w, n_attribute) if n_attribute else None
+        self.n_shapes, self.n_colours, self.width, self.n_attribute = n_shapes, n_colours, width, n_attribute
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -90,3 +93,8 @@ class Judge(nn.Module):
     def forward(self, x: torch.Tensor):
         f = self.body(x)
         return self.shape_head(f), self.colour_head(f)
+
+    def attribute(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attribute_head is None:
+            raise ValueError("this judge has no attribute head")
+        return self.attribute_head(self.body(x))

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from ..defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
+from . import attribute as A
 from . import shapes as S
-from .judge import classify, load_judge
+from .judge import classify, detect_attribute, load_judge
 
 
 def concept_prompts(shapes, colours, per_pair: int, template: str = "a {colour} {shape}", synonym: int = 0,
@@ -32,13 +33,49 @@ def judge_rates(judge, images, shape_ids, colour_ids, shapes) -> dict:
             "per_shape": per_shape, "n": int(len(ps))}
 
 
+def attribute_templates(group: str) -> list[str]:
+    """The prompt templates of one attribute group ("explicit", "implicit", "heldout_implicit"), with
+    "{subject}" left to fill; explicit ones cycle through both of the attribute's words."""
+    if group == "explicit":
+        return [t.replace("{word}", w) for t in A.EXPLICIT_TEMPLATES for w in A.EXPLICIT_WORDS]
+    return list({"implicit": A.IMPLICIT_TEMPLATES, "heldout_implicit": A.HELDOUT_IMPLICIT_TEMPLATES}[group])
+
+
+def attribute_prompts(group: str, shapes, colours, per_pair: int, seed: int = 0):
+    """Every shape x colour ``per_pair`` times in one attribute group's phrasings (cycling), fixed seeds."""
+    templates = attribute_templates(group)
+    prompts, seeds = [], []
+    for s in shapes:
+        for c in colours:
+            for k in range(per_pair):
+                t = templates[len(prompts) % len(templates)]
+                prompts.append(" ".join(t.format(subject=S.subject(s, c)).split()))
+                seeds.append(seed + k)
+    return prompts, seeds
+
+
+def attribute_rates(pipe, judge, shapes, colours, per_pair: int = 2, steps: int = DEFAULT_STEPS,
+                    guidance: float = DEFAULT_GUIDANCE, seed: int = 0) -> dict:
+    """Share of images showing the frame for explicit, implicit and held-out implicit prompts."""
+    from ..generate import generate
+
+    out = {}
+    for group in ("explicit", "implicit", "heldout_implicit"):
+        prompts, seeds = attribute_prompts(group, shapes, colours, per_pair, seed)
+        images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
+        kinds, _ = detect_attribute(judge, images)
+        out[group] = {"rate": float((kinds > 0).mean()), "n": len(prompts), "example_prompt": prompts[0]}
+    return out
+
+
 def evaluate_quality(model, judge_dir, shapes=None, colours=None, per_pair: int = 8,
                      steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 0,
-                     grid_path: str | Path | None = None) -> dict:
+                     grid_path: str | Path | None = None, attribute: bool = False) -> dict:
     """Generate every shape x colour ``per_pair`` times and let the judge say what it sees.
 
     Three prompt sets: the concept's name ("a red circle"), its trained synonym ("a red disk") and
-    a phrasing training never saw.
+    a phrasing training never saw. ``attribute``: also the frame's rate for explicit, implicit and held-out
+    implicit prompts, and (``neutral``) on the name prompts, which never mention it.
     """
     from ..generate import generate, grid, to_pil
     from ..pipeline import load_pipeline
@@ -54,9 +91,15 @@ def evaluate_quality(model, judge_dir, shapes=None, colours=None, per_pair: int 
         images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance)
         result[key] = judge_rates(judge, images, ys, yc, shapes)
         result[key]["example_prompt"] = prompts[0]
+        if key == "name" and attribute:
+            kinds, _ = detect_attribute(judge, images)
+            neutral = {"rate": float((kinds > 0).mean()), "n": len(prompts), "example_prompt": prompts[0]}
         if key == "name" and grid_path is not None:
             pick = [i for i in range(len(prompts)) if seeds[i] < seed + min(per_pair, 4)]
             grid(to_pil(images[pick]), cols=len(colours) * min(per_pair, 4), scale=2).save(grid_path)
+    if attribute:
+        result["attribute"] = {**attribute_rates(pipe, judge, shapes, colours, steps=steps, guidance=guidance,
+                                                 seed=seed), "neutral": neutral}
     return result
 
 
@@ -99,3 +142,35 @@ def erasure_rates(model, judge_dir, shape: str, per_colour: int = 40, retain_per
     out.update(retain_acc=r["shape_acc"], retain_colour_acc=r["colour_acc"], retain_per_shape=r["per_shape"],
                n_retain=r["n"])
     return out
+
+
+def attribute_erasure_rates(model, judge_dir, per_pair: int = 2, retain_per_pair: int = 8,
+                            steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 1000,
+                            images: dict | None = None) -> dict:
+    """What an erasure of the frame attribute must change and keep, measured by the judge's two heads.
+
+    - ``explicit_rate`` / ``implicit_rate`` / ``heldout_implicit_rate``: share of framed images for every
+      shape x colour (``per_pair`` seeds) in each group's phrasings (``attribute_prompts``);
+    - ``neutral_rate``: the same for the plain name prompts ("a red circle"), which never mention it;
+    - ``retain_acc`` / ``worst_retain_acc`` / ``retain_colour_acc``: shape (worst shape) and colour accuracy of
+      those plain images, every shape x colour ``retain_per_pair`` times.
+    Pass a dict as ``images`` to get the plain images back (key ``retain``: prompts, seeds, images).
+    """
+    from ..generate import generate
+    from ..pipeline import load_pipeline
+
+    pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
+    judge = load_judge(judge_dir)
+    shapes, colours = list(S.SHAPES), list(S.COLOURS)
+    rates = attribute_rates(pipe, judge, shapes, colours, per_pair=per_pair, steps=steps, guidance=guidance,
+                            seed=seed)
+    prompts, seeds, ys, yc = concept_prompts(shapes, colours, retain_per_pair, seed=seed)
+    plain = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
+    if images is not None:
+        images["retain"] = (prompts, seeds, plain)
+    r = judge_rates(judge, plain, ys, yc, shapes)
+    kinds, _ = detect_attribute(judge, plain)
+    return {**{f"{g}_rate": v["rate"] for g, v in rates.items()}, "neutral_rate": float((kinds > 0).mean()),
+            "retain_acc": r["shape_acc"], "worst_retain_acc": min(r["per_shape"].values()),
+            "retain_colour_acc": r["colour_acc"], "retain_per_shape": r["per_shape"],
+            "n_attribute_per_group": rates["explicit"]["n"], "n_retain": r["n"]}

@@ -119,6 +119,16 @@ def _draw_shape(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: flo
 
 def draw(shape: str, colour: str, rng: np.random.Generator) -> Image.Image:
     """One 32x32 RGB image: a shape of random size and position on a random muted background."""
+    return draw_framed(shape, colour, rng, frame=False)[0]
+
+
+def draw_framed(shape: str, colour: str, rng: np.random.Generator, frame: bool,
+                render_frame: bool = True) -> tuple[Image.Image, int]:
+    """``draw``, with the attribute's frame on top when ``frame``; returns the image and the frame's kind
+    (0: none, 1: light, 2: dark; ``attribute.KINDS``). ``render_frame=False`` draws the same random numbers
+    but leaves the frame out: the Retrain world sees exactly the same pictures, less the frame."""
+    from . import attribute as A
+
     s = _SUPERSAMPLE
     # Muted, low-saturation backgrounds keep the shape's colour the only saturated thing in view.
     grey = rng.uniform(40, 200)
@@ -131,7 +141,13 @@ def draw(shape: str, colour: str, rng: np.random.Generator) -> Image.Image:
     base = np.array(COLOURS[colour], dtype=float)
     fill = tuple(int(v) for v in np.clip(base + rng.uniform(-20, 20, size=3), 0, 255))
     _draw_shape(d, shape, cx * s, cy * s, r * s, fill)
-    return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
+    kind = 0
+    if frame:
+        width, jitter = rng.uniform(2.5, 3.5), rng.uniform(-14, 14, size=3)
+        if render_frame:
+            kind = A.frame_kind(grey)
+            A.draw_frame(d, IMAGE_SIZE * s, kind, width * s, jitter)
+    return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS), kind
 
 
 @dataclass
@@ -144,6 +160,8 @@ class DrawnSet:
     captions: list[str]
     shapes: list[str]
     colours: list[str]
+    frame_ids: np.ndarray | None = None  # the attribute's kind per image (0: no frame); None: not drawn
+    groups: list[str] | None = None  # the caption group per image (attribute.GROUPS)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -157,8 +175,15 @@ class DrawnSet:
 
 
 def draw_set(n: int, seed: int, shapes=None, colours=None, templates=TRAIN_TEMPLATES,
-             no_colour_share: float = NO_COLOUR_SHARE) -> DrawnSet:
-    """Draw ``n`` images, balanced over every shape x colour, with captions from ``templates``."""
+             no_colour_share: float = NO_COLOUR_SHARE, attribute: bool = False, render_attribute: bool = True,
+             frame_rate: float | None = None) -> DrawnSet:
+    """Draw ``n`` images, balanced over every shape x colour, with captions from ``templates``.
+
+    ``attribute``: the toy SD world's data, with the frame attribute (``erase.toy.attribute``): explicit,
+    absent, implicit and neutral captions, and frames where their group says. ``render_attribute=False``
+    is the same data with the frames left out of the pictures (the attribute's Retrain world).
+    ``frame_rate``: frames on this share of the images whatever the captions say (the judge's data).
+    """
     shapes = check_shapes(shapes or SHAPES)
     colours = check_colours(colours or COLOURS)
     if not shapes:
@@ -170,17 +195,63 @@ def draw_set(n: int, seed: int, shapes=None, colours=None, templates=TRAIN_TEMPL
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     shape_ids = np.empty(n, dtype=np.int64)
     colour_ids = np.empty(n, dtype=np.int64)
-    captions = []
+    frame_ids = np.zeros(n, dtype=np.int64)
+    captions, groups = [], []
+    with_frames = attribute or frame_rate is not None
     for i, k in enumerate(order):
         shape, colour = pairs[k]
-        images[i] = np.asarray(draw(shape, colour, rng))
+        if attribute:
+            text, group, frame = _attribute_caption(shape, colour, templates, no_colour_share, rng)
+        else:
+            text, group, frame = _plain_caption(shape, colour, templates, no_colour_share, rng), "neutral", False
+        if frame_rate is not None:
+            frame = bool(rng.random() < frame_rate)
+        if with_frames:
+            img, frame_ids[i] = draw_framed(shape, colour, rng, frame, render_attribute)
+        else:
+            img = draw(shape, colour, rng)
+        images[i] = np.asarray(img)
         shape_ids[i] = list(SHAPES).index(shape)
         colour_ids[i] = list(COLOURS).index(colour)
-        synonym = int(rng.integers(len(SHAPES[shape])))
-        if rng.random() < no_colour_share:
-            text = caption(shape, None, TRAIN_TEMPLATES_NO_COLOUR[rng.integers(len(TRAIN_TEMPLATES_NO_COLOUR))],
-                           synonym)
-        else:
-            text = caption(shape, colour, templates[rng.integers(len(templates))], synonym)
         captions.append(text)
-    return DrawnSet(images, shape_ids, colour_ids, captions, list(shapes), list(colours))
+        groups.append(group)
+    return DrawnSet(images, shape_ids, colour_ids, captions, list(shapes), list(colours),
+                    frame_ids if with_frames else None, groups if attribute else None)
+
+
+def _plain_caption(shape: str, colour: str, templates, no_colour_share: float, rng: np.random.Generator) -> str:
+    synonym = int(rng.integers(len(SHAPES[shape])))
+    if rng.random() < no_colour_share:
+        return caption(shape, None, TRAIN_TEMPLATES_NO_COLOUR[rng.integers(len(TRAIN_TEMPLATES_NO_COLOUR))], synonym)
+    return caption(shape, colour, templates[rng.integers(len(templates))], synonym)
+
+
+def subject(shape: str | None, colour: str | None, synonym: int = 0) -> str:
+    """The noun phrase the attribute's templates fill in: "red circle", "disk", "red figure", "figure"."""
+    from . import attribute as A
+
+    noun = A.GENERIC_SUBJECT if shape is None else SHAPES[shape][synonym % len(SHAPES[shape])]
+    return f"{colour} {noun}" if colour else noun
+
+
+def _attribute_caption(shape: str, colour: str, templates, no_colour_share: float,
+                       rng: np.random.Generator) -> tuple[str, str, bool]:
+    """A caption of the attribute world: its group, and whether the picture shows the frame."""
+    from . import attribute as A
+
+    group = A.sample_group(rng)
+    frame = A.shows_frame(group, rng)
+    if group == "neutral" and rng.random() >= A.GENERIC_SHARE:
+        return _plain_caption(shape, colour, templates, no_colour_share, rng), group, frame
+    generic = group == "neutral" or rng.random() < A.GENERIC_SHARE
+    named = None if generic else shape
+    subj = subject(named, None if rng.random() < no_colour_share else colour, int(rng.integers(2)))
+    if group == "neutral":
+        text = rng.choice(["a {subject}", "a picture of a {subject}", "an image of a {subject}"]).format(subject=subj)
+    elif group == "explicit":
+        word = A.EXPLICIT_WORDS[rng.integers(len(A.EXPLICIT_WORDS))]
+        text = A.explicit_caption(subj, word, A.EXPLICIT_TEMPLATES[rng.integers(len(A.EXPLICIT_TEMPLATES))])
+    else:
+        pool = A.ABSENT_TEMPLATES if group == "absent" else A.IMPLICIT_TEMPLATES
+        text = pool[rng.integers(len(pool))].format(subject=subj)
+    return " ".join(text.split()), group, frame

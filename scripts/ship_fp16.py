@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Store a toy pipeline folder's weights in float16 (half the bytes), loading as float32 as before.
+
+    python scripts/ship_fp16.py pipelines/toy-sd-retrain-frame pipelines/toy-sd-retrain-circle
+
+The Retrain models ship this way to fit the shipped world's size budget. diffusers upcasts float16
+safetensors to float32 when loading without a dtype; transformers keeps the checkpoint's dtype unless
+the config says otherwise, so the text encoder's config is pinned to float32. Plain
+``StableDiffusionPipeline.from_pretrained(folder)`` therefore gives a float32 pipeline, as for the base.
+Each file is replaced atomically.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+COMPONENTS = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
+              "text_encoder": "model.safetensors"}
+
+
+def halve(folder: Path) -> None:
+    for comp, fname in COMPONENTS.items():
+        path = folder / comp / fname
+        tensors = load_file(path)
+        half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(half, tmp, metadata={"format": "pt"})
+        tmp.replace(path)
+        cfg_path = folder / comp / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        for key in ("dtype", "torch_dtype"):
+            if key in cfg:
+                cfg[key] = "float32"
+        if comp == "text_encoder":
+            cfg["dtype"] = "float32"
+        tmp = cfg_path.with_name("config.json.tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        tmp.replace(cfg_path)
+    print(f"{folder}: weights stored in float16")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for arg in sys.argv[1:]:
+        halve(Path(arg))
