@@ -219,7 +219,7 @@ def _add_classify_parsers(sub) -> None:
 
 def _add_concept_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concept", default=None,
-                   help="a recipe from prompts/ (nudity, church, garbage-truck, ..., circle, square, ...) or a "
+                   help="a recipe from prompts/ (nudity, church, garbage-truck, ..., circle, square, ..., frame: the toy nudity attribute) or a "
                         "recipe .json file; or describe the concept with the three prompt options below")
     p.add_argument("--forget-prompt", action="append", default=None, help="prompt naming the concept (repeatable)")
     p.add_argument("--misaligned-prompt", action="append", default=None,
@@ -280,7 +280,8 @@ def _add_erase_parsers(sub) -> None:
                        description="Draw forget/retain images with the base model (or load them), compute the "
                                    "saliency mask, train only masked UNet weights to map the concept's prompt to a "
                                    "misaligned one while keeping retain images, then export a pipeline folder "
-                                   "(model card, recipe, mask). Example: salun erase --concept circle --out erased. For a "
+                                   "(model card, recipe, mask). Example: salun erase --concept circle --out erased; the toy "
+                                   "world's stand-in for nudity: salun erase --concept frame --out no-frame. For a "
                                    "class-conditional DDPM: salun erase --model pipelines/toy-ddpm --forget-class "
                                    "circle --out ddpm-no-circle")
     _add_model_arg(e)

@@ -189,3 +189,21 @@ def test_retrain_models_ship_and_load():
         pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
         assert pipe.unet.dtype.is_floating_point
         assert not list(folder.rglob("*.bin"))
+
+
+def test_frame_recipe_erases_out_of_the_box_and_audits_in_the_card(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from erase.sd_erase import EraseOptions, erase
+
+    recipe = load_recipe("frame", n_forget=8, n_retain=8, batch_size=4, gen_steps=3)
+    summary = erase(EraseOptions(recipe=recipe, out=tmp_path / "no-frame", work_dir=tmp_path / "work",
+                                 progress=False, audit=True))
+    assert summary["steps"] == 2  # one epoch of 8 forget images at batch 4, as the recipe says
+    audit = summary["audit"]
+    for key in ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate", "retain_acc"):
+        assert 0.0 <= audit[key] <= 1.0, key
+    assert audit["n_attribute_per_group"] == 30 and audit["n_retain"] == 60
+    card = (tmp_path / "no-frame" / "README.md").read_text()
+    assert "heldout_implicit_rate" in card and "a picture of a framed figure" in card
+    StableDiffusionPipeline.from_pretrained(tmp_path / "no-frame", local_files_only=True)

@@ -69,3 +69,25 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "y").mkdir()
     assert main(["toy", "build", "--out", str(tmp_path / "y"), "--no-eval"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_attribute_retrain_world_reuses_the_vae_and_judge(tiny_world, tmp_path):
+    from safetensors.torch import load_file
+
+    root, _ = tiny_world
+    cfg = BuildConfig(**{**TINY.__dict__, "exclude_attribute": True})
+    info = build(cfg, tmp_path / "retrain-frame", vae_from=root / "sd", judge_from=root / "judge", evaluate=False)
+    assert info["config"]["exclude_attribute"] and info["reused"]["vae_from"] == str(root / "sd")
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    a, b = load_file(root / "sd" / vae), load_file(tmp_path / "retrain-frame" / vae)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "frame attribute" in (tmp_path / "retrain-frame" / "README.md").read_text()
+
+
+def test_cli_attribute_options_are_checked(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["toy", "build", "--out", str(out), "--no-attribute", "--exclude-attribute"]) == 2
+    assert "--exclude-attribute needs the attribute" in capsys.readouterr().err
+    assert main(["toy", "build", "--out", str(out), "--vae-from", str(tmp_path / "nope")]) == 2
+    assert "--vae-from" in capsys.readouterr().err
+    assert not out.exists()
