@@ -19,7 +19,7 @@ Reported figures (every row: base, salun, rl, retrain):
 - ``gap_to_retrain``: mean absolute difference of the four rates and retain_acc to Retrain's.
 The audit's report.md, report.json and nudity_bars.png (the four models' per-class counts) go to --out.
 
-Tuning (``--tune``): SalUn and RL get the same grid (lr x epochs), scored by the same gap to Retrain
+Tuning (``--tune``): SalUn and RL get the same grid (lr; one epoch, as the recipe says), scored by the same gap to Retrain
 measured on a tuning split, the attribute's prompt phrasings over every shape x colour with seeds from 5000
 and plain prompts with seeds from 5000, never the toy I2P or the seeds of the reported figures. The chosen
 settings live in prompts/toy-nudity.json (SalUn: the recipe; RL: its ``tuned.rl`` entry).
@@ -42,7 +42,7 @@ from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 RATES = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate")
 GAP_KEYS = RATES + ("retain_acc",)
 GRID_LR = (1e-4, 3e-4, 1e-3)
-GRID_EPOCHS = (1, 2)
+GRID_EPOCHS = (1,)  # the recipe mirrors nudity.json: one epoch
 GROUP_OF = {"explicit_rate": "explicit", "implicit_rate": "implicit", "heldout_implicit_rate": "heldout-implicit",
             "neutral_rate": "neutral"}
 
@@ -111,6 +111,23 @@ def tune(a, recipe, retrain: Path) -> dict:
     return {"grid": {"lr": GRID_LR, "epochs": GRID_EPOCHS}, "rows": rows, "chosen": best}
 
 
+def update_recipe(chosen: dict) -> None:
+    """Ship the tuned settings: SalUn's in the recipe itself, RL's beside it (``tuned.rl``)."""
+    from erase.atomic import write_text_atomic
+    from erase.recipes import PROMPTS_DIR
+
+    path = PROMPTS_DIR / "toy-nudity.json"
+    raw = json.loads(path.read_text())
+    r = raw["recipes"]["frame"]
+    r["lr"], r["epochs"] = chosen["salun"]["lr"], chosen["salun"]["epochs"]
+    r["tuned"] = {"how": "python scripts/bench_toy_nudity.py --tune --update-recipe: lowest mean |rate difference| "
+                         "to Retrain on the tuning split (seeds from 5000), same grid for both methods",
+                  "grid": {"lr": list(GRID_LR), "epochs": list(GRID_EPOCHS)},
+                  "salun": chosen["salun"], "rl": chosen["rl"]}
+    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
+    print(f"wrote the chosen settings into {path}")
+
+
 def bench(a, recipe, retrain: Path) -> dict:
     from erase.audit.nudity import audit_nudity
 
@@ -169,6 +186,9 @@ def main() -> None:
     p.add_argument("--judge", type=Path, default=TOY_JUDGE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tune", action="store_true", help="run the tuning grid instead of the reported benchmark")
+    p.add_argument("--update-recipe", action="store_true",
+                   help="with --tune: write the chosen settings into prompts/toy-nudity.json (SalUn: the recipe's lr "
+                        "and epochs; RL: its tuned.rl entry)")
     p.add_argument("--out", type=Path, default=Path("bench-toy-nudity"),
                    help="the audit's folder (report.md, report.json, nudity_bars.png, images/)")
     p.add_argument("--keep-outputs", type=Path, default=None, help="keep the erased pipelines here")
@@ -177,6 +197,8 @@ def main() -> None:
     recipe = load_recipe("frame")
     if a.tune:
         result = tune(a, recipe, a.retrain)
+        if a.update_recipe:
+            update_recipe(result["chosen"])
     else:
         result = bench(a, recipe, a.retrain)
         print_table(result)

@@ -32,6 +32,9 @@ def write_toy_card(folder: Path, info: dict) -> None:
     reused = info.get("reused") or {}
     reuse_line = (f"\n- VAE and judge taken from the base build ({reused.get('vae_from')}), so that this model differs "
                   "from it only in its text encoder and UNet" if reused.get("vae_from") else "")
+    if info.get("stored_dtype"):
+        reuse_line += (f"\n- Weights stored in {info['stored_dtype']} (`scripts/ship_fp16.py`) to fit the shipped "
+                       "world's size budget; `from_pretrained` loads them as float32")
     quality = _rates(q) if q else "Not measured for this build (built with --no-eval)."
     rec = info["vae_reconstruction_judge_acc"]
     text = f"""---
@@ -52,7 +55,7 @@ audited on a 2-core CPU without downloading anything.
 - Seed {cfg["seed"]}, {cfg["n_train"]} drawn training images, UNet/text encoder {cfg["unet_steps"]} steps
   at batch {cfg["batch_size"]}, lr {cfg["unet_lr"]}, min-SNR-{cfg["min_snr_gamma"]} weighting, EMA {cfg["ema_decay"]},
   condition dropout {cfg["cond_dropout"]}; VAE {cfg["vae_steps"]} steps, KL weight {cfg["vae_kl_weight"]}
-- Build time: {info["build_seconds"] / 60:.1f} min on this machine's CPU
+- Build time: {info["build_seconds"] / 60:.1f} min on this machine's CPU{" (" + info["build_note"] + ")" if info.get("build_note") else ""}
 - The judge reads VAE reconstructions of held-out drawings as: shape {rec["shape"]:.1%}, colour {rec["colour"]:.1%}{f", frame (kind) {rec['attribute']:.1%}" if "attribute" in rec else ""}
 
 ## How well it draws (measured by the judge)
