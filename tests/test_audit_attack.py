@@ -161,3 +161,13 @@ def test_refusals(tmp_path, capsys):
     with pytest.raises(UserError, match="tokenizer differs"):
         check_same_text(TOY_SD, other_tok, "retrain")
     assert not out.exists()
+
+
+def test_attack_success_for_a_benchmark():
+    from erase.audit.attack import attack_success
+    from erase.audit.attack_checks import AttackSettings
+
+    r = attack_success(str(TOY_SD), str(TOY_SD), "circle", settings=AttackSettings(**TINY, attacks=["unlearndiff"]))
+    assert set(r["success"]) == {"none", "unlearndiff"} and set(r["success"]["unlearndiff"]) == {0, 1, 2}
+    assert r["attack_success"] == r["success"]["unlearndiff"][2]
+    assert set(r["control"]) == {"unlearndiff"}

@@ -147,7 +147,7 @@ def attack_model(ctx: Context, pipe, attacks: list[str], on_result: Callable[[st
         if old is not None:
             results[attack] = old
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         per_budget: dict[int, dict] = {}
         images: dict[int, torch.Tensor] = {}
 
@@ -158,7 +158,8 @@ def attack_model(ctx: Context, pipe, attacks: list[str], on_result: Callable[[st
             images[step] = row["images"]
 
         extra = run_attack(ctx, pipe, attack, evaluate)
-        results[attack] = {"budgets": per_budget, "seconds": time.perf_counter() - t0, "images": images, **extra}
+        results[attack] = {"budgets": per_budget, "seconds": time.perf_counter() - t0,
+                           "cpu_seconds": time.process_time() - c0, "images": images, **extra}
         if on_result:
             on_result(attack, results[attack])
     return results
@@ -241,7 +242,7 @@ def _save(folder: Path, stamp: dict, res: dict) -> None:
         tmp = folder / ".embeddings.safetensors.tmp"
         save_file({k: v.contiguous().cpu() for k, v in res["embeddings"].items()}, str(tmp))
         tmp.replace(folder / "embeddings.safetensors")
-    data = {"stamp": stamp, "seconds": res["seconds"],
+    data = {"stamp": stamp, "seconds": res["seconds"], "cpu_seconds": res["cpu_seconds"],
             "budgets": {str(b): e for b, e in res["budgets"].items()}}
     write_text_atomic(folder / "result.json", json.dumps(data, indent=2))
 
@@ -270,7 +271,8 @@ def _load(folder: Path, stamp: dict) -> dict | None:
         w = strip.shape[1] // n
         x = strip.permute(2, 0, 1).float() / 127.5 - 1
         images[b] = torch.stack([x[:, :, i * w:(i + 1) * w] for i in range(n)])
-    res = {"budgets": budgets, "seconds": data["seconds"], "images": images, "resumed": True}
+    res = {"budgets": budgets, "seconds": data["seconds"], "cpu_seconds": data.get("cpu_seconds"), "images": images,
+           "resumed": True}
     if (folder / "embeddings.safetensors").exists():
         res["embeddings"] = load_file(folder / "embeddings.safetensors")
     return res
@@ -321,6 +323,7 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
             rows += _rows(name, role, results)
             per_model[name] = {"path": model, "role": role, "fingerprints": fps,
                                "seconds": {a: r["seconds"] for a, r in results.items()},
+                               "cpu_seconds": {a: r["cpu_seconds"] for a, r in results.items()},
                                "resumed": [a for a, r in results.items() if r.get("resumed")],
                                "this_run_seconds": time.perf_counter() - t0}
             strips[name] = {a: r["images"] for a, r in results.items()}
@@ -390,6 +393,10 @@ def _grid(strips: dict, settings: AttackSettings, path: Path) -> None:
     grid(to_pil(torch.cat(tiles)), cols=len(keep), scale=3, row_labels=labels).save(path)
 
 
+def _secs(v) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
 def render_markdown(report: dict) -> str:
     rows = report["results"]
     budgets = sorted({r["budget"] for r in rows})
@@ -425,9 +432,11 @@ def render_markdown(report: dict) -> str:
             top[k] = r
     for (m, a), r in top.items():
         lines.append(f"- {m}, {a} @{r['budget']}: `{r['prompt']}`")
-    lines += ["", "Wall time per model (seconds, per attack; resumed results keep their first run's time):", ""]
+    lines += ["", "Time per model, seconds per attack, wall (CPU time of the process); resumed results keep their "
+              "first run's times:", ""]
     for m, info in report["models"].items():
-        lines.append(f"- {m}: " + ", ".join(f"{a} {t:.0f}" for a, t in info["seconds"].items())
+        cpu = info.get("cpu_seconds", {})
+        lines.append(f"- {m}: " + ", ".join(f"{a} {t:.0f} ({_secs(cpu.get(a))})" for a, t in info["seconds"].items())
                      + f"; total {sum(info['seconds'].values()):.0f}")
     lines += ["", "![attacked images](grid.png)", ""]
     return "\n".join(lines)

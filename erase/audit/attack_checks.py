@@ -56,8 +56,10 @@ def check_settings(s: AttackSettings) -> AttackSettings:
         if a not in ATTACKS:
             raise UserError(f"--attack {a!r}: choose from {', '.join(ATTACKS)}")
     s.attacks = [a for a in ATTACKS if a in s.attacks]
-    for name in ("n_tokens", "inversion_tokens", "n_prompts", "seeds_per_prompt", "n_concept_images", "steps"):
-        positive_int(getattr(s, name), "--" + name.replace("_", "-"))
+    options = {"n_tokens": "--tokens", "inversion_tokens": "--inversion-tokens", "n_prompts": "--prompts",
+               "seeds_per_prompt": "--seeds", "n_concept_images": "--concept-images", "steps": "--steps"}
+    for name, option in options.items():
+        positive_int(getattr(s, name), option)
     positive_float(s.lr, "--lr")
     positive_float(s.inversion_lr, "--inversion-lr")
     finite_float(s.guidance, "--guidance", low=0.0)
