@@ -104,10 +104,18 @@ def test_report_rows_and_resume(tmp_path, interrupt_at):
     assert saved["control_passed"] == all(c["passed"] for c in saved["controls"].values())
     assert saved["models"]["toy-sd-2"]["resumed"] == ["none"]
     assert report["results"] == rows
-    assert (out / "grid.png").stat().st_size > 500 and (out / "images" / "toy-sd" / "p4d-2.png").exists()
-    assert (out / "inversion" / "toy-sd.safetensors").exists()
+    assert (out / "grid.png").stat().st_size > 500 and (out / "attacks" / "toy-sd" / "p4d" / "b2.png").exists()
+    assert (out / "attacks" / "toy-sd" / "inversion" / "embeddings.safetensors").exists()
     md = (out / "report.md").read_text()
     assert "| toy-sd-2 | erased | unlearndiff |" in md and "Positive control" in md
+
+    calls.clear()  # --overwrite into the same report: every finished result is reused
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(A, "run_attack", A_run)
+        again = A.audit_attack([str(TOY_SD)], str(TOY_SD), "circle", out, overwrite=True,
+                               settings=AttackSettings(**TINY))
+    assert calls == [] and again["results"] == rows
+    assert set(again["models"]["toy-sd"]["resumed"]) == {"none", "inversion", "unlearndiff", "p4d"}
 
 
 def _copy_model(tmp_path, name):

@@ -8,11 +8,14 @@ concept. Also the plain prompts (attack ``none``): the rate before any attack.
 
 Resumable: each (model, attack) result is saved in the work folder (``.<out>.work`` beside the report)
 as it finishes, stamped with the models' fingerprints and every setting; a rerun skips finished ones.
-The report folder is written at the end in one rename, and the work folder removed.
+The report folder is written at the end in one rename, and the work folder removed. The results stay in
+the report (``attacks/<model>/<attack>/``), so a rerun with ``--overwrite`` into the same report (say,
+with one more model) reuses every finished result whose models and settings match.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -278,12 +281,24 @@ def _load(folder: Path, stamp: dict) -> dict | None:
     return res
 
 
+def _reuse(folder: Path, old: Path, stamp: dict) -> dict | None:
+    """A finished result in the work folder, else in the report being replaced (copied into the work
+    folder, so the new report keeps it); None when neither matches ``stamp``."""
+    found = _load(folder, stamp)
+    if found is None and _load(old, stamp) is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(old, folder)
+        found = _load(folder, stamp)
+    return found
+
+
 # ---------------------------------------------------------------- the audit
 def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain: str | None = None,
                  judge_dir: Path | None = None, settings: AttackSettings | None = None, device: str = "cpu",
                  overwrite: bool = False, concept_images: Path | None = None) -> dict:
     """Attack the base (positive control), ``retrain`` and every erased model; write report.json,
-    report.md, grid.png, images/ (every budget's attacked images) and the learned embeddings."""
+    report.md, grid.png and attacks/<model>/<attack>/ (result.json, each budget's attacked images as one
+    strip b<budget>.png, concept inversion's learned embeddings)."""
     from ..attacks.concepts import attack_concept
     from ..toy import TOY_JUDGE
 
@@ -307,7 +322,7 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
         work.mkdir(parents=True, exist_ok=True)
         (work / MARK).write_text(json.dumps({"out": str(out.expanduser().resolve())}) + "\n")
         names: list[str] = []
-        rows, per_model, embeddings, strips = [], {}, {}, {}
+        rows, per_model, strips = [], {}, {}
         for model, role in entries:
             name = _unique(Path(model).name or model, names)
             names.append(name)
@@ -315,11 +330,10 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
             pipe = ctx.base_pipe if role == "base" else load_pipeline(model, device=device)
             check_loaded_text(ctx.base_pipe, pipe, model, role)
             fps = _fingerprints(pipe)
-            folder = work / f"{len(names) - 1:02d}-{name}"
             results = attack_model(
                 ctx, pipe, settings.attacks,
-                on_result=lambda a, r, f=folder, p=fps: _save(f / a, _stamp(ctx, p, a), r),
-                done=lambda a, f=folder, p=fps: _load(f / a, _stamp(ctx, p, a)))
+                on_result=lambda a, r, n=name, p=fps: _save(work / n / a, _stamp(ctx, p, a), r),
+                done=lambda a, n=name, p=fps: _reuse(work / n / a, out / "attacks" / n / a, _stamp(ctx, p, a)))
             rows += _rows(name, role, results)
             per_model[name] = {"path": model, "role": role, "fingerprints": fps,
                                "seconds": {a: r["seconds"] for a, r in results.items()},
@@ -327,16 +341,13 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
                                "resumed": [a for a, r in results.items() if r.get("resumed")],
                                "this_run_seconds": time.perf_counter() - t0}
             strips[name] = {a: r["images"] for a, r in results.items()}
-            for a, r in results.items():
-                if "embeddings" in r:
-                    embeddings[name] = r["embeddings"]
             print(f"{name} ({role}): " + ", ".join(
                 f"{a} {r['budgets'][max(r['budgets'])]['success_rate']:.0%}" for a, r in results.items()), flush=True)
         report = _report(ctx, rows, per_model)
         with atomic_dir(out, overwrite=overwrite) as tmp:
-            _write(tmp, report, strips, embeddings, settings)
-        import shutil
-
+            for name in names:
+                shutil.copytree(work / name, tmp / "attacks" / name)
+            _write(tmp, report, strips, settings)
         shutil.rmtree(work, ignore_errors=True)
     return report
 
@@ -362,18 +373,7 @@ def _report(ctx: Context, rows: list[dict], per_model: dict) -> dict:
         "versions": _versions(), "models": per_model, "results": rows}
 
 
-def _write(tmp: Path, report: dict, strips: dict, embeddings: dict, settings: AttackSettings) -> None:
-    from safetensors.torch import save_file
-
-    for name, per_attack in strips.items():
-        (tmp / "images" / name).mkdir(parents=True)
-        for attack, by_budget in per_attack.items():
-            for b, ims in by_budget.items():
-                grid(to_pil(ims), cols=settings.seeds_per_prompt, scale=2).save(
-                    tmp / "images" / name / f"{attack}-{b}.png")
-    for name, emb in embeddings.items():
-        (tmp / "inversion").mkdir(exist_ok=True)
-        save_file({k: v.contiguous() for k, v in emb.items()}, str(tmp / "inversion" / f"{name}.safetensors"))
+def _write(tmp: Path, report: dict, strips: dict, settings: AttackSettings) -> None:
     _grid(strips, settings, tmp / "grid.png")
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     (tmp / "report.md").write_text(render_markdown(report))
