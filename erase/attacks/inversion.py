@@ -19,7 +19,7 @@ from .text import encode_with_slots, slot_prompts
 @dataclass
 class InversionSettings:
     k: int = 1
-    lr: float = 5e-3  # textual inversion's default (5e-4 scaled by its batch 4 x accumulation ... as diffusers' example scales)
+    lr: float = 5e-3  # textual inversion's order (diffusers' example: 5e-4 scaled by batch x accumulation)
     batch_size: int = 5
     seed: int = 0
 
