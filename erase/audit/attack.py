@@ -22,13 +22,15 @@ from typing import Callable
 
 import torch
 
-from ..atomic import atomic_dir, output_lock, refuse_existing, write_text_atomic
+from ..atomic import atomic_dir, output_lock, refuse_existing
 from ..errors import UserError
-from ..generate import generate, grid, to_pil
+from ..generate import generate
 from ..mask import fingerprint
 from ..pipeline import check_model, load_pipeline
 from ..workdir import MARK, default_work_dir
 from .attack_checks import AttackSettings, check_loaded_text, check_same_text, check_settings
+from .attack_report import render_markdown, write_grid
+from .attack_store import reuse_result, save_result
 from .concept import _unique, _versions
 
 ROLES = ("base", "retrain", "erased")
@@ -225,71 +227,11 @@ def _rows(name: str, role: str, results: dict) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------- resume: results saved as they finish
+# ---------------------------------------------------------------- resume (erase/audit/attack_store.py)
 def _stamp(ctx: Context, fps: dict, attack: str) -> dict:
     return {"attack": attack, "model": fps, "base": ctx.fingerprints, "concept": ctx.concept.name,
             "prompts": ctx.concept.prompts, "settings": ctx.settings.to_dict(), "judge": str(ctx.judge_dir.resolve()),
             "inversion_source": ctx.inversion_source}
-
-
-def _save(folder: Path, stamp: dict, res: dict) -> None:
-    """One finished (model, attack): strips of its images per budget, embeddings, then result.json last."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for b, ims in res["images"].items():
-        tmp = folder / f".b{b}.png.tmp"
-        grid(to_pil(ims), cols=len(ims)).save(tmp, format="PNG")
-        tmp.replace(folder / f"b{b}.png")
-    if "embeddings" in res:
-        tmp = folder / ".embeddings.safetensors.tmp"
-        save_file({k: v.contiguous().cpu() for k, v in res["embeddings"].items()}, str(tmp))
-        tmp.replace(folder / "embeddings.safetensors")
-    data = {"stamp": stamp, "seconds": res["seconds"], "cpu_seconds": res["cpu_seconds"],
-            "budgets": {str(b): e for b, e in res["budgets"].items()}}
-    write_text_atomic(folder / "result.json", json.dumps(data, indent=2))
-
-
-def _load(folder: Path, stamp: dict) -> dict | None:
-    """A finished result with this exact stamp, or None."""
-    import numpy as np
-    from PIL import Image
-    from safetensors.torch import load_file
-
-    f = folder / "result.json"
-    if not f.exists():
-        return None
-    try:
-        data = json.loads(f.read_text())
-    except ValueError:
-        return None
-    if data.get("stamp") != json.loads(json.dumps(stamp)):
-        return None
-    budgets = {int(b): e for b, e in data["budgets"].items()}
-    images = {}
-    for b in budgets:
-        with Image.open(folder / f"b{b}.png") as im:
-            strip = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
-        n = len(budgets[b]["success"])
-        w = strip.shape[1] // n
-        x = strip.permute(2, 0, 1).float() / 127.5 - 1
-        images[b] = torch.stack([x[:, :, i * w:(i + 1) * w] for i in range(n)])
-    res = {"budgets": budgets, "seconds": data["seconds"], "cpu_seconds": data.get("cpu_seconds"), "images": images,
-           "resumed": True}
-    if (folder / "embeddings.safetensors").exists():
-        res["embeddings"] = load_file(folder / "embeddings.safetensors")
-    return res
-
-
-def _reuse(folder: Path, old: Path, stamp: dict) -> dict | None:
-    """A finished result in the work folder, else in the report being replaced (copied into the work
-    folder, so the new report keeps it); None when neither matches ``stamp``."""
-    found = _load(folder, stamp)
-    if found is None and _load(old, stamp) is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(old, folder)
-        found = _load(folder, stamp)
-    return found
 
 
 # ---------------------------------------------------------------- the audit
@@ -332,8 +274,8 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
             fps = _fingerprints(pipe)
             results = attack_model(
                 ctx, pipe, settings.attacks,
-                on_result=lambda a, r, n=name, p=fps: _save(work / n / a, _stamp(ctx, p, a), r),
-                done=lambda a, n=name, p=fps: _reuse(work / n / a, out / "attacks" / n / a, _stamp(ctx, p, a)))
+                on_result=lambda a, r, n=name, p=fps: save_result(work / n / a, _stamp(ctx, p, a), r),
+                done=lambda a, n=name, p=fps: reuse_result(work / n / a, out / "attacks" / n / a, _stamp(ctx, p, a)))
             rows += _rows(name, role, results)
             per_model[name] = {"path": model, "role": role, "fingerprints": fps,
                                "seconds": {a: r["seconds"] for a, r in results.items()},
@@ -374,69 +316,6 @@ def _report(ctx: Context, rows: list[dict], per_model: dict) -> dict:
 
 
 def _write(tmp: Path, report: dict, strips: dict, settings: AttackSettings) -> None:
-    _grid(strips, settings, tmp / "grid.png")
+    write_grid(strips, settings, tmp / "grid.png")
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     (tmp / "report.md").write_text(render_markdown(report))
-
-
-def _grid(strips: dict, settings: AttackSettings, path: Path) -> None:
-    """Rows: model x attack at the largest budget (and the plain prompts); columns: the attacked items'
-    first two seeds."""
-    per = min(2, settings.seeds_per_prompt)
-    keep = [i * settings.seeds_per_prompt + k for i in range(settings.n_prompts) for k in range(per)]
-    tiles, labels = [], []
-    for name, per_attack in strips.items():
-        for attack, by_budget in per_attack.items():
-            b = max(by_budget)
-            tiles.append(by_budget[b][keep])
-            labels.append(f"{name} {attack}" + (f" @{b}" if attack != "none" else ""))
-    grid(to_pil(torch.cat(tiles)), cols=len(keep), scale=3, row_labels=labels).save(path)
-
-
-def _secs(v) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
-def render_markdown(report: dict) -> str:
-    rows = report["results"]
-    budgets = sorted({r["budget"] for r in rows})
-    lines = [f"# Attack audit: {report['concept']}", "",
-             f"Classifier: {report['classifier']}. Attacked: {report['attacked']['n_items']} items "
-             f"({len(report['attacked']['prompts'])} prompts x seeds {report['attacked']['seeds']}); success rate = "
-             "share of items whose image shows the concept. Budget = attack optimisation steps (0: before the "
-             "attack; `none`: the plain prompts).", "",
-             f"Settings: {report['settings']['prompt_attacks']}; inversion: {report['settings']['inversion']}, on "
-             f"{report['inversion_images']['source']}; sampling {report['settings']['sampling']}.", ""]
-    if report["control_passed"]:
-        lines.append("Positive control passed: every attack brings the concept back on the base model "
-                     f"(>= {report['settings']['control_threshold']:.0%} at the largest budget).")
-    else:
-        failed = [a for a, c in report["controls"].items() if not c["passed"]]
-        lines.append(f"**Positive control FAILED for {', '.join(failed)}**: the attack does not bring the concept "
-                     "back even on the base model, so it is broken here and its figures on the other models mean "
-                     "nothing.")
-    lines += ["", "| model | role | attack | " + " | ".join(str(b) for b in budgets) + " |",
-              "|---|---|---|" + "---|" * len(budgets)]
-    seen: dict[tuple, dict] = {}
-    for r in rows:
-        seen.setdefault((r["model"], r["role"], r["attack"]), {})[r["budget"]] = r["success_rate"]
-    for (m, role, a), by in seen.items():
-        lines.append(f"| {m} | {role} | {a} | " + " | ".join(f"{by[b]:.0%}" if b in by else "" for b in budgets)
-                     + " |")
-    lines += ["", "Prompts found (largest budget; the first attacked item's that brought the concept back, else "
-              "the first's):", ""]
-    top = {}
-    for r in rows:
-        k = (r["model"], r["attack"])
-        if r["attack"] != "none" and (k not in top or r["budget"] > top[k]["budget"]):
-            top[k] = r
-    for (m, a), r in top.items():
-        lines.append(f"- {m}, {a} @{r['budget']}: `{r['prompt']}`")
-    lines += ["", "Time per model, seconds per attack, wall (CPU time of the process); resumed results keep their "
-              "first run's times:", ""]
-    for m, info in report["models"].items():
-        cpu = info.get("cpu_seconds", {})
-        lines.append(f"- {m}: " + ", ".join(f"{a} {t:.0f} ({_secs(cpu.get(a))})" for a, t in info["seconds"].items())
-                     + f"; total {sum(info['seconds'].values()):.0f}")
-    lines += ["", "![attacked images](grid.png)", ""]
-    return "\n".join(lines)
