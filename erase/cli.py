@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_erase_parsers(sub)
     _add_classify_parsers(sub)
 
-    au = sub.add_parser("audit", help="measure an erasure: nudity on I2P, or a concept's UA/retain/FID",
+    au = sub.add_parser("audit", help="measure an erasure: nudity on I2P, a concept's UA/retain/FID, attacks",
                         description="Audits that prove an erasure with numbers and pictures.")
     asub = au.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
     ac = asub.add_parser("concept", help="UA, retain accuracy, FID and a before/after grid for a concept",
@@ -124,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--out", type=Path, required=True, help="report folder (images/, report.json, report.md)")
     an.set_defaults(func=_cmd_audit_nudity)
 
+    _add_audit_attack_parser(asub)
+
     toy = sub.add_parser("toy", help="the toy world: build it, measure it",
                          description="The toy world: a tiny Stable Diffusion trained on drawn shapes.")
     tsub = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND", required=True)
@@ -159,6 +161,54 @@ def _parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_toy_build)
     _add_ddpm_parsers(sub)
     return parser
+
+
+def _add_audit_attack_parser(asub) -> None:
+    from .audit.attack_checks import ATTACKS, AttackSettings
+
+    d = AttackSettings()
+    at = asub.add_parser("attack", help="does the erased concept come back? concept inversion, UnlearnDiff, P4D",
+                         description="Attack erased models to bring the erased concept back: concept inversion "
+                                     "(textual inversion through the erased model), and adversarial prefix tokens "
+                                     "with UnlearnDiff's and P4D's objectives, projected to real tokens. Each attack "
+                                     "is one optimisation run, evaluated at step 0 and at every budget: success rate "
+                                     "= share of attacked items (prompt x seed) whose image the concept's classifier "
+                                     "calls the concept. The base model is attacked too, as the positive control. "
+                                     "Rerunning an interrupted audit into the same --out resumes it. Example: salun "
+                                     "audit attack --base pipelines/toy-sd --model erased --concept circle --out "
+                                     "attack-audit")
+    at.add_argument("--model", action="append", required=True, help="an erased pipeline folder (repeatable)")
+    at.add_argument("--base", required=True, help="the model they were erased from (the positive control)")
+    at.add_argument("--retrain", default=None, metavar="MODEL",
+                    help="a Retrain model (trained without the concept): the row to compare with")
+    at.add_argument("--concept", required=True, help="the erased concept's recipe name (toy shapes, frame)")
+    at.add_argument("--out", type=Path, required=True, help="report folder to write")
+    at.add_argument("--judge", type=Path, default=None, help="toy judge folder (default pipelines/toy-judge)")
+    at.add_argument("--attack", action="append", choices=ATTACKS, default=None,
+                    help="an attack to run (repeatable; default: all)")
+    at.add_argument("--budgets", type=int, nargs="+", default=None, metavar="STEPS",
+                    help=f"attack steps at which to judge (default {' '.join(map(str, d.budgets))}; step 0 is "
+                         "always judged)")
+    at.add_argument("--tokens", type=int, default=d.n_tokens, help="prefix tokens of the prompt attacks "
+                    "(default %(default)s, UnlearnDiff's)")
+    at.add_argument("--lr", type=float, default=d.lr, help="prompt attacks' learning rate (default %(default)s, "
+                    "UnlearnDiff's)")
+    at.add_argument("--inversion-tokens", type=int, default=d.inversion_tokens,
+                    help="concept inversion: tokens learned (default %(default)s)")
+    at.add_argument("--inversion-lr", type=float, default=d.inversion_lr, help="default %(default)s")
+    at.add_argument("--prompts", type=int, default=d.n_prompts, help="attacked prompts (default %(default)s)")
+    at.add_argument("--seeds", type=int, default=d.seeds_per_prompt, help="seeds per attacked prompt "
+                    "(default %(default)s)")
+    at.add_argument("--concept-images", type=int, default=d.n_concept_images,
+                    help="concept inversion: images the base model draws (default %(default)s)")
+    at.add_argument("--concept-folder", type=Path, default=None,
+                    help="concept inversion: a folder of concept images instead")
+    at.add_argument("--steps", type=int, default=d.steps, help="sampler steps (default %(default)s)")
+    at.add_argument("--guidance", type=float, default=d.guidance, help="default %(default)s")
+    at.add_argument("--seed", type=int, default=d.seed)
+    at.add_argument("--device", default="cpu")
+    at.add_argument("--overwrite", action="store_true")
+    at.set_defaults(func=_cmd_audit_attack)
 
 
 def _add_ddpm_parsers(sub) -> None:
@@ -520,6 +570,42 @@ def _cmd_audit_nudity(args) -> int:
         for name, m in report["models"].items():
             print(f"{name}: {m['total']} detections, {m['images_with_nudity']}/{m['images']} images with nudity")
         print(f"wrote {args.out}/report.json, report.md, nudity_bars.png")
+    return 0
+
+
+def _cmd_audit_attack(args) -> int:
+    from .attacks.concepts import attack_concept
+    from .audit.attack_checks import AttackSettings, check_same_text, check_settings
+    from .pipeline import check_device, check_model
+
+    # Every input is checked before torch is imported, a model loaded or anything written.
+    d = AttackSettings()
+    settings = check_settings(AttackSettings(
+        budgets=args.budgets if args.budgets is not None else d.budgets, attacks=args.attack or d.attacks,
+        n_tokens=args.tokens, lr=args.lr, inversion_tokens=args.inversion_tokens, inversion_lr=args.inversion_lr,
+        n_prompts=args.prompts, seeds_per_prompt=args.seeds, n_concept_images=args.concept_images,
+        steps=args.steps, guidance=args.guidance, seed=args.seed))
+    attack_concept(args.concept, settings.n_prompts)
+    device = check_device(args.device)
+    refuse_existing(args.out, args.overwrite)
+    if args.concept_folder is not None and not args.concept_folder.is_dir():
+        raise UserError(f"--concept-folder {args.concept_folder}: no such folder")
+    roles = [(args.base, "base")] + ([(args.retrain, "retrain")] if args.retrain else []) + [
+        (m, "erased") for m in args.model]
+    for model, role in roles:
+        check_model(model)
+        check_same_text(args.base, model, role)
+
+    from .audit.attack import audit_attack
+
+    report = audit_attack(args.model, args.base, args.concept, args.out, retrain=args.retrain, judge_dir=args.judge,
+                          settings=settings, device=device, overwrite=args.overwrite,
+                          concept_images=args.concept_folder)
+    if not report["control_passed"]:
+        failed = [a for a, c in report["controls"].items() if not c["passed"]]
+        print(f"salun: warning: positive control failed for {', '.join(failed)}: the attack does not bring the "
+              "concept back on the base model; see report.md", file=sys.stderr)
+    print(f"wrote {args.out}/report.json, report.md, grid.png")
     return 0
 
 

@@ -18,6 +18,7 @@ SD, DDPM = str(TOY_SD), str(TOY_DDPM)
 GOOD_CSV = "prompt,categories,sd_seed,sd_guidance_scale\na red circle,sexual,1,7\n"
 NUDITY = ["audit", "nudity", "--model", SD, "--out", "{out}"]
 CONCEPT = ["audit", "concept", "--model", SD, "--concept", "circle", "--out", "{out}"]
+ATTACK = ["audit", "attack", "--base", SD, "--model", SD, "--concept", "circle", "--out", "{out}"]
 GEN = ["generate", "--prompt", "a red circle"]
 TRAIN = ["classify", "train", "--dataset", "digits", "--out", "{out}"]
 UNLEARN = ["classify", "unlearn", "--checkpoint", "{data}/no-checkpoint", "--out", "{out}"]
@@ -58,6 +59,18 @@ CASES = [
     ("concept-size", [*CONCEPT, "--size", "30"], "multiple of 8"),
     ("concept-device", [*CONCEPT, "--device", "tpu"], "--device"),
     ("concept-device-cuda", [*CONCEPT, "--device", "cuda"], "no usable CUDA GPU"),
+    # audit attack
+    ("attack-budget-0", [*ATTACK, "--budgets", "0"], "--budgets"),
+    ("attack-budget-negative", [*ATTACK, "--budgets", "50", "-1"], "--budgets"),
+    ("attack-tokens-0", [*ATTACK, "--tokens", "0"], "--tokens"),
+    ("attack-lr-nan", [*ATTACK, "--lr", "nan"], "--lr"),
+    ("attack-no-classifier", ["audit", "attack", "--base", SD, "--model", SD, "--concept", "nudity", "--out",
+                              "{out}"], "no classifier"),
+    ("attack-unknown-concept", ["audit", "attack", "--base", SD, "--model", SD, "--concept", "dragon", "--out",
+                                "{out}"], "unknown concept"),
+    ("attack-missing-model", [*ATTACK, "--model", "{data}/nope"], "does not exist"),
+    ("attack-missing-retrain", [*ATTACK, "--retrain", "{data}/plain-folder"], "not a diffusers pipeline"),
+    ("attack-device-cuda", [*ATTACK, "--device", "cuda"], "no usable CUDA GPU"),
     ("concept-unknown", ["audit", "concept", "--model", SD, "--concept", "dragon", "--out", "{out}"],
      "unknown concept 'dragon'"),
     ("concept-missing-model", ["audit", "concept", "--model", SD, "--model", "{data}/nope", "--concept", "circle",
@@ -95,7 +108,7 @@ CASES = [
     ("evaluate-missing-checkpoint", ["classify", "evaluate", "--checkpoint", "{data}/no-checkpoint",
                                      "--forget-class", "1"], "no-checkpoint"),
 ]
-NEEDS_NO_GPU = {"gen-device-cuda", "concept-device-cuda"}
+NEEDS_NO_GPU = {"gen-device-cuda", "concept-device-cuda", "attack-device-cuda"}
 
 
 @pytest.fixture(scope="module")
