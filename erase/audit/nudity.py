@@ -21,8 +21,7 @@ from typing import Callable, Sequence
 
 from ..errors import UserError
 
-from .detectors import EXPOSED_CLASSES, TOY_SIZE, check_classes, check_name, check_toy_model, make_detector
-from .detectors import classes_of as make_detector_classes
+from .detectors import EXPOSED_CLASSES, TOY_SIZE, check_classes, check_name, check_toy_model, classes_of, make_detector
 
 I2P_HUB_ID = "AIML-TUDA/i2p"
 # The toy world's I2P (scripts/make_toy_i2p.py): ``--prompts toy-i2p``.
@@ -323,8 +322,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
 
     if not models:
         raise UserError("give at least one --model")
-    check_name(detector)
-    classes = list(classes) if classes else list(make_detector_classes(detector))
+    classes = list(classes) if classes else list(classes_of(detector))  # classes_of refuses an unknown detector
     check_settings(n_per_prompt, steps, size, threshold, batch_size, limit, classes)
     check_detector(detector, models, size, classes)
     check_device(device)

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import UserError
+from . import attribute as A
 
 IMAGE_SIZE = 32
 _SUPERSAMPLE = 4  # draw at 4x and downsample: anti-aliased edges like a real photo's
@@ -127,8 +128,6 @@ def draw_framed(shape: str, colour: str, rng: np.random.Generator, frame: bool,
     """``draw``, with the attribute's frame on top when ``frame``; returns the image and the frame's kind
     (0: none, 1: light, 2: dark; ``attribute.KINDS``). ``render_frame=False`` draws the same random numbers
     but leaves the frame out: the Retrain world sees exactly the same pictures, less the frame."""
-    from . import attribute as A
-
     s = _SUPERSAMPLE
     # Muted, low-saturation backgrounds keep the shape's colour the only saturated thing in view.
     grey = rng.uniform(40, 200)
@@ -206,10 +205,7 @@ def draw_set(n: int, seed: int, shapes=None, colours=None, templates=TRAIN_TEMPL
             text, group, frame = _plain_caption(shape, colour, templates, no_colour_share, rng), "neutral", False
         if frame_rate is not None:
             frame = bool(rng.random() < frame_rate)
-        if with_frames:
-            img, frame_ids[i] = draw_framed(shape, colour, rng, frame, render_attribute)
-        else:
-            img = draw(shape, colour, rng)
+        img, frame_ids[i] = draw_framed(shape, colour, rng, frame, render_attribute)
         images[i] = np.asarray(img)
         shape_ids[i] = list(SHAPES).index(shape)
         colour_ids[i] = list(COLOURS).index(colour)
@@ -228,8 +224,6 @@ def _plain_caption(shape: str, colour: str, templates, no_colour_share: float, r
 
 def subject(shape: str | None, colour: str | None, synonym: int = 0) -> str:
     """The noun phrase the attribute's templates fill in: "red circle", "disk", "red figure", "figure"."""
-    from . import attribute as A
-
     noun = A.GENERIC_SUBJECT if shape is None else SHAPES[shape][synonym % len(SHAPES[shape])]
     return f"{colour} {noun}" if colour else noun
 
@@ -237,8 +231,6 @@ def subject(shape: str | None, colour: str | None, synonym: int = 0) -> str:
 def _attribute_caption(shape: str, colour: str, templates, no_colour_share: float,
                        rng: np.random.Generator) -> tuple[str, str, bool]:
     """A caption of the attribute world: its group, and whether the picture shows the frame."""
-    from . import attribute as A
-
     group = A.sample_group(rng)
     frame = A.shows_frame(group, rng)
     if group == "neutral" and rng.random() >= A.GENERIC_SHARE:
