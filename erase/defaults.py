@@ -26,7 +26,7 @@ DDPM_UNETS = {
 
 @dataclass
 class DDPMTrainConfig:
-    """How ``salun ddpm train`` trains a class-conditional DDPM (``erase.ddpm.train.build_ddpm``)."""
+    """How ``salun ddpm train`` trains a class-conditional DDPM (``erase.diffusion.ddpm.train.build_ddpm``)."""
 
     dataset: str = "toy-shapes"
     unet: str = "toy"

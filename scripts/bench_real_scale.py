@@ -74,7 +74,7 @@ def _autocast(a):
 
 
 def phase_fwdbwd(a) -> dict:
-    from erase.losses import guided_forgetting_loss
+    from erase.diffusion.losses import guided_forgetting_loss
 
     unet, sched, batch, (c, _, u) = _setup(a)
     if a.gradient_checkpointing:
@@ -91,8 +91,8 @@ def phase_fwdbwd(a) -> dict:
 
 
 def phase_mask(a, clip: float | None = None) -> dict:
-    from erase.losses import guided_forgetting_loss
-    from erase.mask import compute_mask
+    from erase.diffusion.losses import guided_forgetting_loss
+    from erase.core.mask import compute_mask
 
     unet, sched, batch, (c, _, u) = _setup(a)
     if a.gradient_checkpointing:
@@ -126,10 +126,10 @@ def phase_steps(a) -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from erase.export import export_pipeline
-    from erase.losses import misaligned_loss
-    from erase.mask import Mask
-    from erase.masked_optim import MaskedParameters
+    from erase.core.export import export_pipeline
+    from erase.diffusion.losses import misaligned_loss
+    from erase.core.mask import Mask
+    from erase.core.masked_optim import MaskedParameters
 
     unet, sched, batch, (c, m, _) = _setup(a)
     if a.gradient_checkpointing:
@@ -213,8 +213,8 @@ def _image_folders(a) -> tuple[Path, Path]:
 
 
 def _phase_erase(a, lora_rank: int | None) -> dict:
-    from erase.recipes import load_recipe
-    from erase.sd_erase import EraseOptions, erase
+    from erase.diffusion.sd.recipes import load_recipe
+    from erase.diffusion.sd.erase import EraseOptions, erase
 
     forget, retain = _image_folders(a)
     recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2)

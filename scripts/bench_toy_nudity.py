@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from erase.recipes import load_recipe  # noqa: E402
+from erase.diffusion.sd.recipes import load_recipe  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 
 RATES = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate")
@@ -52,7 +52,7 @@ def gap(row: dict, ref: dict) -> float:
 
 
 def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Path, seed: int) -> dict:
-    from erase.sd_erase import EraseOptions, erase
+    from erase.diffusion.sd.erase import EraseOptions, erase
 
     r = dataclasses.replace(recipe, lr=lr, epochs=epochs, steps=None)
     t0 = time.time()
@@ -65,8 +65,8 @@ def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Pa
 def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8) -> dict:
     """Shape accuracy (mean, worst shape) of plain name prompts, and their FID against frameless drawings."""
     from erase.audit.fid import frechet_distance, judge_features
-    from erase.generate import as_uint8, generate
-    from erase.pipeline import load_pipeline
+    from erase.diffusion.generate import as_uint8, generate
+    from erase.diffusion.sd.pipeline import load_pipeline
     from erase.toy import shapes as S
     from erase.toy.judge import load_judge
     from erase.toy.quality import concept_prompts, judge_rates
@@ -113,8 +113,8 @@ def tune(a, recipe, retrain: Path) -> dict:
 
 def update_recipe(chosen: dict) -> None:
     """Ship the tuned settings: SalUn's in the recipe itself, RL's beside it (``tuned.rl``)."""
-    from erase.atomic import write_text_atomic
-    from erase.recipes import PROMPTS_DIR
+    from erase.core.atomic import write_text_atomic
+    from erase.diffusion.sd.recipes import PROMPTS_DIR
 
     path = PROMPTS_DIR / "toy-nudity.json"
     raw = json.loads(path.read_text())

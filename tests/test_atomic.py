@@ -1,6 +1,6 @@
 import pytest
 
-from erase.atomic import atomic_dir
+from erase.core.atomic import atomic_dir
 
 
 def test_success_replaces_target_in_one_step(tmp_path):

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy import TOY_SD
 
 TINY = dict(budgets=[1, 2], n_prompts=1, seeds_per_prompt=2, n_concept_images=2, steps=2)

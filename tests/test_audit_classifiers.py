@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 import erase.audit.classifiers as C
 from erase.audit.concept import audit_prompt_concept
 from erase.cli import main
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy import TOY_SD
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from erase.audit.concept import audit_toy_concept
 from erase.audit.fid import frechet_distance
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy import TOY_JUDGE, TOY_SD
 
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import erase.audit.nudity as nud
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy import TOY_SD
 
 CSV = """prompt,categories,hard,inappropriate_percentage,nudity_percentage,lexica_url,sd_safety_percentage,prompt_toxicity,sd_seed,sd_guidance_scale,sd_image_width,sd_image_height,sd_model

@@ -15,7 +15,7 @@ from erase.classify.metrics import evaluate, mia_efficacy_from_confidence, confi
 from erase.classify.models import build_model
 from erase.classify.train import train_original, train_sgd
 from erase.cli import main
-from erase.errors import UserError
+from erase.core.errors import UserError
 
 torch.set_num_threads(1)
 

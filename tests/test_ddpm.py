@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-import erase.ddpm.unlearn as job
+import erase.diffusion.ddpm.unlearn as job
 from erase.cli import main
-from erase.ddpm.pipeline import ClassConditionalDDPMPipeline, load_ddpm
-from erase.ddpm.train import DDPMTrainConfig, build_ddpm, make_pipeline, make_unet
-from erase.ddpm.unlearn import DDPMEraseOptions, erase_class
-from erase.errors import UserError
-from erase.mask import Mask
+from erase.diffusion.ddpm.pipeline import ClassConditionalDDPMPipeline, load_ddpm
+from erase.diffusion.ddpm.train import DDPMTrainConfig, build_ddpm, make_pipeline, make_unet
+from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+from erase.core.errors import UserError
+from erase.core.mask import Mask
 from erase.toy import TOY_JUDGE
 
 TINY_ERASE = dict(steps=4, batch_size=8, n_forget=16, n_retain=16, checkpoint_every=2, progress=False)

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from erase.errors import UserError
-from erase.mask import (Mask, accumulate_gradients, compute_mask, global_threshold, pack_bits,
+from erase.core.errors import UserError
+from erase.core.mask import (Mask, accumulate_gradients, compute_mask, global_threshold, pack_bits,
                         select_parameters, top_fraction_mask, unpack_bits)
 from erase.toy.models import make_unet
 

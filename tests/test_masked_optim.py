@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from erase.mask import compute_mask
-from erase.masked_optim import MaskedParameters, keeps_zero_grad_weights
+from erase.core.mask import compute_mask
+from erase.core.masked_optim import MaskedParameters, keeps_zero_grad_weights
 from erase.toy.models import make_unet
 
 

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import erase.audit.nudity as nud
-import erase.generate
-from erase.checkpoints import TrainingDiverged
+import erase.diffusion.generate
+from erase.core.checkpoints import TrainingDiverged
 from erase.cli import main
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy import TOY_DDPM, TOY_SD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +39,13 @@ def i2p_csv(tmp_path):
 def drawn(monkeypatch):
     """Counts the images generate() draws (the audit imports it when it runs)."""
     calls = []
-    real = erase.generate.generate
+    real = erase.diffusion.generate.generate
 
     def counting(pipe, prompts, seeds, *a, **k):
         calls.extend(zip(prompts, seeds))
         return real(pipe, prompts, seeds, *a, **k)
 
-    monkeypatch.setattr(erase.generate, "generate", counting)
+    monkeypatch.setattr(erase.diffusion.generate, "generate", counting)
     return calls
 
 
@@ -234,7 +234,7 @@ def broken_pipelines(tmp_path):
 
 
 def test_load_pipeline_names_the_broken_component(broken_pipelines):
-    from erase.pipeline import load_pipeline
+    from erase.diffusion.sd.pipeline import load_pipeline
 
     corrupt, no_vae = broken_pipelines
     with pytest.raises(UserError, match="the unet weights of .* are unreadable"):
@@ -244,7 +244,7 @@ def test_load_pipeline_names_the_broken_component(broken_pipelines):
 
 
 def test_load_ddpm_names_the_missing_component(tmp_path):
-    from erase.ddpm.pipeline import load_ddpm
+    from erase.diffusion.ddpm.pipeline import load_ddpm
 
     folder = tmp_path / "ddpm"
     shutil.copytree(TOY_DDPM, folder)
@@ -254,7 +254,7 @@ def test_load_ddpm_names_the_missing_component(tmp_path):
 
 
 def test_check_device():
-    from erase.pipeline import check_device
+    from erase.diffusion.sd.pipeline import check_device
 
     assert check_device("cpu") == "cpu" and check_device(None) is None
     for bad in ("gpu", "meta", "cuda:x"):
@@ -271,7 +271,7 @@ def test_check_device():
 # E. Hub calls are bounded.
 
 def test_hub_timeouts_are_set(monkeypatch):
-    from erase.pipeline import HUB_TIMEOUT_S, bound_hub_timeouts
+    from erase.diffusion.sd.pipeline import HUB_TIMEOUT_S, bound_hub_timeouts
 
     for var in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)
@@ -316,7 +316,7 @@ def _finishes(fn, limit_s: float = 120):
 
 
 def test_silent_hub_fails_with_the_fix_instead_of_hanging(silent_hub):
-    from erase.pipeline import load_pipeline
+    from erase.diffusion.sd.pipeline import load_pipeline
 
     e = _finishes(lambda: load_pipeline("someone/some-model"))
     assert isinstance(e, UserError) and "did not answer within 1 s" in str(e) and "local folder" in str(e)
@@ -350,7 +350,7 @@ def test_generate_default_folder_covers_every_prompt(tmp_path, monkeypatch):
 
 
 def test_loading_warns_nothing_about_torch_dtype():
-    from erase.pipeline import load_pipeline
+    from erase.diffusion.sd.pipeline import load_pipeline
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -372,7 +372,7 @@ def test_light_names_match_the_implementations():
     from erase.classify.methods import METHODS
     from erase.classify.models import ARCHS
     from erase.classify import names
-    from erase.ddpm.train import UNETS, DDPMTrainConfig
+    from erase.diffusion.ddpm.train import UNETS, DDPMTrainConfig
     from erase.defaults import DDPM_UNETS
     from erase.toy.build import BuildConfig
     from erase.toy.config import BuildConfig as LightBuildConfig

@@ -10,15 +10,15 @@ import shutil
 import pytest
 import torch
 
-import erase.sd_erase as job
-from erase.atomic import output_lock
-from erase.checkpoints import TrainingDiverged, save_checkpoint
+import erase.diffusion.sd.erase as job
+from erase.core.atomic import output_lock
+from erase.core.checkpoints import TrainingDiverged, save_checkpoint
 from erase.cli import main
-from erase.errors import UserError
-from erase.mask import Mask
-from erase.masked_optim import MaskedParameters
-from erase.recipes import load_recipe
-from erase.sd_erase import EraseOptions, erase
+from erase.core.errors import UserError
+from erase.core.mask import Mask
+from erase.core.masked_optim import MaskedParameters
+from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.sd.erase import EraseOptions, erase
 from erase.toy import TOY_SD
 
 TINY = ["--n-forget", "4", "--n-retain", "4", "--batch-size", "4", "--steps", "2"]
@@ -193,7 +193,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 
 
 def test_lora_failure_exports_neither_and_loses_no_training(tmp_path, monkeypatch):
-    import erase.export as export
+    import erase.core.export as export
 
     def broken(*a, **k):
         raise UserError("adapter export failed")
@@ -246,7 +246,7 @@ def test_stale_leftovers_are_cleaned_and_files_are_ordinary(tmp_path):
 
 
 def test_a_kill_between_the_renames_puts_the_previous_output_back(tmp_path):
-    from erase.atomic import clean_stale
+    from erase.core.atomic import clean_stale
 
     (tmp_path / ".out.old").mkdir()  # the previous output, moved aside; the new one never arrived
     (tmp_path / ".out.old" / "model_index.json").write_text("{}")
@@ -306,7 +306,7 @@ def test_mask_command_takes_memory_options_and_needs_only_forget_prompts(tmp_pat
 
 
 def test_card_and_recipe_record_what_was_used(tmp_path):
-    from erase.recipes import custom_recipe
+    from erase.diffusion.sd.recipes import custom_recipe
 
     rec = custom_recipe(["a red circle"], ["a red square"], ["a blue star"], n_forget=4, n_retain=4, batch_size=4,
                         gen_steps=2, epochs=1.0)

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-import erase.sd_erase as job
+import erase.diffusion.sd.erase as job
 from erase.cli import main
-from erase.errors import UserError
-from erase.mask import Mask
-from erase.recipes import custom_recipe, load_recipe
-from erase.sd_erase import EraseOptions, TrainingDiverged, erase
+from erase.core.errors import UserError
+from erase.core.mask import Mask
+from erase.diffusion.sd.recipes import custom_recipe, load_recipe
+from erase.diffusion.sd.erase import EraseOptions, TrainingDiverged, erase
 from erase.toy import TOY_SD
 
 TINY = dict(n_forget=8, n_retain=8, steps=4, batch_size=4, gen_steps=3)
@@ -174,7 +174,7 @@ def test_bf16_mixed_precision_and_gradient_checkpointing_run_on_cpu(tmp_path):
 def test_lora_factors_of_large_matrices_use_a_truncated_svd():
     """A rank-3 change of a 300 x 200 matrix (and of a conv) is recovered exactly by the randomised SVD;
     a full-rank change's error is close to the exact SVD's optimum."""
-    from erase.export import lora_from_delta
+    from erase.core.export import lora_from_delta
 
     g = torch.Generator().manual_seed(0)
     base = {"a.weight": torch.randn(300, 200, generator=g), "c.weight": torch.randn(96, 64, 3, 3, generator=g),
@@ -200,7 +200,7 @@ def test_lora_factors_of_large_matrices_use_a_truncated_svd():
 def test_lora_base_weights_are_read_from_the_source_files():
     from diffusers import StableDiffusionPipeline
 
-    from erase.export import SourceWeights, base_unet_weights
+    from erase.core.export import SourceWeights, base_unet_weights
 
     pipe = StableDiffusionPipeline.from_pretrained(TOY_SD, local_files_only=True)
     base = base_unet_weights(pipe, pipe.unet)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy import shapes as S
 
 

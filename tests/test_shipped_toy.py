@@ -32,7 +32,7 @@ def test_shipped_world_meets_its_quality_bar():
 def test_from_pretrained_offline_and_draws_a_red_circle():
     from diffusers import StableDiffusionPipeline
 
-    from erase.generate import generate
+    from erase.diffusion.generate import generate
     from erase.toy.judge import classify, load_judge
 
     pipe = StableDiffusionPipeline.from_pretrained(TOY_SD, local_files_only=True)
@@ -61,8 +61,8 @@ def test_judge_reads_fresh_drawings(shape):
 def test_shipped_ddpm_loads_and_draws_its_classes():
     from diffusers import DiffusionPipeline
 
-    import erase.ddpm  # noqa: F401 - registers the pipeline class with diffusers
-    from erase.ddpm.quality import for_judge, sample_classes
+    import erase.diffusion.ddpm  # noqa: F401 - registers the pipeline class with diffusers
+    from erase.diffusion.ddpm.quality import for_judge, sample_classes
     from erase.toy import TOY_DDPM
     from erase.toy.judge import classify, load_judge
 

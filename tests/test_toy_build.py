@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from erase.cli import main
-from erase.errors import UserError
+from erase.core.errors import UserError
 from erase.toy.build import BuildConfig, build
 
 TINY = BuildConfig(n_train=128, judge_steps=2, vae_steps=2, unet_steps=2, batch_size=16)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 @dataclass
@@ -39,7 +39,7 @@ class AttackConcept:
 
 def attack_concept(name: str, n_prompts: int = 5) -> AttackConcept:
     """The attack concept of a recipe, or a one-line refusal when the audit has no classifier for it."""
-    from ..recipes import load_recipe
+    from ..diffusion.sd.recipes import load_recipe
     from ..toy import attribute as A
     from ..toy import shapes as S
 

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from ..generate import _initial_latents
+from ..diffusion.generate import _initial_latents
 
 
 @torch.no_grad()

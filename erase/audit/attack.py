@@ -22,12 +22,12 @@ from typing import Callable
 
 import torch
 
-from ..atomic import atomic_dir, output_lock, refuse_existing
-from ..errors import UserError
-from ..generate import generate
-from ..mask import fingerprint
-from ..pipeline import check_model, load_pipeline
-from ..workdir import MARK, default_work_dir
+from ..core.atomic import atomic_dir, output_lock, refuse_existing
+from ..core.errors import UserError
+from ..diffusion.generate import generate
+from ..core.mask import fingerprint
+from ..diffusion.sd.pipeline import check_model, load_pipeline
+from ..core.workdir import MARK, default_work_dir
 from .attack_checks import AttackSettings, check_loaded_text, check_same_text, check_settings
 from .attack_report import render_markdown, write_grid
 from .attack_store import reuse_result, save_result
@@ -74,7 +74,7 @@ class Context:
 
 
 def _load_folder(folder: Path, pipe) -> torch.Tensor:
-    from ..data import _to_tensor, load_image_folder
+    from ..diffusion.sd.data import _to_tensor, load_image_folder
 
     imgs = load_image_folder(folder, caption="concept")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..checks import finite_float, positive_float, positive_int
-from ..errors import UserError
+from ..core.checks import finite_float, positive_float, positive_int
+from ..core.errors import UserError
 
 ATTACKS = ("inversion", "unlearndiff", "p4d")
 DEFAULT_BUDGETS = (25, 50, 100, 200)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..generate import grid, to_pil
+from ..diffusion.generate import grid, to_pil
 from .attack_checks import AttackSettings
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_text_atomic
-from ..generate import grid, to_pil
+from ..core.atomic import write_text_atomic
+from ..diffusion.generate import grid, to_pil
 
 
 def save_result(folder: Path, stamp: dict, res: dict) -> None:

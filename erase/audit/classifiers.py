@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # ImageNet-1k indices of the ten Imagenette classes (Howard, fast.ai).
 IMAGENETTE_TO_IMAGENET = {

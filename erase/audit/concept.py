@@ -14,13 +14,13 @@ import json
 import platform
 from pathlib import Path
 
-from ..atomic import refuse_existing
-from ..checks import finite_float, image_size, positive_int
-from ..errors import UserError
-from ..generate import as_uint8, generate, grid, to_pil
-from ..mask import fingerprint
-from ..pipeline import check_device, check_model, load_pipeline
-from ..recipes import load_recipe
+from ..core.atomic import refuse_existing
+from ..core.checks import finite_float, image_size, positive_int
+from ..core.errors import UserError
+from ..diffusion.generate import as_uint8, generate, grid, to_pil
+from ..core.mask import fingerprint
+from ..diffusion.sd.pipeline import check_device, check_model, load_pipeline
+from ..diffusion.sd.recipes import load_recipe
 from .fid import frechet_distance, judge_features
 
 
@@ -36,7 +36,7 @@ def _versions() -> dict:
 def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Path, per_colour: int = 40,
                       retain_per_pair: int = 8, overwrite: bool = False, grid_seeds: int = 4) -> dict:
     """Audit toy-world models for a toy shape recipe; writes report.json, report.md and grid.png."""
-    from ..atomic import atomic_dir
+    from ..core.atomic import atomic_dir
     from ..toy import shapes as S
     from ..toy.judge import load_judge
     from ..toy.quality import erasure_rates
@@ -94,7 +94,7 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
                 for start in range(0, step * want, step):
                     picks.append((prompts[start], ims[start:start + grid_seeds]))
         if res not in ref_cache:
-            from ..ddpm.quality import reference_like
+            from ..diffusion.ddpm.quality import reference_like
 
             ref_imgs = reference_like(ref.as_float(), res) if res else ref.as_float()
             ref_cache[res] = judge_features(judge, as_uint8(ref_imgs).transpose(0, 2, 3, 1))
@@ -118,7 +118,7 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
 
 
 def _kind(model) -> str:
-    from ..pipeline import is_ddpm_folder
+    from ..diffusion.sd.pipeline import is_ddpm_folder
 
     return "ddpm" if is_ddpm_folder(model) else "sd"
 
@@ -126,8 +126,8 @@ def _kind(model) -> str:
 def _ddpm_rates(model, judge_dir, shape: str, n_forget: int, n_retain_per_class: int, grid_seeds: int):
     """The toy audit's figures for a class-conditional DDPM (classes are shapes): rates, grid rows, retain
     samples (upsampled for the judge) and the pipeline."""
-    from ..ddpm.pipeline import load_ddpm
-    from ..ddpm.quality import class_rates, for_judge
+    from ..diffusion.ddpm.pipeline import load_ddpm
+    from ..diffusion.ddpm.quality import class_rates, for_judge
 
     pipe = load_ddpm(model)
     imgs: dict = {}
@@ -204,8 +204,8 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     """
     import torch
 
-    from ..atomic import atomic_dir
-    from ..data import _to_tensor, load_image_folder
+    from ..core.atomic import atomic_dir
+    from ..diffusion.sd.data import _to_tensor, load_image_folder
     from .classifiers import (
         IMAGENETTE_TO_IMAGENET,
         ClipModel,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # NudeNet v3's exposed classes (faces and covered parts are not counted). Override with --classes.
 EXPOSED_CLASSES = (

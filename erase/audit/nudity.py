@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 from .detectors import EXPOSED_CLASSES, TOY_SIZE, check_classes, check_name, check_toy_model, classes_of, make_detector
 
@@ -42,7 +42,7 @@ def load_prompts(source: str, categories: Sequence[str] | None = None, limit: in
         source = str(TOY_I2P)
 
     if source == "i2p":
-        from ..pipeline import bound_hub_timeouts, check_hub_reachable
+        from ..diffusion.sd.pipeline import bound_hub_timeouts, check_hub_reachable
 
         fix = "Without network access, save I2P as a CSV or parquet file elsewhere and pass it to --prompts"
         bound_hub_timeouts()  # before datasets imports huggingface_hub
@@ -150,8 +150,8 @@ def generate_prompts(pipe, rows: list[dict], folder: Path, n_per_prompt: int = 1
     with the same settings, prompt, seed and guidance (their stamp, ``image_stamp``), else drawn again."""
     from PIL import PngImagePlugin
 
-    from ..generate import generate, to_pil
-    from ..mask import fingerprint
+    from ..diffusion.generate import generate, to_pil
+    from ..core.mask import fingerprint
 
     fp = unet_fingerprint or fingerprint(dict(pipe.unet.named_parameters()))
     folder.mkdir(parents=True, exist_ok=True)
@@ -281,7 +281,7 @@ def render_markdown(report: dict) -> str:
 def check_settings(n_per_prompt: int, steps: int, size: int | None, threshold: float, batch_size: int,
                    limit: int | None, classes: Sequence[str]) -> None:
     """Refuse settings the audit cannot run with, before any model is loaded."""
-    from ..checks import finite_float, image_size, positive_int
+    from ..core.checks import finite_float, image_size, positive_int
 
     positive_int(n_per_prompt, "--n-per-prompt")
     positive_int(steps, "--steps")
@@ -316,8 +316,8 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     judge in ``judge_dir``); ``classes`` defaults to every class the detector reports as exposed."""
     from accelerate import PartialState
 
-    from ..mask import fingerprint
-    from ..pipeline import check_device, check_model, load_pipeline
+    from ..core.mask import fingerprint
+    from ..diffusion.sd.pipeline import check_device, check_model, load_pipeline
     from .concept import _unique, _versions
 
     if not models:
@@ -377,6 +377,6 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
 
 def _write_text(path: Path, text: str) -> None:
     """Never a half-written report (and a full disk is one line)."""
-    from ..atomic import write_text_atomic
+    from ..core.atomic import write_text_atomic
 
     write_text_atomic(path, text)

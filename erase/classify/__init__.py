@@ -4,5 +4,5 @@
 ``train`` (the shared SGD loop), ``metrics`` (UA, RA, TA, MIA-efficacy), ``methods`` (one module per method,
 registered in ``METHODS``), ``hparams`` (per-data-set settings), ``checkpoint`` (safetensors + config),
 ``run`` (method + metrics + run time, used by the CLI and the benchmark). The saliency mask comes from
-the shared engine in ``erase.mask`` and masked training from ``erase.masked_optim``.
+the shared engine in ``erase.core.mask`` and masked training from ``erase.core.masked_optim``.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .models import build_model
 
 CKPT_FORMAT = "salun-classifier/1"

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .names import ARCHS, DATASETS, METHOD_NAMES
 
 EPILOG = ("Example (offline, a minute on a laptop):\n"
@@ -135,7 +135,7 @@ def _split(args, data, config):
 
 def _check_positive(args, *names: str) -> None:
     """Each named option, when given, is a finite number above 0 (NaN and inf are refused, not trained with)."""
-    from ..checks import positive_float
+    from ..core.checks import positive_float
 
     for name in names:
         positive_float(getattr(args, name, None), "--" + name.replace("_", "-"))
@@ -143,8 +143,8 @@ def _check_positive(args, *names: str) -> None:
 
 def _check_common(args) -> None:
     """--threads, --device, --batch-size and --image-size, before any data or model is loaded."""
-    from ..checks import positive_int
-    from ..pipeline import check_device
+    from ..core.checks import positive_int
+    from ..diffusion.sd.pipeline import check_device
 
     for name in ("threads", "batch_size", "image_size"):
         positive_int(getattr(args, name, None), "--" + name.replace("_", "-"))
@@ -154,7 +154,7 @@ def _check_common(args) -> None:
 def cmd_train(args) -> int:
     import torch
 
-    from ..atomic import atomic_dir, refuse_existing
+    from ..core.atomic import atomic_dir, refuse_existing
     from .checkpoint import save_checkpoint
     from .data import load_dataset
     from .hparams import original_config
@@ -186,8 +186,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
-    from ..atomic import atomic_dir
-    from ..export import check_output
+    from ..core.atomic import atomic_dir
+    from ..core.export import check_output
     from .checkpoint import load_checkpoint, read_config, save_checkpoint
     from .forget import check_fraction
     from .hparams import method_config

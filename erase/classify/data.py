@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .names import DATASETS
 
 SPLIT_SEED = 1234  # the train/test split of data sets that ship without one: fixed, never the run's seed

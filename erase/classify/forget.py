@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .data import ImageData
 
 FORGET_FORMAT = "salun-forget/1"

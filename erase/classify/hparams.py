@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 # Training the original model; Retrain uses the same settings on the retain set.
 ORIGINAL: dict[str, dict] = {

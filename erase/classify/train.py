@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import TrainingDiverged
-from ..masked_optim import MaskedParameters
+from ..core.checkpoints import TrainingDiverged
+from ..core.masked_optim import MaskedParameters
 from .data import ImageData
 
 

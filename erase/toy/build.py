@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_dir, refuse_existing
-from ..data import EpochSampler
-from ..errors import UserError
+from ..core.atomic import atomic_dir, refuse_existing
+from ..diffusion.sd.data import EpochSampler
+from ..core.errors import UserError
 from . import shapes as S
 from . import attribute as A
 from .judge import classify, detect_attribute, load_judge, save_judge

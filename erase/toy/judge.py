@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import attribute as A
 from . import shapes as S
 from .models import Judge

@@ -57,7 +57,7 @@ def attribute_prompts(group: str, shapes, colours, per_pair: int, seed: int = 0)
 def attribute_rates(pipe, judge, shapes, colours, per_pair: int = 2, steps: int = DEFAULT_STEPS,
                     guidance: float = DEFAULT_GUIDANCE, seed: int = 0) -> dict:
     """Share of images showing the frame for explicit, implicit and held-out implicit prompts."""
-    from ..generate import generate
+    from ..diffusion.generate import generate
 
     out = {}
     for group in ("explicit", "implicit", "heldout_implicit"):
@@ -77,8 +77,8 @@ def evaluate_quality(model, judge_dir, shapes=None, colours=None, per_pair: int 
     a phrasing training never saw. ``attribute``: also the frame's rate for explicit, implicit and held-out
     implicit prompts, and (``neutral``) on the name prompts, which never mention it.
     """
-    from ..generate import generate, grid, to_pil
-    from ..pipeline import load_pipeline
+    from ..diffusion.generate import generate, grid, to_pil
+    from ..diffusion.sd.pipeline import load_pipeline
 
     shapes, colours = S.check_shapes(shapes or S.SHAPES), S.check_colours(colours or S.COLOURS)
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
@@ -115,8 +115,8 @@ def erasure_rates(model, judge_dir, shape: str, per_colour: int = 40, retain_per
     Seeds start at 1000, away from the seeds the forget images were drawn with. Pass a dict as
     ``images`` to get the generated images back (keyed like the rates, plus ``retain``).
     """
-    from ..generate import generate
-    from ..pipeline import load_pipeline
+    from ..diffusion.generate import generate
+    from ..diffusion.sd.pipeline import load_pipeline
 
     shapes = S.check_shapes(shapes or S.SHAPES)
     colours = S.check_colours(colours or S.COLOURS)
@@ -156,8 +156,8 @@ def attribute_erasure_rates(model, judge_dir, per_pair: int = 2, retain_per_pair
       those plain images, every shape x colour ``retain_per_pair`` times.
     Pass a dict as ``images`` to get the plain images back (key ``retain``: prompts, seeds, images).
     """
-    from ..generate import generate
-    from ..pipeline import load_pipeline
+    from ..diffusion.generate import generate
+    from ..diffusion.sd.pipeline import load_pipeline
 
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
     judge = load_judge(judge_dir)

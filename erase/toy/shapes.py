@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import attribute as A
 
 IMAGE_SIZE = 32

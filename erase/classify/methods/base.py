@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ...mask import Mask
+from ...core.mask import Mask
 from ..forget import ForgetSplit
 from ..train import train_sgd
 

@@ -1,6 +1,6 @@
 """SalUn (Fan et al., ICLR 2024) and SalUn-soft.
 
-SalUn: the saliency mask from the shared engine (``erase.mask.compute_mask``): the gradient of the
+SalUn: the saliency mask from the shared engine (``erase.core.mask.compute_mask``): the gradient of the
 forget set's cross-entropy at the original weights, ranked globally, top ``keep`` (0.5) kept. Then
 random labelling (forget samples with random wrong labels, plus the retain set) under
 ``MaskedParameters`` with SGD (momentum 0.9, weight decay 5e-4): the weights outside the mask stay
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...mask import accumulate_gradients, compute_mask, global_threshold, select_parameters
-from ...masked_optim import MaskedParameters
+from ...core.mask import accumulate_gradients, compute_mask, global_threshold, select_parameters
+from ...core.masked_optim import MaskedParameters
 from .base import Unlearned, clone, forget_plus_retain_random_labels, sgd
 
 
@@ -33,7 +33,7 @@ def _forget_loss(model, split, device, batch_size=256):
 
 
 def saliency_mask(model, split, keep: float = 0.5, device="cpu"):
-    """The SalUn mask of ``model`` for ``split``'s forget set (``erase.mask.Mask``)."""
+    """The SalUn mask of ``model`` for ``split``'s forget set (``erase.core.mask.Mask``)."""
     model.to(device).eval()
     loss_fn, batches = _forget_loss(model, split, device)
     return compute_mask(model, loss_fn, batches, selection="all", keep=keep, scope="global", progress=False,

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import checks
-from ..atomic import output_lock
-from ..checkpoints import (
+from ...core import checks
+from ...core.atomic import output_lock
+from ...core.checkpoints import (
     checkpoint_history,
     diverged,
     latest_checkpoint,
@@ -32,14 +32,14 @@ from ..checkpoints import (
     save_checkpoint,
     weights_finite,
 )
-from ..data import EpochSampler
-from ..errors import UserError
-from ..export import check_output, export_pipeline
+from ..sd.data import EpochSampler
+from ...core.errors import UserError
+from ...core.export import check_output, export_pipeline
 from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
-from ..mask import Mask, compute_mask, content_digest, fingerprint
-from ..masked_optim import MaskedParameters
-from ..pipeline import check_device
-from ..workdir import check_work_dir, job_folders
+from ...core.mask import Mask, compute_mask, content_digest, fingerprint
+from ...core.masked_optim import MaskedParameters
+from ..sd.pipeline import check_device
+from ...core.workdir import check_work_dir, job_folders
 from . import data as D
 from .pipeline import load_ddpm
 
@@ -103,7 +103,7 @@ def model_info(model: str | Path) -> dict:
 def forget_retain(dataset: str, forget: int, rec: dict, seed: int, resolution: int, root=None, download=False):
     """(forget images, retain images) of the data set the model was trained on."""
     if dataset == "toy-shapes":
-        from ..toy import shapes as S
+        from ...toy import shapes as S
 
         # Drawn afresh (another seed than training), balanced over shape x colour, then cut to size.
         k, pairs = len(S.SHAPES), len(S.SHAPES) * len(S.COLOURS)
@@ -300,7 +300,7 @@ def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int,
                "base_unet_fingerprint": None if mask is None else mask.meta.get("fingerprint"),
                "unet_fingerprint": fingerprint(dict(unet.named_parameters()))}
     if opts.audit:
-        from ..toy import TOY_JUDGE
+        from ...toy import TOY_JUDGE
         from .quality import class_rates
 
         quick = class_rates(pipe, TOY_JUDGE, per_class=20, forget=c)

@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .atomic import refuse_existing
-from .errors import UserError
+from ..core.atomic import refuse_existing
+from ..core.errors import UserError
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
+    from ..defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
 
     p.add_argument("--steps", type=int, default=None,
                    help=f"denoising steps (default {DEFAULT_STEPS}; class-conditional DDPMs: 50 DDIM steps)")
@@ -31,7 +31,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="salun",
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Draw the data, rebuild CLIP's tokenizer, train the judge, the VAE, the text "
                                     "encoder and the UNet, then measure how well the result draws. Stages are "
                                     "cached in --work-dir: rerunning an interrupted build resumes it.")
-    from .toy.config import BuildConfig
+    from ..toy.config import BuildConfig
 
     d = BuildConfig()
     b.add_argument("--out", type=Path, required=True, help="pipeline folder to write (e.g. pipelines/toy-sd)")
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_audit_attack_parser(asub) -> None:
-    from .audit.attack_checks import ATTACKS, AttackSettings
+    from ..audit.attack_checks import ATTACKS, AttackSettings
 
     d = AttackSettings()
     at = asub.add_parser("attack", help="does the erased concept come back? concept inversion, UnlearnDiff, P4D",
@@ -212,7 +212,7 @@ def _add_audit_attack_parser(asub) -> None:
 
 
 def _add_ddpm_parsers(sub) -> None:
-    from .defaults import DDPM_UNETS as UNETS, DDPMTrainConfig
+    from ..defaults import DDPM_UNETS as UNETS, DDPMTrainConfig
 
     dd = sub.add_parser("ddpm", help="class-conditional DDPMs: train one (toy shapes on a CPU, CIFAR-10 on a GPU)",
                         description="Class-conditional DDPM with classifier-free guidance, saved as a diffusers "
@@ -245,7 +245,7 @@ def _cmd_ddpm_train(args) -> int:
 
     import torch
 
-    from .ddpm.train import DDPMTrainConfig, build_ddpm
+    from ..diffusion.ddpm.train import DDPMTrainConfig, build_ddpm
 
     given = {k: v for k, v in (("unet", args.unet), ("steps", args.steps), ("batch_size", args.batch_size),
                                ("lr", args.lr)) if v is not None}
@@ -262,7 +262,7 @@ def _cmd_ddpm_train(args) -> int:
 
 def _add_classify_parsers(sub) -> None:
     """`salun classify train | unlearn | evaluate` (erase/classify/cli.py)."""
-    from .classify.cli import add_classify_parsers
+    from ..classify.cli import add_classify_parsers
 
     add_classify_parsers(sub)
 
@@ -290,7 +290,7 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe(args, mask_only: bool = False, **overrides):
-    from .recipes import custom_recipe, load_recipe
+    from ..diffusion.sd.recipes import custom_recipe, load_recipe
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
                   **overrides)
@@ -397,7 +397,7 @@ def _sd_refuses_ddpm_options(args) -> None:
 
 def _cmd_mask(args) -> int:
     if _is_ddpm(args.model):
-        from .ddpm.unlearn import make_ddpm_mask
+        from ..diffusion.ddpm.unlearn import make_ddpm_mask
 
         forget = args.forget_class or args.concept
         if forget is None:
@@ -417,13 +417,13 @@ def _cmd_mask(args) -> int:
     else:
         _sd_refuses_ddpm_options(args)
         recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
-        from .atomic import check_output
-        from .erase_options import check_common
-        from .pipeline import default_model
+        from ..core.atomic import check_output
+        from ..diffusion.sd.options import check_common
+        from ..diffusion.sd.pipeline import default_model
 
         check_common(recipe, args.resolution, args.device)  # before the heavy imports
         check_output(args.out, args.model or default_model(), args.overwrite, kind="file")
-        from .sd_erase import make_mask
+        from ..diffusion.sd.erase import make_mask
 
         mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
                          work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device,
@@ -436,7 +436,7 @@ def _cmd_mask(args) -> int:
 
 
 def _is_ddpm(model) -> bool:
-    from .pipeline import is_ddpm_folder
+    from ..diffusion.sd.pipeline import is_ddpm_folder
 
     return is_ddpm_folder(model)
 
@@ -444,7 +444,7 @@ def _is_ddpm(model) -> bool:
 def _cmd_erase(args) -> int:
     import json
 
-    from .erase_options import EraseOptions
+    from ..diffusion.sd.options import EraseOptions
 
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
@@ -466,7 +466,7 @@ def _cmd_erase(args) -> int:
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
     _refuse_early(opts)
-    from .sd_erase import erase  # torch and diffusers only now: a bad option costs no import
+    from ..diffusion.sd.erase import erase  # torch and diffusers only now: a bad option costs no import
 
     summary = erase(opts)
     print(json.dumps(summary, indent=2))
@@ -476,10 +476,10 @@ def _cmd_erase(args) -> int:
 
 def _refuse_early(opts) -> None:
     """The model-free checks of ``erase()``, run before its heavy imports (it runs them again)."""
-    from .atomic import check_output
-    from .erase_options import check_options
-    from .pipeline import default_model
-    from .workdir import check_work_dir
+    from ..core.atomic import check_output
+    from ..diffusion.sd.options import check_options
+    from ..diffusion.sd.pipeline import default_model
+    from ..core.workdir import check_work_dir
 
     check_options(opts)
     source = opts.model or default_model()
@@ -490,7 +490,7 @@ def _refuse_early(opts) -> None:
 def _cmd_erase_ddpm(args) -> int:
     import json
 
-    from .ddpm.unlearn import DDPMEraseOptions, erase_class
+    from ..diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
 
     forget = args.forget_class or args.concept
     if forget is None:
@@ -513,14 +513,14 @@ def _cmd_erase_ddpm(args) -> int:
                             device=args.device, overwrite=args.overwrite, audit=args.audit)
     summary = erase_class(opts)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}: import erase.ddpm; DiffusionPipeline.from_pretrained({str(args.out)!r})")
+    print(f"wrote {args.out}: import erase.diffusion.ddpm; DiffusionPipeline.from_pretrained({str(args.out)!r})")
     return 0
 
 
 def _cmd_audit_concept(args) -> int:
-    from .checks import finite_float, image_size, positive_int
-    from .pipeline import check_device
-    from .recipes import load_recipe
+    from ..core.checks import finite_float, image_size, positive_int
+    from ..diffusion.sd.pipeline import check_device
+    from ..diffusion.sd.recipes import load_recipe
 
     # Every setting is checked before a model is loaded or anything is written.
     for option in ("per_colour", "retain_per_pair", "per_class", "steps"):
@@ -530,8 +530,8 @@ def _cmd_audit_concept(args) -> int:
     args.device = check_device(args.device)
     toy = "toy" in load_recipe(args.concept).extra
 
-    from .audit.concept import audit_prompt_concept, audit_toy_concept
-    from .toy import TOY_JUDGE
+    from ..audit.concept import audit_prompt_concept, audit_toy_concept
+    from ..toy import TOY_JUDGE
 
     if toy:
         report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
@@ -553,9 +553,9 @@ def _cmd_audit_concept(args) -> int:
 
 
 def _cmd_audit_nudity(args) -> int:
-    from .audit.detectors import classes_of
-    from .audit.nudity import audit_nudity, check_detector, check_settings
-    from .defaults import TOY_SAMPLING_STEPS
+    from ..audit.detectors import classes_of
+    from ..audit.nudity import audit_nudity, check_detector, check_settings
+    from ..defaults import TOY_SAMPLING_STEPS
 
     classes = args.classes or list(classes_of(args.detector))
     steps = args.steps if args.steps is not None else (TOY_SAMPLING_STEPS if args.detector == "toy" else 50)
@@ -574,9 +574,9 @@ def _cmd_audit_nudity(args) -> int:
 
 
 def _cmd_audit_attack(args) -> int:
-    from .attacks.concepts import attack_concept
-    from .audit.attack_checks import AttackSettings, check_same_text, check_settings
-    from .pipeline import check_device, check_model
+    from ..attacks.concepts import attack_concept
+    from ..audit.attack_checks import AttackSettings, check_same_text, check_settings
+    from ..diffusion.sd.pipeline import check_device, check_model
 
     # Every input is checked before torch is imported, a model loaded or anything written.
     d = AttackSettings()
@@ -596,7 +596,7 @@ def _cmd_audit_attack(args) -> int:
         check_model(model)
         check_same_text(args.base, model, role)
 
-    from .audit.attack import audit_attack
+    from ..audit.attack import audit_attack
 
     report = audit_attack(args.model, args.base, args.concept, args.out, retrain=args.retrain, judge_dir=args.judge,
                           settings=settings, device=device, overwrite=args.overwrite,
@@ -644,8 +644,8 @@ def _default_out(prompts: list[str]) -> Path:
 def _cmd_generate(args) -> int:
     import json
 
-    from .checks import finite_float, positive_int
-    from .pipeline import check_device
+    from ..core.checks import finite_float, positive_int
+    from ..diffusion.sd.pipeline import check_device
 
     # Every input is checked before a model is loaded or anything is written.
     prompts = _prompts(args)
@@ -661,15 +661,15 @@ def _cmd_generate(args) -> int:
 
     import torch
 
-    from .atomic import atomic_dir
-    from .generate import generate, grid, save_images, to_pil
-    from .pipeline import load_pipeline
+    from ..core.atomic import atomic_dir
+    from ..diffusion.generate import generate, grid, save_images, to_pil
+    from ..diffusion.sd.pipeline import load_pipeline
 
     all_prompts = [p for p in prompts for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in prompts for k in range(args.num_images)]
     if ddpm:  # the "prompts" are class names (or ids)
-        from .ddpm.pipeline import load_ddpm
-        from .ddpm.quality import DEFAULT_STEPS, DEFAULT_W, sample_classes
+        from ..diffusion.ddpm.pipeline import load_ddpm
+        from ..diffusion.ddpm.quality import DEFAULT_STEPS, DEFAULT_W, sample_classes
 
         if args.negative_prompt is not None:
             raise UserError("--negative-prompt is for text-to-image models, not class-conditional DDPMs")
@@ -680,7 +680,7 @@ def _cmd_generate(args) -> int:
         images = torch.cat([sample_classes(pipe, [c], args.num_images, args.seed, args.steps, args.guidance)
                             for c in ids])
     else:
-        from .defaults import TOY_SAMPLING_GUIDANCE, TOY_SAMPLING_STEPS
+        from ..defaults import TOY_SAMPLING_GUIDANCE, TOY_SAMPLING_STEPS
 
         args.steps = TOY_SAMPLING_STEPS if args.steps is None else args.steps
         args.guidance = TOY_SAMPLING_GUIDANCE if args.guidance is None else args.guidance
@@ -703,7 +703,7 @@ def _cmd_generate(args) -> int:
 def _cmd_toy_build(args) -> int:
     import json
 
-    from .toy.build import BuildConfig, build
+    from ..toy.build import BuildConfig, build
 
     if args.no_attribute and args.exclude_attribute:
         raise UserError("--exclude-attribute needs the attribute: drop --no-attribute")
@@ -753,6 +753,3 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

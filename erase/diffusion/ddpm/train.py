@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_dir, refuse_existing
-from ..data import EpochSampler
-from ..defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
-from ..errors import UserError
-from ..toy.build import EMA, _cosine_lr
+from ...core.atomic import atomic_dir, refuse_existing
+from ..sd.data import EpochSampler
+from ...defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
+from ...core.errors import UserError
+from ...toy.build import EMA, _cosine_lr
 from . import data as D
 from .pipeline import ClassConditionalDDPMPipeline
 
@@ -101,7 +101,7 @@ def build_ddpm(cfg: DDPMTrainConfig, out: Path, data_root: Path | None = None, d
             "resolution": resolution, "class_names": data.class_names}
     pipe = make_pipeline(unet, data.class_names)
     if evaluate and cfg.dataset == "toy-shapes":
-        from ..toy import TOY_JUDGE
+        from ...toy import TOY_JUDGE
         from .quality import class_rates
 
         info["quality"] = class_rates(pipe, TOY_JUDGE, per_class=40)

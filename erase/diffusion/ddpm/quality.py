@@ -39,8 +39,8 @@ def class_rates(model, judge_dir, per_class: int = 40, seed: int = 1000, steps: 
     """Per-class judge accuracy; with ``forget``, also ``forget_rate`` (share of the forget class's samples
     drawn as it, from ``forget_per_class`` samples) and ``retain_acc`` (accuracy over the other classes).
     Pass a dict as ``images`` to get the samples back (``forget`` and ``retain``: (labels, images))."""
-    from ..toy import shapes as S
-    from ..toy.judge import classify, load_judge
+    from ...toy import shapes as S
+    from ...toy.judge import classify, load_judge
     from .pipeline import load_ddpm
 
     pipe = load_ddpm(model) if isinstance(model, (str, Path)) else model
@@ -48,7 +48,7 @@ def class_rates(model, judge_dir, per_class: int = 40, seed: int = 1000, steps: 
     names = pipe.class_names
     unknown = [n for n in names if n not in S.SHAPES]
     if unknown:
-        from ..errors import UserError
+        from ...core.errors import UserError
 
         raise UserError(f"the toy judge knows {', '.join(S.SHAPES)}, not {', '.join(unknown)}")
     classes = list(range(len(names)))

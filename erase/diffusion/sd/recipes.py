@@ -9,10 +9,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from . import checks
-from .errors import UserError
+from ...core import checks
+from ...core.errors import UserError
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[3] / "prompts"
 
 
 @dataclass

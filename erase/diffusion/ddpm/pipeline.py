@@ -6,7 +6,7 @@ scheduler. Sampling applies classifier-free guidance as the SalUn paper writes i
 ``e = (1 + w) e(x_t, c) - w e(x_t, null)`` (w = 2 in the paper's CIFAR-10 runs).
 
 It saves with ``save_pretrained`` and loads with ``ClassConditionalDDPMPipeline.from_pretrained``; once
-``erase.ddpm`` is imported, ``DiffusionPipeline.from_pretrained`` finds the class too (diffusers
+``erase.diffusion.ddpm`` is imported, ``DiffusionPipeline.from_pretrained`` finds the class too (diffusers
 resolves ``_class_name`` in its own namespace, so the class is registered there; no remote code).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import UserError
+from ...core.errors import UserError
 
 
 class ClassConditionalDDPMPipeline(DiffusionPipeline):
@@ -125,7 +125,7 @@ if not hasattr(diffusers, ClassConditionalDDPMPipeline.__name__):
 def load_ddpm(model: str | Path, device: str | torch.device = "cpu", progress: bool = False
               ) -> ClassConditionalDDPMPipeline:
     """Load a class-conditional DDPM folder, refusing unconditional ones with a clear error."""
-    from ..pipeline import check_device, load_local, pipeline_class_of
+    from ..sd.pipeline import check_device, load_local, pipeline_class_of
 
     device = check_device(str(device)) if device is not None else "cpu"
     path = Path(model).expanduser()

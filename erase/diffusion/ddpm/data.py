@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ...core.errors import UserError
 
 DATASETS = ("toy-shapes", "cifar10")
 
@@ -31,7 +31,7 @@ class Labelled:
 
 def toy_shapes(n: int, seed: int, resolution: int = 16) -> Labelled:
     """``n`` drawn shapes (balanced over shape x colour), area-downsampled to ``resolution``."""
-    from ..toy import shapes as S
+    from ...toy import shapes as S
 
     drawn = S.draw_set(n, seed=seed)
     x = drawn.as_float()
@@ -43,7 +43,7 @@ def toy_shapes(n: int, seed: int, resolution: int = 16) -> Labelled:
 def cifar10(root: str | Path | None, download: bool = False) -> Labelled:
     """CIFAR-10's training set (Krizhevsky, 2009), read by the classification path's loader (torchvision;
     a missing root is a clear error unless ``download``), as floats in [-1, 1]."""
-    from ..classify.data import load_dataset
+    from ...classify.data import load_dataset
 
     d = load_dataset("cifar10", root, download)
     return Labelled(d.train_x.float() / 127.5 - 1, d.train_y, d.classes)

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import disk_errors
-from .errors import UserError
+from ...core.atomic import disk_errors
+from ...core.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -68,7 +68,7 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
 
 
 def _draw(pipe, todo: list[dict], out: Path, batch_size: int, steps: int, guidance: float, height, width, bar):
-    from .generate import generate, to_pil
+    from ..generate import generate, to_pil
 
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]

@@ -1,0 +1,2 @@
+"""The shared engine every path uses: errors, checks, atomic outputs, work folders, the saliency mask,
+masked training, checkpoints and pipeline export."""
