@@ -214,7 +214,7 @@ def _image_folders(a) -> tuple[Path, Path]:
 
 def _phase_erase(a, lora_rank: int | None) -> dict:
     from erase.diffusion.sd.recipes import load_recipe
-    from erase.diffusion.sd.erase import EraseOptions, erase
+    from erase.diffusion.job import EraseOptions, erase
 
     forget, retain = _image_folders(a)
     recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2)

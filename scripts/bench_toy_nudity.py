@@ -52,7 +52,7 @@ def gap(row: dict, ref: dict) -> float:
 
 
 def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Path, seed: int) -> dict:
-    from erase.diffusion.sd.erase import EraseOptions, erase
+    from erase.diffusion.job import EraseOptions, erase
 
     r = dataclasses.replace(recipe, lr=lr, epochs=epochs, steps=None)
     t0 = time.time()
@@ -66,7 +66,7 @@ def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8) -
     """Shape accuracy (mean, worst shape) of plain name prompts, and their FID against frameless drawings."""
     from erase.audit.fid import frechet_distance, judge_features
     from erase.diffusion.generate import as_uint8, generate
-    from erase.diffusion.sd.pipeline import load_pipeline
+    from erase.diffusion.pipeline import load_pipeline
     from erase.toy import shapes as S
     from erase.toy.judge import load_judge
     from erase.toy.quality import concept_prompts, judge_rates

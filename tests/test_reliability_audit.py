@@ -234,7 +234,7 @@ def broken_pipelines(tmp_path):
 
 
 def test_load_pipeline_names_the_broken_component(broken_pipelines):
-    from erase.diffusion.sd.pipeline import load_pipeline
+    from erase.diffusion.pipeline import load_pipeline
 
     corrupt, no_vae = broken_pipelines
     with pytest.raises(UserError, match="the unet weights of .* are unreadable"):
@@ -254,7 +254,7 @@ def test_load_ddpm_names_the_missing_component(tmp_path):
 
 
 def test_check_device():
-    from erase.diffusion.sd.pipeline import check_device
+    from erase.diffusion.pipeline import check_device
 
     assert check_device("cpu") == "cpu" and check_device(None) is None
     for bad in ("gpu", "meta", "cuda:x"):
@@ -271,7 +271,7 @@ def test_check_device():
 # E. Hub calls are bounded.
 
 def test_hub_timeouts_are_set(monkeypatch):
-    from erase.diffusion.sd.pipeline import HUB_TIMEOUT_S, bound_hub_timeouts
+    from erase.diffusion.pipeline import HUB_TIMEOUT_S, bound_hub_timeouts
 
     for var in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)
@@ -316,7 +316,7 @@ def _finishes(fn, limit_s: float = 120):
 
 
 def test_silent_hub_fails_with_the_fix_instead_of_hanging(silent_hub):
-    from erase.diffusion.sd.pipeline import load_pipeline
+    from erase.diffusion.pipeline import load_pipeline
 
     e = _finishes(lambda: load_pipeline("someone/some-model"))
     assert isinstance(e, UserError) and "did not answer within 1 s" in str(e) and "local folder" in str(e)
@@ -350,7 +350,7 @@ def test_generate_default_folder_covers_every_prompt(tmp_path, monkeypatch):
 
 
 def test_loading_warns_nothing_about_torch_dtype():
-    from erase.diffusion.sd.pipeline import load_pipeline
+    from erase.diffusion.pipeline import load_pipeline
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

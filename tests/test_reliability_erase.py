@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-import erase.diffusion.sd.erase as job
+import erase.diffusion.job as job
 from erase.core.atomic import output_lock
 from erase.core.checkpoints import TrainingDiverged, save_checkpoint
 from erase.cli import main
@@ -18,7 +18,7 @@ from erase.core.errors import UserError
 from erase.core.mask import Mask
 from erase.core.masked_optim import MaskedParameters
 from erase.diffusion.sd.recipes import load_recipe
-from erase.diffusion.sd.erase import EraseOptions, erase
+from erase.diffusion.job import EraseOptions, erase
 from erase.toy import TOY_SD
 
 TINY = ["--n-forget", "4", "--n-retain", "4", "--batch-size", "4", "--steps", "2"]

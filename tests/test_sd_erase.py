@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-import erase.diffusion.sd.erase as job
+import erase.diffusion.job as job
 from erase.cli import main
 from erase.core.errors import UserError
 from erase.core.mask import Mask
 from erase.diffusion.sd.recipes import custom_recipe, load_recipe
-from erase.diffusion.sd.erase import EraseOptions, TrainingDiverged, erase
+from erase.diffusion.job import EraseOptions, TrainingDiverged, erase
 from erase.toy import TOY_SD
 
 TINY = dict(n_forget=8, n_retain=8, steps=4, batch_size=4, gen_steps=3)

@@ -196,7 +196,7 @@ def test_retrain_models_ship_and_load():
 def test_frame_recipe_erases_out_of_the_box_and_audits_in_the_card(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from erase.diffusion.sd.erase import EraseOptions, erase
+    from erase.diffusion.job import EraseOptions, erase
 
     recipe = load_recipe("frame", n_forget=8, n_retain=8, batch_size=4, gen_steps=3)
     summary = erase(EraseOptions(recipe=recipe, out=tmp_path / "no-frame", work_dir=tmp_path / "work",

@@ -26,7 +26,7 @@ from ..core.atomic import atomic_dir, output_lock, refuse_existing
 from ..core.errors import UserError
 from ..diffusion.generate import generate
 from ..core.mask import fingerprint
-from ..diffusion.sd.pipeline import check_model, load_pipeline
+from ..diffusion.pipeline import check_model, load_pipeline
 from ..core.workdir import MARK, default_work_dir
 from .attack_checks import AttackSettings, check_loaded_text, check_same_text, check_settings
 from .attack_report import render_markdown, write_grid

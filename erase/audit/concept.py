@@ -19,7 +19,7 @@ from ..core.checks import finite_float, image_size, positive_int
 from ..core.errors import UserError
 from ..diffusion.generate import as_uint8, generate, grid, to_pil
 from ..core.mask import fingerprint
-from ..diffusion.sd.pipeline import check_device, check_model, load_pipeline
+from ..diffusion.pipeline import check_device, check_model, load_pipeline
 from ..diffusion.sd.recipes import load_recipe
 from .fid import frechet_distance, judge_features
 
@@ -118,7 +118,7 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
 
 
 def _kind(model) -> str:
-    from ..diffusion.sd.pipeline import is_ddpm_folder
+    from ..diffusion.pipeline import is_ddpm_folder
 
     return "ddpm" if is_ddpm_folder(model) else "sd"
 

@@ -42,7 +42,7 @@ def load_prompts(source: str, categories: Sequence[str] | None = None, limit: in
         source = str(TOY_I2P)
 
     if source == "i2p":
-        from ..diffusion.sd.pipeline import bound_hub_timeouts, check_hub_reachable
+        from ..diffusion.pipeline import bound_hub_timeouts, check_hub_reachable
 
         fix = "Without network access, save I2P as a CSV or parquet file elsewhere and pass it to --prompts"
         bound_hub_timeouts()  # before datasets imports huggingface_hub
@@ -317,7 +317,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     from accelerate import PartialState
 
     from ..core.mask import fingerprint
-    from ..diffusion.sd.pipeline import check_device, check_model, load_pipeline
+    from ..diffusion.pipeline import check_device, check_model, load_pipeline
     from .concept import _unique, _versions
 
     if not models:

@@ -418,12 +418,12 @@ def _cmd_mask(args) -> int:
         _sd_refuses_ddpm_options(args)
         recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
         from ..core.atomic import check_output
-        from ..diffusion.sd.options import check_common
-        from ..diffusion.sd.pipeline import default_model
+        from ..diffusion.options import check_common
+        from ..diffusion.pipeline import default_model
 
         check_common(recipe, args.resolution, args.device)  # before the heavy imports
         check_output(args.out, args.model or default_model(), args.overwrite, kind="file")
-        from ..diffusion.sd.erase import make_mask
+        from ..diffusion.job import make_mask
 
         mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
                          work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device,
@@ -436,7 +436,7 @@ def _cmd_mask(args) -> int:
 
 
 def _is_ddpm(model) -> bool:
-    from ..diffusion.sd.pipeline import is_ddpm_folder
+    from ..diffusion.pipeline import is_ddpm_folder
 
     return is_ddpm_folder(model)
 
@@ -444,7 +444,7 @@ def _is_ddpm(model) -> bool:
 def _cmd_erase(args) -> int:
     import json
 
-    from ..diffusion.sd.options import EraseOptions
+    from ..diffusion.options import EraseOptions
 
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
@@ -466,7 +466,7 @@ def _cmd_erase(args) -> int:
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
     _refuse_early(opts)
-    from ..diffusion.sd.erase import erase  # torch and diffusers only now: a bad option costs no import
+    from ..diffusion.job import erase  # torch and diffusers only now: a bad option costs no import
 
     summary = erase(opts)
     print(json.dumps(summary, indent=2))
@@ -477,8 +477,8 @@ def _cmd_erase(args) -> int:
 def _refuse_early(opts) -> None:
     """The model-free checks of ``erase()``, run before its heavy imports (it runs them again)."""
     from ..core.atomic import check_output
-    from ..diffusion.sd.options import check_options
-    from ..diffusion.sd.pipeline import default_model
+    from ..diffusion.options import check_options
+    from ..diffusion.pipeline import default_model
     from ..core.workdir import check_work_dir
 
     check_options(opts)
@@ -519,7 +519,7 @@ def _cmd_erase_ddpm(args) -> int:
 
 def _cmd_audit_concept(args) -> int:
     from ..core.checks import finite_float, image_size, positive_int
-    from ..diffusion.sd.pipeline import check_device
+    from ..diffusion.pipeline import check_device
     from ..diffusion.sd.recipes import load_recipe
 
     # Every setting is checked before a model is loaded or anything is written.
@@ -576,7 +576,7 @@ def _cmd_audit_nudity(args) -> int:
 def _cmd_audit_attack(args) -> int:
     from ..attacks.concepts import attack_concept
     from ..audit.attack_checks import AttackSettings, check_same_text, check_settings
-    from ..diffusion.sd.pipeline import check_device, check_model
+    from ..diffusion.pipeline import check_device, check_model
 
     # Every input is checked before torch is imported, a model loaded or anything written.
     d = AttackSettings()
@@ -645,7 +645,7 @@ def _cmd_generate(args) -> int:
     import json
 
     from ..core.checks import finite_float, positive_int
-    from ..diffusion.sd.pipeline import check_device
+    from ..diffusion.pipeline import check_device
 
     # Every input is checked before a model is loaded or anything is written.
     prompts = _prompts(args)
@@ -663,7 +663,7 @@ def _cmd_generate(args) -> int:
 
     from ..core.atomic import atomic_dir
     from ..diffusion.generate import generate, grid, save_images, to_pil
-    from ..diffusion.sd.pipeline import load_pipeline
+    from ..diffusion.pipeline import load_pipeline
 
     all_prompts = [p for p in prompts for _ in range(args.num_images)]
     seeds = [args.seed + k for _ in prompts for k in range(args.num_images)]

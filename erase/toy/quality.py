@@ -78,7 +78,7 @@ def evaluate_quality(model, judge_dir, shapes=None, colours=None, per_pair: int 
     implicit prompts, and (``neutral``) on the name prompts, which never mention it.
     """
     from ..diffusion.generate import generate, grid, to_pil
-    from ..diffusion.sd.pipeline import load_pipeline
+    from ..diffusion.pipeline import load_pipeline
 
     shapes, colours = S.check_shapes(shapes or S.SHAPES), S.check_colours(colours or S.COLOURS)
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
@@ -116,7 +116,7 @@ def erasure_rates(model, judge_dir, shape: str, per_colour: int = 40, retain_per
     ``images`` to get the generated images back (keyed like the rates, plus ``retain``).
     """
     from ..diffusion.generate import generate
-    from ..diffusion.sd.pipeline import load_pipeline
+    from ..diffusion.pipeline import load_pipeline
 
     shapes = S.check_shapes(shapes or S.SHAPES)
     colours = S.check_colours(colours or S.COLOURS)
@@ -157,7 +157,7 @@ def attribute_erasure_rates(model, judge_dir, per_pair: int = 2, retain_per_pair
     Pass a dict as ``images`` to get the plain images back (key ``retain``: prompts, seeds, images).
     """
     from ..diffusion.generate import generate
-    from ..diffusion.sd.pipeline import load_pipeline
+    from ..diffusion.pipeline import load_pipeline
 
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
     judge = load_judge(judge_dir)

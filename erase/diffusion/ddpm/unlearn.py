@@ -38,7 +38,7 @@ from ...core.export import check_output, export_pipeline
 from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
 from ...core.mask import Mask, compute_mask, content_digest, fingerprint
 from ...core.masked_optim import MaskedParameters
-from ..sd.pipeline import check_device
+from ..pipeline import check_device
 from ...core.workdir import check_work_dir, job_folders
 from . import data as D
 from .pipeline import load_ddpm

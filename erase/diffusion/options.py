@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core import checks
-from ...core.errors import UserError
+from ..core import checks
+from ..core.errors import UserError
 from .pipeline import check_device
-from .recipes import Recipe
+from .sd.recipes import Recipe
 
 
 @dataclass

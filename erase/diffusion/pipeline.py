@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...core.errors import UserError
+from ..core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,7 @@ _TIMEOUT_VARS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
 
 
 def default_model() -> Path:
-    from ...toy import TOY_SD
+    from ..toy import TOY_SD
 
     return TOY_SD
 

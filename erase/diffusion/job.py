@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data as D
-from ...core.atomic import atomic_dirs, output_lock
-from ...core.checkpoints import (
-    TrainingDiverged,  # noqa: F401 - re-exported: erase.diffusion.sd.erase.TrainingDiverged
+from .sd import data as D
+from ..core.atomic import atomic_dirs, output_lock
+from ..core.checkpoints import (
+    TrainingDiverged,  # noqa: F401 - re-exported: erase.diffusion.job.TrainingDiverged
     checkpoint_history,
     diverged,
     fresh_accelerator,
@@ -36,14 +36,14 @@ from ...core.checkpoints import (
     save_checkpoint,
     weights_finite,
 )
-from .data import EpochSampler
-from ...core.errors import UserError
-from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
-from ...core.mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
-from ...core.masked_optim import MaskedParameters
+from .sd.data import EpochSampler
+from ..core.errors import UserError
+from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
+from ..core.mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
+from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
-from .recipes import Recipe
-from ...core.workdir import check_work_dir, job_folders, open_work_dir
+from .sd.recipes import Recipe
+from ..core.workdir import check_work_dir, job_folders, open_work_dir
 
 
 # ---------------------------------------------------------------- data
@@ -157,7 +157,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
               device: str | None = None, resolution: int | None = None, mixed_precision: str = "no",
               gradient_checkpointing: bool = False) -> Mask:
     """``salun mask``: compute and save the saliency mask alone (reusable by ``salun erase --mask``)."""
-    from ...core.export import check_output
+    from ..core.export import check_output
     from .pipeline import default_model, load_pipeline
 
     out = Path(out)
@@ -212,7 +212,7 @@ def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
 
 def erase(opts: EraseOptions) -> dict:
     """Run the whole job; returns a summary (mask statistics, losses, timings, output paths)."""
-    from ...core.export import check_output
+    from ..core.export import check_output
     from .pipeline import default_model, load_pipeline
 
     check_options(opts)
@@ -386,8 +386,8 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     if not accelerator.is_main_process:
         return summary
     if opts.audit:
-        from ...toy import TOY_JUDGE
-        from ...toy.quality import attribute_erasure_rates, erasure_rates
+        from ..toy import TOY_JUDGE
+        from ..toy.quality import attribute_erasure_rates, erasure_rates
 
         # pipe.unet is the trained UNet: audit it before export so the figures go into the card.
         if "shape" in recipe.extra["toy"]:
@@ -409,8 +409,8 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
     """The pipeline folder and, with --lora-rank, its ``-lora`` folder: both or neither."""
     from diffusers import StableDiffusionPipeline
 
-    from .card import erased_card
-    from ...core.export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
+    from .sd.card import erased_card
+    from ..core.export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
 
     base_name = str(opts.model or "pipelines/toy-sd")
     lora = None
