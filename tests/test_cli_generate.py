@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from PIL import Image
 
 from erase.cli import main
@@ -40,11 +41,14 @@ def test_bad_input(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_unsupported_pipeline_is_named(tmp_path, capsys):
-    (tmp_path / "xl").mkdir()
-    (tmp_path / "xl" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "xl"), "--out", str(tmp_path / "o")]) == 2
-    assert "StableDiffusionXLPipeline" in capsys.readouterr().err
+@pytest.mark.parametrize("cls", ["StableDiffusion3Pipeline", "FluxPipeline"])
+def test_unsupported_pipeline_is_named(tmp_path, capsys, cls):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert cls in err and "Stable Diffusion XL (StableDiffusionXLPipeline)" in err and "1.x/2.x" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_hub_id_without_network_says_how_to_use_a_local_folder(tmp_path, capsys, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import erase.diffusion.job as job
+import erase.diffusion.losses as losses
 from erase.core.atomic import output_lock
 from erase.core.checkpoints import TrainingDiverged, save_checkpoint
 from erase.cli import main
@@ -135,7 +136,7 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(tmp_path):
 def test_interrupt_keeps_checkpoints_and_says_resume(tmp_path, capsys, monkeypatch, interrupt_at):
     monkeypatch.chdir(tmp_path)
     argv = ["erase", "--concept", "circle", *TINY, "--steps", "3", "--checkpoint-every", "1", "--out", "o"]
-    disarm = interrupt_at(job, "misaligned_loss", 3)
+    disarm = interrupt_at(losses, "misaligned_loss", 3)
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "--resume" in err and ".o.work" in err and "Traceback" not in err
@@ -158,7 +159,7 @@ def test_interrupt_keeps_checkpoints_and_says_resume(tmp_path, capsys, monkeypat
 
 
 def test_restart_discards_an_earlier_run(tmp_path, interrupt_at):
-    disarm = interrupt_at(job, "misaligned_loss", 2)
+    disarm = interrupt_at(losses, "misaligned_loss", 2)
     with pytest.raises(KeyboardInterrupt):
         erase(_opts(tmp_path))
     disarm()
@@ -173,7 +174,7 @@ def test_restart_discards_an_earlier_run(tmp_path, interrupt_at):
 def test_corrupt_checkpoint_on_resume_is_one_line(tmp_path, capsys, monkeypatch, interrupt_at):
     monkeypatch.chdir(tmp_path)
     argv = ["erase", "--concept", "circle", *TINY, "--checkpoint-every", "1", "--out", "o", "--work-dir", "w"]
-    interrupt_at(job, "misaligned_loss", 2)
+    interrupt_at(losses, "misaligned_loss", 2)
     assert main(argv) == 130
     capsys.readouterr()
     f = tmp_path / "w" / "checkpoint-1" / "trainable.safetensors"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import erase.diffusion.job as job
+import erase.diffusion.losses as losses
 from erase.cli import main
 from erase.core.errors import UserError
 from erase.core.mask import Mask
@@ -89,7 +90,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, interrupt_at):
     from safetensors.torch import load_file
 
     erase(_opts(tmp_path, "straight"))
-    disarm = interrupt_at(job, "misaligned_loss", 3)
+    disarm = interrupt_at(losses, "misaligned_loss", 3)
     with pytest.raises(KeyboardInterrupt):
         erase(_opts(tmp_path, "resumed"))
     assert not (tmp_path / "resumed").exists()
@@ -106,7 +107,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, interrupt_at):
 
 
 def test_nan_stops_with_a_clear_message(tmp_path, monkeypatch):
-    real = job.misaligned_loss
+    real = losses.misaligned_loss
     calls = {"n": 0}
 
     def nan_at_3(*a, **k):
@@ -114,7 +115,7 @@ def test_nan_stops_with_a_clear_message(tmp_path, monkeypatch):
         out = real(*a, **k)
         return out * float("nan") if calls["n"] == 3 else out
 
-    monkeypatch.setattr(job, "misaligned_loss", nan_at_3)
+    monkeypatch.setattr(losses, "misaligned_loss", nan_at_3)
     with pytest.raises(TrainingDiverged, match="checkpoint-2"):
         erase(_opts(tmp_path))
     assert not (tmp_path / "out").exists() and (tmp_path / "work" / "checkpoint-2").exists()

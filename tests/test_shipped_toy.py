@@ -61,7 +61,7 @@ def test_judge_reads_fresh_drawings(shape):
 def test_shipped_ddpm_loads_and_draws_its_classes():
     from diffusers import DiffusionPipeline
 
-    import erase.diffusion.ddpm  # noqa: F401 - registers the pipeline class with diffusers
+    from erase.diffusion.ddpm import ClassConditionalDDPMPipeline  # noqa: F401 - registers it with diffusers
     from erase.diffusion.ddpm.quality import for_judge, sample_classes
     from erase.toy import TOY_DDPM
     from erase.toy.judge import classify, load_judge

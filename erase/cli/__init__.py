@@ -338,7 +338,12 @@ def _add_erase_parsers(sub) -> None:
     _add_concept_args(e)
     e.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
     e.add_argument("--mask", type=Path, default=None, help="a mask from `salun mask` (else computed here)")
-    e.add_argument("--no-mask", action="store_true", help="train every selected weight (the ablation)")
+    from ..diffusion.methods import DEFAULT_METHOD, METHODS
+
+    e.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
+                   help="erasure method: salun (train the saliency mask's weights; the default) or rl (SalUn's loss "
+                        "on every selected weight, the paper's RL; the same as --no-mask)")
+    e.add_argument("--no-mask", action="store_true", help="train every selected weight (the ablation: --method rl)")
     e.add_argument("--allow-other-base", action="store_true",
                    help="accept a --mask computed on other weights of the same architecture")
     e.add_argument("--retain-data", type=Path, default=None, help="a local image folder of what must be kept")
@@ -453,12 +458,14 @@ def _cmd_erase(args) -> int:
                         "(its metadata records them)")
     if args.no_mask and args.keep is not None:
         raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
+    if args.method == "rl" and args.keep is not None:
+        raise UserError("--keep is the share of weights in the mask: --method rl trains without one")
     if _is_ddpm(args.model):
         return _cmd_erase_ddpm(args)
     _sd_refuses_ddpm_options(args)
     recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
-                        use_mask=not args.no_mask, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
+                        use_mask=not args.no_mask, method=args.method, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
                         resume=args.resume, restart=args.restart, checkpoint_every=args.checkpoint_every,
                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
@@ -470,7 +477,8 @@ def _cmd_erase(args) -> int:
 
     summary = erase(opts)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}: StableDiffusionPipeline.from_pretrained({str(args.out)!r})")
+    print(f"wrote {args.out}: {summary.get('pipeline_class', 'StableDiffusionPipeline')}"
+          f".from_pretrained({str(args.out)!r})")
     return 0
 
 
@@ -507,13 +515,13 @@ def _cmd_erase_ddpm(args) -> int:
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
                             n_forget=args.n_forget, n_retain=args.n_retain, keep=0.5 if args.keep is None else args.keep,
                             mask_w=args.guidance_w if args.guidance_w is not None else 2.0, mask_path=args.mask,
-                            use_mask=not args.no_mask, allow_other_base=args.allow_other_base, seed=args.seed,
+                            use_mask=not args.no_mask and args.method != "rl", allow_other_base=args.allow_other_base, seed=args.seed,
                             work_dir=args.work_dir, resume=args.resume, restart=args.restart,
                             checkpoint_every=args.checkpoint_every,
                             device=args.device, overwrite=args.overwrite, audit=args.audit)
     summary = erase_class(opts)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}: import erase.diffusion.ddpm; DiffusionPipeline.from_pretrained({str(args.out)!r})")
+    print(f"wrote {args.out}: from erase.diffusion.ddpm import ClassConditionalDDPMPipeline; DiffusionPipeline.from_pretrained({str(args.out)!r})")
     return 0
 
 

@@ -1,12 +1,16 @@
-"""SalUn for Stable Diffusion, end to end: data -> saliency mask -> masked erasure -> exported pipeline.
+"""The erasure job for text-to-image families (SD 1.x/2.x, SDXL), end to end:
+check everything -> data -> saliency mask -> method -> checkpoint/resume -> exported pipeline.
 
-One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(...))``.
+One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(...))``. It never asks
+which family or method it holds: the family (``family.py``) loads, encodes prompts and calls the
+denoiser; the method (``methods/``) turns each step's batches into losses.
 1. Forget/retain images: drawn by the base model from the recipe's prompts (cached, resumable), or
    a local image folder, or a ``datasets`` dataset. Encoded once by the VAE.
 2. Mask: gradient of the guided noise-prediction loss on the forget images under their concept
    prompts, summed over the forget set at the base weights; top ``keep`` fraction, global.
-3. Training: ``||e(x_t|c_forget) - stopgrad e(x_t|c_misaligned)||^2 + alpha * denoising MSE(retain)``,
-   same t and noise for both predictions, Adam; only masked weights move (bit-identical elsewhere).
+3. Training: the method's loss (SalUn and RL: ``||e(x_t|c_forget) - stopgrad e(x_t|c_misaligned)||^2 +
+   alpha * denoising MSE(retain)``, same t and noise for both predictions), Adam; with a mask only masked
+   weights move (bit-identical elsewhere). The denoising target follows the scheduler's prediction_type.
    Checkpoints every N steps in the work folder; ``resume=True`` continues from the last one.
 4. Export: a diffusers pipeline folder with a model card, the recipe and the mask (and a LoRA).
 """
@@ -38,10 +42,12 @@ from ..core.checkpoints import (
 )
 from .sd.data import EpochSampler
 from ..core.errors import UserError
-from .losses import denoising_loss, guided_forgetting_loss, misaligned_loss
+from .losses import guided_forgetting_loss
 from ..core.mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
 from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
+from .family import Family, family_for_class
+from .methods import METHODS, Batch
 from .sd.recipes import Recipe
 from ..core.workdir import check_work_dir, job_folders, open_work_dir
 
@@ -77,24 +83,27 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, re
 
 
 class TextBank:
-    """Text-encoder outputs for every prompt used, computed once (the text encoder stays frozen)."""
+    """The denoiser's conditions for every prompt used, computed once by the family (text encoders stay
+    frozen); ``bank(prompts)`` gives them for a batch, as the dict ``family.denoise`` takes."""
 
-    def __init__(self, pipe, prompts, device):
+    def __init__(self, family: Family, pipe, prompts, device, resolution: int):
         unique = sorted(set(prompts) | {""})
-        tok = pipe.tokenizer(unique, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            emb = pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
         self.index = {p: i for i, p in enumerate(unique)}
-        self.emb = emb.to(device)
+        self.parts = {k: v.to(device) for k, v in family.encode_prompts(pipe, unique, resolution).items()}
 
-    def __call__(self, prompts) -> torch.Tensor:
-        return self.emb[[self.index[p] for p in prompts]]
+    def __call__(self, prompts) -> dict[str, torch.Tensor]:
+        rows = [self.index[p] for p in prompts]
+        return {k: v[rows] for k, v in self.parts.items()}
 
 
 # ---------------------------------------------------------------- the job
-def _eps(unet):
-    return lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample
+def _eps(family: Family, unet):
+    return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
+
+
+def family_of_pipe(pipe) -> Family:
+    """The family of a loaded pipeline."""
+    return family_for_class(type(pipe).__name__)
 
 
 def _noise_batch(mean, std, idx, scale, sched, gen, device, dtype):
@@ -106,7 +115,7 @@ def _noise_batch(mean, std, idx, scale, sched, gen, device, dtype):
 
 def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
              progress: bool = True, scope: str = "global", resolution: int | None = None) -> Mask:
-    """SalUn's saliency mask for SD: guided noise-prediction MSE of the forget images under their prompts."""
+    """SalUn's saliency mask: guided denoising MSE of the forget images under their prompts."""
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -121,10 +130,11 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
         cond = bank([captions[i] for i in idx])
         ctx = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
         with ctx:
-            return guided_forgetting_loss(_eps(unet), sched, z0, cond, bank([""] * len(idx)), t, noise,
+            return guided_forgetting_loss(_eps(family_of_pipe(pipe), unet), sched, z0, cond, bank([""] * len(idx)), t, noise,
                                           recipe.guidance_w)
 
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")), "loss": "guided noise MSE",
+            "family": family_of_pipe(pipe).name, "prediction_type": sched.config.prediction_type,
             "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or _native_resolution(pipe)}
     return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
@@ -157,7 +167,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
               device: str | None = None, resolution: int | None = None, mixed_precision: str = "no",
               gradient_checkpointing: bool = False) -> Mask:
     """``salun mask``: compute and save the saliency mask alone (reusable by ``salun erase --mask``)."""
-    from ..core.export import check_output
+    from ..core.atomic import check_output
     from .pipeline import default_model, load_pipeline
 
     out = Path(out)
@@ -175,7 +185,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
         try:
             opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
             mean, std, caps, _ = _latents(pipe, recipe, opts, wd.path, "forget", res)
-            bank = TextBank(pipe, caps, pipe.device)
+            bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
             if gradient_checkpointing:
                 pipe.unet.enable_gradient_checkpointing()
             mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res)
@@ -212,7 +222,7 @@ def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
 
 def erase(opts: EraseOptions) -> dict:
     """Run the whole job; returns a summary (mask statistics, losses, timings, output paths)."""
-    from ..core.export import check_output
+    from ..core.atomic import check_output
     from .pipeline import default_model, load_pipeline
 
     check_options(opts)
@@ -270,7 +280,9 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     f_digest = content_digest(f_mean, f_std)
     data_digest = f_digest + ("-" + content_digest(r_mean, r_std) if r_caps else "")
     misaligned = [recipe.misaligned_for(c) for c in f_caps]
-    bank = TextBank(pipe, f_caps + misaligned + (r_caps or []), accelerator.device)
+    family = family_of_pipe(pipe)
+    method = METHODS[opts.method]
+    bank = TextBank(family, pipe, f_caps + misaligned + (r_caps or []), accelerator.device, res)
 
     # 2. mask
     t_mask = time.time()
@@ -328,7 +340,7 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
         print(f"resuming from {ckpt} (step {start} of {steps})")
     elif opts.resume:
         print(f"--resume: no checkpoint in {work}; starting from step 0")
-    eps = _eps(unet_p)
+    eps = _eps(family, unet_p)
     dev, dtype = accelerator.device, unet.dtype
     history, last_good = checkpoint_history(ckpt), ckpt
     hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
@@ -338,16 +350,15 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     for step in bar:
         idx = samplers["forget"].next()
         z0, noise, t = _noise_batch(f_mean, f_std, idx, scale, sched, gen, dev, dtype)
+        forget = Batch(z0, noise, t, bank([f_caps[i] for i in idx]), bank([misaligned[i] for i in idx]))
+        retain = None
+        if r_caps:
+            ridx = samplers["retain"].next()
+            retain = Batch(*_noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype),
+                           bank([r_caps[i] for i in ridx]))
         with accelerator.autocast():
-            l_forget = misaligned_loss(eps, sched, z0, bank([f_caps[i] for i in idx]),
-                                       bank([misaligned[i] for i in idx]), t, noise)
-            loss = l_forget
-            l_retain = torch.zeros(())
-            if r_caps:
-                ridx = samplers["retain"].next()
-                rz0, rnoise, rt = _noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype)
-                l_retain = denoising_loss(eps, sched, rz0, bank([r_caps[i] for i in ridx]), rt, rnoise)
-                loss = loss + recipe.alpha * l_retain
+            parts = method.losses(eps, sched, forget, retain, recipe.alpha)
+        loss, l_forget, l_retain = parts["loss"], parts["forget"], parts["retain"]
         if not torch.isfinite(loss):
             raise diverged(f"loss became {loss.item()}", step, last_good, hint)
         optimizer.zero_grad(set_to_none=True)
@@ -376,7 +387,9 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     # 4. export
     used = replace(recipe, n_forget=len(f_caps), n_retain=len(r_caps or []), steps=steps,
                    epochs=round(steps * recipe.batch_size / len(f_caps), 3))
-    summary = {"steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
+    summary = {"method": method.name, "family": family.name, "pipeline_class": type(pipe).__name__,
+               "prediction_type": sched.config.prediction_type,
+               "steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
                "trainable_weights": n_trainable,
                "mask": {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
                         "scope": mask.meta.get("scope", "global")} if mask else None,
@@ -407,8 +420,6 @@ LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")
 
 def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
     """The pipeline folder and, with --lora-rank, its ``-lora`` folder: both or neither."""
-    from diffusers import StableDiffusionPipeline
-
     from .sd.card import erased_card
     from ..core.export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
 
@@ -423,7 +434,7 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         summary["lora"] = {**report, "not_represented": len(report["not_represented"]), "path": str(lora_out)}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "recipe"}
     rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary}
-    card = erased_card(base_name, recipe, summary, opts, opts.extra_card)
+    card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family_of_pipe(pipe), METHODS[opts.method])
     targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
     stale_lora = Path(str(opts.out) + "-lora")
     if lora_out is None and opts.overwrite and (stale_lora / "lora_report.json").exists():
@@ -434,7 +445,7 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         write_pipeline(pipe, unet, tmps[0], mask=mask, recipe=rec, card=card,
                        extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"})
         if lora is not None:
-            write_lora(StableDiffusionPipeline, lora[0], lora[1], tmps[1],
+            write_lora(family_of_pipe(pipe).pipeline_class(), lora[0], lora[1], tmps[1],
                        card=lora_card(base_name, lora[1], str(opts.out)))
     if len(targets) > 1 and lora is None:
         import shutil

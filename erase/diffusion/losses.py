@@ -1,7 +1,11 @@
 """The losses SalUn uses for diffusion models (SD's UNet2DConditionModel and class-conditional UNets).
 
-``eps`` below is any callable ``eps(z_t, t, cond) -> predicted noise``, so that the same losses
+``eps`` below is any callable ``eps(z_t, t, cond) -> the denoiser's output``, so that the same losses
 serve a text-conditioned UNet (cond = text embeddings) and a class-conditioned one (cond = labels).
+What the output is trained to match follows the scheduler's ``prediction_type``, as in diffusers'
+training scripts: the noise (``epsilon``, SD 1.x, SD 2.x base), the velocity
+``sqrt(a_t) noise - sqrt(1 - a_t) z0`` (``v_prediction``, SD 2.x 768 px; Salimans & Ho, 2022) or the
+clean sample (``sample``). The misaligned loss compares two outputs and needs no target.
 """
 from __future__ import annotations
 
@@ -17,20 +21,34 @@ def noisy(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> 
     return scheduler.add_noise(z0, noise, t)
 
 
+def training_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the denoiser's output should equal at ``t``, by the scheduler's ``prediction_type``."""
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(z0, noise, t)
+    if kind == "sample":
+        return z0
+    raise ValueError(f"unknown prediction_type {kind!r} (epsilon, v_prediction or sample)")
+
+
 def denoising_loss(eps: Eps, scheduler, z0, cond, t, noise) -> torch.Tensor:
-    """The ordinary diffusion loss: predict the noise added to ``z0`` at ``t`` under ``cond``."""
-    return F.mse_loss(eps(noisy(scheduler, z0, noise, t), t, cond).float(), noise.float())
+    """The ordinary diffusion loss: predict the noise (or velocity, or sample) of ``z0`` at ``t`` under ``cond``."""
+    target = training_target(scheduler, z0, noise, t)
+    return F.mse_loss(eps(noisy(scheduler, z0, noise, t), t, cond).float(), target.float())
 
 
 def guided_forgetting_loss(eps: Eps, scheduler, z0, cond, uncond, t, noise, w: float) -> torch.Tensor:
     """The mask's forgetting loss: noise-prediction MSE under classifier-free guidance.
 
     ``pred = (1 + w) eps(z_t | c) - w eps(z_t | null)``, the form the SalUn paper and reference use
-    (w = 7.5 for SD, w = 2 for the CIFAR DDPM; diffusers' ``guidance_scale`` equals 1 + w).
+    (w = 7.5 for SD, w = 2 for the CIFAR DDPM; diffusers' ``guidance_scale`` equals 1 + w). The guided
+    output is compared with the training target of the model's ``prediction_type``.
     """
     zt = noisy(scheduler, z0, noise, t)
     pred = (1 + w) * eps(zt, t, cond) - w * eps(zt, t, uncond)
-    return F.mse_loss(pred.float(), noise.float())
+    return F.mse_loss(pred.float(), training_target(scheduler, z0, noise, t).float())
 
 
 def misaligned_loss(eps: Eps, scheduler, z0, cond_forget, cond_misaligned, t, noise) -> torch.Tensor:

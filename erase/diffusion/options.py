@@ -20,7 +20,8 @@ class EraseOptions:
     out: Path
     model: str | None = None
     mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
-    use_mask: bool = True  # False: every selected weight trains (the ablation)
+    use_mask: bool = True  # False: every selected weight trains (the ablation; the same as method "rl")
+    method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
     steps: int | None = None
     seed: int = 0
     work_dir: Path | None = None
@@ -53,9 +54,25 @@ def check_common(recipe: Recipe, resolution: int | None, device: str | None) -> 
     check_device(device)
 
 
+def resolve_method(opts: EraseOptions) -> None:
+    """Settle the method: ``--no-mask`` is RL (SalUn's loss on every selected weight); ``use_mask`` then
+    says whether the method trains under a mask."""
+    from .methods import METHODS
+
+    if opts.method not in METHODS:
+        raise UserError(f"--method {opts.method!r}: choose one of {', '.join(METHODS)}")
+    if not opts.use_mask and METHODS[opts.method].uses_mask:
+        if opts.method != "salun":
+            raise UserError(f"--no-mask: the {opts.method} method needs its mask")
+        opts.method = "rl"
+    opts.use_mask = METHODS[opts.method].uses_mask
+
+
 def check_options(opts: EraseOptions) -> None:
     """Every number and combination checkable without the model, said in one line before any work."""
     r = opts.recipe
+    no_mask = not opts.use_mask
+    resolve_method(opts)
     check_common(r, opts.resolution, opts.device)
     checks.positive_int(opts.steps, "--steps")
     checks.positive_int(r.steps, "--steps")
@@ -69,6 +86,7 @@ def check_options(opts: EraseOptions) -> None:
     r.check_for_erasure(retain_data=opts.retain_data is not None)
     checks.finite_float(opts.seed, "--seed", low=0, high=2**63 - 1)
     if opts.mask_path is not None and not opts.use_mask:
-        raise UserError("--mask and --no-mask contradict each other")
+        raise UserError("--mask and --no-mask contradict each other" if no_mask
+                        else f"--mask: the {opts.method} method trains without a mask")
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")

@@ -1,4 +1,5 @@
-"""Load a Stable Diffusion 1.x/2.x pipeline from a local folder or a hub id, with clear errors.
+"""Load a text-to-image pipeline of a supported family (SD 1.x/2.x, SDXL) from a local folder or a hub id,
+with clear errors.
 
 Every way a pipeline folder or hub id can fail to load (a missing or corrupt component, a hub that does
 not answer, a device this machine lacks) ends in a ``UserError`` naming what is wrong and what to do.
@@ -17,7 +18,6 @@ from ..core.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-SUPPORTED = ("StableDiffusionPipeline",)
 # Seconds a hub request may wait for a connection or an answer. huggingface_hub's own default for file
 # downloads is also 10 s, but some of its calls (the repo info diffusers asks for) wait forever.
 HUB_TIMEOUT_S = 10.0
@@ -134,9 +134,14 @@ def _model_index(path: Path) -> dict:
 
 
 def is_ddpm_folder(model) -> bool:
-    """True for a local pipeline folder holding a DDPM (class-conditional or not): the DDPM path handles it."""
+    """True for a local pipeline folder of the DDPM family (class-conditional or not): the DDPM path handles it."""
+    from .family import supported_classes
+
     p = Path(str(model)).expanduser() if model else None
-    return bool(p and p.is_dir() and (p / "model_index.json").exists() and "DDPM" in pipeline_class_of(p))
+    if not (p and p.is_dir() and (p / "model_index.json").exists()):
+        return False
+    fam = supported_classes().get(pipeline_class_of(p))
+    return fam is not None and fam.name == "ddpm"
 
 
 def components_of(path: Path) -> list[str]:
@@ -268,33 +273,46 @@ def check_model(model: str | Path | None) -> None:
     if not path.exists():
         raise UserError(f"model folder {path} does not exist: give a pipeline folder or a hub id "
                         "such as CompVis/stable-diffusion-v1-4")
-    cls = pipeline_class_of(path)
-    if cls not in SUPPORTED:
-        raise UserError(f"{path} is a {cls}; salun supports Stable Diffusion 1.x/2.x "
-                        f"({', '.join(SUPPORTED)}), not SDXL or other pipelines yet")
+    text_to_image_family(pipeline_class_of(path), str(path))
     check_pipeline_folder(path)
+
+
+def text_to_image_family(class_name: str, where: str):
+    """The family of a text-to-image pipeline class, or a one-line refusal naming the supported ones."""
+    from .family import family_for_class, families
+
+    fam = family_for_class(class_name, where)
+    if fam.name == "ddpm":
+        names = [f"{f.title} ({', '.join(f.pipeline_classes)})" for f in families().values() if f.name != "ddpm"]
+        raise UserError(f"{where} is a {class_name}; this command takes a text-to-image pipeline: "
+                        f"{'; '.join(names)}")
+    return fam
 
 
 def load_pipeline(model: str | Path | None = None, device: str | torch.device = "cpu",
                   dtype: torch.dtype | None = None, progress: bool = False):
-    """Load a ``StableDiffusionPipeline`` offline-friendly: local folders first, hub ids if reachable."""
+    """Load a text-to-image pipeline offline-friendly: local folders first, hub ids if reachable. The
+    pipeline class is its family's (``erase.diffusion.family``), found from model_index.json."""
     bound_hub_timeouts()  # before diffusers imports huggingface_hub
     device = check_device(str(device)) if device is not None else "cpu"
     import torch
-    from diffusers import StableDiffusionPipeline
+
+    from .family import class_name_of
 
     model = str(model or default_model())
-    kwargs = dict(**dtype_kwargs(dtype or torch.float32), safety_checker=None, requires_safety_checker=False)
+    kwargs = dict(**dtype_kwargs(dtype or torch.float32))
     if _looks_like_path(model):
         check_model(model)
-        pipe = load_local(StableDiffusionPipeline, Path(model).expanduser(), progress, **kwargs)
+        fam = text_to_image_family(pipeline_class_of(Path(model).expanduser()), model)
+        pipe = load_local(fam.pipeline_class(), Path(model).expanduser(), progress, **kwargs, **fam.load_kwargs())
     else:
         fix = ("Without network access, download it elsewhere and pass the local folder to --model "
                f"(hf download {model} --local-dir DIR).")
         check_hub_reachable(model, "model", fix)
+        fam = text_to_image_family(class_name_of(model), model)
         try:
             with _hub_warnings_silenced():
-                pipe = StableDiffusionPipeline.from_pretrained(model, **kwargs)
+                pipe = fam.pipeline_class().from_pretrained(model, **kwargs, **fam.load_kwargs())
         except Exception as e:  # noqa: BLE001 - hub errors come in many types; all mean the same here
             raise UserError(f"could not load {model!r} from the Hugging Face hub ({type(e).__name__}). {fix}") from e
     pipe.set_progress_bar_config(disable=not progress)

@@ -7,7 +7,7 @@ from pathlib import Path
 _USE = """## Use
 
 ```python
-import erase.diffusion.ddpm  # registers ClassConditionalDDPMPipeline with diffusers (no remote code)
+from erase.diffusion.ddpm import ClassConditionalDDPMPipeline  # registers the class with diffusers (no remote code)
 from diffusers import DiffusionPipeline
 pipe = DiffusionPipeline.from_pretrained("{path}")
 images = pipe(["{first}"] * 4, guidance_scale=2.0, num_inference_steps=50).images

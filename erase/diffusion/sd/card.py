@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 
-def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = None) -> str:
+def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = None, family=None, method=None) -> str:
+    """The model card of an erased text-to-image pipeline (``family`` gives the loading snippet)."""
     m = summary.get("mask")
     mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
                  f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, "
@@ -20,6 +21,14 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                  f"{lora['relative_error']:.3f} of the weight change; {lora['not_represented']} changed tensors "
                  "(biases, norms) cannot be held by a LoRA and are left out of it (this folder is exact)"
                  if lora else "")
+    title = "SalUn" if method is None or method.name == "salun" else method.title
+    how = _SALUN if m else _RL
+    if family is not None:
+        how += f"\n\nModel family: {family.title}; the denoising target follows its scheduler's `prediction_type` " \
+               f"(`{summary.get('prediction_type', 'epsilon')}`)."
+    usage = (family.usage("path/to/this/folder") if family is not None else
+             'from diffusers import StableDiffusionPipeline\n'
+             'pipe = StableDiffusionPipeline.from_pretrained("path/to/this/folder")')
     audit = ""
     if extra and extra.get("audit"):
         audit = "\n## Audit\n\n```json\n" + json.dumps(extra["audit"], indent=2) + "\n```\n"
@@ -29,12 +38,9 @@ base_model: {base}
 tags: [stable-diffusion, machine-unlearning, concept-erasure, salun]
 pipeline_tag: text-to-image
 ---
-# {recipe.name} erased from {base} with SalUn
+# {recipe.name} erased from {base} with {title}
 
-Erased with [salun](https://arxiv.org/abs/2310.12508) (Fan et al., *SalUn: Empowering Machine Unlearning
-via Gradient-based Weight Saliency in Both Image Classification and Generation*, ICLR 2024): a
-saliency mask from the gradient of the guided noise-prediction loss on the forget images, then
-training in which only masked UNet weights move (all others are bit-identical to the base).
+{how}
 
 - Concept: **{recipe.name}**. {recipe.description}
 - Forget prompts: {", ".join(f"`{p}`" for p in recipe.forget_prompts)}
@@ -50,7 +56,16 @@ training in which only masked UNet weights move (all others are bit-identical to
 ## Use
 
 ```python
-from diffusers import StableDiffusionPipeline
-pipe = StableDiffusionPipeline.from_pretrained("path/to/this/folder")
+{usage}
 ```
 """
+
+
+_SALUN = """Erased with [salun](https://arxiv.org/abs/2310.12508) (Fan et al., *SalUn: Empowering Machine Unlearning
+via Gradient-based Weight Saliency in Both Image Classification and Generation*, ICLR 2024): a
+saliency mask from the gradient of the guided noise-prediction loss on the forget images, then
+training in which only masked UNet weights move (all others are bit-identical to the base)."""
+
+_RL = """Erased with [salun](https://arxiv.org/abs/2310.12508)'s RL method (random label: the loss of Fan et al.,
+ICLR 2024, without the saliency mask): every selected UNet weight was trained to answer the forget
+prompts as it answers their misaligned prompts, with a retain loss on other images."""

@@ -1,0 +1,34 @@
+"""The class-conditional DDPM family: pixel space, class labels as the condition (the last class is null)."""
+from __future__ import annotations
+
+from ..family import register
+
+
+class ClassConditionalDDPMFamily:
+    name = "ddpm"
+    title = "class-conditional DDPM"
+    # An unconditional DDPMPipeline is routed here too, so that its refusal says what the DDPM path needs.
+    pipeline_classes = ("ClassConditionalDDPMPipeline", "DDPMPipeline")
+
+    def pipeline_class(self) -> type:
+        from .pipeline import ClassConditionalDDPMPipeline
+
+        return ClassConditionalDDPMPipeline
+
+    def load_kwargs(self) -> dict:
+        return {}
+
+    def encode_prompts(self, pipe, prompts, resolution):
+        import torch
+
+        return {"class_labels": torch.tensor([pipe.class_id(p) for p in prompts])}
+
+    def denoise(self, unet, zt, t, cond):
+        return unet(zt, t, class_labels=cond["class_labels"]).sample
+
+    def usage(self, folder: str) -> str:
+        return ("from erase.diffusion.ddpm import ClassConditionalDDPMPipeline  # registers it with diffusers\n"
+                f'from diffusers import DiffusionPipeline\npipe = DiffusionPipeline.from_pretrained("{folder}")')
+
+
+DDPM = register(ClassConditionalDDPMFamily())

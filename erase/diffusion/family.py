@@ -1,0 +1,106 @@
+"""The model-family interface: what the one erasure job asks of a kind of diffusion model.
+
+A family knows how to load its pipeline, turn prompts (or labels) into the denoiser's conditions, call
+the denoiser with its extra inputs, and which diffusers class writes and loads its LoRA adapters. The
+job (``erase.diffusion.job``) never asks which family it holds; it asks the family. A new family is one
+package that defines a ``Family`` and calls ``register`` (as ``sd/``, ``sdxl/`` and ``ddpm/`` do), in
+the way PEFT registers its tuners.
+
+Families are found from a pipeline folder's ``model_index.json`` ``_class_name`` (or, for a hub id,
+the same file fetched alone), so no command sniffs folders for itself.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@runtime_checkable
+class Family(Protocol):
+    name: str  # the registry key: "sd", "sdxl", "ddpm"
+    title: str  # for people: "Stable Diffusion 1.x/2.x"
+    pipeline_classes: tuple[str, ...]  # model_index.json _class_name values this family serves
+
+    def pipeline_class(self) -> type:
+        """The diffusers pipeline class that loads, saves and (for LoRA) writes adapters for this family."""
+
+    def load_kwargs(self) -> dict:
+        """Extra ``from_pretrained`` arguments (SD: no safety checker)."""
+
+    def encode_prompts(self, pipe, prompts: list[str], resolution: int) -> dict[str, "torch.Tensor"]:
+        """The denoiser's conditions for each prompt, stacked along dim 0 (one row per prompt)."""
+
+    def denoise(self, unet, zt: "torch.Tensor", t: "torch.Tensor", cond: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """The UNet's output (noise, velocity or sample: the scheduler's ``prediction_type``) under ``cond``."""
+
+    def usage(self, folder: str) -> str:
+        """Python lines that load an exported folder with plain diffusers (for the model card)."""
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add a family to the registry (each family package calls this once, at import)."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def _load_builtin() -> None:
+    # Importing each family package registers it; kept lazy so that `salun --help` imports no torch.
+    from .sd import family as _sd  # noqa: F401
+    from .sdxl import family as _sdxl  # noqa: F401
+    from .ddpm import family as _ddpm  # noqa: F401
+
+
+def families() -> dict[str, Family]:
+    _load_builtin()
+    return FAMILIES
+
+
+def supported_classes() -> dict[str, Family]:
+    """Pipeline class name -> family, for every registered family."""
+    return {cls: f for f in families().values() for cls in f.pipeline_classes}
+
+
+def supported_line() -> str:
+    return "; ".join(f"{f.title} ({', '.join(f.pipeline_classes)})" for f in families().values())
+
+
+def family_for_class(class_name: str, where: str = "this model") -> Family:
+    """The family serving ``class_name``, or a one-line refusal naming the supported ones."""
+    fam = supported_classes().get(class_name)
+    if fam is None:
+        raise UserError(f"{where} is a {class_name}; salun supports {supported_line()}")
+    return fam
+
+
+def class_name_of(model: str | Path) -> str:
+    """``_class_name`` of a local pipeline folder (read from disk) or hub id (model_index.json alone)."""
+    from .pipeline import _looks_like_path, _model_index, bound_hub_timeouts, check_hub_reachable
+
+    name = str(model)
+    if _looks_like_path(name):
+        return _model_index(Path(name).expanduser())["_class_name"]
+    bound_hub_timeouts()
+    fix = ("Without network access, download it elsewhere and pass the local folder to --model "
+           f"(hf download {name} --local-dir DIR).")
+    check_hub_reachable(name, "model", fix)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(name, "model_index.json")
+        return json.loads(Path(path).read_text())["_class_name"]
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types; all mean the same here
+        raise UserError(f"could not read {name!r}'s model_index.json from the hub ({type(e).__name__}). {fix}") from e
+
+
+def family_of(model: str | Path) -> Family:
+    """The family of a pipeline folder or hub id (one-line refusal for an unsupported pipeline)."""
+    return family_for_class(class_name_of(model), str(model))
