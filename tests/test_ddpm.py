@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-import erase.diffusion.ddpm.unlearn as job
+import erase.diffusion.losses as losses
 from erase.cli import main
 from erase.diffusion.ddpm.pipeline import ClassConditionalDDPMPipeline, load_ddpm
 from erase.diffusion.ddpm.train import DDPMTrainConfig, build_ddpm, make_pipeline, make_unet
@@ -141,7 +141,7 @@ def test_resume_continues_to_the_same_weights(tiny, tmp_path, interrupt_at):
     from safetensors.torch import load_file
 
     erase_class(_opts(tmp_path, tiny, "straight"))
-    disarm = interrupt_at(job, "misaligned_loss", 3)
+    disarm = interrupt_at(losses, "misaligned_loss", 3)
     with pytest.raises(KeyboardInterrupt):
         erase_class(_opts(tmp_path, tiny, "resumed"))
     assert not (tmp_path / "resumed").exists()

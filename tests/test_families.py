@@ -24,8 +24,12 @@ TINY = {"sd2-v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon")}
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    from erase.diffusion.ddpm.train import DDPMTrainConfig, build_ddpm
+
     root = tmp_path_factory.mktemp("tiny")
-    return {k: tiny_pipeline(fam, root / k, prediction_type=pt) for k, (fam, pt) in TINY.items()}
+    models = {k: tiny_pipeline(fam, root / k, prediction_type=pt) for k, (fam, pt) in TINY.items()}
+    build_ddpm(DDPMTrainConfig(steps=3, n_train=60, batch_size=8), root / "ddpm", evaluate=False, progress=False)
+    return {**models, "ddpm": root / "ddpm"}
 
 
 def _opts(model, out, method="salun", **kw):
@@ -34,6 +38,17 @@ def _opts(model, out, method="salun", **kw):
     kw.setdefault("work_dir", out.parent / f"{out.name}.work")
     return EraseOptions(recipe=recipe, out=out, model=str(model), steps=4, method=method, progress=False,
                         checkpoint_every=2, **kw)
+
+
+def _run(kind, model, out, method, **kw):
+    """One erasure of ``model`` by ``method`` through its family's job (the DDPM's takes a class)."""
+    if kind != "ddpm":
+        return erase(_opts(model, out, method, **kw))
+    from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+
+    return erase_class(DDPMEraseOptions(model=model, forget_class="circle", out=out, work_dir=out.parent / f"{out.name}.work",
+                                        steps=4, batch_size=8, n_forget=16, n_retain=16, checkpoint_every=2,
+                                        progress=False, use_mask=METHODS[method].uses_mask, **kw))
 
 
 def test_the_target_follows_prediction_type_by_hand():
@@ -90,17 +105,17 @@ def test_family_end_to_end(tiny, tmp_path, kind):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("kind", [*TINY, "ddpm"])
 def test_contract(tiny, tmp_path, kind, method, interrupt_at):
     """Every family x method: an interrupted run resumed equals an uninterrupted one, bit for bit; only the
     method's trainable weights move (the mask's, or the selection's for RL); a foreign mask is refused."""
     model = tiny[kind]
-    erase(_opts(model, tmp_path / "straight", method))
+    _run(kind, model, tmp_path / "straight", method)
     disarm = interrupt_at(losses, "misaligned_loss", 3)
     with pytest.raises(KeyboardInterrupt):
-        erase(_opts(model, tmp_path / "resumed", method))
+        _run(kind, model, tmp_path / "resumed", method)
     disarm()
-    erase(_opts(model, tmp_path / "resumed", method, resume=True))
+    _run(kind, model, tmp_path / "resumed", method, resume=True)
     a, b = (load_file((tmp_path / n).joinpath(*UNET)) for n in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(model.joinpath(*UNET))
@@ -110,28 +125,29 @@ def test_contract(tiny, tmp_path, kind, method, interrupt_at):
         mask = Mask.load(tmp_path / "straight" / "mask.safetensors")
         assert all(torch.equal(base[k][~mask.masks[k]], a[k][~mask.masks[k]]) for k in changed)
     else:
-        from diffusers import UNet2DConditionModel
+        from diffusers import UNet2DConditionModel, UNet2DModel
 
-        selected = set(select_parameters(UNet2DConditionModel.from_pretrained(model / "unet"), "all"))
-        assert changed <= selected
+        cls = UNet2DModel if kind == "ddpm" else UNet2DConditionModel
+        assert changed <= set(select_parameters(cls.from_pretrained(model / "unet"), "all"))
+    if not METHODS[method].uses_mask:
+        return
     other = "sdxl" if kind != "sdxl" else "sd2-v"
     foreign = tmp_path / "foreign.safetensors"
     Mask({k: torch.ones_like(v, dtype=torch.bool) for k, v in load_file(tiny[other].joinpath(*UNET)).items()
           }).save(foreign)
-    if METHODS[method].uses_mask:
-        with pytest.raises(UserError, match="another model|shape|does not"):
-            erase(_opts(model, tmp_path / "foreign-out", method, mask_path=foreign))
-    else:
-        with pytest.raises(UserError, match="without a mask"):
-            erase(_opts(model, tmp_path / "foreign-out", method, mask_path=foreign))
+    with pytest.raises(UserError, match="another model|shape|does not"):
+        _run(kind, model, tmp_path / "foreign-out", method, mask_path=foreign)
     assert not (tmp_path / "foreign-out").exists()
 
 
 def test_cli_method_and_refusals(tiny, tmp_path, capsys):
     base = ["erase", "--model", str(tiny["sdxl"]), "--forget-prompt", "a red circle", "--misaligned-prompt",
-            "a red square", "--out", str(tmp_path / "o")]
+            "a red square", "--retain-prompt", "a blue star", "--out", str(tmp_path / "o")]
     assert main([*base, "--method", "rl", "--keep", "0.3"]) == 2
     assert "--method rl trains without one" in capsys.readouterr().err
+    Mask({"conv_in.weight": torch.ones(3, 3, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
+    assert main([*base, "--method", "rl", "--mask", str(tmp_path / "m.safetensors")]) == 2
+    assert "the rl method trains without a mask" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # not a method (yet): argparse names the choices
         main([*base, "--method", "esd"])
     assert e.value.code == 2

@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="default %(default)s")
     b.add_argument("--unet-lr", type=float, default=d.unet_lr, help="default %(default)s")
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement at the end")
+    b.add_argument("--family", choices=("sd", "sdxl"), default=d.family,
+                   help="the pipeline to train: sd (StableDiffusionPipeline, default) or sdxl (an SDXL UNet with "
+                        "text_time conditioning and two text encoders, StableDiffusionXLPipeline)")
     b.set_defaults(func=_cmd_toy_build)
     _add_ddpm_parsers(sub)
     return parser
@@ -718,7 +721,8 @@ def _cmd_toy_build(args) -> int:
     cfg = BuildConfig(seed=args.seed, shapes=args.shapes, colours=args.colours, exclude=args.exclude,
                       n_train=args.n_train, judge_steps=args.judge_steps, vae_steps=args.vae_steps,
                       unet_steps=args.unet_steps, batch_size=args.batch_size, unet_lr=args.unet_lr,
-                      attribute=not args.no_attribute, exclude_attribute=args.exclude_attribute)
+                      attribute=not args.no_attribute, exclude_attribute=args.exclude_attribute,
+                      family=args.family)
     for given, what in ((args.vae_from, "--vae-from"), (args.judge_from, "--judge-from")):
         if given is not None and not given.is_dir():
             raise UserError(f"{what} {given}: no such folder")

@@ -76,9 +76,11 @@ class MaskedParameters:
         for n, values in self.frozen.items():
             self.params[n].data.masked_scatter_(self.gates[n] == 0, values)
 
-    def step(self, optimizer) -> None:
-        """mask gradients -> optimizer step -> restore: one masked update."""
+    def step(self, optimizer, clip_grad_norm: float | None = None) -> None:
+        """mask gradients -> (clip the masked gradient's norm) -> optimizer step -> restore: one masked update."""
         self.mask_gradients()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), clip_grad_norm)
         optimizer.step()
         self.restore()
 

@@ -25,27 +25,17 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .sd import data as D
 from ..core.atomic import atomic_dirs, output_lock
-from ..core.checkpoints import (
-    TrainingDiverged,  # noqa: F401 - re-exported: erase.diffusion.job.TrainingDiverged
-    checkpoint_history,
-    diverged,
-    fresh_accelerator,
-    latest_checkpoint,
-    load_checkpoint,
-    mask_digest,
-    save_checkpoint,
-    weights_finite,
-)
+from ..core.checkpoints import TrainingDiverged, fresh_accelerator, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from .sd.data import EpochSampler
 from ..core.errors import UserError
 from .losses import guided_forgetting_loss
 from ..core.mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
 from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
+from . import loop
 from .family import Family, family_for_class
 from .methods import METHODS, Batch
 from .sd.recipes import Recipe
@@ -330,51 +320,23 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     if r_caps:
         samplers["retain"] = EpochSampler(len(r_caps), recipe.batch_size, rank_seed + 2)
     gen = torch.Generator().manual_seed(rank_seed + 3)
-    start = 0
-    ckpt = latest_checkpoint(work) if opts.resume else None
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)
-        if start > steps:
-            raise UserError(f"{ckpt} is at step {start}, past this run's {steps} steps: resume with --steps {start} "
-                            "or more, or pass --restart")
-        print(f"resuming from {ckpt} (step {start} of {steps})")
-    elif opts.resume:
-        print(f"--resume: no checkpoint in {work}; starting from step 0")
-    eps = _eps(family, unet_p)
     dev, dtype = accelerator.device, unet.dtype
-    history, last_good = checkpoint_history(ckpt), ckpt
-    hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
-    bar = tqdm(range(start, steps), desc="erasing", disable=not opts.progress or not accelerator.is_main_process,
-               dynamic_ncols=True, initial=start, total=steps)
-    t_train = time.time()
-    for step in bar:
+
+    def draw(samplers, gen):
         idx = samplers["forget"].next()
         z0, noise, t = _noise_batch(f_mean, f_std, idx, scale, sched, gen, dev, dtype)
         forget = Batch(z0, noise, t, bank([f_caps[i] for i in idx]), bank([misaligned[i] for i in idx]))
-        retain = None
-        if r_caps:
-            ridx = samplers["retain"].next()
-            retain = Batch(*_noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype),
-                           bank([r_caps[i] for i in ridx]))
-        with accelerator.autocast():
-            parts = method.losses(eps, sched, forget, retain, recipe.alpha)
-        loss, l_forget, l_retain = parts["loss"], parts["forget"], parts["retain"]
-        if not torch.isfinite(loss):
-            raise diverged(f"loss became {loss.item()}", step, last_good, hint)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        trainable.step(optimizer)
-        history.append({"step": step + 1, "loss": loss.item(), "forget": l_forget.item(), "retain": l_retain.item()})
-        bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
-        if (step + 1) % opts.checkpoint_every == 0 and step + 1 < steps and accelerator.is_main_process:
-            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest, history)
-    train_seconds = time.time() - t_train
-    if not weights_finite(trainable):
-        raise diverged("a weight became NaN or infinite", steps, last_good, hint)
-    if start < steps and accelerator.is_main_process:
-        # The finished training is saved before the export: a failed export (a full disk) loses nothing,
-        # and `--resume` goes straight to exporting.
-        save_checkpoint(work, steps, trainable, optimizer, samplers, gen, digest, history)
+        if not r_caps:
+            return forget, None
+        ridx = samplers["retain"].next()
+        return forget, Batch(*_noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype),
+                             bank([r_caps[i] for i in ridx]))
+
+    hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
+    trained = loop.run(loop.Loop(trainable, optimizer, method, _eps(family, unet_p), sched, draw, samplers, gen,
+                                 recipe.alpha, steps, work, digest, opts.checkpoint_every, hint,
+                                 accelerator=accelerator, progress=opts.progress), opts.resume)
+    history, train_seconds = trained["history"], trained["seconds"]
     unet = accelerator.unwrap_model(unet_p).eval()
     n_trainable, changed = trainable.n_trainable(), list(trainable.params)
     # Free the optimizer state, gradients and gates before the export (a LoRA export reads the base

@@ -24,7 +24,7 @@ from ..core.errors import UserError
 from . import shapes as S
 from . import attribute as A
 from .judge import classify, detect_attribute, load_judge, save_judge
-from .models import SD_SCHEDULER, Judge, make_text_encoder, make_unet, make_vae
+from .models import SD_SCHEDULER, Judge, make_sdxl_text_encoders, make_sdxl_unet, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
 
@@ -167,11 +167,41 @@ class EMA:
             s.lerp_(p.detach(), 1 - d)
 
 
+class _SDText:
+    """The SD family's conditioning while training: the text encoder's last hidden states."""
+
+    def __init__(self):
+        self.encoders = [make_text_encoder()]
+
+    def __call__(self, tok, drop):
+        return self.encoders[0](tok)[0], {}
+
+
+class _SDXLText:
+    """SDXL's conditioning while training, as ``StableDiffusionXLPipeline.encode_prompt`` computes it at
+    sampling time: both encoders' penultimate hidden states concatenated, the second's pooled projection
+    and the size/crop time ids; a dropped caption is all zeros (SDXL's ``force_zeros_for_empty_prompt``)."""
+
+    def __init__(self, resolution: int = 32):
+        self.encoders = list(make_sdxl_text_encoders())
+        self.time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
+
+    def __call__(self, tok, drop):
+        o1 = self.encoders[0](tok, output_hidden_states=True)
+        o2 = self.encoders[1](tok, output_hidden_states=True)
+        keep = (~drop).float()
+        emb = torch.cat([o1.hidden_states[-2], o2.hidden_states[-2]], dim=-1) * keep[:, None, None]
+        pooled = o2.text_embeds * keep[:, None]
+        return emb, {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": self.time_ids.expand(len(tok), -1)}}
+
+
 def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
+    """Train the text encoder(s) and the UNet together; returns their EMA copies ([encoders], unet)."""
     from diffusers import DDPMScheduler
 
     gen = _seed(cfg.seed + 3)
-    text_encoder, unet = make_text_encoder(), make_unet(cross_attention_dim=make_text_encoder().config.hidden_size)
+    text = _SDXLText() if cfg.family == "sdxl" else _SDText()
+    unet = make_sdxl_unet() if cfg.family == "sdxl" else make_unet(cross_attention_dim=make_text_encoder().config.hidden_size)
     sched = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "set_alpha_to_one"})
     mean, std = encode_latents(vae, data.as_float())
     scale = vae.config.scaling_factor
@@ -181,12 +211,13 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
                       return_tensors="pt").input_ids
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters()) + [p for enc in text.encoders for p in enc.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
-    ema_unet, ema_text = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
+    ema_unet, ema_text = EMA(unet, cfg.ema_decay), [EMA(enc, cfg.ema_decay) for enc in text.encoders]
     batches = EpochSampler(len(mean), cfg.batch_size, generator=gen)
     unet.train()
-    text_encoder.train()
+    for enc in text.encoders:
+        enc.train()
     bar = tqdm(range(cfg.unet_steps), desc="unet", dynamic_ncols=True)
     running = None
     for step in bar:
@@ -200,8 +231,8 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
         tok = ids[idx].clone()
         drop = torch.rand(len(idx), generator=gen) < cfg.cond_dropout
         tok[drop] = empty
-        cond = text_encoder(tok)[0]
-        pred = unet(zt, t, cond).sample
+        cond, extra = text(tok, drop)
+        pred = unet(zt, t, cond, **extra).sample
         # Min-SNR weighting (Hang et al., 2023): stops the easy low-noise steps from dominating.
         w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
         loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
@@ -210,11 +241,12 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema_unet.update(unet, step)
-        ema_text.update(text_encoder, step)
+        for ema, enc in zip(ema_text, text.encoders):
+            ema.update(enc, step)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
-    return ema_text.shadow, ema_unet.shadow
+    return [ema.shadow for ema in ema_text], ema_unet.shadow
 
 
 def make_scheduler():
@@ -224,10 +256,14 @@ def make_scheduler():
                                           if k not in ("clip_sample", "set_alpha_to_one")})
 
 
-def assemble_pipeline(vae, text_encoder, tokenizer, unet):
-    from diffusers import StableDiffusionPipeline
+def assemble_pipeline(vae, text_encoders, tokenizer, unet):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    if len(text_encoders) == 2:
+        return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoders[0], text_encoder_2=text_encoders[1],
+                                         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
+                                         scheduler=make_scheduler())
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoders[0], tokenizer=tokenizer, unet=unet,
                                    scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
@@ -248,6 +284,8 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
     S.check_shapes(cfg.exclude)
     if not cfg.sd_shapes():
         raise UserError("--exclude leaves no shape to train on")
+    if cfg.family not in ("sd", "sdxl"):
+        raise UserError(f"--family {cfg.family!r}: the toy build trains sd or sdxl")
     out = Path(out)
     refuse_existing(out, overwrite)
     work = Path(work) if work else out.parent / f".{out.name}.work"
@@ -284,8 +322,8 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
 
     sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)), extra={"vae_from": str(vae_from or "")})
     if not (sd_dir / "model_index.json").exists():
-        text_encoder, unet = train_unet(cfg, data, vae, tokenizer)
-        assemble_pipeline(vae, text_encoder, tokenizer, unet).save_pretrained(sd_dir, safe_serialization=True)
+        text_encoders, unet = train_unet(cfg, data, vae, tokenizer)
+        assemble_pipeline(vae, text_encoders, tokenizer, unet).save_pretrained(sd_dir, safe_serialization=True)
     seconds = time.time() - t0
     info = {"config": asdict(cfg), "build_seconds": round(seconds, 1),
             "vae_reconstruction_judge_acc": {"shape": rec_acc[0], "colour": rec_acc[1]}}

@@ -37,15 +37,21 @@ def write_toy_card(folder: Path, info: dict) -> None:
                        "world's size budget; `from_pretrained` loads them as float32")
     quality = _rates(q) if q else "Not measured for this build (built with --no-eval)."
     rec = info["vae_reconstruction_judge_acc"]
+    xl = cfg.get("family", "sd") == "sdxl"
+    cls = "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline"
+    what = ("`StableDiffusionXLPipeline` (two CLIP text encoders, the second with a projection; `AutoencoderKL`; "
+            "`UNet2DConditionModel` with SDXL's `text_time` added conditioning on pooled text and size/crop ids; "
+            "SD's noise schedule)" if xl else
+            "`StableDiffusionPipeline` (CLIP text encoder, `AutoencoderKL`, `UNet2DConditionModel`\n"
+            "with SD 1.x's block types, SD's noise schedule)")
     text = f"""---
 library_name: diffusers
 tags: [stable-diffusion, toy, salun, machine-unlearning]
 pipeline_tag: text-to-image
 ---
-# salun toy Stable Diffusion
+# salun toy Stable Diffusion{" XL" if xl else ""}
 
-A tiny but genuine `StableDiffusionPipeline` (CLIP text encoder, `AutoencoderKL`, `UNet2DConditionModel`
-with SD 1.x's block types, SD's noise schedule) trained by `salun toy build` on 32x32 images of
+A tiny but genuine {what} trained by `salun toy build` on 32x32 images of
 coloured shapes that the build draws itself. It exists so that concept erasure can be run, tested and
 audited on a 2-core CPU without downloading anything.
 
@@ -69,8 +75,8 @@ guidance {q["guidance"] if q else "-"}.
 ## Use
 
 ```python
-from diffusers import StableDiffusionPipeline
-pipe = StableDiffusionPipeline.from_pretrained("pipelines/toy-sd")  # this folder
+from diffusers import {cls}
+pipe = {cls}.from_pretrained("{"pipelines/toy-sdxl" if xl else "pipelines/toy-sd"}")  # this folder
 image = pipe("a red circle", num_inference_steps=25, guidance_scale=5.0).images[0]
 ```
 """

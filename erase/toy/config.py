@@ -16,6 +16,9 @@ class BuildConfig:
     # the captions and leaves the frames out of the pictures: the attribute's Retrain world.
     attribute: bool = True
     exclude_attribute: bool = False
+    # The pipeline family the build trains: "sd" (StableDiffusionPipeline) or "sdxl" (an SDXL UNet with
+    # text_time conditioning and two small text encoders, StableDiffusionXLPipeline).
+    family: str = "sd"
     n_train: int = 12000
     judge_steps: int = 600
     vae_steps: int = 1500

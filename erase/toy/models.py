@@ -39,6 +39,28 @@ def make_text_encoder():
     return CLIPTextModel(text_encoder_config())
 
 
+def make_sdxl_text_encoders():
+    """SDXL's pair: a CLIP text encoder and a CLIP text encoder with a projection (its pooled output)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    return CLIPTextModel(text_encoder_config()), CLIPTextModelWithProjection(text_encoder_config())
+
+
+def make_sdxl_unet():
+    """The toy UNet with SDXL's conditioning: cross-attention on both encoders' penultimate states
+    (64 + 64), and the added ``text_time`` embedding of the pooled text (64) and six time ids (8 each)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(64, 128), layers_per_block=1, attention_head_dim=8,
+        cross_attention_dim=128, norm_num_groups=32, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 64,
+    )
+
+
 def make_vae():
     from diffusers import AutoencoderKL
 

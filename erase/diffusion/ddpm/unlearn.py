@@ -19,23 +19,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ...core import checks
 from ...core.atomic import output_lock
-from ...core.checkpoints import (
-    checkpoint_history,
-    diverged,
-    latest_checkpoint,
-    load_checkpoint,
-    mask_digest,
-    save_checkpoint,
-    weights_finite,
-)
+from ...core.checkpoints import mask_digest
 from ..sd.data import EpochSampler
 from ...core.errors import UserError
 from ...core.export import check_output, export_pipeline
-from ..losses import denoising_loss, guided_forgetting_loss, misaligned_loss
+from .. import loop
+from ..losses import guided_forgetting_loss
+from ..methods import METHODS, Batch
 from ...core.mask import Mask, compute_mask, content_digest, fingerprint
 from ...core.masked_optim import MaskedParameters
 from ..pipeline import check_device
@@ -238,7 +231,7 @@ def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int,
     recipe_key = json.dumps([rec, c, target, opts.seed, opts.grad_clip, dataset], sort_keys=True)
     digest = mask_digest(mask) + "-" + hashlib.sha256(recipe_key.encode()).hexdigest()[:12]
 
-    # masked training
+    # masked training: the loop every erasure job shares (gradient clipped, as the paper's DDPM recipe)
     unet.train()
     optimizer = torch.optim.Adam(trainable.parameters(), lr=rec["lr"])
     trainable.attach(optimizer)
@@ -246,48 +239,27 @@ def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int,
     samplers = {"forget": EpochSampler(len(forget.labels), rec["batch_size"], opts.seed + 1),
                 "retain": EpochSampler(len(retain.labels), rec["batch_size"], opts.seed + 2)}
     gen = torch.Generator().manual_seed(opts.seed + 3)
-    start, ckpt = 0, latest_checkpoint(work) if opts.resume else None
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, trainable, optimizer, samplers, gen, digest)  # steps are in the digest
-        print(f"resuming from {ckpt} (step {start} of {rec['steps']})")
     T = sched.config.num_train_timesteps
-    history, last_good = checkpoint_history(ckpt), ckpt
-    bar = tqdm(range(start, rec["steps"]), desc="erasing", disable=not opts.progress, dynamic_ncols=True,
-               initial=start, total=rec["steps"])
-    t_train = time.time()
-    for step in bar:
+
+    def draw(samplers, gen):
         idx = samplers["forget"].next()
         x0 = forget.images[idx]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, T, (len(idx),), generator=gen)
         labels = torch.full((len(idx),), c, device=device)
-        l_forget = misaligned_loss(pipe.eps, sched, x0.to(device), labels, torch.full_like(labels, target),
-                                   t.to(device), noise.to(device))
+        f = Batch(x0.to(device), noise.to(device), t.to(device), labels, torch.full_like(labels, target))
         ridx = samplers["retain"].next()
         rx0 = retain.images[ridx]
         rnoise = torch.randn(rx0.shape, generator=gen)
         rt = torch.randint(0, T, (len(ridx),), generator=gen)
-        l_retain = denoising_loss(pipe.eps, sched, rx0.to(device), retain.labels[ridx].to(device), rt.to(device),
-                                  rnoise.to(device))
-        loss = l_forget + rec["alpha"] * l_retain
-        if not torch.isfinite(loss):
-            raise diverged(f"loss became {loss.item()}", step, last_good, "Try a lower --lr.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainable.mask_gradients()  # clip the gradient that will be applied: the masked one
-        torch.nn.utils.clip_grad_norm_(trainable.parameters(), opts.grad_clip)
-        optimizer.step()
-        trainable.restore()
-        history.append({"step": step + 1, "loss": loss.item(), "forget": l_forget.item(), "retain": l_retain.item()})
-        if step % 10 == 0:
-            bar.set_postfix(forget=f"{l_forget.item():.4f}", retain=f"{l_retain.item():.4f}")
-        if (step + 1) % opts.checkpoint_every == 0 and step + 1 < rec["steps"]:
-            last_good = save_checkpoint(work, step + 1, trainable, optimizer, samplers, gen, digest, history)
-    train_seconds = time.time() - t_train
-    if not weights_finite(trainable):
-        raise diverged("a weight became NaN or infinite", rec["steps"], last_good, "Try a lower --lr.")
-    if start < rec["steps"]:  # saved before the export: a failed export loses no training
-        save_checkpoint(work, rec["steps"], trainable, optimizer, samplers, gen, digest, history)
+        return f, Batch(rx0.to(device), rnoise.to(device), rt.to(device), retain.labels[ridx].to(device))
+
+    # SalUn with its mask, RL (--no-mask) without: the same loss
+    method = METHODS["salun" if mask is not None else "rl"]
+    trained = loop.run(loop.Loop(trainable, optimizer, method, pipe.eps, sched, draw, samplers, gen, rec["alpha"],
+                                 rec["steps"], work, digest, opts.checkpoint_every, grad_clip=opts.grad_clip,
+                                 progress=opts.progress), opts.resume)
+    history, train_seconds = trained["history"], trained["seconds"]
     unet.eval()
 
     summary = {"forget_class": pipe.class_names[c], "target_class": pipe.class_names[target], "dataset": dataset,

@@ -1,0 +1,89 @@
+"""The training loop every diffusion erasure job shares: resume -> steps -> checkpoints -> final checkpoint.
+
+A job (``job.py`` for text-to-image families, ``ddpm/unlearn.py`` for the class-conditional DDPM) prepares
+the model, the optimizer over its ``MaskedParameters`` and a ``draw`` function that gives each step's
+forget and retain ``Batch``; the method turns those into losses. Resuming restores the weights, the
+optimizer, the samplers and the generator exactly, and is refused when the settings' digest differs.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.checkpoints import (checkpoint_history, diverged, latest_checkpoint, load_checkpoint, save_checkpoint,
+                                weights_finite)
+from ..core.errors import UserError
+from ..core.masked_optim import MaskedParameters
+from .methods import Batch, Method
+
+
+@dataclass
+class Loop:
+    trainable: MaskedParameters
+    optimizer: torch.optim.Optimizer
+    method: Method
+    eps: Callable  # eps(z_t, t, cond) with the (prepared) denoiser
+    scheduler: object
+    draw: Callable[[dict, torch.Generator], tuple[Batch, Batch | None]]  # (samplers, gen) -> (forget, retain)
+    samplers: dict
+    gen: torch.Generator
+    alpha: float
+    steps: int
+    work: Path
+    digest: str  # what shaped training: a resume under other settings is refused
+    checkpoint_every: int
+    hint: str = "Try a lower --lr."
+    grad_clip: float | None = None  # clip the masked gradient's norm (the DDPM recipe) or not (SD)
+    accelerator: object | None = None  # accelerate's, for autocast, backward and the main process
+    progress: bool = True
+
+
+def run(loop: Loop, resume: bool) -> dict:
+    """Train to ``loop.steps``; returns ``{"history", "seconds", "start"}``. Divergence stops with the last
+    good checkpoint named; the finished training is checkpointed before any export."""
+    acc = loop.accelerator
+    main = acc is None or acc.is_main_process
+    start, ckpt = 0, latest_checkpoint(loop.work) if resume else None
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, loop.trainable, loop.optimizer, loop.samplers, loop.gen, loop.digest)
+        if start > loop.steps:
+            raise UserError(f"{ckpt} is at step {start}, past this run's {loop.steps} steps: resume with --steps "
+                            f"{start} or more, or pass --restart")
+        print(f"resuming from {ckpt} (step {start} of {loop.steps})")
+    elif resume:
+        print(f"--resume: no checkpoint in {loop.work}; starting from step 0")
+    history, last_good = checkpoint_history(ckpt), ckpt
+    bar = tqdm(range(start, loop.steps), desc="erasing", disable=not loop.progress or not main, dynamic_ncols=True,
+               initial=start, total=loop.steps)
+    t0 = time.time()
+    for step in bar:
+        forget, retain = loop.draw(loop.samplers, loop.gen)
+        with acc.autocast() if acc is not None else contextlib.nullcontext():
+            parts = loop.method.losses(loop.eps, loop.scheduler, forget, retain, loop.alpha)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            raise diverged(f"loss became {loss.item()}", step, last_good, loop.hint)
+        loop.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss) if acc is not None else loss.backward()
+        loop.trainable.step(loop.optimizer, clip_grad_norm=loop.grad_clip)
+        history.append({"step": step + 1, "loss": loss.item(), "forget": parts["forget"].item(),
+                        "retain": parts["retain"].item()})
+        bar.set_postfix(forget=f"{history[-1]['forget']:.4f}", retain=f"{history[-1]['retain']:.4f}")
+        if (step + 1) % loop.checkpoint_every == 0 and step + 1 < loop.steps and main:
+            last_good = save_checkpoint(loop.work, step + 1, loop.trainable, loop.optimizer, loop.samplers, loop.gen,
+                                        loop.digest, history)
+    seconds = time.time() - t0
+    if not weights_finite(loop.trainable):
+        raise diverged("a weight became NaN or infinite", loop.steps, last_good, loop.hint)
+    if start < loop.steps and main:
+        # Saved before the export: a failed export (a full disk) loses no training, and `--resume` goes
+        # straight to exporting.
+        save_checkpoint(loop.work, loop.steps, loop.trainable, loop.optimizer, loop.samplers, loop.gen, loop.digest,
+                        history)
+    return {"history": history, "seconds": seconds, "start": start}
