@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Real-scale benchmark: SD v1.4's architecture (UNet 860M) with random weights, on the product's path.
+"""Real-scale benchmark: SD v1.4's (UNet 860M) or SDXL's (UNet 2.6B) architecture with random weights, on
+the product's path.
 
 Every phase runs in a process of its own, so that each peak memory figure (the process's peak RSS on
 CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent prints them side by side:
@@ -17,6 +18,8 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
 
     python scripts/bench_real_scale.py --resolution 256 --json bench_real_scale.json      # CPU, ~15 min
     python scripts/bench_real_scale.py --resolution 512 --device cuda --mixed-precision bf16  # GPU
+    python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 \
+        --phases fwdbwd,mask,steps --json bench_sdxl.json                                   # SDXL on CPU
 
 Random weights say nothing about erasure quality; they prove names, shapes, memory, time and export.
 """
@@ -45,12 +48,26 @@ def _peak_gib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
+def _family(a):
+    from erase.diffusion.family import families
+
+    return families()[a.family]
+
+
+def _eps(a, unet):
+    """The family's denoiser call (SDXL adds pooled text and time ids)."""
+    fam = _family(a)
+    return lambda zt, t, cond: fam.denoise(unet, zt, t, cond)
+
+
 def _setup(a):
-    """The saved random pipeline's UNet on the device, a noise scheduler and a batch maker."""
+    """The saved random pipeline's UNet on the device, a noise scheduler, a batch maker and three
+    conditions (forget, misaligned, empty) of the family's shape."""
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_pretrained(a.src / "unet").to(a.device)
+    dtype = torch.bfloat16 if a.weights_dtype == "bf16" else torch.float32
+    unet = UNet2DConditionModel.from_pretrained(a.src / "unet", torch_dtype=dtype).to(a.device)
     sched = DDPMScheduler.from_pretrained(a.src / "scheduler")
     vae = json.loads((a.src / "vae" / "config.json").read_text())
     lat, bs = a.resolution // 2 ** (len(vae["block_out_channels"]) - 1), a.batch_size
@@ -58,11 +75,20 @@ def _setup(a):
     g = torch.Generator().manual_seed(0)
 
     def batch():
-        return (torch.randn(bs, 4, lat, lat, generator=g).to(a.device),
-                torch.randn(bs, 4, lat, lat, generator=g).to(a.device),
+        return (torch.randn(bs, 4, lat, lat, generator=g).to(a.device, dtype),
+                torch.randn(bs, 4, lat, lat, generator=g).to(a.device, dtype),
                 torch.randint(0, 1000, (bs,), generator=g).to(a.device))
 
-    ctx = [torch.randn(bs, 77, dim, generator=g).to(a.device) for _ in range(3)]
+    def cond():
+        c = {"encoder_hidden_states": torch.randn(bs, 77, dim, generator=g).to(a.device, dtype)}
+        if unet.config.addition_embed_type == "text_time":
+            pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+            c["text_embeds"] = torch.randn(bs, pooled, generator=g).to(a.device, dtype)
+            c["time_ids"] = torch.tensor([[a.resolution, a.resolution, 0, 0, a.resolution, a.resolution]] * bs,
+                                         dtype=dtype, device=a.device)
+        return c
+
+    ctx = [cond() for _ in range(3)]
     return unet, sched, batch, ctx
 
 
@@ -81,7 +107,7 @@ def phase_fwdbwd(a) -> dict:
         unet.enable_gradient_checkpointing()
     for p in unet.parameters():
         p.requires_grad_(True)
-    eps = lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample  # noqa: E731
+    eps = _eps(a, unet)
     t0 = time.perf_counter()
     z0, noise, t = batch()
     with _autocast(a):
@@ -97,7 +123,7 @@ def phase_mask(a, clip: float | None = None) -> dict:
     unet, sched, batch, (c, _, u) = _setup(a)
     if a.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    eps = lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample  # noqa: E731
+    eps = _eps(a, unet)
 
     def loss_fn(_):
         z0, noise, t = batch()
@@ -124,8 +150,6 @@ def phase_steps(a) -> dict:
     import gc
 
     import torch
-    from diffusers import StableDiffusionPipeline
-
     from erase.core.export import export_pipeline
     from erase.diffusion.losses import misaligned_loss
     from erase.core.mask import Mask
@@ -136,7 +160,7 @@ def phase_steps(a) -> dict:
         unet.enable_gradient_checkpointing()
     unet.train()
     mask = Mask.load(a.work / "mask.safetensors")
-    eps = lambda zt, t, cond: unet(zt, t, encoder_hidden_states=cond).sample  # noqa: E731
+    eps = _eps(a, unet)
     masking: list[float] = []
 
     def step(opt, masked):
@@ -173,7 +197,7 @@ def phase_steps(a) -> dict:
     for p in unet.parameters():
         p.requires_grad_(True)
     plain = timed(None, list(unet.parameters()))
-    base = type(unet).from_pretrained(a.src / "unet").to(a.device)  # back to the base weights
+    base = type(unet).from_pretrained(a.src / "unet", torch_dtype=unet.dtype).to(a.device)  # back to the base weights
     unet.load_state_dict(base.state_dict())
     del base
     gc.collect()
@@ -182,10 +206,11 @@ def phase_steps(a) -> dict:
     del masked
     gc.collect()
     t3 = time.time()
-    src_pipe = StableDiffusionPipeline.from_pretrained(a.src, safety_checker=None, requires_safety_checker=False)
-    out = a.work / "sd14-erased"
+    cls, fam = _family(a).pipeline_class(), _family(a)
+    src_pipe = cls.from_pretrained(a.src, **fam.load_kwargs())
+    out = a.work / f"{a.family}-erased"
     export_pipeline(src_pipe, unet.cpu(), out, overwrite=True, mask=mask)
-    back = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    back = cls.from_pretrained(out, local_files_only=True, torch_dtype=unet.dtype)
     same = all(torch.equal(x, y) for x, y in zip(back.unet.state_dict().values(), unet.state_dict().values()))
     return {"plain_step_seconds": round(plain, 3), "masked_step_seconds": round(masked_t, 3),
             "masked_to_plain_ratio": round(masked_t / plain, 3),
@@ -246,7 +271,8 @@ def run_child(phase: str, a) -> dict:
     """Run one phase in its own process; its peak memory comes from that process alone."""
     cmd = [sys.executable, __file__, "--phase", phase, "--src", str(a.src), "--work", str(a.work),
            "--resolution", str(a.resolution), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
-           "--device", a.device, "--mixed-precision", a.mixed_precision] + \
+           "--device", a.device, "--mixed-precision", a.mixed_precision, "--family", a.family,
+           "--weights-dtype", a.weights_dtype] + \
           (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
     out = a.work / f"{phase}.json"
     t0 = time.time()
@@ -270,6 +296,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--family", choices=("sd", "sdxl"), default="sd",
+                   help="sd: SD v1.4's architecture; sdxl: SDXL base 1.0's (UNet 2.6B, two text encoders)")
+    p.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="the UNet's weights in the measured phases (bf16 halves weights, gradients and Adam state)")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}")
     p.add_argument("--model", type=Path, default=None,
                    help="a local pipeline folder to measure instead of SD v1.4 with random weights")
@@ -286,21 +316,26 @@ def main() -> None:
         a.json.write_text(json.dumps(res))
         return
 
-    from erase.configs import sd14_pipeline
+    from erase.configs import sd14_pipeline, sdxl_pipeline
 
     a.work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_real_scale_"))
     a.work.mkdir(parents=True, exist_ok=True)
-    a.src = a.model.resolve() if a.model else a.work / "sd14-random"
-    res = {"resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
-           "mixed_precision": a.mixed_precision, "gradient_checkpointing": a.gradient_checkpointing}
+    a.src = a.model.resolve() if a.model else a.work / f"{a.family}-random"
+    res = {"family": a.family, "resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
+           "mixed_precision": a.mixed_precision, "weights_dtype": a.weights_dtype,
+           "gradient_checkpointing": a.gradient_checkpointing}
     if not (a.src / "model_index.json").exists():
         t0 = time.time()
-        pipe = sd14_pipeline(seed=0)
+        import torch
+
+        dtype = torch.bfloat16 if a.weights_dtype == "bf16" else torch.float32
+        pipe = sd14_pipeline(seed=0) if a.family == "sd" else sdxl_pipeline(seed=0, dtype=dtype)
         res["unet_parameters"] = sum(x.numel() for x in pipe.unet.parameters())
         pipe.save_pretrained(a.src, safe_serialization=True)
         del pipe
         res["build_and_save_seconds"] = round(time.time() - t0, 1)
-    print(f"measuring {a.src}" + ("" if a.model else " (SD v1.4 architecture, random weights)"), flush=True)
+    what = "SD v1.4" if a.family == "sd" else "SDXL base 1.0"
+    print(f"measuring {a.src}" + ("" if a.model else f" ({what} architecture, random weights)"), flush=True)
     phases = [x for x in a.phases.split(",") if x]
     if "steps" in phases and "mask" not in phases and not (a.work / "mask.safetensors").exists():
         phases.insert(phases.index("steps"), "mask")

@@ -148,8 +148,27 @@ def test_cli_method_and_refusals(tiny, tmp_path, capsys):
     Mask({"conv_in.weight": torch.ones(3, 3, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
     assert main([*base, "--method", "rl", "--mask", str(tmp_path / "m.safetensors")]) == 2
     assert "the rl method trains without a mask" in capsys.readouterr().err
+    # the attack audit learns tokens of one text encoder: SDXL is refused in one line, nothing written
+    assert main(["audit", "attack", "--base", str(tiny["sdxl"]), "--model", str(tiny["sdxl"]), "--concept", "circle",
+                 "--out", str(tmp_path / "att")]) == 2
+    assert "attack audit works on Stable Diffusion 1.x/2.x" in capsys.readouterr().err
+    assert not (tmp_path / "att").exists()
     with pytest.raises(SystemExit) as e:  # not a method (yet): argparse names the choices
         main([*base, "--method", "esd"])
     assert e.value.code == 2
     assert "salun" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_sdxl_real_config_structure():
+    """SDXL base 1.0's UNet from its config (on the meta device: no memory): 2,567,463,684 weights, SD's
+    parameter naming, so selections and masks mean the same on it."""
+    from diffusers import UNet2DConditionModel
+
+    from erase.configs import SDXL_UNET
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL_UNET)
+    assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684
+    assert unet.config.addition_embed_type == "text_time"
+    assert any(".attn2.to_k." in n for n in select_parameters(unet, "attn2"))

@@ -111,6 +111,13 @@ def check_same_text(base: str | Path, model: str | Path, role: str) -> None:
     if not (_is_local(base) and _is_local(model)):
         return
     b, m = Path(str(base)).expanduser(), Path(str(model)).expanduser()
+    from ..diffusion.family import family_of
+
+    for path in (b, m):
+        if (path / "model_index.json").exists() and family_of(path).name != "sd":
+            # The attacks learn tokens of one CLIP text encoder; SDXL's two would need both learnt.
+            raise UserError(f"{path} is a {family_of(path).title} pipeline: the attack audit works on Stable "
+                            "Diffusion 1.x/2.x pipelines (one text encoder) for now")
     if _vocab(b) != _vocab(m):
         raise UserError(f"{model}: its tokenizer differs from the base model's ({base}): an attack prompt found on "
                         "one would not mean the same words on the other; attack models erased from this base")

@@ -1,4 +1,4 @@
-"""The real Stable Diffusion v1.4 component configs, for structure tests and benchmarks at full scale.
+"""The real Stable Diffusion v1.4 and SDXL base 1.0 component configs, for structure tests and benchmarks at full scale.
 
 Written out here (not downloaded) so that pipelines with SD v1.4's exact architecture — UNet 860M,
 VAE 84M, CLIP ViT-L/14 text encoder 123M — can be built with random weights offline.
@@ -53,3 +53,47 @@ def sd14_pipeline(seed: int = 0, tokenizer_dir=None):
         tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=sd14_unet(),
         scheduler=PNDMScheduler(**SD14_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
+
+
+# SDXL base 1.0's component configs (Podell et al., 2023): UNet 2.6B with text_time added conditioning,
+# the SD VAE with SDXL's latent scale, CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text encoders.
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(320, 640, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
+    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=2048,
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+)
+SDXL_VAE = {**SD14_VAE, "sample_size": 1024, "scaling_factor": 0.13025}
+SDXL_TEXT = {**SD14_TEXT, "pad_token_id": 49407}
+SDXL_TEXT_2 = dict(
+    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=1280, bos_token_id=49406, eos_token_id=49407,
+    pad_token_id=49407,
+)
+SDXL_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    steps_offset=1, timestep_spacing="leading", prediction_type="epsilon",
+)
+
+
+def sdxl_pipeline(seed: int = 0, tokenizer_dir=None, dtype=None):
+    """A StableDiffusionXLPipeline with SDXL base 1.0's architecture and random weights."""
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from ..toy.tokenizer import write_clip_tokenizer
+
+    torch.manual_seed(seed)
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir or write_clip_tokenizer(tempfile.mkdtemp(prefix="sdxl_tok_")))
+    dtype = dtype or torch.float32
+    return StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**SDXL_VAE).to(dtype), text_encoder=CLIPTextModel(CLIPTextConfig(**SDXL_TEXT)).to(dtype),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2)).to(dtype), tokenizer=tok,
+        tokenizer_2=tok, unet=UNet2DConditionModel(**SDXL_UNET).to(dtype),
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER))
