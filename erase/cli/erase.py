@@ -1,0 +1,260 @@
+"""`salun mask` and `salun erase`: the options, their early checks, and the hand-off to the jobs."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..core.errors import UserError
+from .common import _add_model_arg, _is_ddpm
+
+
+def _add_concept_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--concept", default=None,
+                   help="a recipe from prompts/ (nudity, church, garbage-truck, ..., circle, square, ..., frame: the toy nudity attribute) or a "
+                        "recipe .json file; or describe the concept with the three prompt options below")
+    p.add_argument("--forget-prompt", action="append", default=None, help="prompt naming the concept (repeatable)")
+    p.add_argument("--misaligned-prompt", action="append", default=None,
+                   help="what the forget prompt should lead to instead (repeatable, paired with --forget-prompt)")
+    p.add_argument("--retain-prompt", action="append", default=None, help="what must keep working (repeatable)")
+    p.add_argument("--forget-data", type=Path, default=None,
+                   help="a local image folder of the concept (metadata.jsonl captions) instead of drawing it")
+    p.add_argument("--n-forget", type=int, default=None, help="forget images to draw (recipe default)")
+    p.add_argument("--selection", default=None,
+                   help="UNet weights to consider: all, attn2 (cross-attention), attn, resnets, or re:<regex>")
+    p.add_argument("--keep", type=float, default=None, help="fraction of selected weights in the mask (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="cache of drawn images, mask and checkpoints (default: .<out>.work beside --out, removed "
+                        "after a successful run; a folder you name keeps its caches, minus the checkpoints)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the source model)")
+
+
+def _recipe(args, mask_only: bool = False, **overrides):
+    from ..diffusion.sd.recipes import custom_recipe, load_recipe
+
+    common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
+                  **overrides)
+    if args.concept and (args.forget_prompt or args.misaligned_prompt):
+        raise UserError("give --concept or --forget-prompt/--misaligned-prompt, not both")
+    if args.concept:
+        rec = load_recipe(args.concept, **common)
+        if args.retain_prompt:
+            rec.retain_prompts = args.retain_prompt
+        return rec
+    if args.forget_prompt is None:
+        raise UserError("say what to erase: --concept NAME, or --forget-prompt TEXT with --misaligned-prompt TEXT")
+    if mask_only:  # the mask needs only what to forget
+        return custom_recipe(args.forget_prompt, args.misaligned_prompt or [], args.retain_prompt, **common)
+    if not args.misaligned_prompt:
+        raise UserError("--forget-prompt needs --misaligned-prompt (what the concept's prompt should draw instead)")
+    return custom_recipe(args.forget_prompt, args.misaligned_prompt, args.retain_prompt, **common)
+
+
+def add_erase_parsers(sub) -> None:
+    m = sub.add_parser("mask", help="compute a SalUn saliency mask for a concept",
+                       description="Gradient of the guided noise-prediction loss on forget images, summed over the "
+                                   "forget set at the base weights; keep the top fraction. Saved bit-packed "
+                                   "in safetensors with metadata tying it to the model.")
+    _add_model_arg(m)
+    _add_concept_args(m)
+    m.add_argument("--out", type=Path, required=True, help="mask file to write (.safetensors)")
+    m.add_argument("--scope", choices=("global", "tensor"), default="global",
+                   help="rank weights across all tensors (SalUn) or within each tensor")
+    m.add_argument("--guidance-w", type=float, default=None, help="w in (1+w) e(c) - w e(null) (SD recipe 7.5)")
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    _add_memory_args(m)
+    _add_ddpm_args(m)
+    m.set_defaults(func=_cmd_mask)
+
+    e = sub.add_parser("erase", help="erase a concept with SalUn and export a diffusers pipeline",
+                       description="Draw forget/retain images with the base model (or load them), compute the "
+                                   "saliency mask, train only masked UNet weights to map the concept's prompt to a "
+                                   "misaligned one while keeping retain images, then export a pipeline folder "
+                                   "(model card, recipe, mask). Example: salun erase --concept circle --out erased; the toy "
+                                   "world's stand-in for nudity: salun erase --concept frame --out no-frame. For a "
+                                   "class-conditional DDPM: salun erase --model pipelines/toy-ddpm --forget-class "
+                                   "circle --out ddpm-no-circle")
+    _add_model_arg(e)
+    _add_concept_args(e)
+    e.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
+    e.add_argument("--mask", type=Path, default=None, help="a mask from `salun mask` (else computed here)")
+    from ..diffusion.methods import DEFAULT_METHOD, METHODS
+
+    e.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
+                   help="erasure method: salun (train the saliency mask's weights; the default) or rl (SalUn's loss "
+                        "on every selected weight, the paper's RL; the same as --no-mask)")
+    e.add_argument("--no-mask", action="store_true", help="train every selected weight (the ablation: --method rl)")
+    e.add_argument("--allow-other-base", action="store_true",
+                   help="accept a --mask computed on other weights of the same architecture")
+    e.add_argument("--retain-data", type=Path, default=None, help="a local image folder of what must be kept")
+    e.add_argument("--n-retain", type=int, default=None)
+    e.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
+    e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
+    e.add_argument("--guidance-w", type=float, default=None, help="mask loss guidance (SD recipe 7.5)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint in the work folder (same settings)")
+    e.add_argument("--restart", action="store_true",
+                   help="discard the checkpoints of an earlier, unfinished run in the work folder and start afresh")
+    e.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (default %(default)s)")
+    _add_memory_args(e)
+    e.add_argument("--xformers", action=argparse.BooleanOptionalAction, default=None,
+                   help="xformers attention (the optional gpu extra); default: on when installed and on CUDA, "
+                        "else torch SDPA")
+    e.add_argument("--lora-rank", type=int, default=None,
+                   help="also export the UNet change as a LoRA of this rank to <out>-lora")
+    e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
+    _add_ddpm_args(e).add_argument(
+        "--target-class", default=None,
+        help="the class the forget class is pulled toward (default: the next class, (c + 1) mod K)")
+    e.add_argument("--audit", action="store_true",
+                   help="toy concepts: audit the result with the judge (40 forget / 50 retain images) and put the "
+                        "figures in the model card")
+    e.set_defaults(func=_cmd_erase)
+
+
+def _add_memory_args(p: argparse.ArgumentParser) -> None:
+    """What makes a big model fit: shared by `salun mask` and `salun erase`."""
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                   help="autocast the UNet's forward pass (weights stay float32; fp16 needs a GPU)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass: less memory, slower steps")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image size for drawing and training (default: the model's; smaller needs less memory)")
+
+
+def _add_ddpm_args(p: argparse.ArgumentParser):
+    ddpm = p.add_argument_group("class-conditional DDPMs (--model a ClassConditionalDDPMPipeline folder)")
+    ddpm.add_argument("--forget-class", default=None, help="the class to erase (a name or an id)")
+    ddpm.add_argument("--dataset", default=None, help="the model's data set (default: its ddpm_info.json)")
+    ddpm.add_argument("--data-root", type=Path, default=None, help="cifar10: folder holding cifar-10-batches-py")
+    ddpm.add_argument("--download", action="store_true", help="cifar10: download it into --data-root")
+    return ddpm
+
+
+def _sd_refuses_ddpm_options(args) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in ("forget_class", "target_class", "dataset", "data_root")
+             if getattr(args, k, None) is not None]
+    if given:
+        raise UserError(f"{', '.join(given)}: options of class-conditional DDPMs; for Stable Diffusion say what to "
+                        "erase with --concept or --forget-prompt")
+
+
+def _cmd_mask(args) -> int:
+    if _is_ddpm(args.model):
+        from ..diffusion.ddpm.unlearn import make_ddpm_mask
+
+        forget = args.forget_class or args.concept
+        if forget is None:
+            raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
+        given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
+                                "--forget-prompt": args.forget_prompt}.items() if v]
+        if given or args.scope != "global":
+            raise UserError(f"{', '.join(given) or '--scope tensor'}: not used by the DDPM path (its mask ranks "
+                            "all UNet weights globally)")
+        if args.resolution is not None or args.mixed_precision != "no" or args.gradient_checkpointing:
+            raise UserError("--resolution, --mixed-precision and --gradient-checkpointing are Stable Diffusion "
+                            "options, not used by the DDPM path")
+        mask = make_ddpm_mask(args.model, forget, args.out, seed=args.seed, batch_size=args.batch_size,
+                              w=2.0 if args.guidance_w is None else args.guidance_w, keep=0.5 if args.keep is None else args.keep,
+                              n_forget=args.n_forget, overwrite=args.overwrite, device=args.device,
+                              dataset=args.dataset, data_root=args.data_root, download=args.download)
+    else:
+        _sd_refuses_ddpm_options(args)
+        recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
+        from ..core.atomic import check_output
+        from ..diffusion.options import check_common
+        from ..diffusion.pipeline import default_model
+
+        check_common(recipe, args.resolution, args.device)  # before the heavy imports
+        check_output(args.out, args.model or default_model(), args.overwrite, kind="file")
+        from ..diffusion.job import make_mask
+
+        mask = make_mask(recipe, args.out, model=args.model, seed=args.seed, forget_data=args.forget_data,
+                         work_dir=args.work_dir, overwrite=args.overwrite, scope=args.scope, device=args.device,
+                         resolution=args.resolution, mixed_precision=args.mixed_precision,
+                         gradient_checkpointing=args.gradient_checkpointing)
+    st = mask.stats()
+    print(f"wrote {args.out}: {st['kept']:,} of {st['total']:,} weights ({st['kept_fraction']:.1%}) in "
+          f"{st['tensors']} tensors, {args.out.stat().st_size / 2**20:.2f} MiB")
+    return 0
+
+
+def _cmd_erase(args) -> int:
+    import json
+
+    from ..diffusion.options import EraseOptions
+
+    if args.mask and args.no_mask:
+        raise UserError("--mask and --no-mask contradict each other")
+    if args.mask and (args.keep is not None or args.selection is not None):
+        raise UserError("--keep and --selection shape a saliency mask: with --mask the mask file already fixes them "
+                        "(its metadata records them)")
+    if args.no_mask and args.keep is not None:
+        raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
+    if args.method == "rl" and args.keep is not None:
+        raise UserError("--keep is the share of weights in the mask: --method rl trains without one")
+    if _is_ddpm(args.model):
+        return _cmd_erase_ddpm(args)
+    _sd_refuses_ddpm_options(args)
+    recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
+    opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
+                        use_mask=not args.no_mask, method=args.method, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
+                        resume=args.resume, restart=args.restart, checkpoint_every=args.checkpoint_every,
+                        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+                        xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
+                        lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
+                        forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
+                        audit=args.audit)
+    _refuse_early(opts)
+    from ..diffusion.job import erase  # torch and diffusers only now: a bad option costs no import
+
+    summary = erase(opts)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}: {summary.get('pipeline_class', 'StableDiffusionPipeline')}"
+          f".from_pretrained({str(args.out)!r})")
+    return 0
+
+
+def _refuse_early(opts) -> None:
+    """The model-free checks of ``erase()``, run before its heavy imports (it runs them again)."""
+    from ..core.atomic import check_output
+    from ..diffusion.options import check_options
+    from ..diffusion.pipeline import default_model
+    from ..core.workdir import check_work_dir
+
+    check_options(opts)
+    source = opts.model or default_model()
+    check_output(opts.out, source, opts.overwrite)
+    check_work_dir(opts.work_dir, opts.out, source)
+
+
+def _cmd_erase_ddpm(args) -> int:
+    import json
+
+    from ..diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+
+    forget = args.forget_class or args.concept
+    if forget is None:
+        raise UserError(f"{args.model} is a class-conditional DDPM: say which class to erase with --forget-class")
+    sd_only = {"--forget-prompt": args.forget_prompt, "--misaligned-prompt": args.misaligned_prompt,
+               "--retain-prompt": args.retain_prompt, "--forget-data": args.forget_data,
+               "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
+               "--resolution": args.resolution, "--xformers": args.xformers}
+    given = [k for k, v in sd_only.items() if v]
+    if given or args.mixed_precision != "no" or args.gradient_checkpointing:
+        raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")
+    opts = DDPMEraseOptions(model=args.model, forget_class=forget, out=args.out, target_class=args.target_class,
+                            dataset=args.dataset, data_root=args.data_root, download=args.download,
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
+                            n_forget=args.n_forget, n_retain=args.n_retain, keep=0.5 if args.keep is None else args.keep,
+                            mask_w=args.guidance_w if args.guidance_w is not None else 2.0, mask_path=args.mask,
+                            use_mask=not args.no_mask and args.method != "rl", allow_other_base=args.allow_other_base, seed=args.seed,
+                            work_dir=args.work_dir, resume=args.resume, restart=args.restart,
+                            checkpoint_every=args.checkpoint_every,
+                            device=args.device, overwrite=args.overwrite, audit=args.audit)
+    summary = erase_class(opts)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}: from erase.diffusion.ddpm import ClassConditionalDDPMPipeline; DiffusionPipeline.from_pretrained({str(args.out)!r})")
+    return 0
