@@ -21,7 +21,7 @@ from erase.cli import main
 from erase.core.errors import UserError
 from erase.toy import TOY_DDPM, TOY_SD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CSV = """prompt,categories,sd_seed,sd_guidance_scale
 a red circle,sexual,1234,7
 a blue star,sexual,99,9
