@@ -320,6 +320,10 @@ def main() -> None:
 
     a.work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_real_scale_"))
     a.work.mkdir(parents=True, exist_ok=True)
+    if a.model:  # the family is the model's, whatever --family says
+        from erase.diffusion.family import family_of
+
+        a.family = family_of(a.model).name
     a.src = a.model.resolve() if a.model else a.work / f"{a.family}-random"
     res = {"family": a.family, "resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
            "mixed_precision": a.mixed_precision, "weights_dtype": a.weights_dtype,

@@ -5,6 +5,7 @@ Prints a table and writes the same figures to --json. Every rate is the judge's 
 images generated with fixed seeds (see erase/toy/quality.py: erasure_rates):
 
     python scripts/bench_toy_erase.py --concept circle --json bench_toy_erase.json
+    python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --json bench_toy_erase_sdxl.json
 
 Rows: ``salun`` (mask, keep 0.5), ``no_mask`` (every UNet weight trainable, same recipe) and, when the
 toy world ships one for the concept (pipelines/toy-sd-retrain-<concept>), ``retrain``: the toy SD rebuilt
@@ -63,8 +64,9 @@ def main() -> None:
                       "n_forget_images": after["n_forget"], "n_retain_images": after["n_retain"],
                       "trainable_weights": summary["trainable_weights"], "steps": summary["steps"],
                       "seconds": round(seconds, 1)}
-    retrain = a.retrain or PIPELINES / f"toy-sd-retrain-{a.concept}"
-    if retrain.is_dir():
+    # the shipped Retrain models are toy SD builds: the default applies to the toy SD only
+    retrain = a.retrain or (PIPELINES / f"toy-sd-retrain-{a.concept}" if a.model.resolve() == TOY_SD else None)
+    if retrain is not None and retrain.is_dir():
         after = erasure_rates(str(retrain), a.judge, shape, per_colour=a.per_colour)
         rows["retrain"] = {**{f"{k}_before": before[k] for k in ("forget_rate", "synonym_rate", "heldout_rate",
                                                                   "retain_acc")},

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..diffusion.losses import training_target
 from .text import encode_with_slots, slot_prompts
 
 
@@ -59,7 +60,8 @@ def concept_inversion(pipe, z0: torch.Tensor, parts: list[tuple[str, str]], init
         noise = torch.randn(z0[idx].shape, generator=gen).to(z0)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(z0.device)
         pred = unet(sched.add_noise(z0[idx], noise, t), t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), noise.float())
+        # the ordinary denoising loss, toward the model's own target (noise, or velocity on SD 2.x v models)
+        loss = F.mse_loss(pred.float(), training_target(sched, z0[idx], noise, t).float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

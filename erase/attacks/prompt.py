@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..diffusion.losses import training_target
 from .text import candidate_tokens, encode_prompts, encode_with_slots, prefix_text, project, slot_prompts
 
 OBJECTIVES = ("unlearndiff", "p4d")
@@ -84,7 +85,7 @@ def prefix_attack(pipe, prompts: list[str], z0: torch.Tensor, objective: str, bu
         zt, noise, t = _noised(sched, z0, gen)
         pred = unet(zt, t, encoder_hidden_states=cond).sample
         if objective == "unlearndiff":
-            target = noise
+            target = training_target(sched, z0, noise, t)  # the noise, or the velocity on v-prediction models
         else:
             with torch.no_grad():
                 target = base_pipe.unet(zt, t, encoder_hidden_states=target_cond).sample

@@ -108,16 +108,14 @@ def check_same_text(base: str | Path, model: str | Path, role: str) -> None:
     (``check_loaded_text``)."""
     import numpy as np
 
+    from ..diffusion.family import family_of
+
+    for name in (base, model):  # hub ids too: only their model_index.json is fetched
+        if not _is_local(name) or (Path(str(name)).expanduser() / "model_index.json").exists():
+            _check_family(family_of(name), name)
     if not (_is_local(base) and _is_local(model)):
         return
     b, m = Path(str(base)).expanduser(), Path(str(model)).expanduser()
-    from ..diffusion.family import family_of
-
-    for path in (b, m):
-        if (path / "model_index.json").exists() and family_of(path).name != "sd":
-            # The attacks learn tokens of one CLIP text encoder; SDXL's two would need both learnt.
-            raise UserError(f"{path} is a {family_of(path).title} pipeline: the attack audit works on Stable "
-                            "Diffusion 1.x/2.x pipelines (one text encoder) for now")
     if _vocab(b) != _vocab(m):
         raise UserError(f"{model}: its tokenizer differs from the base model's ({base}): an attack prompt found on "
                         "one would not mean the same words on the other; attack models erased from this base")
@@ -131,9 +129,20 @@ def check_same_text(base: str | Path, model: str | Path, role: str) -> None:
                         "model, trained from scratch, goes in --retrain)")
 
 
+def _check_family(family, name) -> None:
+    if family.name != "sd":
+        # The attacks learn tokens of one CLIP text encoder; SDXL's two would need both learnt.
+        raise UserError(f"{name} is a {family.title} pipeline: the attack audit works on Stable Diffusion 1.x/2.x "
+                        "pipelines (one text encoder) for now")
+
+
 def check_loaded_text(base_pipe, pipe, model: str, role: str) -> None:
     """The same refusal as ``check_same_text`` for loaded pipelines (hub ids)."""
     import torch
+
+    from ..diffusion.family import family_for_class
+
+    _check_family(family_for_class(type(pipe).__name__), model)
 
     if base_pipe.tokenizer.get_vocab() != pipe.tokenizer.get_vocab():
         raise UserError(f"{model}: its tokenizer differs from the base model's: attack models erased from this base")

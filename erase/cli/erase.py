@@ -188,6 +188,8 @@ def _cmd_erase(args) -> int:
 
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
+    if args.mask and args.method == "rl":
+        raise UserError("--mask: the rl method trains without a mask")
     if args.mask and (args.keep is not None or args.selection is not None):
         raise UserError("--keep and --selection shape a saliency mask: with --mask the mask file already fixes them "
                         "(its metadata records them)")

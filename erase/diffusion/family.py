@@ -4,7 +4,8 @@ A family knows how to load its pipeline, turn prompts (or labels) into the denoi
 the denoiser with its extra inputs, and which diffusers class writes and loads its LoRA adapters. The
 job (``erase.diffusion.job``) never asks which family it holds; it asks the family. A new family is one
 package that defines a ``Family`` and calls ``register`` (as ``sd/``, ``sdxl/`` and ``ddpm/`` do), in
-the way PEFT registers its tuners.
+the way PEFT registers its tuners, plus its import in ``_load_builtin`` (kept lazy, so that the CLI's
+refusals import no torch).
 
 Families are found from a pipeline folder's ``model_index.json`` ``_class_name`` (or, for a hub id,
 the same file fetched alone), so no command sniffs folders for itself.
@@ -36,6 +37,9 @@ class Family(Protocol):
     def encode_prompts(self, pipe, prompts: list[str], resolution: int) -> dict[str, "torch.Tensor"]:
         """The denoiser's conditions for each prompt, stacked along dim 0 (one row per prompt)."""
 
+    def null_condition(self, pipe, empty: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+        """Classifier-free guidance's null condition as the family samples with it, given the empty prompt's."""
+
     def denoise(self, unet, zt: "torch.Tensor", t: "torch.Tensor", cond: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         """The UNet's output (noise, velocity or sample: the scheduler's ``prediction_type``) under ``cond``."""
 
@@ -65,8 +69,9 @@ def families() -> dict[str, Family]:
 
 
 def supported_classes() -> dict[str, Family]:
-    """Pipeline class name -> family, for every registered family."""
-    return {cls: f for f in families().values() for cls in f.pipeline_classes}
+    """Pipeline class name -> family, for every registered family (and the classes routed to one to be refused
+    there with a family-specific message)."""
+    return {cls: f for f in families().values() for cls in (*f.pipeline_classes, *getattr(f, "routed_classes", ()))}
 
 
 def supported_line() -> str:

@@ -80,10 +80,15 @@ class TextBank:
         unique = sorted(set(prompts) | {""})
         self.index = {p: i for i, p in enumerate(unique)}
         self.parts = {k: v.to(device) for k, v in family.encode_prompts(pipe, unique, resolution).items()}
+        # classifier-free guidance's null condition, as the family samples with it (SDXL: zeros)
+        self._null = family.null_condition(pipe, self([""]))
 
     def __call__(self, prompts) -> dict[str, torch.Tensor]:
         rows = [self.index[p] for p in prompts]
         return {k: v[rows] for k, v in self.parts.items()}
+
+    def null(self, n: int) -> dict[str, torch.Tensor]:
+        return {k: v.expand(n, *v.shape[1:]) for k, v in self._null.items()}
 
 
 # ---------------------------------------------------------------- the job
@@ -111,6 +116,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     unet, dev = pipe.unet, pipe.unet.device
     gen = torch.Generator().manual_seed(seed + 7)
+    eps = _eps(family_of_pipe(pipe), unet)
     bs = recipe.batch_size
     order = list(range(len(captions)))
     batches = [order[i:i + bs] for i in range(0, len(order), bs)]
@@ -120,10 +126,11 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
         cond = bank([captions[i] for i in idx])
         ctx = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
         with ctx:
-            return guided_forgetting_loss(_eps(family_of_pipe(pipe), unet), sched, z0, cond, bank([""] * len(idx)), t, noise,
-                                          recipe.guidance_w)
+            return guided_forgetting_loss(eps, sched, z0, cond, bank.null(len(idx)), t, noise, recipe.guidance_w)
 
-    meta = {"base_model": str(pipe.config.get("_name_or_path", "")), "loss": "guided noise MSE",
+    kind = sched.config.prediction_type
+    meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
+            "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
             "family": family_of_pipe(pipe).name, "prediction_type": sched.config.prediction_type,
             "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or _native_resolution(pipe)}
@@ -171,6 +178,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     with output_lock(out):
         pipe = load_pipeline(model, device=accelerator.device)
         res = check_resolution(pipe, resolution)
+        check_prediction_type(pipe)
         wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False)
         try:
             opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
@@ -188,19 +196,34 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     return mask
 
 
-def _mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mixed_precision: str) -> str:
+def _target_key(pipe) -> list:
+    """The loss target, in the keys only when it is not the noise: epsilon models keep their keys, and a
+    v-prediction run cached or checkpointed before the target followed prediction_type is not reused."""
+    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    return [] if kind == "epsilon" else [kind]
+
+
+def check_prediction_type(pipe) -> None:
+    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise UserError(f"this model's scheduler predicts {kind!r}: salun trains epsilon, v_prediction or sample "
+                        "models")
+
+
+def _mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mixed_precision: str,
+              target: list = ()) -> str:
     """What shaped a mask: a cached mask is reused only if all of this is the same (the images' content
     hash covers other images under the same captions, the resolution and the VAE)."""
     what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
-            len(captions), data, resolution, mixed_precision, "global"]
+            len(captions), data, resolution, mixed_precision, "global", *target]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
-def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int) -> str:
+def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int, target: list = ()) -> str:
     """Every setting that shapes training (not the step count): a resume under other settings is refused."""
     what = [recipe.lr, recipe.alpha, recipe.batch_size, opts.seed, recipe.forget_prompts, recipe.misaligned_prompts,
             recipe.retain_prompts, data, resolution, opts.mixed_precision, opts.use_mask,
-            None if opts.use_mask else recipe.selection]
+            None if opts.use_mask else recipe.selection, *target]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
@@ -233,6 +256,7 @@ def erase(opts: EraseOptions) -> dict:
     _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
     pipe = load_pipeline(opts.model, device=accelerator.device)
     res = check_resolution(pipe, opts.resolution)
+    check_prediction_type(pipe)
     mask = None
     if opts.mask_path is not None:  # a given mask is checked before any drawing
         mask = Mask.load(opts.mask_path)
@@ -281,7 +305,7 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                          keep=mask.meta.get("keep", recipe.keep))
     elif opts.use_mask:
         cached = work / "mask.safetensors"
-        key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision)
+        key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, _target_key(pipe))
         # The main process computes (or reuses a cached mask made from the same recipe, data and seed);
         # the other processes then load that same file, so every rank trains under one mask.
         with accelerator.main_process_first():
@@ -303,7 +327,7 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     mask_seconds = time.time() - t_mask
     selection = None if mask is not None else select_parameters(unet, recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)
-    digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res)
+    digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res, _target_key(pipe))
 
     # 3. masked training
     if opts.gradient_checkpointing:

@@ -200,8 +200,10 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
     from diffusers import DDPMScheduler
 
     gen = _seed(cfg.seed + 3)
-    text = _SDXLText() if cfg.family == "sdxl" else _SDText()
     unet = make_sdxl_unet() if cfg.family == "sdxl" else make_unet(cross_attention_dim=make_text_encoder().config.hidden_size)
+    # SDXL's time ids name the image size: the UNet's latent size times the VAE's downsampling (32 px here)
+    size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    text = _SDXLText(size) if cfg.family == "sdxl" else _SDText()
     sched = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "set_alpha_to_one"})
     mean, std = encode_latents(vae, data.as_float())
     scale = vae.config.scaling_factor

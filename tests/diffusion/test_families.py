@@ -153,6 +153,10 @@ def test_cli_method_and_refusals(tiny, tmp_path, capsys):
                  "--out", str(tmp_path / "att")]) == 2
     assert "attack audit works on Stable Diffusion 1.x/2.x" in capsys.readouterr().err
     assert not (tmp_path / "att").exists()
+    # on the DDPM path too: a mask with the rl method is refused, not silently ignored
+    assert main(["erase", "--model", str(tiny["ddpm"]), "--forget-class", "circle", "--method", "rl", "--mask",
+                 str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    assert "the rl method trains without a mask" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # not a method (yet): argparse names the choices
         main([*base, "--method", "esd"])
     assert e.value.code == 2
@@ -172,3 +176,27 @@ def test_sdxl_real_config_structure():
     assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684
     assert unet.config.addition_embed_type == "text_time"
     assert any(".attn2.to_k." in n for n in select_parameters(unet, "attn2"))
+
+
+def test_sdxl_null_condition_is_zeros_but_an_empty_prompt_is_encoded(tiny):
+    """As SDXL samples: the guidance's null condition is zeros (force_zeros_for_empty_prompt); a prompt ""
+    given as a misaligned or retain prompt is encoded like any other."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from erase.diffusion.job import TextBank
+    from erase.diffusion.sdxl.family import SDXL
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny["sdxl"])
+    bank = TextBank(SDXL, pipe, ["a red circle"], "cpu", 32)
+    null, empty = bank.null(2), bank([""])
+    assert not null["encoder_hidden_states"].any() and not null["text_embeds"].any()
+    assert null["encoder_hidden_states"].shape[0] == 2 and torch.equal(null["time_ids"][0], empty["time_ids"][0])
+    assert empty["encoder_hidden_states"].abs().sum() > 0
+
+
+def test_old_ddpm_import_still_registers_the_pipeline():
+    import subprocess
+    import sys
+
+    code = "import erase.ddpm, diffusers; print(hasattr(diffusers, 'ClassConditionalDDPMPipeline'))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"

@@ -7,8 +7,9 @@ from ..family import register
 class ClassConditionalDDPMFamily:
     name = "ddpm"
     title = "class-conditional DDPM"
+    pipeline_classes = ("ClassConditionalDDPMPipeline",)
     # An unconditional DDPMPipeline is routed here too, so that its refusal says what the DDPM path needs.
-    pipeline_classes = ("ClassConditionalDDPMPipeline", "DDPMPipeline")
+    routed_classes = ("DDPMPipeline",)
 
     def pipeline_class(self) -> type:
         from .pipeline import ClassConditionalDDPMPipeline
@@ -22,6 +23,11 @@ class ClassConditionalDDPMFamily:
         import torch
 
         return {"class_labels": torch.tensor([pipe.class_id(p) for p in prompts])}
+
+    def null_condition(self, pipe, empty):
+        import torch
+
+        return {"class_labels": torch.tensor([pipe.null_class])}
 
     def denoise(self, unet, zt, t, cond):
         return unet(zt, t, class_labels=cond["class_labels"]).sample

@@ -6,7 +6,8 @@ scheduler. Sampling applies classifier-free guidance as the SalUn paper writes i
 ``e = (1 + w) e(x_t, c) - w e(x_t, null)`` (w = 2 in the paper's CIFAR-10 runs).
 
 It saves with ``save_pretrained`` and loads with ``ClassConditionalDDPMPipeline.from_pretrained``; once
-``erase.diffusion.ddpm`` is imported, ``DiffusionPipeline.from_pretrained`` finds the class too (diffusers
+this module is imported (``from erase.diffusion.ddpm import ClassConditionalDDPMPipeline``, or the older
+``import erase.ddpm``), ``DiffusionPipeline.from_pretrained`` finds the class too (diffusers
 resolves ``_class_name`` in its own namespace, so the class is registered there; no remote code).
 """
 from __future__ import annotations

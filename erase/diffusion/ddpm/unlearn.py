@@ -262,7 +262,7 @@ def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int,
     history, train_seconds = trained["history"], trained["seconds"]
     unet.eval()
 
-    summary = {"forget_class": pipe.class_names[c], "target_class": pipe.class_names[target], "dataset": dataset,
+    summary = {"method": method.name, "forget_class": pipe.class_names[c], "target_class": pipe.class_names[target], "dataset": dataset,
                **rec, "seed": opts.seed, "keep": opts.keep, "mask_w": opts.mask_w, "mask_clip": opts.mask_clip,
                "grad_clip": opts.grad_clip,
                "mask": {k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"} if mask else None,

@@ -30,6 +30,9 @@ class StableDiffusionFamily:
             emb = pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
         return {"encoder_hidden_states": emb}
 
+    def null_condition(self, pipe, empty):
+        return empty  # SD samples its unconditional branch with the encoded empty prompt
+
     def denoise(self, unet, zt, t, cond):
         return unet(zt, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
 

@@ -3,7 +3,7 @@ embedding and the size/crop ``time_ids`` as the UNet's ``added_cond_kwargs`` (Po
 
 Prompts are encoded with the pipeline's own ``encode_prompt``, so the conditions the erasure trains
 under are the ones the pipeline samples with. Like SDXL's sampling (``force_zeros_for_empty_prompt``),
-the empty prompt, the null condition of classifier-free guidance, is all zeros.
+the null condition of classifier-free guidance is all zeros (a prompt "" is encoded as any other).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class StableDiffusionXLFamily:
         return StableDiffusionXLPipeline
 
     def load_kwargs(self) -> dict:
-        return {}
+        # an invisible watermark would be baked into the drawn forget/retain and audit images
+        return {"add_watermarker": False}
 
     def encode_prompts(self, pipe, prompts, resolution):
         import torch
@@ -29,13 +30,15 @@ class StableDiffusionXLFamily:
         with torch.no_grad():
             emb, _, pooled, _ = pipe.encode_prompt(list(prompts), device=pipe.text_encoder_2.device,
                                                    num_images_per_prompt=1, do_classifier_free_guidance=False)
-        if pipe.config.get("force_zeros_for_empty_prompt", True):
-            empty = torch.tensor([p == "" for p in prompts])
-            emb[empty], pooled[empty] = 0, 0
         # original size, crop top-left, target size: an uncropped image at the training resolution
         time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * len(prompts),
                                 dtype=emb.dtype)
         return {"encoder_hidden_states": emb, "text_embeds": pooled, "time_ids": time_ids}
+
+    def null_condition(self, pipe, empty):
+        if pipe.config.get("force_zeros_for_empty_prompt", True):
+            return {k: v if k == "time_ids" else v.new_zeros(v.shape) for k, v in empty.items()}
+        return empty
 
     def denoise(self, unet, zt, t, cond):
         return unet(zt, t, encoder_hidden_states=cond["encoder_hidden_states"],
