@@ -22,6 +22,9 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
         --phases fwdbwd,mask,steps --json bench_sdxl.json                                   # SDXL on CPU
 
 Random weights say nothing about erasure quality; they prove names, shapes, memory, time and export.
+``--weights-dtype bf16`` keeps the UNet's weights (and so its gradients and Adam's moments) in bfloat16,
+which ``salun erase`` does not do (it loads float32 and autocasts with ``--mixed-precision bf16``): its
+figures are a lower bound for the real job.
 """
 from __future__ import annotations
 

@@ -19,12 +19,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 COMPONENTS = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
-              "text_encoder": "model.safetensors"}
+              "text_encoder": "model.safetensors", "text_encoder_2": "model.safetensors"}  # text_encoder_2: SDXL
 
 
 def halve(folder: Path) -> None:
     for comp, fname in COMPONENTS.items():
         path = folder / comp / fname
+        if comp == "text_encoder_2" and not path.exists():
+            continue
         tensors = load_file(path)
         half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}
         tmp = path.with_name(path.name + ".tmp")
@@ -35,7 +37,7 @@ def halve(folder: Path) -> None:
         for key in ("dtype", "torch_dtype"):
             if key in cfg:
                 cfg[key] = "float32"
-        if comp == "text_encoder":
+        if comp.startswith("text_encoder"):
             cfg["dtype"] = "float32"
         tmp = cfg_path.with_name("config.json.tmp")
         tmp.write_text(json.dumps(cfg, indent=2) + "\n")
