@@ -6,8 +6,8 @@ import argparse
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--pretrained_model_name_or_path", dest="model", default=None,
-                   help="a local diffusers pipeline folder or a hub id (default: the shipped toy model, "
-                        "pipelines/toy-sd)")
+                   help="a local diffusers pipeline folder or a hub id: Stable Diffusion 1.x/2.x, SDXL, or a "
+                        "class-conditional DDPM (default: the shipped toy model, pipelines/toy-sd)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
