@@ -42,7 +42,23 @@ def halve(folder: Path) -> None:
         tmp = cfg_path.with_name("config.json.tmp")
         tmp.write_text(json.dumps(cfg, indent=2) + "\n")
         tmp.replace(cfg_path)
+    _record(folder)
     print(f"{folder}: weights stored in float16")
+
+
+def _record(folder: Path) -> None:
+    """Say so in the toy build's record and rewrite its card from it (a folder without one is left as is)."""
+    info_path = folder / "build_info.json"
+    if not info_path.exists():
+        return
+    from erase.toy.card import write_toy_card
+
+    info = json.loads(info_path.read_text())
+    info["stored_dtype"] = "float16"
+    tmp = info_path.with_name("build_info.json.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(info_path)
+    write_toy_card(folder, info)
 
 
 if __name__ == "__main__":

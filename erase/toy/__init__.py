@@ -7,3 +7,4 @@ PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 TOY_SD = PIPELINES / "toy-sd"
 TOY_JUDGE = PIPELINES / "toy-judge"
 TOY_DDPM = PIPELINES / "toy-ddpm"
+TOY_SDXL = PIPELINES / "toy-sdxl"  # the same world drawn by an SDXL pipeline (salun toy build --family sdxl)

@@ -4,13 +4,16 @@ import json
 import numpy as np
 import pytest
 
-from erase.toy import TOY_JUDGE, TOY_SD
+from erase.toy import TOY_JUDGE, TOY_SD, TOY_SDXL
 from erase.toy import shapes as S
 
 
 def test_shipped_world_is_small_and_safe():
     files = [p for p in (TOY_SD.parent).rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) <= 80 * 2**20
+    # the SD world (toy SD, judge, DDPM, Retrain models) keeps its 80 MiB; the SDXL toy has 32 MiB of its own
+    xl = [p for p in files if TOY_SDXL in p.parents]
+    assert sum(p.stat().st_size for p in files if p not in xl) <= 80 * 2**20
+    assert xl and sum(p.stat().st_size for p in xl) <= 32 * 2**20
     weights = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert not weights, weights  # safetensors only
     card = (TOY_SD / "README.md").read_text()
@@ -74,3 +77,27 @@ def test_shipped_ddpm_loads_and_draws_its_classes():
     images = sample_classes(pipe, [0, 3], 8, steps=25)
     shape, _ = classify(load_judge(TOY_JUDGE), for_judge(images))
     assert np.mean(shape[:8] == 0) >= 0.75 and np.mean(shape[8:] == 3) >= 0.75
+
+
+def test_shipped_toy_sdxl_meets_its_quality_bar_and_draws():
+    """The toy SDXL (two text encoders, text_time conditioning) draws the same world: its build's own
+    measurements >= 90% shape and colour, shown in its card; it loads with plain diffusers and draws."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from erase.diffusion.family import family_of
+    from erase.diffusion.generate import generate
+    from erase.toy.judge import classify, load_judge
+
+    info = json.loads((TOY_SDXL / "build_info.json").read_text())
+    assert info["config"]["family"] == "sdxl" and family_of(TOY_SDXL).name == "sdxl"
+    for key in ("name", "synonym", "heldout_phrasing"):
+        q = info["quality"][key]
+        assert q["shape_acc"] >= 0.9 and q["colour_acc"] >= 0.9 and q["n"] >= 240, key
+    assert f"{info['quality']['name']['shape_acc']:.1%}" in (TOY_SDXL / "README.md").read_text()
+    pipe = StableDiffusionXLPipeline.from_pretrained(TOY_SDXL, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = generate(pipe, ["a red circle"] * 8 + ["a blue square"] * 8, list(range(16)), progress=False)
+    shape, colour = classify(load_judge(TOY_JUDGE), images)
+    assert np.mean(shape[:8] == list(S.SHAPES).index("circle")) >= 0.75
+    assert np.mean(shape[8:] == list(S.SHAPES).index("square")) >= 0.75
+    assert np.mean(colour[:8] == list(S.COLOURS).index("red")) >= 0.75
