@@ -30,7 +30,7 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the source model)")
 
 
-def _recipe(args, mask_only: bool = False, **overrides):
+def _recipe(args, mask_only: bool = False, method: str | None = None, **overrides):
     from ..diffusion.sd.recipes import custom_recipe, load_recipe
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
@@ -38,7 +38,7 @@ def _recipe(args, mask_only: bool = False, **overrides):
     if args.concept and (args.forget_prompt or args.misaligned_prompt):
         raise UserError("give --concept or --forget-prompt/--misaligned-prompt, not both")
     if args.concept:
-        rec = load_recipe(args.concept, **common)
+        rec = load_recipe(args.concept, method=method, **common)
         if args.retain_prompt:
             rec.retain_prompts = args.retain_prompt
         return rec
@@ -79,11 +79,18 @@ def add_erase_parsers(sub) -> None:
     _add_concept_args(e)
     e.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
     e.add_argument("--mask", type=Path, default=None, help="a mask from `salun mask` (else computed here)")
-    from ..diffusion.methods import DEFAULT_METHOD, METHODS
+    from ..diffusion.methods import DEFAULT_METHOD, METHODS, method_options
 
     e.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
-                   help="erasure method: salun (train the saliency mask's weights; the default) or rl (SalUn's loss "
-                        "on every selected weight, the paper's RL; the same as --no-mask)")
+                   help="erasure method: salun (train the saliency mask's weights; the default), rl (SalUn's loss "
+                        "on every selected weight, the paper's RL; the same as --no-mask), esd-x / esd-u (ESD's "
+                        "negative guidance on cross-attention / on every other weight; --mask gives a masked ESD), "
+                        "uce (closed-form cross-attention edit, no training), fmn (Forget-Me-Not attention "
+                        "re-steering). A recipe may carry settings per method (prompts/*.json \"methods\")")
+    group = e.add_argument_group("method options (each taken only by the methods named)")
+    for key, (takers, opt) in method_options().items():
+        group.add_argument(f"--{key}", type=opt.type, default=None,
+                           help=f"{opt.help} (default {opt.default}, or the recipe's; {', '.join(takers)})")
     e.add_argument("--no-mask", action="store_true", help="train every selected weight (the ablation: --method rl)")
     e.add_argument("--allow-other-base", action="store_true",
                    help="accept a --mask computed on other weights of the same architecture")
@@ -197,12 +204,19 @@ def _cmd_erase(args) -> int:
         raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
     if args.method == "rl" and args.keep is not None:
         raise UserError("--keep is the share of weights in the mask: --method rl trains without one")
+    given = _method_options_given(args)
     if _is_ddpm(args.model):
+        if args.method not in ("salun", "rl") or given:
+            raise UserError(f"--method {args.method}: the class-conditional DDPM path takes salun or rl"
+                            if args.method not in ("salun", "rl") else
+                            f"--{next(iter(given))}: not an option of the DDPM path")
         return _cmd_erase_ddpm(args)
     _sd_refuses_ddpm_options(args)
-    recipe = _recipe(args, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr, guidance_w=args.guidance_w)
+    _refuse_unused(args)
+    recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
+                     guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
-                        use_mask=not args.no_mask, method=args.method, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
+                        use_mask=not args.no_mask, method=args.method, method_options=given, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
                         resume=args.resume, restart=args.restart, checkpoint_every=args.checkpoint_every,
                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
@@ -217,6 +231,49 @@ def _cmd_erase(args) -> int:
     print(f"wrote {args.out}: {summary.get('pipeline_class', 'StableDiffusionPipeline')}"
           f".from_pretrained({str(args.out)!r})")
     return 0
+
+
+def _method_options_given(args) -> dict:
+    from ..diffusion.methods import method_options
+
+    return {k: getattr(args, k.replace("-", "_")) for k in method_options()
+            if getattr(args, k.replace("-", "_")) is not None}
+
+
+# The options each kind of method has no use for: given anyway, they are refused, not ignored.
+_RETAIN = {"alpha": "--alpha", "n_retain": "--n-retain", "retain_data": "--retain-data",
+           "retain_prompt": "--retain-prompt"}
+_MASK_SHAPE = {"keep": "--keep", "guidance_w": "--guidance-w"}
+_TRAINING = {"lr": "--lr", "steps": "--steps", "n_forget": "--n-forget", "batch_size": "--batch-size",
+             "forget_data": "--forget-data", "resume": "--resume", "restart": "--restart",
+             "gradient_checkpointing": "--gradient-checkpointing", "mixed_precision": "--mixed-precision"}
+
+
+def _refuse_unused(args) -> None:
+    """One line for an option the chosen method would silently ignore (SalUn and RL keep every option)."""
+    from ..diffusion.methods import METHODS
+
+    m = METHODS[args.method]
+    if m.name in ("salun", "rl"):
+        return
+    unused = dict(_MASK_SHAPE)
+    if not m.uses_retain:
+        unused.update({k: v for k, v in _RETAIN.items() if not (k == "retain_prompt" and m.closed_form)})
+    if m.selection is not None:
+        unused["selection"] = "--selection"
+    if m.closed_form:
+        unused.update(_TRAINING)
+    if not m.needs_images:
+        unused.update({"forget_data": "--forget-data"})
+    for k, flag in unused.items():
+        v = getattr(args, k, None)
+        if v not in (None, False, "no"):
+            why = ("is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
+                   f"trains its own weights ({m.selection})" if k == "selection" else
+                   "has no retain term" if k in _RETAIN else
+                   "samples its own x_t from the model" if k == "forget_data" else
+                   "uses no saliency mask of its own (give one with --mask where it takes one)")
+            raise UserError(f"{flag}: --method {m.name} {why}")
 
 
 def _refuse_early(opts) -> None:

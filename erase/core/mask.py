@@ -32,6 +32,8 @@ PRESETS: dict[str, str] = {
     "attn2": r"(^|\.)attn2\.",  # cross-attention: where the text prompt enters
     "attn": r"(^|\.)(attn1|attn2|attentions)\.",  # every attention layer
     "resnets": r"(^|\.)resnets\.",  # the ResNet blocks
+    "attn2+resnets": r"(^|\.)(attn2|resnets)\.",  # cross-attention and ResNets (the SalUn design's choice)
+    "not-attn2": r"^(?!(.*\.)?attn2\.)",  # everything but cross-attention (ESD-u)
 }
 MASK_FORMAT = "salun-mask/1"
 

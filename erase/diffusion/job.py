@@ -16,6 +16,7 @@ denoiser; the method (``methods/``) turns each step's batches into losses.
 """
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
@@ -37,7 +38,7 @@ from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
 from . import loop
 from .family import Family, family_for_class
-from .methods import METHODS, Batch
+from .methods import METHODS, Batch, Context
 from .sd.recipes import Recipe
 from ..core.workdir import check_work_dir, job_folders, open_work_dir
 
@@ -284,18 +285,25 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     if use_xformers:
         unet.enable_xformers_memory_efficient_attention()
 
+    family = family_of_pipe(pipe)
+    method = METHODS[opts.method]
+    settings = method_settings(opts)
+    if method.closed_form:
+        return _run_closed_form(opts, pipe, accelerator, res, lora_out, family, method, settings)
+
     # 1. data (the main process draws; the others wait and read the cache)
     with accelerator.main_process_first():
-        f_mean, f_std, f_caps, f_source = _latents(pipe, recipe, opts, work, "forget", res)
+        if method.needs_images:
+            f_mean, f_std, f_caps, f_source = _latents(pipe, recipe, opts, work, "forget", res)
+        else:
+            f_mean, f_std, f_caps, f_source = _no_images(pipe, recipe, res, method)
         r_mean = r_std = r_caps = None
-        r_source = "none (alpha = 0)"
-        if recipe.alpha > 0:
+        r_source = "none (alpha = 0)" if method.uses_retain else f"none ({method.name} has no retain term)"
+        if recipe.alpha > 0 and method.uses_retain:
             r_mean, r_std, r_caps, r_source = _latents(pipe, recipe, opts, work, "retain", res)
     f_digest = content_digest(f_mean, f_std)
     data_digest = f_digest + ("-" + content_digest(r_mean, r_std) if r_caps else "")
     misaligned = [recipe.misaligned_for(c) for c in f_caps]
-    family = family_of_pipe(pipe)
-    method = METHODS[opts.method]
     bank = TextBank(family, pipe, f_caps + misaligned + (r_caps or []), accelerator.device, res)
 
     # 2. mask
@@ -325,9 +333,16 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                 mask.meta["mixed_precision"] = opts.mixed_precision
                 mask.save(cached)
     mask_seconds = time.time() - t_mask
-    selection = None if mask is not None else select_parameters(unet, recipe.selection)
+    selection = None if mask is not None else select_parameters(unet, method.selection or recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)
-    digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res, _target_key(pipe))
+    digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res,
+                                                     _target_key(pipe) + _method_key(method, settings))
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    frozen = None
+    if method.needs_frozen:  # the base's own predictions, before any step (same device and dtype)
+        frozen_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+        frozen = _eps(family, frozen_unet)
+    stepper = method.bind(Context(family, pipe, unet, bank, sched, recipe, settings, frozen))
 
     # 3. masked training
     if opts.gradient_checkpointing:
@@ -336,7 +351,6 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     optimizer = torch.optim.Adam(trainable.parameters(), lr=recipe.lr)
     trainable.attach(optimizer)
     unet_p, optimizer = accelerator.prepare(unet, optimizer)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
     scale = pipe.vae.config.scaling_factor
     steps = _total_steps(recipe, opts, len(f_caps))
     rank_seed = opts.seed + 1000 * accelerator.process_index  # each process draws its own batches
@@ -349,7 +363,8 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     def draw(samplers, gen):
         idx = samplers["forget"].next()
         z0, noise, t = _noise_batch(f_mean, f_std, idx, scale, sched, gen, dev, dtype)
-        forget = Batch(z0, noise, t, bank([f_caps[i] for i in idx]), bank([misaligned[i] for i in idx]))
+        prompts = [f_caps[i] for i in idx]
+        forget = Batch(z0, noise, t, bank(prompts), bank([misaligned[i] for i in idx]), prompts)
         if not r_caps:
             return forget, None
         ridx = samplers["retain"].next()
@@ -357,23 +372,27 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                              bank([r_caps[i] for i in ridx]))
 
     hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
-    trained = loop.run(loop.Loop(trainable, optimizer, method, _eps(family, unet_p), sched, draw, samplers, gen,
-                                 recipe.alpha, steps, work, digest, opts.checkpoint_every, hint,
-                                 accelerator=accelerator, progress=opts.progress), opts.resume)
+    try:
+        trained = loop.run(loop.Loop(trainable, optimizer, stepper, _eps(family, unet_p), sched, draw, samplers, gen,
+                                     recipe.alpha, steps, work, digest, opts.checkpoint_every, hint,
+                                     accelerator=accelerator, progress=opts.progress), opts.resume)
+    finally:
+        stepper.close()
     history, train_seconds = trained["history"], trained["seconds"]
     unet = accelerator.unwrap_model(unet_p).eval()
     n_trainable, changed = trainable.n_trainable(), list(trainable.params)
     # Free the optimizer state, gradients and gates before the export (a LoRA export reads the base
     # weights back from the source files: no second UNet in memory).
     optimizer.zero_grad(set_to_none=True)
-    del optimizer, unet_p, trainable
+    del optimizer, unet_p, trainable, stepper
+    frozen = frozen_unet = None
     accelerator.free_memory()
     gc.collect()
 
     # 4. export
     used = replace(recipe, n_forget=len(f_caps), n_retain=len(r_caps or []), steps=steps,
                    epochs=round(steps * recipe.batch_size / len(f_caps), 3))
-    summary = {"method": method.name, "family": family.name, "pipeline_class": type(pipe).__name__,
+    summary = {"method": method.name, **({"method_options": settings} if settings else {}), "family": family.name, "pipeline_class": type(pipe).__name__,
                "prediction_type": sched.config.prediction_type,
                "steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
                "trainable_weights": n_trainable,
@@ -382,6 +401,11 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
                "n_retain": len(r_caps or []), "resolution": res, "model_resolution": _native_resolution(pipe),
                "data": {"forget": f_source, "retain": r_source}}
+    return _finish(opts, pipe, unet, used, mask, history, summary, changed, lora_out, accelerator)
+
+
+def _finish(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out, accelerator):
+    """The quick audit (``--audit``) and the export, by the main process."""
     if not accelerator.is_main_process:
         return summary
     if opts.audit:
@@ -397,8 +421,55 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
             summary["audit"] = {"judge": "toy judge (shape head and frame detector)",
                                 "UA": 1 - quick["explicit_rate"], **quick}
         opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
-    _export(opts, pipe, unet, used, mask, history, summary, changed, lora_out)
+    _export(opts, pipe, unet, recipe, mask, history, summary, changed, lora_out)
     return summary
+
+
+def _no_images(pipe, recipe: Recipe, res: int, method):
+    """For a method that samples its own x_t (ESD): the forget prompts, one per would-be image, and zero
+    latents that only give the batches their shape."""
+    n = recipe.n_forget
+    caps = [recipe.forget_prompts[i % len(recipe.forget_prompts)] for i in range(n)]
+    side = res // pipe.vae_scale_factor
+    zeros = torch.zeros(n, pipe.unet.config.in_channels, side, side)
+    return zeros, zeros, caps, f"none: {method.name} samples x_t with the model being trained"
+
+
+def method_settings(opts: EraseOptions) -> dict:
+    """The method's own options: given on the command line, else the recipe's for this method, else the
+    method's default (its paper's)."""
+    method = METHODS[opts.method]
+    from_recipe = opts.recipe.extra.get("methods", {}).get(method.name, {})
+    return {k: opts.method_options.get(k, from_recipe.get(k, o.default)) for k, o in method.options.items()}
+
+
+def _method_key(method, settings: dict) -> list:
+    """SalUn's and RL's keys are unchanged (their checkpoints still resume); other methods add theirs."""
+    return [] if method.name in ("salun", "rl") else [method.name, settings]
+
+
+def _run_closed_form(opts: EraseOptions, pipe, accelerator, res: int, lora_out, family, method, settings):
+    """A method without training (UCE): encode the prompts, edit the weights, export."""
+    from diffusers import DDPMScheduler
+
+    recipe = opts.recipe
+    misaligned = [recipe.misaligned_for(c) for c in recipe.forget_prompts]
+    bank = TextBank(family, pipe, recipe.forget_prompts + misaligned + recipe.retain_prompts, accelerator.device, res)
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    t0 = time.time()
+    with torch.no_grad():
+        changed = method.edit(Context(family, pipe, pipe.unet, bank, sched, recipe, settings))
+    seconds = time.time() - t0
+    n_changed = sum(p.numel() for n, p in pipe.unet.named_parameters() if n in set(changed))
+    used = replace(recipe, n_forget=0, n_retain=0, steps=0, epochs=0)
+    summary = {"method": method.name, "method_options": settings, "family": family.name,
+               "pipeline_class": type(pipe).__name__, "prediction_type": sched.config.prediction_type,
+               "steps": 0, "train_seconds": round(seconds, 2), "mask_seconds": 0.0, "trainable_weights": n_changed,
+               "mask": None, "final_loss": None, "n_forget": 0, "n_retain": 0, "resolution": res,
+               "model_resolution": _native_resolution(pipe),
+               "data": {"forget": f"none: {method.name} edits from the prompts alone",
+                        "retain": f"none: the {len(recipe.retain_prompts)} retain prompts are its preserved concepts"}}
+    return _finish(opts, pipe, pipe.unet.eval(), used, None, [], summary, changed, lora_out, accelerator)
 
 
 LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")

@@ -22,6 +22,7 @@ class EraseOptions:
     mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
     use_mask: bool = True  # False: every selected weight trains (the ablation; the same as method "rl")
     method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
+    method_options: dict = field(default_factory=dict)  # the method's own options given (name -> value)
     steps: int | None = None
     seed: int = 0
     work_dir: Path | None = None
@@ -65,11 +66,19 @@ def resolve_method(opts: EraseOptions) -> None:
         if opts.method != "salun":
             raise UserError(f"--no-mask: the {opts.method} method needs its mask")
         opts.method = "rl"
-    opts.use_mask = METHODS[opts.method].uses_mask
+    method = METHODS[opts.method]
+    opts.use_mask = method.uses_mask
+    for key in opts.method_options:
+        if key not in method.options:
+            takers = [m.name for m in METHODS.values() if key in m.options]
+            raise UserError(f"--{key}: an option of {', '.join(takers) or 'no method'}; --method {opts.method} "
+                            "does not take it")
 
 
 def check_options(opts: EraseOptions) -> None:
     """Every number and combination checkable without the model, said in one line before any work."""
+    from .methods import METHODS
+
     r = opts.recipe
     no_mask = not opts.use_mask
     resolve_method(opts)
@@ -83,10 +92,12 @@ def check_options(opts: EraseOptions) -> None:
     checks.positive_int(opts.lora_rank, "--lora-rank")
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     checks.positive_int(r.gen_steps, "the recipe's gen_steps")
-    r.check_for_erasure(retain_data=opts.retain_data is not None)
+    r.check_for_erasure(retain_data=opts.retain_data is not None, uses_retain=METHODS[opts.method].uses_retain)
     checks.finite_float(opts.seed, "--seed", low=0, high=2**63 - 1)
-    if opts.mask_path is not None and not opts.use_mask:
+    if opts.mask_path is not None and not opts.use_mask and not METHODS[opts.method].accepts_mask:
         raise UserError("--mask and --no-mask contradict each other" if no_mask
-                        else f"--mask: the {opts.method} method trains without a mask")
+                        else f"--mask: the {opts.method} method "
+                        + ("is closed-form and trains nothing" if METHODS[opts.method].closed_form
+                           else "trains without a mask"))
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")

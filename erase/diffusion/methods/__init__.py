@@ -1,11 +1,28 @@
-"""Erasure methods for diffusion models, one module each behind ``base.Method``; ``METHODS`` is the registry."""
+"""Erasure methods for diffusion models, one module each behind ``base.Method``; ``METHODS`` is the registry.
+
+SalUn (the default) and RL train on forget and retain images; ESD-x/ESD-u train toward a negatively
+guided frozen copy; UCE edits cross-attention in closed form; FMN re-steers cross-attention.
+"""
 from __future__ import annotations
 
-from .base import Batch, Method
+from .base import Batch, Context, Method, Option, TrainedMethod
+from .esd import ESDu, ESDx
+from .fmn import FMN
 from .rl import RandomLabel
 from .salun import SalUn
+from .uce import UCE
 
-METHODS: dict[str, Method] = {m.name: m for m in (SalUn(), RandomLabel())}
+METHODS: dict[str, Method] = {m.name: m for m in (SalUn(), RandomLabel(), ESDx(), ESDu(), UCE(), FMN())}
 DEFAULT_METHOD = "salun"
 
-__all__ = ["Batch", "Method", "METHODS", "DEFAULT_METHOD"]
+
+def method_options() -> dict[str, tuple[list[str], "Option"]]:
+    """Every method option, with the methods that take it (one ``--name`` on the command line each)."""
+    out: dict = {}
+    for m in METHODS.values():
+        for key, opt in m.options.items():
+            out.setdefault(key, ([], opt))[0].append(m.name)
+    return out
+
+
+__all__ = ["Batch", "Context", "Method", "Option", "TrainedMethod", "METHODS", "DEFAULT_METHOD", "method_options"]

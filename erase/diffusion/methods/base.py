@@ -1,14 +1,24 @@
-"""The erasure-method interface: what one training step of a method computes.
+"""The erasure-method interface: what a method needs from the job and what one step of it computes.
 
 The job draws the batches (clean samples, noise, timesteps and conditions, the same random streams for
-every method), and a method turns them into losses. ``uses_mask`` says whether the method trains the
-weights of SalUn's saliency mask or every selected weight. A method is one module in this package and
-one line in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``.
+every method), and a method turns them into losses. A method is one module in this package and one line
+in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the job asks of a method:
+
+- ``uses_mask``: it trains SalUn's saliency mask's weights (computed or given with ``--mask``);
+  ``accepts_mask``: a given ``--mask`` may restrict it (a masked ESD), else it trains ``selection``;
+- ``selection``: the UNet weights it trains (a preset of ``erase.core.mask.PRESETS``), or None for the
+  recipe's ``--selection``;
+- ``needs_images``: it learns from forget images (else the job draws none: ESD samples its own x_t);
+  ``uses_retain``: it has a retain term weighted by ``alpha`` (else no retain images are drawn);
+- ``needs_frozen``: it compares with a frozen copy of the base UNet (``Context.frozen``);
+- ``closed_form``: no training loop; ``edit(ctx)`` changes the weights directly (UCE);
+- ``options``: its own settings, ``{name: Option}``, given as ``--<name>`` on the command line;
+- ``bind(ctx)``: the object whose ``losses`` the loop calls, with what it needs from the context.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -23,13 +33,72 @@ class Batch:
     t: "torch.Tensor"
     cond: dict
     misaligned: dict | None = None
+    prompts: list[str] | None = None  # the forget batch's prompts (FMN finds the concept's tokens in them)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method's own setting: its default for Stable Diffusion (the paper's), its type and help."""
+    default: Any
+    type: type
+    help: str
+
+
+@dataclass
+class Context:
+    """What the job knows once the model and data are ready; a method takes what it needs in ``bind``."""
+    family: Any  # erase.diffusion.family.Family
+    pipe: Any
+    unet: Any  # the UNet being trained (the pipeline's)
+    bank: Any  # prompt -> condition dict (erase.diffusion.job.TextBank)
+    scheduler: Any  # the training noise schedule
+    recipe: Any  # erase.diffusion.sd.recipes.Recipe
+    options: dict  # the method's options, defaults filled in
+    frozen: Callable | None = None  # eps(z_t, t, cond) of a frozen copy of the base UNet (needs_frozen)
+    extra: dict = field(default_factory=dict)
 
 
 class Method(Protocol):
     name: str
     title: str  # for people and model cards
     uses_mask: bool
+    accepts_mask: bool
+    selection: str | None
+    needs_images: bool
+    uses_retain: bool
+    needs_frozen: bool
+    closed_form: bool
+    options: dict[str, Option]
+
+    def bind(self, ctx: Context) -> "Method": ...
 
     def losses(self, eps: Callable, scheduler, forget: Batch, retain: Batch | None, alpha: float
                ) -> dict[str, "torch.Tensor"]:
         """``{"loss": the total to minimise, "forget": ..., "retain": ...}`` for one step."""
+
+    def edit(self, ctx: Context) -> list[str]:
+        """Closed-form methods: change the UNet's weights in place; returns the names of those changed."""
+
+    def close(self) -> None: ...
+
+
+class TrainedMethod:
+    """Defaults for a method trained by the loop on forget (and retain) images; a method overrides what
+    differs."""
+    uses_mask = False
+    accepts_mask = False
+    selection: str | None = None
+    needs_images = True
+    uses_retain = True
+    needs_frozen = False
+    closed_form = False
+    options: dict[str, Option] = {}
+
+    def bind(self, ctx: Context) -> "TrainedMethod":
+        return self
+
+    def edit(self, ctx: Context) -> list[str]:
+        raise NotImplementedError(f"{self.name} is trained, not edited in closed form")
+
+    def close(self) -> None:
+        """Undo what ``bind`` attached to the model (hooks), once training ends."""

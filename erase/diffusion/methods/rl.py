@@ -7,13 +7,14 @@ the rest of the model.
 """
 from __future__ import annotations
 
-from .base import Batch
+from .base import Batch, TrainedMethod
 
 
-class RandomLabel:
+class RandomLabel(TrainedMethod):
     name = "rl"
     title = "RL (random label, every selected weight)"
     uses_mask = False
+    accepts_mask = False
 
     def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
         import torch

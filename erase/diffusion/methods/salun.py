@@ -9,3 +9,4 @@ class SalUn(RandomLabel):
     name = "salun"
     title = "SalUn (saliency-masked random label)"
     uses_mask = True
+    accepts_mask = True

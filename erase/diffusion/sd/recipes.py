@@ -48,13 +48,13 @@ class Recipe:
             raise UserError(f"recipe {self.name!r}: an empty retain prompt")
         checks.fraction(self.keep, "--keep")
 
-    def check_for_erasure(self, retain_data: bool = False) -> None:
+    def check_for_erasure(self, retain_data: bool = False, uses_retain: bool = True) -> None:
         """What training needs beyond the mask: a misaligned prompt, and retain prompts (or a retain image
         folder, ``retain_data``) when alpha > 0."""
         if not self.misaligned_prompts:
             raise UserError(f"recipe {self.name!r}: misaligned prompts must be a non-empty list of non-empty "
                             "prompts (--misaligned-prompt: what the forget prompt should draw instead)")
-        if self.alpha > 0 and not self.retain_prompts and not self.retain_dataset and not retain_data:
+        if uses_retain and self.alpha > 0 and not self.retain_prompts and not self.retain_dataset and not retain_data:
             raise UserError(f"recipe {self.name!r}: alpha > 0 needs retain prompts or a retain dataset "
                             "(--retain-prompt, or set --alpha 0)")
 
@@ -82,8 +82,11 @@ def available() -> dict[str, Path]:
     return out
 
 
-def load_recipe(name: str, **overrides) -> Recipe:
-    """A named recipe from ``prompts/``, with ``overrides`` (``None`` values ignored) applied."""
+def load_recipe(name: str, method: str | None = None, **overrides) -> Recipe:
+    """A named recipe from ``prompts/``, with ``overrides`` (``None`` values ignored) applied.
+
+    A recipe may hold settings per erasure method (``"methods": {"esd-x": {"lr": ..., "steps": ...}}``, each
+    method's tuned or published settings for this concept); ``method`` applies them beneath ``overrides``."""
     known = available()
     path = Path(name)
     if path.suffix == ".json" and path.exists():
@@ -94,7 +97,7 @@ def load_recipe(name: str, **overrides) -> Recipe:
     else:
         raise UserError(f"unknown concept {name!r}: choose a recipe ({', '.join(known)}), give a recipe .json "
                         "file, or describe it with --forget-prompt/--misaligned-prompt/--retain-prompt")
-    return _build(raw, overrides)
+    return _build(raw, overrides, method)
 
 
 def custom_recipe(forget: list[str], misaligned: list[str], retain: list[str] | None, name: str = "custom",
@@ -106,10 +109,14 @@ def custom_recipe(forget: list[str], misaligned: list[str], retain: list[str] | 
                    "retain_prompts": retain or [], "description": description}, overrides)
 
 
-def _build(raw: dict, overrides: dict) -> Recipe:
+def _build(raw: dict, overrides: dict, method: str | None = None) -> Recipe:
     names = {f.name for f in fields(Recipe)}
     extra = {k: v for k, v in raw.items() if k not in names}
     base = {k: v for k, v in raw.items() if k in names}
+    per_method = raw.get("methods", {}).get(method, {}) if method else {}
+    if per_method.get("epochs") is not None and "steps" not in per_method:
+        base.pop("steps", None)  # the method's epochs replace the recipe's step count
+    base.update({k: v for k, v in per_method.items() if k in names})
     base.update({k: v for k, v in overrides.items() if v is not None})
     base.setdefault("extra", {}).update(extra)
     return Recipe(**base)
