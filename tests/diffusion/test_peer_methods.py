@@ -142,7 +142,9 @@ def test_every_peer_exports_a_loadable_pipeline_with_its_record(sd, tmp_path, na
     erase(_opts(sd, tmp_path / name, name, **kw))
     rec = json.loads((tmp_path / name / "recipe.json").read_text())
     assert rec["summary"]["method"] == name and rec["options"]["method"] == name
-    assert METHODS[name].title.split(" ")[0] in (tmp_path / name / "README.md").read_text()
+    card = (tmp_path / name / "README.md").read_text()
+    assert METHODS[name].card in card and "RL method" not in card and "mask guidance" not in card
+    assert ("closed-form edit, no training" in card) == (name == "uce")
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / name)
     img = pipe(["a red circle"], num_inference_steps=2, output_type="pt").images
     assert torch.isfinite(img).all()

@@ -61,6 +61,7 @@ class Context:
 class Method(Protocol):
     name: str
     title: str  # for people and model cards
+    card: str  # what was done, for the model card (SalUn and RL: the card module's own text)
     uses_mask: bool
     accepts_mask: bool
     selection: str | None
@@ -85,6 +86,7 @@ class Method(Protocol):
 class TrainedMethod:
     """Defaults for a method trained by the loop on forget (and retain) images; a method overrides what
     differs."""
+    card = ""
     uses_mask = False
     accepts_mask = False
     selection: str | None = None

@@ -27,6 +27,10 @@ def output_to_eps(out, x, t, scheduler):
 
 
 class ESD(TrainedMethod):
+    card = ("Erased with ESD (Gandikota et al., *Erasing Concepts from Diffusion Models*, ICCV 2023) in "
+            "[salun](https://arxiv.org/abs/2310.12508)'s harness: the UNet's output under the concept's prompt was "
+            "pulled toward a frozen copy's negatively guided output, `e*(null) - eta (e*(c) - e*(null))`, on "
+            "x_t the model sampled itself; no retain term.")
     accepts_mask = True
     needs_images = False
     uses_retain = False

@@ -25,6 +25,9 @@ class FMN(TrainedMethod):
     title = "Forget-Me-Not (attention re-steering on cross-attention)"
     selection = "attn2"
     uses_retain = False
+    card = ("Erased with Forget-Me-Not (Zhang et al., 2023) in [salun](https://arxiv.org/abs/2310.12508)'s "
+            "harness: the cross-attention weights were trained to take the attention of the image away from "
+            "the concept's tokens on noised forget images (attention re-steering); no retain term.")
 
     def bind(self, ctx: Context) -> "FMN":
         import torch

@@ -25,6 +25,10 @@ class UCE(TrainedMethod):
     needs_images = False
     uses_retain = False
     closed_form = True
+    card = ("Erased with UCE (Gandikota et al., *Unified Concept Editing in Diffusion Models*, WACV 2024) in "
+            "[salun](https://arxiv.org/abs/2310.12508)'s harness: every cross-attention key and value projection "
+            "was edited in closed form so that the forget prompts' tokens project as the misaligned prompts' do, "
+            "while the retain prompts' projections are preserved; no training.")
     options = {
         "erase-scale": Option(1.0, float, "UCE: weight of the erased concepts' equations"),
         "preserve-scale": Option(1.0, float, "UCE: weight of the preserved (retain) prompts' equations"),

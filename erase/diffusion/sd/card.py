@@ -10,7 +10,9 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
                  f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, "
                  f"{'global' if m.get('scope', 'global') == 'global' else 'per-tensor'} ranking"
-                 if m else "none: every selected weight was trainable (ablation)")
+                 if m else "none: every selected weight was trainable (ablation)" if method is None or method.name == "rl"
+                 else "none: the method edits cross-attention key and value projections" if method.closed_form
+                 else f"none: the method's own weights (`{method.selection or recipe.selection}`) were trainable")
     res = summary.get("resolution")
     res_line = (f"\n- Training resolution: {res} px (the model's own is {summary['model_resolution']} px)"
                 if res and res != summary.get("model_resolution") else "")
@@ -22,7 +24,25 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                  "(biases, norms) cannot be held by a LoRA and are left out of it (this folder is exact)"
                  if lora else "")
     title = "SalUn" if method is None or method.name == "salun" else method.title
-    how = _SALUN if m else _RL
+    own = method is not None and method.name not in ("salun", "rl")
+    how = method.card if own else _SALUN if m else _RL
+    settings = summary.get("method_options") or {}
+    opts_text = ", ".join(f"{k} {v}" for k, v in settings.items())
+    if own and method.closed_form:
+        training = (f"closed-form edit, no training ({opts_text}); {summary['train_seconds']} s, "
+                    f"{summary['trainable_weights']:,} weights changed")
+    elif own:
+        training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}"
+                    + (f", {opts_text}" if opts_text else "")
+                    + (f", {summary['n_forget']} forget images" if method.needs_images else "") + ", seed "
+                    f"{opts.seed}, mixed precision {opts.mixed_precision}; {summary['train_seconds']} s of training")
+    else:
+        training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha},\n"
+                    f"  mask guidance w {recipe.guidance_w}, {summary['n_forget']} forget / {summary['n_retain']} retain "
+                    f"images,\n  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary['train_seconds']} s "
+                    "of training")
+    files = ("`mask.safetensors` (bit-packed mask and its metadata), " if m else "") + \
+        "`recipe.json` (every setting),\n  `training_log.jsonl` (losses per step)"
     if family is not None:
         how += f"\n\nModel family: {family.title}; the denoising target follows its scheduler's `prediction_type` " \
                f"(`{summary.get('prediction_type', 'epsilon')}`)."
@@ -47,11 +67,8 @@ pipeline_tag: text-to-image
 - Misaligned prompts: {", ".join(f"`{p}`" for p in recipe.misaligned_prompts)}
 - Retain prompts: {len(recipe.retain_prompts)} ({", ".join(f"`{p}`" for p in recipe.retain_prompts[:4])}{"..." if len(recipe.retain_prompts) > 4 else ""})
 - Mask: {mask_line}
-- Training: {summary["steps"]} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha},
-  mask guidance w {recipe.guidance_w}, {summary["n_forget"]} forget / {summary["n_retain"]} retain images,
-  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary["train_seconds"]} s of training{res_line}{data_line}{lora_line}
-- Files: `mask.safetensors` (bit-packed mask and its metadata), `recipe.json` (every setting),
-  `training_log.jsonl` (losses per step)
+- Training: {training}{res_line}{data_line}{lora_line}
+- Files: {files}
 {audit}
 ## Use
 
