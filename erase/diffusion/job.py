@@ -460,7 +460,8 @@ def _run_closed_form(opts: EraseOptions, pipe, accelerator, res: int, lora_out, 
     with torch.no_grad():
         changed = method.edit(Context(family, pipe, pipe.unet, bank, sched, recipe, settings))
     seconds = time.time() - t0
-    n_changed = sum(p.numel() for n, p in pipe.unet.named_parameters() if n in set(changed))
+    edited = set(changed)
+    n_changed = sum(p.numel() for n, p in pipe.unet.named_parameters() if n in edited)
     used = replace(recipe, n_forget=0, n_retain=0, steps=0, epochs=0)
     summary = {"method": method.name, "method_options": settings, "family": family.name,
                "pipeline_class": type(pipe).__name__, "prediction_type": sched.config.prediction_type,

@@ -30,8 +30,6 @@ class FMN(TrainedMethod):
             "the concept's tokens on noised forget images (attention re-steering); no retain term.")
 
     def bind(self, ctx: Context) -> "FMN":
-        import torch
-
         bound = type(self)()
         tok = getattr(ctx.pipe, "tokenizer", None)
         if tok is None or not any(n.endswith("attn2") for n, _ in ctx.unet.named_modules()):
@@ -47,7 +45,6 @@ class FMN(TrainedMethod):
         bound.maps = []
         bound.handles = [m.register_forward_pre_hook(bound._record, with_kwargs=True)
                          for n, m in ctx.unet.named_modules() if n.endswith("attn2")]
-        bound.torch = torch
         return bound
 
     def _record(self, attn, args, kwargs):
@@ -66,7 +63,8 @@ class FMN(TrainedMethod):
     recording = False
 
     def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
-        torch = self.torch
+        import torch
+
         from ..losses import noisy
 
         prompts = forget.prompts
