@@ -21,7 +21,11 @@ Metrics (``--json``: ``{concept: {method: {metric: value}}}``):
 - ``seconds``: the method's own work (mask + training, or the closed-form edit), not the drawing of the
   forget/retain images that the methods share; ``seconds_vs_salun``; ``trainable_weights``;
 - ``gap_to_retrain``: mean |difference| to Retrain over the rates and retain_acc (the tuning score, on
-  the other split).
+  the other split);
+- with ``--attack``: ``attack_success``, the largest success rate of concept inversion, UnlearnDiff and P4D
+  at the largest budget (``salun audit attack``'s default settings; the base model is its positive
+  control), and ``attack_success_by`` {attack: {budget: rate}}. One attack audit per concept covers every
+  row; its report is kept in ``<out>/<concept>/attack``.
 Rows: base, retrain, every method at its chosen setting, and SalUn's own design choices (selection
 ``attn2+resnets`` and keep 0.3/0.7, at SalUn's chosen learning rate). ``--out`` keeps the erased models,
 a cache that makes a rerun resume, and one before/after image grid per concept.
@@ -125,6 +129,26 @@ def frame_metrics(model, judge: Path, split: str, report_dir: Path | None = None
     return row
 
 
+def attack_column(concept: str, models: dict, retrain: Path, out: Path) -> dict:
+    """Every row's attack figures from one ``audit attack`` run (the base attacked once, as the control):
+    {row: {"attack_success": rate, "attack_success_by": {attack: {budget: rate}}}, "_control": verdict}."""
+    from erase.audit.attack import audit_attack
+
+    erased = [m for name, m in models.items() if name not in ("base", "retrain")]
+    report = audit_attack([str(m) for m in erased], str(TOY_SD), concept, out, retrain=str(retrain), overwrite=True)
+    by_path = {str(Path(m).resolve()): name for name, m in models.items()}
+    name_of = {n: by_path[str(Path(info["path"]).resolve())] for n, info in report["models"].items()}
+    top = max(report["settings"]["budgets"])
+    column: dict = {}
+    for r in report["results"]:
+        if r["attack"] != "none":
+            column.setdefault(name_of[r["model"]], {}).setdefault(r["attack"], {})[str(r["budget"])] = r["success_rate"]
+    out_rows = {row: {"attack_success": max(b[str(top)] for b in by.values()), "attack_success_by": by}
+                for row, by in column.items()}
+    out_rows["_control"] = report["controls"]
+    return out_rows
+
+
 def before_after_grid(models: dict, prompts: list[str], path: Path) -> None:
     """One row per model, one column per prompt (seed 0): what each method draws, at a glance."""
     from PIL import Image, ImageDraw
@@ -212,6 +236,13 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         base_count = rows["base"]["toy_i2p_count"]
         for row in rows.values():
             row["toy_i2p_cut"] = 1 - row["toy_i2p_count"] / base_count if base_count else None
+    if a.attack:
+        column = cache.get(f"{concept}|attack|" + ",".join(sorted(str(Path(m).resolve()) for m in models.values())),
+                           lambda: attack_column(concept, models, retrain, root / "attack"))
+        for name, row in rows.items():
+            row.update(column[name])
+        if not all(c["passed"] for c in column["_control"].values()):
+            print(f"warning: an attack failed its positive control on the base model: {column['_control']}")
     prompts = ([f"a red {toy['shape']}", f"a blue {toy['shape']}", "a green square", "a yellow star", "a purple heart"]
                if kind == "shape" else ["a framed red circle", "a blue square in a gallery", "a red circle",
                                         "a yellow star", "a green heart"])
@@ -247,13 +278,15 @@ def print_table(concept: str, rows: dict) -> None:
          ("neutral_rate", "neutral"))
     print(f"\nconcept {concept}")
     print(f"{'row':<22}" + "".join(f"{h:>10}" for _, h in cols) + ("" if shape else f"{'I2P':>6}")
-          + f"{'retain':>8}{'worst':>7}{'FID':>7}{'gap':>7}{'s':>7}{'x SalUn':>8}{'weights':>11}")
+          + f"{'retain':>8}{'worst':>7}{'FID':>7}{'gap':>7}{'s':>7}{'x SalUn':>8}{'weights':>11}"
+          + (f"{'attack':>8}" if "attack_success" in rows["base"] else ""))
     for name, r in rows.items():
         print(f"{name:<22}" + "".join(f"{r[k]:>10.1%}" for k, _ in cols)
               + ("" if shape else f"{r['toy_i2p_count']:>6}")
               + f"{r['retain_acc']:>8.1%}{r['worst_retain_acc']:>7.1%}{r['fid_retain']:>7.2f}{r['gap_to_retrain']:>7.3f}"
               + (f"{r['seconds']:>7.1f}{r.get('seconds_vs_salun', 0):>8.2f}{r['trainable_weights']:>11,}"
-                 if r.get("seconds") is not None else f"{'-':>7}{'-':>8}{'-':>11}"))
+                 if r.get("seconds") is not None else f"{'-':>7}{'-':>8}{'-':>11}")
+              + (f"{r['attack_success']:>8.1%}" if "attack_success" in r else ""))
 
 
 def main() -> None:
@@ -266,6 +299,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-variants", dest="variants", action="store_false",
                    help="leave out SalUn's selection and keep variants")
+    p.add_argument("--attack", action="store_true",
+                   help="add the attack_success column: one `salun audit attack` over every row (default settings: "
+                        "concept inversion, UnlearnDiff and P4D, budgets 25-200; about 3 min per model on a CPU core)")
     p.add_argument("--out", type=Path, default=Path("bench-erasure"),
                    help="erased models, the resumable cache and the image grids (default %(default)s)")
     p.add_argument("--json", type=Path, default=None)

@@ -229,24 +229,32 @@ def _rows(name: str, role: str, results: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- resume (erase/audit/attack_store.py)
 def _stamp(ctx: Context, fps: dict, attack: str) -> dict:
+    # Which other attacks run alongside does not change this one's result: left out, so it can be reused.
+    settings = {k: v for k, v in ctx.settings.to_dict().items() if k != "attacks"}
     return {"attack": attack, "model": fps, "base": ctx.fingerprints, "concept": ctx.concept.name,
-            "prompts": ctx.concept.prompts, "settings": ctx.settings.to_dict(), "judge": str(ctx.judge_dir.resolve()),
+            "prompts": ctx.concept.prompts, "settings": settings, "judge": str(ctx.judge_dir.resolve()),
             "inversion_source": ctx.inversion_source}
 
 
 # ---------------------------------------------------------------- the audit
 def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain: str | None = None,
                  judge_dir: Path | None = None, settings: AttackSettings | None = None, device: str = "cpu",
-                 overwrite: bool = False, concept_images: Path | None = None) -> dict:
+                 overwrite: bool = False, concept_images: Path | None = None, reuse: list[Path] = ()) -> dict:
     """Attack the base (positive control), ``retrain`` and every erased model; write report.json,
     report.md, grid.png and attacks/<model>/<attack>/ (result.json, each budget's attacked images as one
-    strip b<budget>.png, concept inversion's learned embeddings)."""
+    strip b<budget>.png, concept inversion's learned embeddings).
+
+    ``reuse``: earlier reports whose finished results are taken over where the models' fingerprints and
+    every setting match (the base model's control, typically: the same for every erased model)."""
     from ..attacks.concepts import attack_concept
     from ..toy import TOY_JUDGE
 
     settings = check_settings(settings or AttackSettings())
     attack_concept(concept, settings.n_prompts)  # a concept without a classifier fails first
     out = Path(out)
+    for r in reuse:
+        if not (Path(r) / "report.json").is_file():
+            raise UserError(f"--reuse {r}: not an attack audit report (no report.json)")
     refuse_existing(out, overwrite)
     if not models:
         raise UserError("give at least one --model")
@@ -275,7 +283,8 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
             results = attack_model(
                 ctx, pipe, settings.attacks,
                 on_result=lambda a, r, n=name, p=fps: save_result(work / n / a, _stamp(ctx, p, a), r),
-                done=lambda a, n=name, p=fps: reuse_result(work / n / a, out / "attacks" / n / a, _stamp(ctx, p, a)))
+                done=lambda a, n=name, p=fps: reuse_result(work / n / a, out / "attacks" / n / a, _stamp(ctx, p, a),
+                                                           reuse))
             rows += _rows(name, role, results)
             per_model[name] = {"path": model, "role": role, "fingerprints": fps,
                                "seconds": {a: r["seconds"] for a, r in results.items()},

@@ -65,12 +65,18 @@ def load_result(folder: Path, stamp: dict) -> dict | None:
     return res
 
 
-def reuse_result(folder: Path, old: Path, stamp: dict) -> dict | None:
-    """A finished result in the work folder, else in the report being replaced (copied into the work
-    folder, so the new report keeps it); None when neither matches ``stamp``."""
+def reuse_result(folder: Path, old: Path, stamp: dict, reports: list[Path] = ()) -> dict | None:
+    """A finished result in the work folder, else in the report being replaced, else in any earlier
+    report of ``reports`` (under any model name: the stamp names the models by fingerprint). A result
+    found elsewhere is copied into the work folder, so the new report keeps it. None when nothing
+    matches ``stamp``."""
     found = load_result(folder, stamp)
-    if found is None and load_result(old, stamp) is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(old, folder)
-        found = load_result(folder, stamp)
-    return found
+    if found is not None:
+        return found
+    candidates = [old] + [d / stamp["attack"] for r in reports for d in sorted((Path(r) / "attacks").glob("*"))]
+    for cand in candidates:
+        if load_result(cand, stamp) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(cand, folder)
+            return load_result(folder, stamp)
+    return None

@@ -121,6 +121,10 @@ def _add_audit_attack_parser(asub) -> None:
     at.add_argument("--guidance", type=float, default=d.guidance, help="default %(default)s")
     at.add_argument("--seed", type=int, default=d.seed)
     at.add_argument("--device", default="cpu")
+    at.add_argument("--reuse", action="append", type=Path, default=[], metavar="REPORT",
+                    help="an earlier attack audit report (repeatable): its finished results are reused where the "
+                         "model's fingerprint and every setting match; typically the base model's control, the "
+                         "same for every erased model, which halves the audit of one more model")
     at.add_argument("--overwrite", action="store_true")
     at.set_defaults(func=_cmd_audit_attack)
 
@@ -198,6 +202,9 @@ def _cmd_audit_attack(args) -> int:
     refuse_existing(args.out, args.overwrite)
     if args.concept_folder is not None and not args.concept_folder.is_dir():
         raise UserError(f"--concept-folder {args.concept_folder}: no such folder")
+    for r in args.reuse:
+        if not (r / "report.json").is_file():
+            raise UserError(f"--reuse {r}: not an attack audit report (no report.json)")
     roles = [(args.base, "base")] + ([(args.retrain, "retrain")] if args.retrain else []) + [
         (m, "erased") for m in args.model]
     for model, role in roles:
@@ -208,7 +215,7 @@ def _cmd_audit_attack(args) -> int:
 
     report = audit_attack(args.model, args.base, args.concept, args.out, retrain=args.retrain, judge_dir=args.judge,
                           settings=settings, device=device, overwrite=args.overwrite,
-                          concept_images=args.concept_folder)
+                          concept_images=args.concept_folder, reuse=args.reuse)
     if not report["control_passed"]:
         failed = [a for a, c in report["controls"].items() if not c["passed"]]
         print(f"salun: warning: positive control failed for {', '.join(failed)}: the attack does not bring the "

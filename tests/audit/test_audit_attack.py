@@ -117,6 +117,21 @@ def test_report_rows_and_resume(tmp_path, interrupt_at):
     assert calls == [] and again["results"] == rows
     assert set(again["models"]["toy-sd"]["resumed"]) == {"none", "inversion", "unlearndiff", "p4d"}
 
+    # --reuse: a new report takes over the earlier report's results whose stamps match (the control);
+    # other settings (another seed) match nothing, and everything runs.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(A, "run_attack", A_run)
+        reused = A.audit_attack([str(TOY_SD)], str(TOY_SD), "circle", tmp_path / "second", reuse=[out],
+                                settings=AttackSettings(**TINY, attacks=["p4d"]))
+    assert calls == [] and {r["attack"] for r in reused["results"]} == {"none", "p4d"}
+    assert [r for r in reused["results"] if r["attack"] == "p4d"] == [r for r in rows if r["attack"] == "p4d"]
+    assert (tmp_path / "second" / "attacks" / "toy-sd" / "p4d" / "b2.png").exists()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(A, "run_attack", A_run)
+        A.audit_attack([str(TOY_SD)], str(TOY_SD), "circle", tmp_path / "third", reuse=[out],
+                       settings=AttackSettings(**{**TINY, "seed": 1}, attacks=["p4d"]))
+    assert calls == ["none", "p4d", "none", "p4d"]
+
 
 def _copy_model(tmp_path, name):
     """A copy of the toy model whose tokenizer and text encoder may be changed (the rest linked)."""
@@ -147,6 +162,8 @@ def test_refusals(tmp_path, capsys):
     base = ["audit", "attack", "--base", str(TOY_SD), "--out", str(out)]
     _refused(base + ["--model", str(TOY_SD), "--concept", "nudity"], capsys, "has no classifier")
     _refused(base + ["--model", str(TOY_SD), "--concept", "circle", "--budgets", "0", "100"], capsys, "at least 1")
+    _refused(base + ["--model", str(TOY_SD), "--concept", "circle", "--reuse", str(tmp_path)], capsys,
+             "not an attack audit report")
 
     other_te = _copy_model(tmp_path, "other-te")
     f = other_te / "text_encoder" / "model.safetensors"
