@@ -9,9 +9,11 @@ from .common import _add_model_arg, _is_ddpm
 
 
 def _add_concept_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--concept", default=None,
+    p.add_argument("--concept", action="append", default=None,
                    help="a recipe from prompts/ (nudity, church, garbage-truck, ..., circle, square, ..., frame: the toy nudity attribute) or a "
-                        "recipe .json file; or describe the concept with the three prompt options below")
+                        "recipe .json file; or describe the concept with the three prompt options below. Repeat it "
+                        "to erase several concepts in one run: one mask from all their forget images, each concept's "
+                        "own misaligned prompt, the training settings of the first")
     p.add_argument("--forget-prompt", action="append", default=None, help="prompt naming the concept (repeatable)")
     p.add_argument("--misaligned-prompt", action="append", default=None,
                    help="what the forget prompt should lead to instead (repeatable, paired with --forget-prompt)")
@@ -38,7 +40,13 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
     if args.concept and (args.forget_prompt or args.misaligned_prompt):
         raise UserError("give --concept or --forget-prompt/--misaligned-prompt, not both")
     if args.concept:
-        rec = load_recipe(args.concept, method=method, **common)
+        from ..diffusion.concepts import combine
+
+        if len(args.concept) > 1 and args.forget_data is not None:
+            raise UserError("--forget-data is one concept's images: with several --concept the forget images are "
+                            "drawn per concept")
+        recipes = [load_recipe(c, method=method, **common) for c in args.concept]
+        rec = combine(recipes) if len(recipes) > 1 else recipes[0]
         if args.retain_prompt:
             rec.retain_prompts = args.retain_prompt
         return rec
@@ -49,6 +57,12 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
     if not args.misaligned_prompt:
         raise UserError("--forget-prompt needs --misaligned-prompt (what the concept's prompt should draw instead)")
     return custom_recipe(args.forget_prompt, args.misaligned_prompt, args.retain_prompt, **common)
+
+
+def _one_class(concepts: list[str] | None) -> str | None:
+    if concepts and len(concepts) > 1:
+        raise UserError("the class-conditional DDPM path erases one class per run: give one --concept")
+    return concepts[0] if concepts else None
 
 
 def add_erase_parsers(sub) -> None:
@@ -96,6 +110,9 @@ def add_erase_parsers(sub) -> None:
                    help="accept a --mask computed on other weights of the same architecture")
     e.add_argument("--retain-data", type=Path, default=None, help="a local image folder of what must be kept")
     e.add_argument("--n-retain", type=int, default=None)
+    e.add_argument("--mask-per-concept", action="store_true",
+                   help="with several --concept: one mask per concept from its own forget images, combined by union "
+                        "(the mask metadata reports each pair's overlap); default: one mask from all forget images")
     e.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
     e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
@@ -152,7 +169,7 @@ def _cmd_mask(args) -> int:
     if _is_ddpm(args.model):
         from ..diffusion.ddpm.unlearn import make_ddpm_mask
 
-        forget = args.forget_class or args.concept
+        forget = args.forget_class or _one_class(args.concept)
         if forget is None:
             raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
         given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
@@ -216,7 +233,7 @@ def _cmd_erase(args) -> int:
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
                      guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
-                        use_mask=not args.no_mask, method=args.method, method_options=given, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
+                        use_mask=not args.no_mask, mask_per_concept=args.mask_per_concept, method=args.method, method_options=given, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
                         resume=args.resume, restart=args.restart, checkpoint_every=args.checkpoint_every,
                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
@@ -294,13 +311,14 @@ def _cmd_erase_ddpm(args) -> int:
 
     from ..diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
 
-    forget = args.forget_class or args.concept
+    forget = args.forget_class or _one_class(args.concept)
     if forget is None:
         raise UserError(f"{args.model} is a class-conditional DDPM: say which class to erase with --forget-class")
     sd_only = {"--forget-prompt": args.forget_prompt, "--misaligned-prompt": args.misaligned_prompt,
                "--retain-prompt": args.retain_prompt, "--forget-data": args.forget_data,
                "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
-               "--resolution": args.resolution, "--xformers": args.xformers}
+               "--resolution": args.resolution, "--xformers": args.xformers,
+               "--mask-per-concept": args.mask_per_concept}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:
         raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")

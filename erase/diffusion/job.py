@@ -38,6 +38,7 @@ from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
 from . import loop
 from .family import Family, family_for_class
+from .concepts import combine, entry, parts, read_history
 from .methods import METHODS, Batch, Context
 from .sd.recipes import Recipe
 from ..core.workdir import check_work_dir, job_folders, open_work_dir
@@ -61,14 +62,24 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, re
         imgs = D.load_hub_dataset(spec)
         source = f"the dataset {spec['path']}" + (f" ({spec['name']})" if spec.get("name") else "")
     else:
-        stamp = {"model": fingerprint(dict(pipe.unet.named_parameters())), "prompts": prompts, "n": n,
-                 "seed": opts.seed + (0 if kind == "forget" else 10**6), "steps": recipe.gen_steps,
-                 "guidance": recipe.gen_guidance, "resolution": res}
-        out = D.generated_folder(work / "data", kind, stamp)
-        imgs = D.generate_image_folder(pipe, prompts, n, out, seed=stamp["seed"], steps=recipe.gen_steps,
-                                       guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp)
+        # Several concepts: each concept's own images (its prompts, its n_forget), drawn as a run of that
+        # concept alone would draw them (the same cache folder), then put together.
+        groups = ([(p["forget_prompts"], p["n_forget"]) for p in parts(recipe)] if kind == "forget"
+                  else [(prompts, n)])
+        fingerprint_ = fingerprint(dict(pipe.unet.named_parameters()))
+        seed = opts.seed + (0 if kind == "forget" else 10**6)
+        imgs = D.Captioned([], [])
+        for group_prompts, group_n in groups:
+            stamp = {"model": fingerprint_, "prompts": group_prompts, "n": group_n, "seed": seed,
+                     "steps": recipe.gen_steps, "guidance": recipe.gen_guidance, "resolution": res}
+            out = D.generated_folder(work / "data", kind, stamp)
+            part = D.generate_image_folder(pipe, group_prompts, group_n, out, seed=seed, steps=recipe.gen_steps,
+                                           guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp)
+            imgs = D.Captioned(imgs.images + part.images, imgs.captions + part.captions)
+        n_max = max(g[1] for g in groups)
         source = (f"drawn by the base model ({recipe.gen_steps} steps, guidance {recipe.gen_guidance}, seeds "
-                  f"{stamp['seed']}..{stamp['seed'] + n - 1})")
+                  f"{seed}..{seed + n_max - 1}" + (f", per concept: {len(groups)} concepts" if len(groups) > 1
+                                                   else "") + ")")
     mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}")
     return mean, std, imgs.captions, source
 
@@ -137,6 +148,34 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
             "resolution": resolution or _native_resolution(pipe)}
     return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
                         meta=meta, progress=progress, total=len(batches))
+
+
+def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
+                     progress: bool = True, resolution: int | None = None) -> Mask:
+    """One mask per concept (from its own forget images), combined by union; the metadata says how many
+    weights each concept's mask holds and how much each pair of masks overlaps (shared / either)."""
+    masks = {}
+    for part in parts(recipe):
+        own = set(part["forget_prompts"])
+        idx = [i for i, c in enumerate(captions) if c in own]
+        masks[part["concept"]] = mask_for(pipe, recipe, mean[idx], std[idx], [captions[i] for i in idx], bank, seed,
+                                          accelerator, progress, resolution=resolution)
+    first = next(iter(masks.values()))
+    union = {n: torch.zeros_like(m) for n, m in first.masks.items()}
+    for m in masks.values():
+        for n in union:
+            union[n] |= m.masks[n]
+    names = list(masks)
+    overlap = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = sum(int((masks[a].masks[n] & masks[b].masks[n]).sum()) for n in union)
+            either = sum(int((masks[a].masks[n] | masks[b].masks[n]).sum()) for n in union)
+            overlap[f"{a}|{b}"] = round(both / max(1, either), 4)
+    meta = {**first.meta, "combined": "union of per-concept masks", "prompts": sorted(set(captions)),
+            "n_forget": len(captions), "per_concept_kept": {k: m.kept for k, m in masks.items()},
+            "overlap": overlap}
+    return Mask(union, meta)
 
 
 def _native_resolution(pipe) -> int:
@@ -212,11 +251,11 @@ def check_prediction_type(pipe) -> None:
 
 
 def _mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mixed_precision: str,
-              target: list = ()) -> str:
+              target: list = (), how: str = "global") -> str:
     """What shaped a mask: a cached mask is reused only if all of this is the same (the images' content
     hash covers other images under the same captions, the resolution and the VAE)."""
     what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
-            len(captions), data, resolution, mixed_precision, "global", *target]
+            len(captions), data, resolution, mixed_precision, how, *target]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
@@ -247,10 +286,14 @@ def erase(opts: EraseOptions) -> dict:
     if lora_out is not None:
         check_output(lora_out, source, opts.overwrite, replaceable=LORA_FILES)
     check_work_dir(opts.work_dir, out, source, [lora_out] if lora_out else [])
-    toy = opts.recipe.extra.get("toy", {})
-    if opts.audit and not (toy.get("shape") or toy.get("attribute")):
-        raise UserError("the quick --audit uses the toy judge and works on toy concepts; audit other models with "
-                        "`salun audit nudity` or `salun audit concept`")
+    toys = [p.get("toy") or {} for p in parts(opts.recipe)]
+    if opts.audit and not all(t.get("shape") or t.get("attribute") and len(toys) == 1 for t in toys):
+        raise UserError("the quick --audit uses the toy judge and works on toy concepts (several: toy shapes); "
+                        "audit other models with `salun audit nudity` or `salun audit concept`")
+    earlier = read_history(source)
+    if earlier:  # erasing one more concept: the earlier ones stay out of the retain set, the card keeps them
+        opts = replace(opts, recipe=combine([opts.recipe], earlier),
+                       extra_card={**opts.extra_card, "history": earlier})
     t_start = time.time()
     accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device is not None and
                                     torch.device(opts.device).type == "cpu", device=opts.device)
@@ -313,7 +356,8 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                          keep=mask.meta.get("keep", recipe.keep))
     elif opts.use_mask:
         cached = work / "mask.safetensors"
-        key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, _target_key(pipe))
+        key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, _target_key(pipe),
+                        "per-concept union" if opts.mask_per_concept else "global")
         # The main process computes (or reuses a cached mask made from the same recipe, data and seed);
         # the other processes then load that same file, so every rank trains under one mask.
         with accelerator.main_process_first():
@@ -327,8 +371,9 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
             if mask is None:
                 if not accelerator.is_main_process:
                     raise RuntimeError("the main process did not write the mask")
-                mask = mask_for(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress,
-                                resolution=res)
+                make = per_concept_mask if opts.mask_per_concept else mask_for
+                mask = make(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress,
+                            resolution=res)
                 mask.meta["recipe_key"] = key
                 mask.meta["mixed_precision"] = opts.mixed_precision
                 mask.save(cached)
@@ -397,7 +442,9 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                "steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
                "trainable_weights": n_trainable,
                "mask": {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
-                        "scope": mask.meta.get("scope", "global")} if mask else None,
+                        "scope": mask.meta.get("scope", "global"),
+                        **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap") if k in mask.meta}}
+               if mask else None,
                "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
                "n_retain": len(r_caps or []), "resolution": res, "model_resolution": _native_resolution(pipe),
                "data": {"forget": f_source, "retain": r_source}}
@@ -413,7 +460,14 @@ def _finish(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         from ..toy.quality import attribute_erasure_rates, erasure_rates
 
         # pipe.unet is the trained UNet: audit it before export so the figures go into the card.
-        if "shape" in recipe.extra["toy"]:
+        shapes = [p["toy"]["shape"] for p in parts(recipe) if "shape" in (p.get("toy") or {})]
+        if len(shapes) > 1:  # several shapes: each one's rates, and the shapes none of them is
+            from ..toy.quality import multi_erasure_rates
+
+            quick = multi_erasure_rates(pipe, TOY_JUDGE, shapes, per_colour=8, retain_per_pair=2)
+            summary["audit"] = {"judge": "toy judge", "UA": {s: 1 - quick["per_concept"][s]["forget_rate"]
+                                                             for s in shapes}, **quick}
+        elif "shape" in recipe.extra["toy"]:
             quick = erasure_rates(pipe, TOY_JUDGE, recipe.extra["toy"]["shape"], per_colour=8, retain_per_pair=2)
             summary["audit"] = {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
         else:  # the frame attribute: its rate per prompt group, 30 images each, and 60 plain images
@@ -491,7 +545,9 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         lora = (state, report)
         summary["lora"] = {**report, "not_represented": len(report["not_represented"]), "path": str(lora_out)}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "recipe"}
-    rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary}
+    options["extra_card"] = {k: v for k, v in opts.extra_card.items() if k != "history"}  # history: below
+    history = opts.extra_card.get("history", []) + [entry(recipe.to_dict(), summary, {**options, "model": base_name})]
+    rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary, "history": history}
     card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family_of_pipe(pipe), METHODS[opts.method])
     targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
     stale_lora = Path(str(opts.out) + "-lora")

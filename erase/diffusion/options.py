@@ -21,6 +21,7 @@ class EraseOptions:
     model: str | None = None
     mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
     use_mask: bool = True  # False: every selected weight trains (the ablation; the same as method "rl")
+    mask_per_concept: bool = False  # several concepts: one mask each, combined by union (else one from all)
     method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
     method_options: dict = field(default_factory=dict)  # the method's own options given (name -> value)
     steps: int | None = None
@@ -101,3 +102,9 @@ def check_options(opts: EraseOptions) -> None:
                            else "trains without a mask"))
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")
+    if opts.mask_per_concept:
+        if len(r.extra.get("concepts") or []) < 2:
+            raise UserError("--mask-per-concept combines the masks of several concepts: give --concept twice or more")
+        if opts.mask_path is not None or not opts.use_mask:
+            raise UserError("--mask-per-concept: " + ("a given --mask is used as it is" if opts.mask_path is not None
+                                                      else f"the {opts.method} method trains without a mask"))

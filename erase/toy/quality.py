@@ -115,25 +115,40 @@ def erasure_rates(model, judge_dir, shape: str, per_colour: int = 40, retain_per
     Seeds start at 1000, away from the seeds the forget images were drawn with. Pass a dict as
     ``images`` to get the generated images back (keyed like the rates, plus ``retain``).
     """
+    r = multi_erasure_rates(model, judge_dir, [shape], per_colour, retain_per_pair, steps, guidance, seed, shapes,
+                            colours, images)
+    return {**r["per_concept"][shape], **{k: v for k, v in r.items() if k != "per_concept"}}
+
+
+def multi_erasure_rates(model, judge_dir, erased: list[str], per_colour: int = 40, retain_per_pair: int = 8,
+                        steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 1000,
+                        shapes=None, colours=None, images: dict | None = None) -> dict:
+    """``erasure_rates`` for several erased shapes: ``per_concept`` {shape: its three rates}, and the retain
+    figures over the shapes that none of them is (``images``: keyed ``shape/rate`` when several)."""
     from ..diffusion.generate import generate
     from ..diffusion.pipeline import load_pipeline
 
     shapes = S.check_shapes(shapes or S.SHAPES)
     colours = S.check_colours(colours or S.COLOURS)
+    erased = S.check_shapes(erased)
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
     judge = load_judge(judge_dir)
-    sid = list(S.SHAPES).index(shape)
-    out = {}
-    for key, template, syn in (("forget_rate", "a {colour} {shape}", 0), ("synonym_rate", "a {colour} {shape}", 1),
-                               ("heldout_rate", S.HELDOUT_TEMPLATES[0], 0)):
-        prompts, seeds, _, _ = concept_prompts([shape], colours, per_colour, template, syn, seed)
-        imgs = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
-        ps, _ = classify(judge, imgs)
-        out[key] = float((ps == sid).mean())
-        if images is not None:
-            images[key] = (prompts, seeds, imgs)
-        out[f"n_{key.split('_')[0]}"] = len(prompts)
-    others = [s for s in shapes if s != shape]
+    out: dict = {"per_concept": {}}
+    for shape in erased:
+        sid = list(S.SHAPES).index(shape)
+        rates: dict = {}
+        for key, template, syn in (("forget_rate", "a {colour} {shape}", 0),
+                                   ("synonym_rate", "a {colour} {shape}", 1),
+                                   ("heldout_rate", S.HELDOUT_TEMPLATES[0], 0)):
+            prompts, seeds, _, _ = concept_prompts([shape], colours, per_colour, template, syn, seed)
+            imgs = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
+            ps, _ = classify(judge, imgs)
+            rates[key] = float((ps == sid).mean())
+            if images is not None:
+                images[key if len(erased) == 1 else f"{shape}/{key}"] = (prompts, seeds, imgs)
+            rates[f"n_{key.split('_')[0]}"] = len(prompts)
+        out["per_concept"][shape] = rates
+    others = [s for s in shapes if s not in erased]
     prompts, seeds, ys, yc = concept_prompts(others, colours, retain_per_pair, seed=seed)
     retain = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
     if images is not None:

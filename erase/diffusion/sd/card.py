@@ -10,6 +10,8 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
                  f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, "
                  f"{'global' if m.get('scope', 'global') == 'global' else 'per-tensor'} ranking"
+                 + (f"; the union of one mask per concept (overlap, shared / either: {_overlaps(m['overlap'])})"
+                    if m.get("combined") else "")
                  if m else "none: every selected weight was trainable (ablation)" if method is None or method.name == "rl"
                  else "none: the method edits cross-attention key and value projections" if method.closed_form
                  else f"none: the method's own weights (`{method.selection or recipe.selection}`) were trainable")
@@ -49,6 +51,16 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     usage = (family.usage("path/to/this/folder") if family is not None else
              'from diffusers import StableDiffusionPipeline\n'
              'pipe = StableDiffusionPipeline.from_pretrained("path/to/this/folder")')
+    concepts = recipe.extra.get("concepts") or []
+    concept_line = (f"- Concepts erased together ({len(concepts)}): " + "; ".join(
+        f"**{c['concept']}** ({', '.join(f'`{p}`' for p in c['forget_prompts'][:3])}"
+        f"{', ...' if len(c['forget_prompts']) > 3 else ''} -> {', '.join(f'`{p}`' for p in c['misaligned_prompts'][:1])}"
+        f"{', ...' if len(c['misaligned_prompts']) > 1 else ''})" for c in concepts) + "\n" if len(concepts) > 1 else "")
+    earlier = (extra or {}).get("history") or []
+    history = ("\n## Erasure history\n\nThis model was erased before; this run erased one more concept from it. "
+               "Earlier erasures, oldest first (recipe.json `history` has them all, this one last):\n\n" + "".join(
+                   f"{i + 1}. **{e['concept']}** with {e.get('method') or 'salun'}, from `{e.get('model')}`\n"
+                   for i, e in enumerate(earlier)) if earlier else "")
     audit = ""
     if extra and extra.get("audit"):
         audit = "\n## Audit\n\n```json\n" + json.dumps(extra["audit"], indent=2) + "\n```\n"
@@ -63,19 +75,23 @@ pipeline_tag: text-to-image
 {how}
 
 - Concept: **{recipe.name}**. {recipe.description}
-- Forget prompts: {", ".join(f"`{p}`" for p in recipe.forget_prompts)}
+{concept_line}- Forget prompts: {", ".join(f"`{p}`" for p in recipe.forget_prompts)}
 - Misaligned prompts: {", ".join(f"`{p}`" for p in recipe.misaligned_prompts)}
 - Retain prompts: {len(recipe.retain_prompts)} ({", ".join(f"`{p}`" for p in recipe.retain_prompts[:4])}{"..." if len(recipe.retain_prompts) > 4 else ""})
 - Mask: {mask_line}
 - Training: {training}{res_line}{data_line}{lora_line}
 - Files: {files}
-{audit}
+{history}{audit}
 ## Use
 
 ```python
 {usage}
 ```
 """
+
+
+def _overlaps(overlap: dict) -> str:
+    return ", ".join(f"{pair.replace('|', ' & ')} {v:.1%}" for pair, v in overlap.items())
 
 
 _SALUN = """Erased with [salun](https://arxiv.org/abs/2310.12508) (Fan et al., *SalUn: Empowering Machine Unlearning

@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Several concepts: erased together in one run, and one after another from an erased model.
+
+    python scripts/bench_multi.py --json bench_multi.json --out bench-multi
+
+On the toy SD (every figure from the toy judge, reported split: seeds from 1000):
+- **joint**: ``salun erase --concept A --concept B ...`` for 1, 2 and 4 shapes (circle; circle, triangle;
+  circle, triangle, star, cross). The four concepts' recipes send each shape to a shape that stays
+  (circle, triangle -> square; star, cross -> heart), written to ``<out>/recipes`` and used by every run,
+  single or joint, so the runs differ only in what they erase together.
+- **singles**: each of the four shapes alone, for the cost: the joint run's wall time against the sum of
+  the single runs' (each whole run: drawing, mask, training, export; a fresh work folder every time).
+- **continual**: circle, then triangle from that model, then cross from that one (the recipes in
+  ``prompts/toy.json``), each step measured on every shape erased so far.
+- **masks**: the four shapes' own masks (no training): each pair's overlap (shared / either) and the
+  union's size against the joint mask's.
+- **uce**: UCE's closed-form edit of the same four shapes, for the time against SalUn's joint run.
+
+Per row (``--json``): ``forget_rate`` {shape: share still drawn as the shape}, ``synonym_rate`` and
+``heldout_rate`` per shape, ``retain_acc`` over the shapes none of the erased ones is (and the base's on
+the same shapes, ``retain_drop``), ``fid_retain`` (judge features, against fresh drawings), ``seconds``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_erasure import Cache  # noqa: E402
+
+from erase.toy import TOY_JUDGE, TOY_SD  # noqa: E402
+
+SETS = {1: ["circle"], 2: ["circle", "triangle"], 4: ["circle", "triangle", "star", "cross"]}
+SENT_TO = {"circle": "square", "triangle": "square", "star": "heart", "cross": "heart"}
+CONTINUAL = ["circle", "triangle", "cross"]
+
+
+def write_recipes(folder: Path) -> dict[str, Path]:
+    """The four shapes' toy recipes, each sent to a shape no joint run erases."""
+    raw = json.loads((Path(__file__).resolve().parents[1] / "prompts" / "toy.json").read_text())["recipes"]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for shape, target in SENT_TO.items():
+        r = {k: v for k, v in raw[shape].items() if k not in ("methods", "methods_tuned")}
+        r["misaligned_prompts"] = [p.replace(shape, target) for p in r["forget_prompts"]]
+        r["description"] = f"Toy world: erase the shape '{shape}'; misaligned prompt: the same colour, '{target}'."
+        r["name"] = shape
+        path = folder / f"{shape}.json"
+        path.write_text(json.dumps(r, indent=1))
+        out[shape] = path
+    return out
+
+
+def run_erase(concepts: list, out: Path, model: str | None = None, method: str = "salun", **kw) -> dict:
+    """One whole `salun erase` job (a fresh work folder: the wall time includes drawing the images)."""
+    from erase.diffusion.concepts import combine
+    from erase.diffusion.job import EraseOptions, erase
+    from erase.diffusion.sd.recipes import load_recipe
+
+    recipes = [load_recipe(str(c), method=method) for c in concepts]
+    recipe = combine(recipes) if len(recipes) > 1 else recipes[0]
+    work = out.with_name("." + out.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    t0 = time.time()
+    s = erase(EraseOptions(recipe=recipe, out=out, model=model or str(TOY_SD), method=method, overwrite=True,
+                           progress=False, work_dir=work, **kw))
+    shutil.rmtree(work, ignore_errors=True)
+    return {"seconds": round(time.time() - t0, 1), "steps": s["steps"], "n_forget": s["n_forget"],
+            "train_seconds": s["train_seconds"], "mask_seconds": s["mask_seconds"], "mask": s.get("mask")}
+
+
+def measure(model, erased: list[str], per_colour: int, retain_per_pair: int) -> dict:
+    from erase.audit.fid import frechet_distance, judge_features
+    from erase.diffusion.generate import as_uint8
+    from erase.toy import shapes as S
+    from erase.toy.judge import load_judge
+    from erase.toy.quality import multi_erasure_rates
+
+    images: dict = {}
+    r = multi_erasure_rates(str(model), TOY_JUDGE, erased, per_colour=per_colour, retain_per_pair=retain_per_pair,
+                            images=images)
+    retain = images["retain"][2]
+    ref = S.draw_set(len(retain), seed=4242, shapes=[s for s in S.SHAPES if s not in erased])
+    j = load_judge(TOY_JUDGE)
+    fid = frechet_distance(judge_features(j, as_uint8(retain).transpose(0, 2, 3, 1)), judge_features(j, ref.images))
+    pc = r["per_concept"]
+    return {"forget_rate": {s: pc[s]["forget_rate"] for s in erased},
+            "synonym_rate": {s: pc[s]["synonym_rate"] for s in erased},
+            "heldout_rate": {s: pc[s]["heldout_rate"] for s in erased},
+            "retain_acc": r["retain_acc"], "retain_per_shape": r["retain_per_shape"], "fid_retain": fid}
+
+
+def concept_masks(recipes: dict[str, Path], work: Path) -> dict:
+    """The four shapes' own masks and the joint one, from the same drawn images: overlap and sizes."""
+    from erase.diffusion.concepts import combine
+    from erase.diffusion.job import EraseOptions, TextBank, _latents, family_of_pipe, mask_for, per_concept_mask
+    from erase.diffusion.pipeline import load_pipeline
+    from erase.diffusion.sd.recipes import load_recipe
+
+    recipe = combine([load_recipe(str(recipes[s])) for s in SETS[4]])
+    pipe = load_pipeline(str(TOY_SD))
+    res = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    mean, std, caps, _ = _latents(pipe, recipe, EraseOptions(recipe=recipe, out=work / "x"), work, "forget", res)
+    bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
+    t0 = time.time()
+    union = per_concept_mask(pipe, recipe, mean, std, caps, bank, 0, progress=False, resolution=res)
+    per_seconds = time.time() - t0
+    joint = mask_for(pipe, recipe, mean, std, caps, bank, 0, progress=False, resolution=res)
+    both = sum(int((union.masks[n] & joint.masks[n]).sum()) for n in joint.masks)
+    return {"overlap": union.meta["overlap"], "per_concept_kept": union.meta["per_concept_kept"],
+            "union_kept": union.kept, "joint_kept": joint.kept, "total": joint.total,
+            "union_share_of_joint": round(both / max(1, joint.kept), 4), "per_concept_seconds": round(per_seconds, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("bench-multi"), help="models, recipes and the resumable cache")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--per-colour", type=int, default=20, help="images per colour for each rate (default 20: 100 "
+                   "per rate)")
+    p.add_argument("--retain-per-pair", type=int, default=4, help="retain images per shape x colour (default 4)")
+    p.add_argument("--skip", default="", help="comma list of parts to leave out: singles,continual,masks,uce")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    cache = Cache(a.out / "cache.json")
+    skip = set(filter(None, a.skip.split(",")))
+    recipes = write_recipes(a.out / "recipes")
+    models = a.out / "models"
+    ev = lambda model, erased: measure(model, erased, a.per_colour, a.retain_per_pair)  # noqa: E731
+    res: dict = {"joint": {}, "singles": {}, "continual": [], "base": {}}
+
+    def base_row(erased):
+        key = ",".join(erased)
+        res["base"][key] = cache.get(f"base|{key}", lambda: ev(TOY_SD, erased))
+        return res["base"][key]
+
+    for n, erased in SETS.items():
+        out = models / f"joint{n}"
+        run = cache.get(f"joint{n}|run", lambda: run_erase([recipes[s] for s in erased], out))
+        row = {**run, **cache.get(f"joint{n}|eval", lambda: ev(out, erased))}
+        row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
+        res["joint"][n] = row
+        print(f"joint {n}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%} (drop "
+              f"{row['retain_drop']:+.1%}), FID {row['fid_retain']:.2f}, {row['seconds']} s", flush=True)
+    if "singles" not in skip:
+        for s in SETS[4]:
+            out = models / f"single-{s}"
+            res["singles"][s] = cache.get(f"single|{s}|run", lambda: run_erase([recipes[s]], out))
+            print(f"single {s}: {res['singles'][s]['seconds']} s", flush=True)
+        for n, erased in SETS.items():
+            total = sum(res["singles"][s]["seconds"] for s in erased)
+            res["joint"][n]["sum_of_singles_seconds"] = round(total, 1)
+            res["joint"][n]["joint_vs_singles"] = round(res["joint"][n]["seconds"] / total, 3)
+    if "continual" not in skip:
+        model = str(TOY_SD)
+        for k, s in enumerate(CONTINUAL):
+            out = models / f"continual{k + 1}-{s}"
+            run = cache.get(f"continual|{k}|run", lambda: run_erase([s], out, model=model))
+            erased = CONTINUAL[:k + 1]
+            row = {"erased": erased, **run, **cache.get(f"continual|{k}|eval", lambda: ev(out, erased))}
+            row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
+            res["continual"].append(row)
+            print(f"continual {'+'.join(erased)}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}, "
+                  f"{row['seconds']} s", flush=True)
+            model = str(out)
+    if "masks" not in skip:
+        res["masks"] = cache.get("masks", lambda: concept_masks(recipes, a.out / ".masks"))
+        print(f"masks: {res['masks']}", flush=True)
+    if "uce" not in skip:
+        out = models / "uce4"
+        run = cache.get("uce4|run", lambda: run_erase([recipes[s] for s in SETS[4]], out, method="uce"))
+        res["uce4"] = {**run, **cache.get("uce4|eval", lambda: ev(out, SETS[4]))}
+        res["uce4"]["retain_drop"] = base_row(SETS[4])["retain_acc"] - res["uce4"]["retain_acc"]
+        print(f"uce 4: forget {res['uce4']['forget_rate']}, retain {res['uce4']['retain_acc']:.1%}, "
+              f"{res['uce4']['seconds']} s", flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+        print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
