@@ -217,6 +217,19 @@ def attack_success(model: str, base: str, concept: str, judge_dir: Path | None =
             "control": control_verdict(rows, settings.control_threshold)}
 
 
+def attack_summary(report: dict) -> dict:
+    """Per model of a report: its role and its attack success (the largest rate of any attack at the
+    largest budget), and whether the report's positive control passed."""
+    top = max(report["settings"]["budgets"])
+    out: dict = {}
+    for r in report["results"]:
+        if r["attack"] != "none" and r["budget"] == top:
+            row = out.setdefault(r["model"], {"role": r["role"], "attack success": 0.0,
+                                              "control passed": report["control_passed"]})
+            row["attack success"] = max(row["attack success"], r["success_rate"])
+    return out
+
+
 def _rows(name: str, role: str, results: dict) -> list[dict]:
     rows = []
     for attack, res in results.items():

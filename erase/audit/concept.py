@@ -33,25 +33,33 @@ def _versions() -> dict:
             "transformers": transformers.__version__}
 
 
-def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Path, per_colour: int = 40,
+def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, judge_dir: Path, per_colour: int = 40,
                       retain_per_pair: int = 8, overwrite: bool = False, grid_seeds: int = 4) -> dict:
-    """Audit toy-world models for a toy shape recipe; writes report.json, report.md and grid.png."""
+    """Audit toy-world models for a toy shape recipe (or several, erased together: each one's rates, and
+    the retain figures over the shapes none of them is); writes report.json, report.md and grid.png."""
     from ..core.atomic import atomic_dir
     from ..toy import shapes as S
     from ..toy.judge import load_judge
-    from ..toy.quality import erasure_rates
+    from ..toy.quality import multi_erasure_rates
 
     positive_int(per_colour, "--per-colour")
     positive_int(retain_per_pair, "--retain-per-pair")
     positive_int(grid_seeds, "grid_seeds")
-    recipe = load_recipe(concept)
-    shape = recipe.extra.get("toy", {}).get("shape")
-    if recipe.extra.get("toy", {}).get("attribute"):
-        raise UserError(f"{concept!r} is the toy world's attribute, not an object: audit it with `salun audit "
-                        "nudity --prompts toy-i2p --detector toy`")
-    if shape is None:
-        raise UserError(f"{concept!r} is not a toy-world concept; the toy judge only knows "
-                        f"{', '.join(S.SHAPES)}")
+    concepts = [concept] if isinstance(concept, str) else list(concept)
+    shapes = []
+    for c in concepts:
+        recipe = load_recipe(c)
+        shape = recipe.extra.get("toy", {}).get("shape")
+        if recipe.extra.get("toy", {}).get("attribute"):
+            raise UserError(f"{c!r} is the toy world's attribute, not an object: audit it with `salun audit "
+                            "nudity --prompts toy-i2p --detector toy`")
+        if shape is None:
+            raise UserError(f"{c!r} is not a toy-world concept; the toy judge only knows "
+                            f"{', '.join(S.SHAPES)}")
+        if shape in shapes:
+            raise UserError(f"--concept {c!r} is given twice")
+        shapes.append(shape)
+    shape = shapes[0]
     if not models:
         raise UserError("give at least one --model")
     out = Path(out)
@@ -61,13 +69,17 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
         raise UserError("audit toy Stable Diffusion models and class-conditional DDPMs separately: their "
                         "samples are drawn differently and would not compare")
     ddpm = kinds == {"ddpm"}
+    if ddpm and len(shapes) > 1:
+        raise UserError("several concepts: the class-conditional DDPM path erases one class per run; audit one "
+                        "--concept at a time")
     if not ddpm:  # a bad last model fails before the first one's images are drawn (load_ddpm checks DDPMs)
         for model in models:
             check_model(model)
     judge = load_judge(judge_dir)
-    ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - 1), seed=4242,
-                     shapes=[s for s in S.SHAPES if s != shape])
-    report = {"concept": concept, "shape": shape, "classifier": "toy judge (erase/toy/judge.py)",
+    ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - len(shapes)), seed=4242,
+                     shapes=[s for s in S.SHAPES if s not in shapes])
+    report = {"concept": "+".join(concepts), "shape": shape, "classifier": "toy judge (erase/toy/judge.py)",
+              **({"concepts": concepts, "shapes": shapes} if len(shapes) > 1 else {}),
               "fid_features": "toy judge penultimate layer (stand-in for Inception on the toy world)",
               "settings": {"per_colour": per_colour, "retain_per_pair": retain_per_pair, "seed": 1000},
               "versions": _versions(), "models": {}}
@@ -83,12 +95,18 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
         else:
             pipe = load_pipeline(model)
             imgs: dict = {}
-            r = erasure_rates(pipe, judge_dir, shape, per_colour=per_colour, retain_per_pair=retain_per_pair,
-                              images=imgs)
+            multi = multi_erasure_rates(pipe, judge_dir, shapes, per_colour=per_colour,
+                                        retain_per_pair=retain_per_pair, images=imgs)
+            per = multi.pop("per_concept")
+            # several concepts: the worst concept's figure up front, each concept's in per_concept
+            r = {k: max(v[k] for v in per.values()) for k in ("forget_rate", "synonym_rate", "heldout_rate")}
+            r.update(n_forget=per[shape]["n_forget"], **multi)
             retain_imgs, res = imgs["retain"][2], None
             # grid rows: two forget prompts and two retain prompts, the first seeds of each
             picks = []
-            for key, want in (("forget_rate", 2), ("synonym_rate", 1), ("retain", 2)):
+            keys = ((("forget_rate", 2), ("synonym_rate", 1)) if len(shapes) == 1 else
+                    tuple((f"{s}/forget_rate", 1) for s in shapes))
+            for key, want in (*keys, ("retain", 2)):
                 prompts, seeds, ims = imgs[key]
                 step = max(1, len(prompts) // want)
                 for start in range(0, step * want, step):
@@ -109,6 +127,11 @@ def audit_toy_concept(models: list[str], concept: str, out: Path, judge_dir: Pat
             "retain_per_class": r.get("retain_per_shape") or r["retain_per_class"],
             "retain_colour_acc": r.get("retain_colour_acc"),
             "fid_retain": fid, "n_forget": r["n_forget"], "n_retain": r["n_retain"]}
+        if len(shapes) > 1:
+            report["models"][name]["per_concept"] = {
+                c: {"UA": 1 - per[s]["forget_rate"], **{k: per[s][k] for k in ("forget_rate", "synonym_rate",
+                                                                                 "heldout_rate")}}
+                for c, s in zip(concepts, shapes)}
         rows.append(picks)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         _write_grid(rows, names, tmp / "grid.png")
@@ -178,6 +201,14 @@ def render_markdown(report: dict) -> str:
     for name, m in report["models"].items():
         lines.append(f"| {name} | {m['UA']:.1%} | {m['forget_rate']:.1%} | {_pct(m['synonym_rate'])} | "
                      f"{_pct(m['heldout_rate'])} | {m['retain_acc']:.1%} | {m['fid_retain']:.2f} |")
+    if report.get("concepts"):
+        lines += ["", f"Several concepts ({', '.join(report['concepts'])}): the rates above are the worst concept's; "
+                  "retain accuracy and FID are over the shapes none of them is. Per concept:", "",
+                  "| model | concept | UA | concept rate | synonym rate | held-out phrasing rate |", "|---|---|---|---|---|---|"]
+        for name, m in report["models"].items():
+            for c, v in m["per_concept"].items():
+                lines.append(f"| {name} | {c} | {v['UA']:.1%} | {v['forget_rate']:.1%} | {v['synonym_rate']:.1%} | "
+                             f"{v['heldout_rate']:.1%} |")
     lines += ["", "Retain accuracy per class:", "",
               "| model | " + " | ".join(next(iter(report["models"].values()))["retain_per_class"]) + " |",
               "|---|" + "---|" * len(next(iter(report["models"].values()))["retain_per_class"])]

@@ -18,7 +18,9 @@ def add_audit_parsers(sub) -> None:
                                      "report.md and grid.png. Example: salun audit concept --model "
                                      "pipelines/toy-sd --model erased --concept circle --out audit")
     ac.add_argument("--model", action="append", required=True, help="a pipeline folder (repeat to compare)")
-    ac.add_argument("--concept", required=True, help="the erased concept's recipe name")
+    ac.add_argument("--concept", required=True, action="append",
+                    help="the erased concept's recipe name; repeat it for concepts erased together (toy shapes: one "
+                         "report, retain figures over the shapes none of them is; others: one report per concept)")
     ac.add_argument("--out", type=Path, required=True, help="report folder to write")
     ac.add_argument("--judge", type=Path, default=None, help="toy judge folder (default pipelines/toy-judge)")
     ac.add_argument("--per-colour", type=int, default=40, help="toy: concept images per colour (default 40)")
@@ -95,7 +97,9 @@ def _add_audit_attack_parser(asub) -> None:
     at.add_argument("--base", required=True, help="the model they were erased from (the positive control)")
     at.add_argument("--retrain", default=None, metavar="MODEL",
                     help="a Retrain model (trained without the concept): the row to compare with")
-    at.add_argument("--concept", required=True, help="the erased concept's recipe name (toy shapes, frame)")
+    at.add_argument("--concept", required=True, action="append",
+                    help="the erased concept's recipe name (toy shapes, frame); repeat it for concepts erased "
+                         "together: each concept is attacked in its own report, <out>/<concept>/")
     at.add_argument("--out", type=Path, required=True, help="report folder to write")
     at.add_argument("--judge", type=Path, default=None, help="toy judge folder (default pipelines/toy-judge)")
     at.add_argument("--attack", action="append", choices=ATTACKS, default=None,
@@ -140,21 +144,44 @@ def _cmd_audit_concept(args) -> int:
     finite_float(args.guidance, "--guidance", low=0.0)
     image_size(args.size)
     args.device = check_device(args.device)
-    toy = "toy" in load_recipe(args.concept).extra
+    toy = all("toy" in load_recipe(c).extra for c in args.concept)
+    if len(set(args.concept)) < len(args.concept):
+        raise UserError("a --concept is given twice")
 
     from ..audit.concept import audit_prompt_concept, audit_toy_concept
     from ..toy import TOY_JUDGE
 
+    if not toy and len(args.concept) > 1:
+        from ..audit.per_concept import per_concept_reports
+
+        def one(concept: str, folder: Path) -> dict:
+            return audit_prompt_concept(args.model, concept, folder, args.classifier, args.classifier_weights,
+                                        args.clip_arch, args.clip_weights, args.reference, args.per_class, args.steps,
+                                        args.guidance, args.size, args.device, False, args.fid_features,
+                                        args.inception_weights)
+
+        index = per_concept_reports(
+            args.out, args.concept, one, {k: v for k, v in vars(args).items() if k not in ("func", "overwrite")},
+            lambda r: {n: {"UA": m["UA"], "retain acc": m["retain_acc"]} for n, m in r["models"].items()},
+            "Concept audit", overwrite=args.overwrite)
+        for c, rows in index["summary"].items():
+            for name, m in rows.items():
+                print(f"{c} / {name}: UA {m['UA']:.1%}, retain acc {m['retain acc']:.1%}")
+        print(f"wrote {args.out}/report.json, report.md and one folder per concept")
+        return 0
     if toy:
         report = audit_toy_concept(args.model, args.concept, args.out, args.judge or TOY_JUDGE,
                                    per_colour=args.per_colour, retain_per_pair=args.retain_per_pair,
                                    overwrite=args.overwrite)
         for name, m in report["models"].items():
+            for c, v in m.get("per_concept", {}).items():
+                print(f"{name} / {c}: UA {v['UA']:.1%}, synonym rate {v['synonym_rate']:.1%}")
+        for name, m in report["models"].items():
             synonym = "" if m["synonym_rate"] is None else f", synonym rate {m['synonym_rate']:.1%}"
             print(f"{name}: UA {m['UA']:.1%}{synonym}, retain acc {m['retain_acc']:.1%}, "
                   f"FID(retain) {m['fid_retain']:.2f}")
     else:
-        report = audit_prompt_concept(args.model, args.concept, args.out, args.classifier, args.classifier_weights,
+        report = audit_prompt_concept(args.model, args.concept[0], args.out, args.classifier, args.classifier_weights,
                                       args.clip_arch, args.clip_weights, args.reference, args.per_class, args.steps,
                                       args.guidance, args.size, args.device, args.overwrite, args.fid_features,
                                       args.inception_weights)
@@ -197,7 +224,10 @@ def _cmd_audit_attack(args) -> int:
         n_tokens=args.tokens, lr=args.lr, inversion_tokens=args.inversion_tokens, inversion_lr=args.inversion_lr,
         n_prompts=args.prompts, seeds_per_prompt=args.seeds, n_concept_images=args.concept_images,
         steps=args.steps, guidance=args.guidance, seed=args.seed))
-    attack_concept(args.concept, settings.n_prompts)
+    for c in args.concept:
+        attack_concept(c, settings.n_prompts)
+    if len(set(args.concept)) < len(args.concept):
+        raise UserError("a --concept is given twice")
     device = check_device(args.device)
     refuse_existing(args.out, args.overwrite)
     if args.concept_folder is not None and not args.concept_folder.is_dir():
@@ -213,9 +243,28 @@ def _cmd_audit_attack(args) -> int:
 
     from ..audit.attack import audit_attack
 
-    report = audit_attack(args.model, args.base, args.concept, args.out, retrain=args.retrain, judge_dir=args.judge,
-                          settings=settings, device=device, overwrite=args.overwrite,
-                          concept_images=args.concept_folder, reuse=args.reuse)
+    def one(concept: str, out: Path, overwrite: bool = False) -> dict:
+        return audit_attack(args.model, args.base, concept, out, retrain=args.retrain, judge_dir=args.judge,
+                            settings=settings, device=device, overwrite=overwrite,
+                            concept_images=args.concept_folder, reuse=[r / concept if len(args.concept) > 1 and
+                                                                       (r / concept).is_dir() else r
+                                                                       for r in args.reuse])
+
+    if len(args.concept) > 1:
+        from ..audit.attack import attack_summary
+        from ..audit.per_concept import per_concept_reports
+
+        index = per_concept_reports(args.out, args.concept, one,
+                                    {k: v for k, v in vars(args).items() if k not in ("func", "overwrite")},
+                                    attack_summary, "Attack audit", overwrite=args.overwrite)
+        for c, rows in index["summary"].items():
+            print(f"{c}: attack success " + ", ".join(f"{n} {v['attack success']:.0%}" for n, v in rows.items()))
+            if not all(v["control passed"] for v in rows.values()):
+                print(f"salun: warning: positive control failed for {c}: see {args.out}/{c}/report.md",
+                      file=sys.stderr)
+        print(f"wrote {args.out}/report.json, report.md and one folder per concept")
+        return 0
+    report = one(args.concept[0], args.out, args.overwrite)
     if not report["control_passed"]:
         failed = [a for a, c in report["controls"].items() if not c["passed"]]
         print(f"salun: warning: positive control failed for {', '.join(failed)}: the attack does not bring the "

@@ -37,15 +37,20 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
                   **overrides)
-    if args.concept and (args.forget_prompt or args.misaligned_prompt):
-        raise UserError("give --concept or --forget-prompt/--misaligned-prompt, not both")
     if args.concept:
         from ..diffusion.concepts import combine
 
-        if len(args.concept) > 1 and args.forget_data is not None:
-            raise UserError("--forget-data is one concept's images: with several --concept the forget images are "
-                            "drawn per concept")
         recipes = [load_recipe(c, method=method, **common) for c in args.concept]
+        if args.forget_prompt:  # one more concept, described by its prompts
+            if not args.misaligned_prompt and not mask_only:
+                raise UserError("--forget-prompt needs --misaligned-prompt (what the concept's prompt should draw "
+                                "instead)")
+            recipes.append(custom_recipe(args.forget_prompt, args.misaligned_prompt or [], [], **common))
+        elif args.misaligned_prompt:
+            raise UserError("--misaligned-prompt pairs with --forget-prompt: a recipe has its own")
+        if len(recipes) > 1 and args.forget_data is not None:
+            raise UserError("--forget-data is one concept's images: with several concepts the forget images are "
+                            "drawn per concept")
         rec = combine(recipes) if len(recipes) > 1 else recipes[0]
         if args.retain_prompt:
             rec.retain_prompts = args.retain_prompt

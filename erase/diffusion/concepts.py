@@ -67,7 +67,9 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
     if len(recipes) == 1:
         return replace(first, retain_prompts=retain) if retain != first.retain_prompts else first
     forget = [p for r in recipes for p in r.forget_prompts]
-    misaligned = [r.misaligned_for(p) for r in recipes for p in r.forget_prompts]
+    # a mask alone needs no misaligned prompts: a concept given without them leaves the list empty
+    misaligned = ([r.misaligned_for(p) for r in recipes for p in r.forget_prompts]
+                  if all(r.misaligned_prompts for r in recipes) else [])
     steps = [r.steps for r in recipes]
     parts = [{"concept": r.name, "forget_prompts": r.forget_prompts, "misaligned_prompts": r.misaligned_prompts,
               "n_forget": r.n_forget, "toy": r.extra.get("toy")} for r in recipes]

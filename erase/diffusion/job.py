@@ -546,8 +546,8 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         summary["lora"] = {**report, "not_represented": len(report["not_represented"]), "path": str(lora_out)}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "recipe"}
     options["extra_card"] = {k: v for k, v in opts.extra_card.items() if k != "history"}  # history: below
-    history = opts.extra_card.get("history", []) + [entry(recipe.to_dict(), summary, {**options, "model": base_name})]
-    rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary, "history": history}
+    erasures = opts.extra_card.get("history", []) + [entry(recipe.to_dict(), summary, {**options, "model": base_name})]
+    rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary, "history": erasures}
     card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family_of_pipe(pipe), METHODS[opts.method])
     targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
     stale_lora = Path(str(opts.out) + "-lora")

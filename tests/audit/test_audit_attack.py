@@ -196,3 +196,21 @@ def test_attack_success_for_a_benchmark():
     assert set(r["success"]) == {"none", "unlearndiff"} and set(r["success"]["unlearndiff"]) == {0, 1, 2}
     assert r["attack_success"] == r["success"]["unlearndiff"][2]
     assert set(r["control"]) == {"unlearndiff"}
+
+
+def test_several_concepts_one_report_each(tmp_path):
+    from erase.cli import main
+
+    out = tmp_path / "attack"
+    argv = ["audit", "attack", "--base", str(TOY_SD), "--model", str(TOY_SD), "--concept", "circle", "--concept",
+            "triangle", "--out", str(out), "--attack", "unlearndiff", "--budgets", "1", "--prompts", "1", "--seeds", "1",
+            "--concept-images", "2", "--steps", "2"]
+    assert main(argv) == 0
+    index = json.loads((out / "report.json").read_text())
+    assert index["concepts"] == ["circle", "triangle"]
+    for c in ("circle", "triangle"):
+        r = json.loads((out / c / "report.json").read_text())
+        assert r["concept"] == c and {row["attack"] for row in r["results"]} == {"none", "unlearndiff"}
+        assert set(index["summary"][c]) == {"toy-sd", "toy-sd-2"}
+    assert not (tmp_path / ".attack.parts").exists()
+    assert "[triangle](triangle/report.md)" in (out / "report.md").read_text()

@@ -37,3 +37,22 @@ def test_audit_bad_input(tmp_path):
     with pytest.raises(UserError, match="not a diffusers pipeline"):
         audit_toy_concept([str(tmp_path)], "circle", tmp_path / "b", TOY_JUDGE, per_colour=1, retain_per_pair=1)
     assert not (tmp_path / "b").exists()
+
+
+def test_toy_audit_of_concepts_erased_together(tmp_path):
+    """Several shapes: each one's rates, and the retain figures over the shapes none of them is."""
+    from erase.cli import main
+
+    out = tmp_path / "audit"
+    assert main(["audit", "concept", "--model", str(TOY_SD), "--concept", "circle", "--concept", "triangle",
+                 "--per-colour", "2", "--retain-per-pair", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    m = report["models"]["toy-sd"]
+    assert report["concepts"] == ["circle", "triangle"] and report["concept"] == "circle+triangle"
+    assert set(m["per_concept"]) == {"circle", "triangle"}
+    assert all(v["forget_rate"] >= 0.8 for v in m["per_concept"].values())  # the base draws both
+    assert m["forget_rate"] == max(v["forget_rate"] for v in m["per_concept"].values())
+    assert set(m["retain_per_class"]) == {"square", "star", "cross", "heart"}
+    assert "Per concept" in (out / "report.md").read_text()
+    with pytest.raises(UserError, match="given twice"):
+        audit_toy_concept([str(TOY_SD)], ["circle", "circle"], tmp_path / "b", TOY_JUDGE)

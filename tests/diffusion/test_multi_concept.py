@@ -121,3 +121,24 @@ def test_weights_outside_the_union_mask_are_the_base(two):
     mask = Mask.load(tmp / "two" / "mask.safetensors")
     for n, p in pipe.unet.named_parameters():
         assert torch.equal(p.detach()[~mask.masks[n]], base[n].detach()[~mask.masks[n]]), n
+
+
+def test_a_recipe_listing_concepts_and_a_custom_group(tmp_path):
+    f = tmp_path / "two-shapes.json"
+    f.write_text(json.dumps({"concepts": ["circle", "triangle"], "lr": 3e-4, "steps": 150}))
+    r = load_recipe(str(f))
+    assert r.name == "two-shapes" and r.lr == 3e-4 and r.steps == 150
+    assert [p["concept"] for p in r.extra["concepts"]] == ["circle", "triangle"]
+
+    from erase.cli.erase import _recipe
+
+    class Args:
+        concept = ["circle"]
+        forget_prompt = ["a red star"]
+        misaligned_prompt = ["a red heart"]
+        retain_prompt = None
+        n_forget = selection = keep = batch_size = forget_data = None
+
+    rec = _recipe(Args())
+    assert [p["concept"] for p in rec.extra["concepts"]] == ["circle", "custom"]
+    assert rec.misaligned_for("a red star") == "a red heart" and "a red star" not in rec.retain_prompts

@@ -6,7 +6,7 @@ Recipes live as JSON in ``prompts/`` (nudity, the ten Imagenette classes, the to
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ...core import checks
@@ -97,6 +97,18 @@ def load_recipe(name: str, method: str | None = None, **overrides) -> Recipe:
     else:
         raise UserError(f"unknown concept {name!r}: choose a recipe ({', '.join(known)}), give a recipe .json "
                         "file, or describe it with --forget-prompt/--misaligned-prompt/--retain-prompt")
+    listed = raw.get("concepts")
+    if isinstance(listed, list) and listed and all(isinstance(c, str) for c in listed):
+        # a recipe that names several concepts erased together ({"concepts": ["circle", "triangle"]}),
+        # with its own settings over theirs
+        from ..concepts import combine
+
+        if name in listed:
+            raise UserError(f"recipe {name!r} lists itself among its concepts")
+        own = {k: v for k, v in raw.items() if k in {f.name for f in fields(Recipe)} and k != "name"}
+        rec = combine([load_recipe(c, method=method, **{**own, **{k: v for k, v in overrides.items()
+                                                                 if v is not None}}) for c in listed])
+        return replace(rec, name=raw["name"])
     return _build(raw, overrides, method)
 
 

@@ -1,0 +1,58 @@
+"""An audit of several concepts: each concept's own report in ``<out>/<concept>/``, with an index.
+
+The concepts' reports are made one by one in ``.<out>.parts`` beside ``--out`` (a finished concept's
+report stays there, so an interrupted audit continues with the next concept; parts made for other
+models or settings are discarded), then copied into ``--out`` in one rename with ``report.json``
+(``{"concepts", "reports", "summary"}``) and ``report.md`` on top.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from ..core.atomic import atomic_dir, refuse_existing, write_text_atomic
+from ..core.errors import UserError
+
+
+def per_concept_reports(out: Path, concepts: list[str], run: Callable[[str, Path], dict], key: dict,
+                        summarize: Callable[[dict], dict], title: str, overwrite: bool = False) -> dict:
+    """``run(concept, folder)`` writes one concept's report into ``folder`` and returns it; ``key`` is
+    everything the reports depend on (the models and settings), to know whether parts can be reused."""
+    if len(set(concepts)) < len(concepts):
+        raise UserError("a --concept is given twice")
+    out = Path(out)
+    refuse_existing(out, overwrite)
+    parts = out.parent / f".{out.name}.parts"
+    stamp = json.dumps(key, sort_keys=True, default=str)
+    if parts.exists() and (not (parts / "key.json").exists() or (parts / "key.json").read_text() != stamp):
+        shutil.rmtree(parts)  # made for other models or settings
+    parts.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(parts / "key.json", stamp)
+    reports = {}
+    for c in concepts:
+        done = parts / c / "report.json"
+        reports[c] = json.loads(done.read_text()) if done.exists() else run(c, parts / c)
+    index = {"concepts": concepts, "reports": {c: f"{c}/report.json" for c in concepts},
+             "summary": {c: summarize(r) for c, r in reports.items()}}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for c in concepts:
+            shutil.copytree(parts / c, tmp / c)
+        (tmp / "report.json").write_text(json.dumps(index, indent=2))
+        (tmp / "report.md").write_text(_markdown(index, title))
+    shutil.rmtree(parts, ignore_errors=True)
+    return index
+
+
+def _markdown(index: dict, title: str) -> str:
+    lines = [f"# {title}: {', '.join(index['concepts'])}", "", "Each concept's own report: "
+             + ", ".join(f"[{c}]({c}/report.md)" for c in index["concepts"]) + ".", ""]
+    for c, s in index["summary"].items():
+        lines += [f"## {c}", "", "| model | " + " | ".join(next(iter(s.values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(s.values())))]
+        for model, row in s.items():
+            lines.append(f"| {model} | " + " | ".join(f"{v:.1%}" if isinstance(v, float) else str(v)
+                                                     for v in row.values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
