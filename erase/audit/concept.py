@@ -14,6 +14,7 @@ import json
 import platform
 from pathlib import Path
 
+from ..core import distributed as dist
 from ..core.atomic import refuse_existing
 from ..core.checks import finite_float, image_size, positive_int
 from ..core.errors import UserError
@@ -37,7 +38,6 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
                       retain_per_pair: int = 8, overwrite: bool = False, grid_seeds: int = 4) -> dict:
     """Audit toy-world models for a toy shape recipe (or several, erased together: each one's rates, and
     the retain figures over the shapes none of them is); writes report.json, report.md and grid.png."""
-    from ..core.atomic import atomic_dir
     from ..toy import shapes as S
     from ..toy.judge import load_judge
     from ..toy.quality import multi_erasure_rates
@@ -133,7 +133,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
                                                                                  "heldout_rate")}}
                 for c, s in zip(concepts, shapes)}
         rows.append(picks)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with dist.written_once(out, overwrite=overwrite) as tmp:
         _write_grid(rows, names, tmp / "grid.png")
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_markdown(report))
@@ -235,7 +235,6 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     """
     import torch
 
-    from ..core.atomic import atomic_dir
     from ..diffusion.sd.data import _to_tensor, load_image_folder
     from .classifiers import (
         IMAGENETTE_TO_IMAGENET,
@@ -327,7 +326,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
         show = [forget] + [i for i in range(len(prompts)) if i != forget][:2]
         rows.append([(prompts[i], images[i * per_class:i * per_class + min(4, per_class)]) for i in show])
         del pipe
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with dist.written_once(out, overwrite=overwrite) as tmp:
         _write_grid(rows, names, tmp / "grid.png")
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_classified_markdown(report))

@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from ..core.atomic import atomic_dir, refuse_existing, write_text_atomic
+from ..core import distributed as dist
+from ..core.atomic import refuse_existing, write_text_atomic
 from ..core.errors import UserError
 
 
@@ -26,22 +27,25 @@ def per_concept_reports(out: Path, concepts: list[str], run: Callable[[str, Path
     refuse_existing(out, overwrite)
     parts = out.parent / f".{out.name}.parts"
     stamp = json.dumps(key, sort_keys=True, default=str)
-    if parts.exists() and (not (parts / "key.json").exists() or (parts / "key.json").read_text() != stamp):
-        shutil.rmtree(parts)  # made for other models or settings
-    parts.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(parts / "key.json", stamp)
+    if dist.is_main():  # several processes: the main one keeps the parts folder, all run each audit
+        if parts.exists() and (not (parts / "key.json").exists() or (parts / "key.json").read_text() != stamp):
+            shutil.rmtree(parts)  # made for other models or settings
+        parts.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(parts / "key.json", stamp)
+    dist.barrier()
     reports = {}
     for c in concepts:
-        done = parts / c / "report.json"
-        reports[c] = json.loads(done.read_text()) if done.exists() else run(c, parts / c)
+        done = dist.broadcast((parts / c / "report.json").exists())
+        reports[c] = json.loads((parts / c / "report.json").read_text()) if done else run(c, parts / c)
     index = {"concepts": concepts, "reports": {c: f"{c}/report.json" for c in concepts},
              "summary": {c: summarize(r) for c, r in reports.items()}}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with dist.written_once(out, overwrite=overwrite) as tmp:
         for c in concepts:
             shutil.copytree(parts / c, tmp / c)
         (tmp / "report.json").write_text(json.dumps(index, indent=2))
         (tmp / "report.md").write_text(_markdown(index, title))
-    shutil.rmtree(parts, ignore_errors=True)
+    if dist.is_main():
+        shutil.rmtree(parts, ignore_errors=True)
     return index
 
 

@@ -50,18 +50,37 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _other_process() -> bool:
+    """A process of a multi-process launch other than the main one: it works, but only the main one
+    prints (results, progress, the line of a user error that every process meets alike)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from .launch import warn_single_process_launch
+
     parser = _parser()
     args = parser.parse_args(argv)
+    quiet = _other_process()
+    if quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
+    else:
+        warn_single_process_launch()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (UserError, FileExistsError) as e:
-        print(f"salun: error: {e}", file=sys.stderr)
+        if not quiet:
+            print(f"salun: error: {e}", file=sys.stderr)
         return 2
     except PermissionError as e:  # a folder the user cannot write or read: their setup, not a bug
         print(f"salun: error: permission denied: {e.filename or e} (pick a folder you can write to)", file=sys.stderr)

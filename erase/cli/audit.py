@@ -148,8 +148,16 @@ def _cmd_audit_concept(args) -> int:
     if len(set(args.concept)) < len(args.concept):
         raise UserError("a --concept is given twice")
 
+    from ..core import distributed as dist
+
+    with dist.sharded():  # under several processes: each draws its share of every model's images
+        return _audit_concept(args, toy)
+
+
+def _audit_concept(args, toy: bool) -> int:
     from ..audit.concept import audit_prompt_concept, audit_toy_concept
     from ..toy import TOY_JUDGE
+
 
     if not toy and len(args.concept) > 1:
         from ..audit.per_concept import per_concept_reports
@@ -241,6 +249,18 @@ def _cmd_audit_attack(args) -> int:
         check_model(model)
         check_same_text(args.base, model, role)
 
+    from ..core import distributed as dist
+
+    if not dist.is_main():  # the attack audit runs in the main process; the others are done
+        return 0
+    if dist.world() > 1:
+        print(f"salun: note: audit attack runs in one process (the main one of these {dist.world()})",
+              file=sys.stderr)
+    with dist.alone():
+        return _audit_attack(args, settings, device)
+
+
+def _audit_attack(args, settings, device) -> int:
     from ..audit.attack import audit_attack
 
     def one(concept: str, out: Path, overwrite: bool = False) -> dict:

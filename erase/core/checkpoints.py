@@ -54,11 +54,22 @@ def latest_checkpoint(work: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def rng_state(samplers, gen) -> dict[str, torch.Tensor]:
+    """This process's random states: our generator, the samplers, torch's global CPU and CUDA states."""
+    rng = {"noise_gen": gen.get_state(), "torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"torch_cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    for k, s in samplers.items():
+        rng.update({f"{k}.{n}": v for n, v in s.state().items()})
+    return rng
+
+
 def save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimizer, samplers, gen,
-                    digest: str, history: list[dict] | None = None) -> Path:
+                    digest: str, history: list[dict] | None = None, ranks: list[dict] | None = None) -> Path:
     """Everything needed to continue bit-identically: trainable weights, optimizer state, every random
     state (our generators, the samplers, torch's global CPU and CUDA states, which dropout draws from)
-    and the loss history so far."""
+    and the loss history so far. ``ranks``: under several processes, every rank's ``rng_state`` (the
+    main process writes them all; each rank draws its own batches)."""
     from .atomic import atomic_dir
 
     if not weights_finite(trainable):  # never name a checkpoint of broken weights "good"
@@ -67,24 +78,26 @@ def save_checkpoint(work: Path, step: int, trainable: MaskedParameters, optimize
     with atomic_dir(target, overwrite=True) as tmp:
         save_file(trainable.state_dict(), tmp / "trainable.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        rng = {"noise_gen": gen.get_state(), "torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng.update({f"torch_cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        for k, s in samplers.items():
-            rng.update({f"{k}.{n}": v for n, v in s.state().items()})
-        save_file(rng, tmp / "rng.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "mask": digest}))
+        ranks = ranks or [rng_state(samplers, gen)]
+        for r, rng in enumerate(ranks):
+            save_file(rng, tmp / ("rng.safetensors" if r == 0 else f"rng-rank{r}.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "mask": digest, "processes": len(ranks)}))
         (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history or []))
     for old in checkpoints_in(work)[:-2]:  # keep the newest two
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers, gen, digest: str) -> int:
+def load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers, gen, digest: str,
+                    rank: int = 0, processes: int = 1) -> int:
     try:
         state = json.loads((ckpt / "state.json").read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{ckpt} is damaged ({type(e).__name__}): rerun with --restart to discard it") from e
+    made_by = state.get("processes", 1)
+    if made_by != processes:
+        raise UserError(f"{ckpt} was written by a run of {made_by} process{'es' if made_by > 1 else ''}: resume it "
+                        f"with {made_by} (each process draws its own batches), or pass --restart")
     if state.get("mask") != digest:
         raise UserError(f"{ckpt} was trained under another mask or other settings (learning rate, alpha, batch "
                         "size, seed, data, resolution): resuming would mix two runs. Rerun with the settings of "
@@ -92,7 +105,7 @@ def load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers
     try:
         trainable.load_state_dict(load_file(ckpt / "trainable.safetensors"))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-        rng = load_file(ckpt / "rng.safetensors")
+        rng = load_file(ckpt / ("rng.safetensors" if rank == 0 else f"rng-rank{rank}.safetensors"))
     except Exception as e:  # noqa: BLE001 - a truncated file fails in safetensors, pickle or torch
         raise UserError(f"{ckpt} is damaged ({type(e).__name__}): rerun with --restart to discard it") from e
     if not weights_finite(trainable):

@@ -64,7 +64,7 @@ def sums_in_gradients(clip_grad_norm: float | None, params: dict[str, nn.Paramet
 
 def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss_fn: Callable[[object], torch.Tensor],
                          batches: Iterable, clip_grad_norm: float | None = None, progress: bool = True,
-                         total: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                         total: int | None = None, allow_empty: bool = False) -> tuple[dict[str, torch.Tensor], int]:
     """Sum the gradient of ``loss_fn(batch)`` over all batches at the current weights.
 
     Without clipping, and for float32 weights, the sum is accumulated in the weights' own ``.grad``
@@ -73,7 +73,8 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
     clipped to that norm before it is added, as the DDPM recipe does; that needs the batch's gradient
     apart from the running sum, so a float32 accumulator is kept beside the gradients (also for half-
     precision weights, whose own gradients would sum in half precision). Returns (gradient sums in
-    float32, number of batches); the weights are left with no ``.grad``.
+    float32, number of batches); the weights are left with no ``.grad``. A batch whose ``loss_fn`` gives
+    None is skipped (another process's, under several); ``allow_empty`` accepts a process with none.
     """
     names = list(params)
     for p in model.parameters():
@@ -86,6 +87,8 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
     n_batches = 0
     for batch in tqdm(batches, desc="saliency", disable=not progress, total=total, dynamic_ncols=True):
         loss = loss_fn(batch)
+        if loss is None:  # another process's batch (several processes share the batches)
+            continue
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the forgetting loss is {loss.item()} on batch {n_batches}")
         loss.backward()
@@ -99,7 +102,7 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
             if g is not None:
                 acc[n].add_(g.float())
             params[n].grad = None
-    if n_batches == 0:
+    if n_batches == 0 and not allow_empty:
         raise UserError("no forget data: the saliency needs at least one batch")
     if in_place:
         for n in names:
@@ -254,10 +257,17 @@ def top_fraction_mask(scores: dict[str, torch.Tensor], keep: float = 0.5, scope:
 def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterable,
                  selection: str = "all", keep: float = 0.5, scope: str = "global",
                  clip_grad_norm: float | None = None, meta: dict | None = None, progress: bool = True,
-                 total: int | None = None) -> Mask:
-    """The whole engine: select parameters, accumulate the forgetting gradient, keep the top fraction."""
+                 total: int | None = None, reduce: Callable[[dict, int], int] | None = None) -> Mask:
+    """The whole engine: select parameters, accumulate the forgetting gradient, keep the top fraction.
+
+    ``reduce(grads)``: under several processes, each summed its share of the batches (``loss_fn`` gives
+    None for the others'); ``reduce`` sums the sums over processes in place and returns the batch count,
+    so every process ranks the same totals."""
     params = select_parameters(model, selection)
-    grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total)
+    grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total,
+                                            allow_empty=reduce is not None)
+    if reduce is not None:
+        n_batches = reduce(grads, n_batches)
     masks = top_fraction_mask(grads, keep, scope, consume=True)
     in_place = sums_in_gradients(clip_grad_norm, params)
     info = {"selection": selection, "keep": keep, "scope": scope, "clip_grad_norm": clip_grad_norm,

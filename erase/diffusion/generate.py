@@ -24,10 +24,16 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
         raise ValueError("give one seed per prompt")
     if not prompts:
         raise ValueError("no prompts to generate")
+    from ..core import distributed as dist
+
     device = pipe.device
     out = []
-    bar = tqdm(total=len(prompts), desc="generating", disable=not progress, dynamic_ncols=True)
-    for i in range(0, len(prompts), batch_size):
+    starts = list(range(0, len(prompts), batch_size))
+    shared = dist.sharding()  # an audit run by several processes: each draws every N-th batch
+    mine = dist.share(starts) if shared else starts
+    bar = tqdm(total=len(prompts), desc="generating", disable=not progress or not dist.is_main(),
+               dynamic_ncols=True)
+    for i in mine:
         p = list(prompts[i:i + batch_size])
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
         # Draw the initial latents on the CPU so results do not depend on the device.
@@ -36,8 +42,10 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
         img = pipe(prompt=p, negative_prompt=neg, num_inference_steps=steps, guidance_scale=guidance,
                    latents=latents, height=height, width=width, output_type="pt").images
         out.append(img.float().cpu() * 2 - 1)
-        bar.update(len(p))
+        bar.update(len(p) * (dist.world() if shared else 1))
     bar.close()
+    if shared:  # the batches come back in their one-process order (a batch is drawn as one process draws it)
+        out = dist.gather(out)
     return torch.cat(out)
 
 

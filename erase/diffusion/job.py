@@ -16,6 +16,7 @@ denoiser; the method (``methods/``) turns each step's batches into losses.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import hashlib
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .sd import data as D
+from ..core import distributed as dist
 from ..core.atomic import atomic_dirs, output_lock
 from ..core.checkpoints import TrainingDiverged, fresh_accelerator, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from .sd.data import EpochSampler
@@ -74,7 +76,8 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, re
                      "steps": recipe.gen_steps, "guidance": recipe.gen_guidance, "resolution": res}
             out = D.generated_folder(work / "data", kind, stamp)
             part = D.generate_image_folder(pipe, group_prompts, group_n, out, seed=seed, steps=recipe.gen_steps,
-                                           guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp)
+                                           guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp,
+                                           shard=all_drawn(opts, recipe))
             imgs = D.Captioned(imgs.images + part.images, imgs.captions + part.captions)
         n_max = max(g[1] for g in groups)
         source = (f"drawn by the base model ({recipe.gen_steps} steps, guidance {recipe.gen_guidance}, seeds "
@@ -82,6 +85,13 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, re
                                                    else "") + ")")
     mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}")
     return mean, std, imgs.captions, source
+
+
+def all_drawn(opts: EraseOptions, recipe: Recipe) -> bool:
+    """Every image is drawn by the model: then several processes share the drawing (a folder or a dataset
+    is read by the main process first, the others after it)."""
+    return (opts.forget_data is None and opts.retain_data is None and recipe.forget_dataset is None
+            and recipe.retain_dataset is None)
 
 
 class TextBank:
@@ -140,14 +150,31 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
         with ctx:
             return guided_forgetting_loss(eps, sched, z0, cond, bank.null(len(idx)), t, noise, recipe.guidance_w)
 
+    # Under several processes each takes every N-th batch; the noise of every batch is still drawn in
+    # order (cheap), so each batch sees the noise it sees in one process, and the sums are added up.
+    mine = set(dist.share(range(len(batches))))
+    numbered = list(enumerate(batches))
+
+    def my_loss(item):
+        k, idx = item
+        if k in mine:
+            return loss_fn(idx)
+        _noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, "cpu", torch.float32)
+        return None
+
     kind = sched.config.prediction_type
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
             "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
             "family": family_of_pipe(pipe).name, "prediction_type": sched.config.prediction_type,
             "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or _native_resolution(pipe)}
-    return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
-                        meta=meta, progress=progress, total=len(batches))
+    if dist.world() == 1:
+        return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
+                            meta=meta, progress=progress, total=len(batches))
+    meta["processes"] = dist.world()
+    return compute_mask(unet, my_loss, numbered, selection=recipe.selection, keep=recipe.keep, scope=scope,
+                        meta=meta, progress=progress and dist.is_main(), total=len(batches),
+                        reduce=dist.sum_gradients)
 
 
 def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
@@ -215,24 +242,33 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     accelerator = fresh_accelerator(mixed_precision, cpu=device == "cpu" or device is None and
                                     not torch.cuda.is_available())
     _mixed_precision_on_cpu(accelerator, mixed_precision)
-    with output_lock(out):
+    main = accelerator.is_main_process  # under several processes: the main one locks and writes
+    with output_lock(out) if main else contextlib.nullcontext():
         pipe = load_pipeline(model, device=accelerator.device)
         res = check_resolution(pipe, resolution)
         check_prediction_type(pipe)
-        wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False)
+        wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
+                           main_process=main)
+        dist.barrier()
         try:
             opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
-            mean, std, caps, _ = _latents(pipe, recipe, opts, wd.path, "forget", res)
+            with dist.main_first(all_drawn(opts, recipe)):
+                mean, std, caps, _ = _latents(pipe, recipe, opts, wd.path, "forget", res)
             bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
             if gradient_checkpointing:
                 pipe.unet.enable_gradient_checkpointing()
-            mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res)
+            mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res,
+                            progress=main)
             mask.meta["mixed_precision"] = mixed_precision
-            mask.save(out)
+            if main:
+                mask.save(out)
+            dist.barrier()
         except UserError:
-            wd.abandon()
+            if main:
+                wd.abandon()
             raise
-        wd.finish()
+        if main:
+            wd.finish()
     return mask
 
 
@@ -309,7 +345,9 @@ def erase(opts: EraseOptions) -> dict:
     with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
         accelerator.wait_for_everyone()
         summary = _run(opts, pipe, accelerator, wd.path, res, mask, lora_out)
+    dist.barrier()  # the other processes return once the main one has exported
     summary["seconds"] = round(time.time() - t_start, 2)
+    summary["processes"] = dist.world()
     summary["out"] = str(out)
     return summary
 
@@ -334,8 +372,8 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     if method.closed_form:
         return _run_closed_form(opts, pipe, accelerator, res, lora_out, family, method, settings)
 
-    # 1. data (the main process draws; the others wait and read the cache)
-    with accelerator.main_process_first():
+    # 1. data (under several processes each draws its share of the images; all then read them all)
+    with dist.main_first(all_drawn(opts, recipe)):
         if method.needs_images:
             f_mean, f_std, f_caps, f_source = _latents(pipe, recipe, opts, work, "forget", res)
         else:
@@ -358,25 +396,24 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
         cached = work / "mask.safetensors"
         key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, _target_key(pipe),
                         "per-concept union" if opts.mask_per_concept else "global")
-        # The main process computes (or reuses a cached mask made from the same recipe, data and seed);
-        # the other processes then load that same file, so every rank trains under one mask.
-        with accelerator.main_process_first():
-            mask = Mask.load(cached) if cached.exists() else None
-            # Only the main process judges the cache; the others take the file it left (their own encodings
-            # of the images need not be bit-identical to the main process's on other devices).
-            if accelerator.is_main_process and mask is not None and (
-                    mask.meta.get("recipe_key") != key or
-                    mask.meta.get("fingerprint") != fingerprint(select_parameters(unet, recipe.selection))):
-                mask = None
-            if mask is None:
-                if not accelerator.is_main_process:
-                    raise RuntimeError("the main process did not write the mask")
-                make = per_concept_mask if opts.mask_per_concept else mask_for
-                mask = make(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress,
-                            resolution=res)
-                mask.meta["recipe_key"] = key
-                mask.meta["mixed_precision"] = opts.mixed_precision
+        # A cached mask made from the same recipe, data and seed is reused. Only the main process judges the
+        # cache (the others' encodings of the images need not be bit-identical on other devices) and says.
+        reuse = False
+        if accelerator.is_main_process and cached.exists():
+            old = Mask.load(cached)
+            reuse = (old.meta.get("recipe_key") == key and
+                     old.meta.get("fingerprint") == fingerprint(select_parameters(unet, recipe.selection)))
+        if dist.broadcast(reuse):
+            mask = Mask.load(cached)
+        else:  # every process computes its share of the gradient sums; the sums are added up across them
+            make = per_concept_mask if opts.mask_per_concept else mask_for
+            mask = make(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress,
+                        resolution=res)
+            mask.meta["recipe_key"] = key
+            mask.meta["mixed_precision"] = opts.mixed_precision
+            if accelerator.is_main_process:
                 mask.save(cached)
+            dist.barrier()
     mask_seconds = time.time() - t_mask
     selection = None if mask is not None else select_parameters(unet, method.selection or recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)

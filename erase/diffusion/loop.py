@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..core.checkpoints import (checkpoint_history, diverged, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                weights_finite)
+from ..core import distributed as dist
+from ..core.checkpoints import (checkpoint_history, diverged, latest_checkpoint, load_checkpoint, rng_state,
+                                save_checkpoint, weights_finite)
 from ..core.errors import UserError
 from ..core.masked_optim import MaskedParameters
 from .methods import Batch, Method
@@ -51,7 +52,8 @@ def run(loop: Loop, resume: bool) -> dict:
     main = acc is None or acc.is_main_process
     start, ckpt = 0, latest_checkpoint(loop.work) if resume else None
     if ckpt is not None:
-        start = load_checkpoint(ckpt, loop.trainable, loop.optimizer, loop.samplers, loop.gen, loop.digest)
+        start = load_checkpoint(ckpt, loop.trainable, loop.optimizer, loop.samplers, loop.gen, loop.digest,
+                                dist.rank(), dist.world())
         if start > loop.steps:
             raise UserError(f"{ckpt} is at step {start}, past this run's {loop.steps} steps: resume with --steps "
                             f"{start} or more, or pass --restart")
@@ -72,18 +74,27 @@ def run(loop: Loop, resume: bool) -> dict:
         loop.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss) if acc is not None else loss.backward()
         loop.trainable.step(loop.optimizer, clip_grad_norm=loop.grad_clip)
-        history.append({"step": step + 1, "loss": loss.item(), "forget": parts["forget"].item(),
-                        "retain": parts["retain"].item()})
+        # under several processes: the step's losses averaged over ranks (each rank saw its own batches)
+        mean = dist.mean_over_ranks([loss.item(), parts["forget"].item(), parts["retain"].item()])
+        history.append({"step": step + 1, "loss": mean[0], "forget": mean[1], "retain": mean[2]})
         bar.set_postfix(forget=f"{history[-1]['forget']:.4f}", retain=f"{history[-1]['retain']:.4f}")
-        if (step + 1) % loop.checkpoint_every == 0 and step + 1 < loop.steps and main:
-            last_good = save_checkpoint(loop.work, step + 1, loop.trainable, loop.optimizer, loop.samplers, loop.gen,
-                                        loop.digest, history)
+        if (step + 1) % loop.checkpoint_every == 0 and step + 1 < loop.steps:
+            last_good = _checkpoint(loop, step + 1, history, main) or last_good
     seconds = time.time() - t0
     if not weights_finite(loop.trainable):
         raise diverged("a weight became NaN or infinite", loop.steps, last_good, loop.hint)
-    if start < loop.steps and main:
+    if start < loop.steps:
         # Saved before the export: a failed export (a full disk) loses no training, and `--resume` goes
         # straight to exporting.
-        save_checkpoint(loop.work, loop.steps, loop.trainable, loop.optimizer, loop.samplers, loop.gen, loop.digest,
-                        history)
+        _checkpoint(loop, loop.steps, history, main)
     return {"history": history, "seconds": seconds, "start": start}
+
+
+def _checkpoint(loop: Loop, step: int, history: list[dict], main: bool) -> Path | None:
+    """The main process writes the checkpoint, with every rank's random states (a collective: every rank
+    calls it); the others wait until it is on disk."""
+    ranks = dist.gather([rng_state(loop.samplers, loop.gen)])
+    path = save_checkpoint(loop.work, step, loop.trainable, loop.optimizer, loop.samplers, loop.gen, loop.digest,
+                           history, ranks) if main else None
+    dist.barrier()
+    return path

@@ -43,11 +43,15 @@ def generated_folder(root: Path, kind: str, stamp: dict) -> Path:
 
 def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed: int = 0, steps: int = 50,
                           guidance: float = 7.5, batch_size: int = 8, stamp: dict | None = None,
-                          height: int | None = None, width: int | None = None) -> Captioned:
+                          height: int | None = None, width: int | None = None, shard: bool = False) -> Captioned:
     """Generate ``n`` images cycling over ``prompts`` (image i: prompt i mod len, seed ``seed + i``).
 
     Resumable: an interrupted run keeps every finished image and the next run fills in the rest.
+    ``shard``: every process of a multi-process launch calls this, each draws its share of the missing
+    images (an image depends only on its prompt and seed), and all return once the folder is complete.
     """
+    from ...core import distributed as dist
+
     if not prompts or any(not p.strip() for p in prompts):
         raise UserError("an empty prompt list (or an empty prompt) cannot make forget/retain images")
     if n < 1:
@@ -55,15 +59,26 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
     out = Path(out)
     rows = [{"file_name": f"images/{i:05d}.png", "text": prompts[i % len(prompts)], "seed": seed + i}
             for i in range(n)]
+    main = not shard or dist.is_main()
     with disk_errors(out):
         (out / "images").mkdir(parents=True, exist_ok=True)
-        (out / "stamp.json").write_text(json.dumps(stamp or {}, indent=2, sort_keys=True))
+        if main:
+            (out / "stamp.json").write_text(json.dumps(stamp or {}, indent=2, sort_keys=True))
         todo = [r for r in rows if not (out / r["file_name"]).exists()]
-        with tqdm(total=n, initial=n - len(todo), desc=f"generating {out.name}", dynamic_ncols=True) as bar:
+        if shard:
+            dist.barrier()  # every rank has listed what is missing before anyone adds to it
+            todo = dist.share(todo)
+        with tqdm(total=n, initial=n - len(todo), desc=f"generating {out.name}", dynamic_ncols=True,
+                  disable=not main) as bar:
             _draw(pipe, todo, out, batch_size, steps, guidance, height, width, bar)
-        tmp_meta = out / f"metadata.jsonl.{os.getpid()}.tmp"  # unique: several processes may finish together
-        tmp_meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp_meta.replace(out / "metadata.jsonl")
+        if shard:
+            dist.barrier()  # every share is on disk
+        if main:
+            tmp_meta = out / f"metadata.jsonl.{os.getpid()}.tmp"  # unique: several processes may finish together
+            tmp_meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            tmp_meta.replace(out / "metadata.jsonl")
+        if shard:
+            dist.barrier()
     return Captioned([out / r["file_name"] for r in rows], [r["text"] for r in rows])
 
 
