@@ -58,6 +58,26 @@ def _other_process() -> bool:
     return int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _several_processes() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def in_main_process_alone(func, args) -> int:
+    """A job that does not share its work over processes (training a toy model, the DDPM and
+    classification paths, generating, the attack audit), under a multi-process launch: the main process
+    runs it as if it were alone, the others are done at once (exit 0); said on stderr."""
+    from ..core import distributed as dist
+
+    if not dist.is_main():
+        return 0
+    print(f"salun: note: this command runs in one process (the main one of the {dist.world()} launched)",
+          file=sys.stderr)
+    with dist.alone():
+        return func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
@@ -65,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     from .launch import warn_single_process_launch
 
     parser = _parser()
-    args = parser.parse_args(argv)
     quiet = _other_process()
+    if quiet:  # a usage error is said once, by the main process
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = parser.parse_args(argv)
+    else:
+        args = parser.parse_args(argv)
     if quiet:
         import os
 
@@ -77,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        if getattr(args, "shares_work", False) or not _several_processes():
+            return args.func(args)
+        return in_main_process_alone(args.func, args)
     except (UserError, FileExistsError) as e:
         if not quiet:
             print(f"salun: error: {e}", file=sys.stderr)

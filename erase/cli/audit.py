@@ -46,7 +46,7 @@ def add_audit_parsers(sub) -> None:
     ac.add_argument("--size", type=int, default=None)
     ac.add_argument("--device", default="cpu")
     ac.add_argument("--overwrite", action="store_true")
-    ac.set_defaults(func=_cmd_audit_concept)
+    ac.set_defaults(func=_cmd_audit_concept, shares_work=True)
 
     an = asub.add_parser("nudity", help="NudeNet counts on I2P prompts, per model, with a bar chart",
                          description="Generate I2P prompts (each with its own seed and guidance) through every "
@@ -74,7 +74,7 @@ def add_audit_parsers(sub) -> None:
     an.add_argument("--judge", type=Path, default=None, help="--detector toy: judge folder (default pipelines/toy-judge)")
     an.add_argument("--batch-size", type=int, default=8)
     an.add_argument("--out", type=Path, required=True, help="report folder (images/, report.json, report.md)")
-    an.set_defaults(func=_cmd_audit_nudity)
+    an.set_defaults(func=_cmd_audit_nudity, shares_work=True)
 
     _add_audit_attack_parser(asub)
 
@@ -249,18 +249,6 @@ def _cmd_audit_attack(args) -> int:
         check_model(model)
         check_same_text(args.base, model, role)
 
-    from ..core import distributed as dist
-
-    if not dist.is_main():  # the attack audit runs in the main process; the others are done
-        return 0
-    if dist.world() > 1:
-        print(f"salun: note: audit attack runs in one process (the main one of these {dist.world()})",
-              file=sys.stderr)
-    with dist.alone():
-        return _audit_attack(args, settings, device)
-
-
-def _audit_attack(args, settings, device) -> int:
     from ..audit.attack import audit_attack
 
     def one(concept: str, out: Path, overwrite: bool = False) -> dict:

@@ -64,6 +64,20 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
     return custom_recipe(args.forget_prompt, args.misaligned_prompt, args.retain_prompt, **common)
 
 
+def _several() -> bool:
+    """A multi-process launch (and not already running alone in its main process)."""
+    from ..core import distributed as dist
+
+    return dist.world() > 1
+
+
+def _alone(func, args) -> int:
+    """The class-conditional DDPM path runs in one process (the main one of a multi-process launch)."""
+    from . import in_main_process_alone
+
+    return in_main_process_alone(func, args)
+
+
 def _one_class(concepts: list[str] | None) -> str | None:
     if concepts and len(concepts) > 1:
         raise UserError("the class-conditional DDPM path erases one class per run: give one --concept")
@@ -84,7 +98,7 @@ def add_erase_parsers(sub) -> None:
     m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     _add_memory_args(m)
     _add_ddpm_args(m)
-    m.set_defaults(func=_cmd_mask)
+    m.set_defaults(func=_cmd_mask, shares_work=True)
 
     e = sub.add_parser("erase", help="erase a concept with SalUn and export a diffusers pipeline",
                        description="Draw forget/retain images with the base model (or load them), compute the "
@@ -140,7 +154,7 @@ def add_erase_parsers(sub) -> None:
     e.add_argument("--audit", action="store_true",
                    help="toy concepts: audit the result with the judge (40 forget / 50 retain images) and put the "
                         "figures in the model card")
-    e.set_defaults(func=_cmd_erase)
+    e.set_defaults(func=_cmd_erase, shares_work=True)
 
 
 def _add_memory_args(p: argparse.ArgumentParser) -> None:
@@ -171,6 +185,8 @@ def _sd_refuses_ddpm_options(args) -> None:
 
 
 def _cmd_mask(args) -> int:
+    if _is_ddpm(args.model) and _several():
+        return _alone(_cmd_mask, args)
     if _is_ddpm(args.model):
         from ..diffusion.ddpm.unlearn import make_ddpm_mask
 
@@ -232,7 +248,7 @@ def _cmd_erase(args) -> int:
             raise UserError(f"--method {args.method}: the class-conditional DDPM path takes salun or rl"
                             if args.method not in ("salun", "rl") else
                             f"--{next(iter(given))}: not an option of the DDPM path")
-        return _cmd_erase_ddpm(args)
+        return _alone(_cmd_erase_ddpm, args) if _several() else _cmd_erase_ddpm(args)
     _sd_refuses_ddpm_options(args)
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
