@@ -126,6 +126,9 @@ def main() -> None:
                    "per rate)")
     p.add_argument("--retain-per-pair", type=int, default=4, help="retain images per shape x colour (default 4)")
     p.add_argument("--skip", default="", help="comma list of parts to leave out: singles,continual,masks,uce")
+    p.add_argument("--retime", action="store_true",
+                   help="run the joint and single erasures once more, one after another with nothing else on the "
+                        "machine, for the time comparison (the first runs are kept for the rates)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     cache = Cache(a.out / "cache.json")
@@ -179,6 +182,18 @@ def main() -> None:
         res["uce4"]["retain_drop"] = base_row(SETS[4])["retain_acc"] - res["uce4"]["retain_acc"]
         print(f"uce 4: forget {res['uce4']['forget_rate']}, retain {res['uce4']['retain_acc']:.1%}, "
               f"{res['uce4']['seconds']} s", flush=True)
+    if a.retime:  # the cost comparison from runs made back to back on a quiet machine
+        timed = {}
+        for name, concepts in [*((f"joint{n}", e) for n, e in SETS.items()), *((f"single-{s}", [s]) for s in SETS[4])]:
+            out = models / f"retime-{name}"
+            timed[name] = cache.get(f"retime|{name}", lambda: run_erase([recipes[c] for c in concepts], out))["seconds"]
+            shutil.rmtree(out, ignore_errors=True)
+        for n, erased in SETS.items():
+            total = sum(timed[f"single-{s}"] for s in erased)
+            res["joint"][n].update(retimed_seconds=timed[f"joint{n}"], retimed_sum_of_singles=round(total, 1),
+                                   retimed_joint_vs_singles=round(timed[f"joint{n}"] / total, 3))
+        res["retimed"] = timed
+        print(f"retimed: {timed}", flush=True)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
         print(f"wrote {a.json}")

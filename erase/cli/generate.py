@@ -23,7 +23,7 @@ def add_generate_parser(sub) -> None:
                         "numbered if it exists)")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_sampling_args(g)
-    g.set_defaults(func=_cmd_generate)
+    g.set_defaults(func=_cmd_generate, shares_work=True)
 
 
 def _prompts(args) -> list[str]:
@@ -78,7 +78,7 @@ def _cmd_generate(args) -> int:
 
     import torch
 
-    from ..core.atomic import atomic_dir
+    from ..core import distributed as dist
     from ..diffusion.generate import generate, grid, save_images, to_pil
     from ..diffusion.pipeline import load_pipeline
 
@@ -102,9 +102,10 @@ def _cmd_generate(args) -> int:
         args.steps = TOY_SAMPLING_STEPS if args.steps is None else args.steps
         args.guidance = TOY_SAMPLING_GUIDANCE if args.guidance is None else args.guidance
         pipe = load_pipeline(args.model, device=device)
-        images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
-                          negative_prompt=args.negative_prompt)
-    with atomic_dir(out, overwrite=args.overwrite) as tmp:
+        with dist.sharded():  # several processes: each draws every N-th batch, gathered in order
+            images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
+                              negative_prompt=args.negative_prompt)
+    with dist.written_once(out, overwrite=args.overwrite) as tmp:
         names = [f"{i // args.num_images:03d}_{s:06d}.png" for i, s in enumerate(seeds)]
         save_images(images, tmp, names)
         scale = max(1, 128 // images.shape[-1])
