@@ -10,8 +10,9 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
   single or joint, so the runs differ only in what they erase together.
 - **singles**: each of the four shapes alone, for the cost: the joint run's wall time against the sum of
   the single runs' (each whole run: drawing, mask, training, export; a fresh work folder every time).
-- **continual**: circle, then triangle from that model, then cross from that one (the recipes in
-  ``prompts/toy.json``), each step measured on every shape erased so far.
+- **continual**: circle, then triangle from that model, then cross from that one, each step measured on
+  every shape erased so far; once with the joint runs' recipes (``continual``) and once with the shipped
+  recipes of ``prompts/toy.json`` (``continual_shipped``: triangle -> star, cross -> heart).
 - **masks**: the four shapes' own masks (no training): each pair's overlap (shared / either) and the
   union's size against the joint mask's.
 - **uce**: UCE's closed-form edit of the same four shapes, for the time against SalUn's joint run.
@@ -136,7 +137,7 @@ def main() -> None:
     recipes = write_recipes(a.out / "recipes")
     models = a.out / "models"
     ev = lambda model, erased: measure(model, erased, a.per_colour, a.retain_per_pair)  # noqa: E731
-    res: dict = {"joint": {}, "singles": {}, "continual": [], "base": {}}
+    res: dict = {"joint": {}, "singles": {}, "base": {}}
 
     def base_row(erased):
         key = ",".join(erased)
@@ -161,17 +162,25 @@ def main() -> None:
             res["joint"][n]["sum_of_singles_seconds"] = round(total, 1)
             res["joint"][n]["joint_vs_singles"] = round(res["joint"][n]["seconds"] / total, 3)
     if "continual" not in skip:
-        model = str(TOY_SD)
-        for k, s in enumerate(CONTINUAL):
-            out = models / f"continual{k + 1}-{s}"
-            run = cache.get(f"continual|{k}|run", lambda: run_erase([s], out, model=model))
-            erased = CONTINUAL[:k + 1]
-            row = {"erased": erased, **run, **cache.get(f"continual|{k}|eval", lambda: ev(out, erased))}
-            row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
-            res["continual"].append(row)
-            print(f"continual {'+'.join(erased)}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}, "
-                  f"{row['seconds']} s", flush=True)
-            model = str(out)
+        # twice: with the joint runs' recipes (each shape sent to square or heart), and with the shipped
+        # recipes of prompts/toy.json (triangle -> star, cross -> heart)
+        for key, recipe_of in (("continual", lambda c: recipes[c]), ("continual_shipped", lambda c: c)):
+            res[key] = []
+            model = str(TOY_SD)
+            prefix = "continual-bench" if key == "continual" else "continual"
+            for k, s in enumerate(CONTINUAL):
+                out = models / f"{prefix}{k + 1}-{s}"
+                keys = (f"{prefix}|{k}|run", f"{prefix}|{k}|eval")
+                if key == "continual" and k == 0:  # the first step is the joint run of one concept
+                    out, keys = models / "joint1", ("joint1|run", "joint1|eval")
+                run = cache.get(keys[0], lambda: run_erase([recipe_of(s)], out, model=model))
+                erased = CONTINUAL[:k + 1]
+                row = {"erased": erased, **run, **cache.get(keys[1], lambda: ev(out, erased))}
+                row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
+                res[key].append(row)
+                print(f"{key} {'+'.join(erased)}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}, "
+                      f"{row['seconds']} s", flush=True)
+                model = str(out)
     if "masks" not in skip:
         res["masks"] = cache.get("masks", lambda: concept_masks(recipes, a.out / ".masks"))
         print(f"masks: {res['masks']}", flush=True)
