@@ -64,6 +64,13 @@ def _several_processes() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _peer_lost(e: BaseException) -> bool:
+    """The error a collective raises when a peer process is gone (gloo's or NCCL's words, or a timeout)."""
+    text = f"{type(e).__name__}: {e}"
+    return any(w in text for w in ("Connection closed by peer", "Connection reset by peer", "DistBackendError",
+                                   "DistNetworkError", "ProcessGroupNCCL", "Broken pipe", "Timed out"))
+
+
 def in_main_process_alone(func, args) -> int:
     """A job that does not share its work over processes (training a toy model, the DDPM and
     classification paths, generating, the attack audit), under a multi-process launch: the main process
@@ -121,3 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"salun: {e}" if str(e) else "salun: interrupted; finished stages and checkpoints are kept",
               file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if not (_several_processes() and _peer_lost(e)):
+            raise
+        # Another process of the launch died: its own error is the one to read, not this one's traceback.
+        print("salun: error: another process of this launch stopped (its message is above); this one stops too, "
+              "and no output was written (a rerun with --resume continues from the work folder)", file=sys.stderr)
+        return 1

@@ -31,13 +31,14 @@ def _env() -> dict:
     return {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _two(args: list[str], cwd: Path, timeout: int = 600, wait: bool = True):
+def _two(args: list[str], cwd: Path, timeout: int = 600, wait: bool = True, env: dict | None = None):
     cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
            "no", "--dynamo_backend", "no", "--main_process_port", _port(), "-m", "erase.cli", *args]
     if not wait:
         return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def _one(args: list[str], cwd: Path, timeout: int = 600):
@@ -125,3 +126,23 @@ def test_audits_write_one_report_equal_to_the_one_process_report(tmp_path):
     assert n2.returncode == 0 and n1.returncode == 0, n2.stderr[-3000:] + n1.stderr[-3000:]
     a, b = (json.loads((tmp_path / n / "report.json").read_text())["models"] for n in ("n2", "n1"))
     assert a == b and a["toy-sd"]["total"] >= 1
+
+
+def test_a_process_that_dies_stops_the_other_without_a_hang(tmp_path):
+    """Process 1 dies mid-run (as if killed): process 0 stops at its next collective with one line of its
+    own, no traceback and no hang, and no output is written."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, threading, time\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    threading.Thread(target=lambda: (time.sleep(12), os._exit(3)), daemon=True).start()\n")
+    t0 = time.time()
+    r = _two(["erase", *ERASE, "--steps", "400", "--out", "erased"], tmp_path, timeout=300,
+             env={"PYTHONPATH": str(hook)})
+    assert r.returncode != 0 and time.time() - t0 < 240, r.stderr[-3000:]
+    # process 0 meets the loss at its next collective, or the launcher's SIGTERM first: one line either way
+    assert ("salun: error: another process of this launch stopped" in r.stderr
+            or "salun: interrupted" in r.stderr), r.stderr[-3000:]
+    assert "[rank0]: Traceback" not in r.stderr, r.stderr[-3000:]
+    assert not (tmp_path / "erased").exists()
