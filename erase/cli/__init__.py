@@ -77,6 +77,8 @@ def in_main_process_alone(func, args) -> int:
     runs it as if it were alone, the others are done at once (exit 0); said on stderr."""
     from ..core import distributed as dist
 
+    if dist.world() == 1:  # one process, or already running alone
+        return func(args)
     if not dist.is_main():
         return 0
     print(f"salun: note: this command runs in one process (the main one of the {dist.world()} launched)",

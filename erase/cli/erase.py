@@ -71,13 +71,6 @@ def _several() -> bool:
     return dist.world() > 1
 
 
-def _alone(func, args) -> int:
-    """The class-conditional DDPM path runs in one process (the main one of a multi-process launch)."""
-    from . import in_main_process_alone
-
-    return in_main_process_alone(func, args)
-
-
 def _one_class(concepts: list[str] | None) -> str | None:
     if concepts and len(concepts) > 1:
         raise UserError("the class-conditional DDPM path erases one class per run: give one --concept")
@@ -185,8 +178,10 @@ def _sd_refuses_ddpm_options(args) -> None:
 
 
 def _cmd_mask(args) -> int:
-    if _is_ddpm(args.model) and _several():
-        return _alone(_cmd_mask, args)
+    if _is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
+        from . import in_main_process_alone
+
+        return in_main_process_alone(_cmd_mask, args)
     if _is_ddpm(args.model):
         from ..diffusion.ddpm.unlearn import make_ddpm_mask
 
@@ -248,7 +243,9 @@ def _cmd_erase(args) -> int:
             raise UserError(f"--method {args.method}: the class-conditional DDPM path takes salun or rl"
                             if args.method not in ("salun", "rl") else
                             f"--{next(iter(given))}: not an option of the DDPM path")
-        return _alone(_cmd_erase_ddpm, args) if _several() else _cmd_erase_ddpm(args)
+        from . import in_main_process_alone
+
+        return in_main_process_alone(_cmd_erase_ddpm, args)  # the DDPM path runs in one process, the main one
     _sd_refuses_ddpm_options(args)
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,

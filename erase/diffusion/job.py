@@ -150,18 +150,6 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
         with ctx:
             return guided_forgetting_loss(eps, sched, z0, cond, bank.null(len(idx)), t, noise, recipe.guidance_w)
 
-    # Under several processes each takes every N-th batch; the noise of every batch is still drawn in
-    # order (cheap), so each batch sees the noise it sees in one process, and the sums are added up.
-    mine = set(dist.share(range(len(batches))))
-    numbered = list(enumerate(batches))
-
-    def my_loss(item):
-        k, idx = item
-        if k in mine:
-            return loss_fn(idx)
-        _noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, "cpu", torch.float32)
-        return None
-
     kind = sched.config.prediction_type
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
             "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
@@ -171,9 +159,20 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     if dist.world() == 1:
         return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
                             meta=meta, progress=progress, total=len(batches))
+    # Under several processes each takes every N-th batch; the noise of every batch is still drawn in
+    # order (cheap), so each batch sees the noise it sees in one process, and the sums are added up.
+    mine = set(dist.share(range(len(batches))))
+
+    def my_loss(item):
+        k, idx = item
+        if k in mine:
+            return loss_fn(idx)
+        _noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, "cpu", torch.float32)
+        return None
+
     meta["processes"] = dist.world()
-    return compute_mask(unet, my_loss, numbered, selection=recipe.selection, keep=recipe.keep, scope=scope,
-                        meta=meta, progress=progress and dist.is_main(), total=len(batches),
+    return compute_mask(unet, my_loss, list(enumerate(batches)), selection=recipe.selection, keep=recipe.keep,
+                        scope=scope, meta=meta, progress=progress and dist.is_main(), total=len(batches),
                         reduce=dist.sum_gradients)
 
 
