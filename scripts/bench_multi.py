@@ -11,8 +11,9 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
 - **singles**: each of the four shapes alone, for the cost: the joint run's wall time against the sum of
   the single runs' (each whole run: drawing, mask, training, export; a fresh work folder every time).
 - **continual**: circle, then triangle from that model, then cross from that one, each step measured on
-  every shape erased so far; once with the joint runs' recipes (``continual``) and once with the shipped
-  recipes of ``prompts/toy.json`` (``continual_shipped``: triangle -> star, cross -> heart).
+  every shape erased so far; with the joint runs' recipes (``continual``) and with the shipped recipes of
+  ``prompts/toy.json`` (``continual_shipped``: triangle -> star, cross -> heart); each chain with the
+  earlier concepts replayed (the default) and without (``*_no_replay``: ``salun erase --no-replay``).
 - **masks**: the four shapes' own masks (no training): each pair's overlap (shared / either) and the
   union's size against the joint mask's.
 - **uce**: UCE's closed-form edit of the same four shapes, for the time against SalUn's joint run.
@@ -127,6 +128,8 @@ def main() -> None:
                    "per rate)")
     p.add_argument("--retain-per-pair", type=int, default=4, help="retain images per shape x colour (default 4)")
     p.add_argument("--skip", default="", help="comma list of parts to leave out: joint,singles,continual,masks,uce")
+    p.add_argument("--chains", default=None, help="with continual: a comma list of the chains to run (continual,"
+                   "continual_no_replay,continual_shipped,continual_shipped_no_replay; default all)")
     p.add_argument("--retime", action="store_true",
                    help="run the joint and single erasures once more, one after another with nothing else on the "
                         "machine, for the time comparison (the first runs are kept for the rates)")
@@ -164,20 +167,27 @@ def main() -> None:
             res["joint"][n]["sum_of_singles_seconds"] = round(total, 1)
             res["joint"][n]["joint_vs_singles"] = round(res["joint"][n]["seconds"] / total, 3)
     if "continual" not in skip:
-        # twice: with the joint runs' recipes (each shape sent to square or heart), and with the shipped
-        # recipes of prompts/toy.json (triangle -> star, cross -> heart)
-        for key, recipe_of in (("continual", lambda c: recipes[c]), ("continual_shipped", lambda c: c)):
+        # with the joint runs' recipes (each shape sent to square or heart) and with the shipped recipes of
+        # prompts/toy.json (triangle -> star, cross -> heart); each with the earlier concepts replayed (the
+        # default) and without (--no-replay, the first version, which let the first concept come back)
+        chains = (("continual", "continual-replay", lambda c: recipes[c], True),
+                  ("continual_no_replay", "continual-bench", lambda c: recipes[c], False),
+                  ("continual_shipped", "continual-shipped-replay", lambda c: c, True),
+                  ("continual_shipped_no_replay", "continual", lambda c: c, False))
+        for key, prefix, recipe_of, replay in chains:
+            if a.chains and key not in a.chains.split(","):
+                continue
             res[key] = []
             model = str(TOY_SD)
-            prefix = "continual-bench" if key == "continual" else "continual"
             for k, s in enumerate(CONTINUAL):
                 out = models / f"{prefix}{k + 1}-{s}"
                 keys = (f"{prefix}|{k}|run", f"{prefix}|{k}|eval")
-                if key == "continual" and k == 0:  # the first step is the joint run of one concept
-                    out, keys = models / "joint1", ("joint1|run", "joint1|eval")
-                run = cache.get(keys[0], lambda: run_erase([recipe_of(s)], out, model=model))
+                if k == 0:  # the first step erases the base: the same run with or without replay
+                    out, keys = ((models / "joint1", ("joint1|run", "joint1|eval")) if "shipped" not in key else
+                                 (models / "continual1-circle", ("continual|0|run", "continual|0|eval")))
+                run = cache.get(keys[0], lambda: run_erase([recipe_of(s)], out, model=model, replay=replay))
                 erased = CONTINUAL[:k + 1]
-                row = {"erased": erased, **run, **cache.get(keys[1], lambda: ev(out, erased))}
+                row = {"erased": erased, "replay": replay, **run, **cache.get(keys[1], lambda: ev(out, erased))}
                 row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
                 res[key].append(row)
                 print(f"{key} {'+'.join(erased)}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}, "

@@ -125,6 +125,10 @@ def add_erase_parsers(sub) -> None:
     e.add_argument("--mask-per-concept", action="store_true",
                    help="with several --concept: one mask per concept from its own forget images, combined by union "
                         "(the mask metadata reports each pair's overlap); default: one mask from all forget images")
+    e.add_argument("--no-replay", action="store_true",
+                   help="erasing a model salun erased before: do not train on its earlier concepts again (by "
+                        "default their forget and misaligned prompts, kept in its recipe.json history, join this "
+                        "run's forget set so that they stay erased)")
     e.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
     e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
@@ -251,7 +255,8 @@ def _cmd_erase(args) -> int:
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
                      guidance_w=args.guidance_w)
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
-                        use_mask=not args.no_mask, mask_per_concept=args.mask_per_concept, method=args.method, method_options=given, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
+                        use_mask=not args.no_mask, mask_per_concept=args.mask_per_concept,
+                        replay=not args.no_replay, method=args.method, method_options=given, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
                         resume=args.resume, restart=args.restart, checkpoint_every=args.checkpoint_every,
                         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
@@ -336,7 +341,7 @@ def _cmd_erase_ddpm(args) -> int:
                "--retain-prompt": args.retain_prompt, "--forget-data": args.forget_data,
                "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
                "--resolution": args.resolution, "--xformers": args.xformers,
-               "--mask-per-concept": args.mask_per_concept}
+               "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:
         raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")

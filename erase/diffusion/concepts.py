@@ -8,7 +8,10 @@ of the forget set and uniform batches sample the concepts evenly.
 
 ``read_history`` reads what an erased pipeline was already erased of (its ``recipe.json``), so that
 erasing one more concept from it keeps the earlier ones out of the retain set and the new card and
-recipe.json carry the whole history.
+recipe.json carry the whole history. ``with_replay`` adds the earlier concepts back to the forget set
+(their own forget and misaligned prompts, from the history), so that training on the new concept also
+holds the earlier erasures in place: without it, a third erasure brought the first concept back
+(``scripts/bench_multi.py``).
 """
 from __future__ import annotations
 
@@ -85,8 +88,54 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
                    forget_dataset=None, retain_dataset=None, extra=extra)
 
 
+def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
+    """``recipe`` (one concept or several) plus the concepts erased before, replayed: each earlier concept's
+    forget prompts join the forget set, paired with its own misaligned prompts, with its own ``n_forget``
+    images (drawn by the model being erased), marked ``"replay": True`` among the parts. A concept erased
+    again, and one whose misaligned prompt is now erased (it would be taught to draw it), are not replayed."""
+    own = parts(recipe)
+    names = {p["concept"] for p in own}
+    gone = {_norm(q) for q in recipe.forget_prompts}
+    replays: list[dict] = []
+    unknown: list[str] = []
+    for e in earlier:
+        if "parts" not in e:  # written before histories kept the misaligned prompts
+            unknown.append(e.get("concept", "?"))
+            continue
+        for p in e["parts"]:
+            if p["concept"] in names or any(_norm(q) in gone for q in p["forget_prompts"]):
+                continue  # erased again in this run, with this run's prompts
+            if any(_norm(m) in gone for m in p["misaligned_prompts"]):
+                print(f"salun: warning: {p['concept']}, erased before, was sent to "
+                      f"{p['misaligned_prompts'][0]!r}, which this run erases: it is not replayed, so this run "
+                      "may bring it back (audit it)", file=sys.stderr)
+                continue
+            names.add(p["concept"])
+            gone |= {_norm(q) for q in p["forget_prompts"]}
+            replays.append({**p, "replay": True})
+    if unknown:
+        print(f"salun: warning: the history does not keep the misaligned prompts of {', '.join(unknown)}: "
+              "they are not replayed, so this run may bring them back (audit them)", file=sys.stderr)
+    if not replays:
+        return recipe
+    forget = list(recipe.forget_prompts) + [q for p in replays for q in p["forget_prompts"]]
+    # one misaligned prompt per forget prompt, so that misaligned_for pairs each with its own concept's
+    misaligned = ([recipe.misaligned_for(q) for q in recipe.forget_prompts] +
+                  [p["misaligned_prompts"][i % len(p["misaligned_prompts"])]
+                   for p in replays for i in range(len(p["forget_prompts"]))]) if recipe.misaligned_prompts else []
+    return replace(recipe, forget_prompts=forget, misaligned_prompts=misaligned,
+                   n_forget=recipe.n_forget + sum(p["n_forget"] for p in replays),
+                   extra={**recipe.extra, "concepts": own + replays})
+
+
+def replayed(recipe: Recipe) -> list[str]:
+    """The earlier concepts a continual erasure replays."""
+    return [p["concept"] for p in parts(recipe) if p.get("replay")]
+
+
 def parts(recipe: Recipe) -> list[dict]:
-    """The concepts of a (combined) recipe: [{concept, forget_prompts, misaligned_prompts, n_forget, toy}]."""
+    """The concepts of a (combined) recipe: [{concept, forget_prompts, misaligned_prompts, n_forget, toy}]
+    (a replayed earlier concept also has ``"replay": True``)."""
     return recipe.extra.get("concepts") or [{"concept": recipe.name, "forget_prompts": recipe.forget_prompts,
                                              "misaligned_prompts": recipe.misaligned_prompts,
                                              "n_forget": recipe.n_forget, "toy": recipe.extra.get("toy")}]
@@ -113,15 +162,26 @@ def read_history(model: str | None) -> list[dict]:
               "without the history of its earlier erasures (their concepts may enter the retain set)",
               file=sys.stderr)
         return data.get("history", []) if isinstance(data, dict) else []
-    if "history" in data:
-        return list(data["history"])
-    return [entry(data["recipe"], data.get("summary", {}), data.get("options", {}))]
+    last = entry(data["recipe"], data.get("summary", {}), data.get("options", {}))
+    if "history" not in data:
+        return [last]
+    history = [dict(e) for e in data["history"]]
+    if history and "parts" not in history[-1]:  # an older history: the last erasure's recipe has its prompts
+        history[-1]["parts"] = last["parts"]
+    return history
 
 
 def entry(recipe: dict, summary: dict, options: dict) -> dict:
-    """One erasure in a pipeline's history: what was erased, how, from what."""
-    ps = recipe.get("extra", {}).get("concepts") or [{"concept": recipe["name"],
-                                                      "forget_prompts": recipe["forget_prompts"]}]
-    return {"concept": recipe["name"], "concepts": [p["concept"] for p in ps],
-            "forget_prompts": [q for p in ps for q in p["forget_prompts"]],
+    """One erasure in a pipeline's history: what was erased (each concept's prompts, so that a later erasure
+    can replay it), what it replayed, how, from what."""
+    ps = recipe.get("extra", {}).get("concepts") or [{
+        "concept": recipe["name"], "forget_prompts": recipe["forget_prompts"],
+        "misaligned_prompts": recipe["misaligned_prompts"], "n_forget": recipe["n_forget"],
+        "toy": recipe.get("extra", {}).get("toy")}]
+    own = [p for p in ps if not p.get("replay")]
+    return {"concept": recipe["name"], "concepts": [p["concept"] for p in own],
+            "forget_prompts": [q for p in own for q in p["forget_prompts"]],
+            "parts": [{k: p.get(k) for k in ("concept", "forget_prompts", "misaligned_prompts", "n_forget", "toy")}
+                      for p in own],
+            "replayed": [p["concept"] for p in ps if p.get("replay")],
             "method": summary.get("method"), "model": options.get("model"), "steps": summary.get("steps")}

@@ -22,6 +22,7 @@ import gc
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
 from . import loop
 from .family import Family, family_for_class
-from .concepts import combine, entry, parts, read_history
+from .concepts import combine, entry, parts, read_history, with_replay
 from .methods import METHODS, Batch, Context
 from .sd.recipes import Recipe
 from ..core.workdir import check_work_dir, job_folders, open_work_dir
@@ -327,8 +328,14 @@ def erase(opts: EraseOptions) -> dict:
                         "audit other models with `salun audit nudity` or `salun audit concept`")
     earlier = read_history(source)
     if earlier:  # erasing one more concept: the earlier ones stay out of the retain set, the card keeps them
-        opts = replace(opts, recipe=combine([opts.recipe], earlier),
-                       extra_card={**opts.extra_card, "history": earlier})
+        recipe = combine([opts.recipe], earlier)
+        if opts.replay and opts.forget_data is None and recipe.forget_dataset is None:
+            recipe = with_replay(recipe, earlier)  # and they are trained on again, so that they stay erased
+        elif opts.replay:
+            print("salun: warning: the earlier erased concepts are not replayed when the forget images come from "
+                  "--forget-data or a dataset (they have no images there); this run may bring them back",
+                  file=sys.stderr)
+        opts = replace(opts, recipe=recipe, extra_card={**opts.extra_card, "history": earlier})
     t_start = time.time()
     accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device is not None and
                                     torch.device(opts.device).type == "cpu", device=opts.device)

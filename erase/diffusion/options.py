@@ -22,6 +22,7 @@ class EraseOptions:
     mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
     use_mask: bool = True  # False: every selected weight trains (the ablation; the same as method "rl")
     mask_per_concept: bool = False  # several concepts: one mask each, combined by union (else one from all)
+    replay: bool = True  # erasing an erased model: its earlier concepts join the forget set (kept erased)
     method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
     method_options: dict = field(default_factory=dict)  # the method's own options given (name -> value)
     steps: int | None = None

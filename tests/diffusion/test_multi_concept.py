@@ -8,7 +8,7 @@ import torch
 from erase.cli import main
 from erase.core.errors import UserError
 from erase.core.mask import Mask
-from erase.diffusion.concepts import combine, read_history
+from erase.diffusion.concepts import combine, entry, read_history, replayed, with_replay
 from erase.diffusion.job import EraseOptions, erase
 from erase.diffusion.sd.recipes import load_recipe
 from erase.toy import TOY_SD
@@ -40,6 +40,37 @@ def test_combine_refusals():
         combine([load_recipe("heart")], earlier)  # heart -> circle, which the model no longer draws
     kept = combine([load_recipe("square")], earlier)
     assert not [p for p in kept.retain_prompts if "circle" in p]
+
+
+def test_replay_trains_the_earlier_concepts_again(capsys):
+    circle, cross = load_recipe("circle"), load_recipe("cross")
+    earlier = [entry(circle.to_dict(), {"method": "salun"}, {"model": "base"})]
+    r = with_replay(combine([cross], earlier), earlier)
+    assert r.name == "cross" and replayed(r) == ["circle"]
+    assert r.forget_prompts == cross.forget_prompts + circle.forget_prompts
+    assert r.n_forget == cross.n_forget + circle.n_forget  # the earlier concept's own share of images
+    # each forget prompt keeps its own concept's misaligned prompt
+    assert [r.misaligned_for(p) for p in r.forget_prompts] == (
+        [cross.misaligned_for(p) for p in cross.forget_prompts] + circle.misaligned_prompts)
+    assert not [p for p in r.retain_prompts if "circle" in p or "cross" in p]
+    # the history entry of this run names its own concept, and what it replayed
+    e = entry(r.to_dict(), {}, {})
+    assert e["concepts"] == ["cross"] and e["replayed"] == ["circle"] and e["parts"][0]["concept"] == "cross"
+    assert e["forget_prompts"] == cross.forget_prompts
+    # a concept erased again is trained as this run's own, not replayed
+    assert replayed(with_replay(combine([circle], earlier), earlier)) == []
+    assert capsys.readouterr().err == ""
+
+    # triangle was sent to star; erasing star now: replaying triangle would teach it to draw star
+    tri = [entry(load_recipe("triangle").to_dict(), {}, {})]
+    star = load_recipe("star")
+    r = with_replay(combine([star], tri), tri)
+    assert replayed(r) == [] and r.forget_prompts == star.forget_prompts
+    assert "triangle, erased before, was sent to 'a red star'" in capsys.readouterr().err
+    # a history written before entries kept the misaligned prompts: not replayed, said
+    old = [{"concept": "circle", "forget_prompts": circle.forget_prompts}]
+    assert replayed(with_replay(combine([cross], old), old)) == []
+    assert "does not keep the misaligned prompts of circle" in capsys.readouterr().err
 
 
 def _refused(argv, capsys, match):
@@ -95,8 +126,17 @@ def test_one_more_concept_from_an_erased_model_keeps_the_history(two, tmp_path, 
     assert rec["history"][1]["model"] == str(tmp / "two")
     # the earlier concepts stay out of what the run keeps
     assert not [p for p in rec["recipe"]["retain_prompts"] if "circle" in p or "triangle" in p]
-    assert "## Erasure history" in (tmp_path / "three" / "README.md").read_text()
+    card = (tmp_path / "three" / "README.md").read_text()
+    assert "## Erasure history" in card and "Replayed, to keep them erased: **circle**, **triangle**" in card
     assert summary["steps"] == 2
+    # the earlier concepts are trained on again (replayed), each with its own images, drawn by this model
+    assert summary["n_forget"] == 12 and rec["history"][1]["replayed"] == ["circle", "triangle"]
+    mask = Mask.load(tmp_path / "three" / "mask.safetensors")
+    assert {p.split()[-1] for p in mask.meta["prompts"]} == {"circle", "triangle", "cross"}
+    plain = erase(EraseOptions(recipe=load_recipe("cross", **TINY), model=str(tmp / "two"), out=tmp_path / "plain",
+                               work_dir=tmp_path / "work", progress=False, replay=False))
+    assert plain["n_forget"] == 4
+    assert json.loads((tmp_path / "plain" / "recipe.json").read_text())["history"][1]["replayed"] == []
     with pytest.raises(UserError, match="forget prompt of circle"):  # heart -> circle, erased before
         erase(EraseOptions(recipe=load_recipe("heart", **TINY), model=str(tmp_path / "three"),
                            out=tmp_path / "four", progress=False))

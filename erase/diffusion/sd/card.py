@@ -51,7 +51,11 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     usage = (family.usage("path/to/this/folder") if family is not None else
              'from diffusers import StableDiffusionPipeline\n'
              'pipe = StableDiffusionPipeline.from_pretrained("path/to/this/folder")')
-    concepts = recipe.extra.get("concepts") or []
+    every = recipe.extra.get("concepts") or []
+    concepts = [c for c in every if not c.get("replay")]
+    again = [c["concept"] for c in every if c.get("replay")]
+    replay_line = (f"- Replayed, to keep them erased: {', '.join(f'**{c}**' for c in again)} (erased before; their "
+                   "forget and misaligned prompts, from the history, joined this run's forget set)\n" if again else "")
     concept_line = (f"- Concepts erased together ({len(concepts)}): " + "; ".join(
         f"**{c['concept']}** ({', '.join(f'`{p}`' for p in c['forget_prompts'][:3])}"
         f"{', ...' if len(c['forget_prompts']) > 3 else ''} -> {', '.join(f'`{p}`' for p in c['misaligned_prompts'][:1])}"
@@ -75,7 +79,7 @@ pipeline_tag: text-to-image
 {how}
 
 - Concept: **{recipe.name}**. {recipe.description}
-{concept_line}- Forget prompts: {", ".join(f"`{p}`" for p in recipe.forget_prompts)}
+{concept_line}{replay_line}- Forget prompts: {", ".join(f"`{p}`" for p in recipe.forget_prompts)}
 - Misaligned prompts: {", ".join(f"`{p}`" for p in recipe.misaligned_prompts)}
 - Retain prompts: {len(recipe.retain_prompts)} ({", ".join(f"`{p}`" for p in recipe.retain_prompts[:4])}{"..." if len(recipe.retain_prompts) > 4 else ""})
 - Mask: {mask_line}
