@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,10 @@ class Cache:
 
     def get(self, key: str, make):
         if key not in self.data:
-            self.data[key] = make()
-            tmp = self.path.with_suffix(".tmp")
+            value = make()
+            # another benchmark may share this cache (separate parts run side by side): keep its entries
+            self.data = {**(json.loads(self.path.read_text()) if self.path.exists() else {}), **self.data, key: value}
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.data, indent=1))
             tmp.replace(self.path)
         return self.data[key]

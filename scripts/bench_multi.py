@@ -14,6 +14,10 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
   every shape erased so far; with the joint runs' recipes (``continual``) and with the shipped recipes of
   ``prompts/toy.json`` (``continual_shipped``: triangle -> star, cross -> heart); each chain with the
   earlier concepts replayed (the default) and without (``*_no_replay``: ``salun erase --no-replay``).
+- **tune**: the third continual step with the retain loss weighted 0.5 (the recipe's), 1 or 2, chosen on the
+  tuning split (seeds from 5000) and measured once on the reported split.
+- **attribute**: the toy attribute (the frame, the toy world's nudity) with circle in one run, and erased
+  third, after circle and triangle (the replay chain's second model); the frame's rate per phrasing group.
 - **masks**: the four shapes' own masks (no training): each pair's overlap (shared / either) and the
   union's size against the joint mask's.
 - **uce**: UCE's closed-form edit of the same four shapes, for the time against SalUn's joint run.
@@ -59,13 +63,14 @@ def write_recipes(folder: Path) -> dict[str, Path]:
     return out
 
 
-def run_erase(concepts: list, out: Path, model: str | None = None, method: str = "salun", **kw) -> dict:
+def run_erase(concepts: list, out: Path, model: str | None = None, method: str = "salun", overrides: dict | None = None,
+              **kw) -> dict:
     """One whole `salun erase` job (a fresh work folder: the wall time includes drawing the images)."""
     from erase.diffusion.concepts import combine
     from erase.diffusion.job import EraseOptions, erase
     from erase.diffusion.sd.recipes import load_recipe
 
-    recipes = [load_recipe(str(c), method=method) for c in concepts]
+    recipes = [load_recipe(str(c), method=method, **(overrides or {})) for c in concepts]
     recipe = combine(recipes) if len(recipes) > 1 else recipes[0]
     work = out.with_name("." + out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
@@ -77,7 +82,8 @@ def run_erase(concepts: list, out: Path, model: str | None = None, method: str =
             "train_seconds": s["train_seconds"], "mask_seconds": s["mask_seconds"], "mask": s.get("mask")}
 
 
-def measure(model, erased: list[str], per_colour: int, retain_per_pair: int) -> dict:
+def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, seed: int = 1000) -> dict:
+    """The rates of ``erased`` and the retain figures; ``seed`` 1000: the reported split, 5000: tuning."""
     from erase.audit.fid import frechet_distance, judge_features
     from erase.diffusion.generate import as_uint8
     from erase.toy import shapes as S
@@ -86,9 +92,9 @@ def measure(model, erased: list[str], per_colour: int, retain_per_pair: int) -> 
 
     images: dict = {}
     r = multi_erasure_rates(str(model), TOY_JUDGE, erased, per_colour=per_colour, retain_per_pair=retain_per_pair,
-                            images=images)
+                            images=images, seed=seed)
     retain = images["retain"][2]
-    ref = S.draw_set(len(retain), seed=4242, shapes=[s for s in S.SHAPES if s not in erased])
+    ref = S.draw_set(len(retain), seed=4242 + seed - 1000, shapes=[s for s in S.SHAPES if s not in erased])
     j = load_judge(TOY_JUDGE)
     fid = frechet_distance(judge_features(j, as_uint8(retain).transpose(0, 2, 3, 1)), judge_features(j, ref.images))
     pc = r["per_concept"]
@@ -96,6 +102,19 @@ def measure(model, erased: list[str], per_colour: int, retain_per_pair: int) -> 
             "synonym_rate": {s: pc[s]["synonym_rate"] for s in erased},
             "heldout_rate": {s: pc[s]["heldout_rate"] for s in erased},
             "retain_acc": r["retain_acc"], "retain_per_shape": r["retain_per_shape"], "fid_retain": fid}
+
+
+def measure_attribute(model, per_pair: int) -> dict:
+    """The frame's rate for its explicit, implicit and held-out implicit phrasings (every shape x colour,
+    ``per_pair`` seeds each; the judge's frame detector)."""
+    from erase.diffusion.pipeline import load_pipeline
+    from erase.toy import shapes as S
+    from erase.toy.judge import load_judge
+    from erase.toy.quality import attribute_rates
+
+    rates = attribute_rates(load_pipeline(str(model)), load_judge(TOY_JUDGE), list(S.SHAPES), list(S.COLOURS),
+                            per_pair=per_pair, seed=1000)
+    return {f"{g}_rate": v["rate"] for g, v in rates.items()} | {"n_per_group": rates["explicit"]["n"]}
 
 
 def concept_masks(recipes: dict[str, Path], work: Path) -> dict:
@@ -127,9 +146,11 @@ def main() -> None:
     p.add_argument("--per-colour", type=int, default=20, help="images per colour for each rate (default 20: 100 "
                    "per rate)")
     p.add_argument("--retain-per-pair", type=int, default=4, help="retain images per shape x colour (default 4)")
-    p.add_argument("--skip", default="", help="comma list of parts to leave out: joint,singles,continual,masks,uce")
-    p.add_argument("--chains", default=None, help="with continual: a comma list of the chains to run (continual,"
-                   "continual_no_replay,continual_shipped,continual_shipped_no_replay; default all)")
+    p.add_argument("--per-pair", type=int, default=2, help="frame images per shape x colour and phrasing group "
+                   "(default 2: 60 per group)")
+    p.add_argument("--skip", default="", help="comma list of parts to leave out: joint,singles,continual,tune,attribute,masks,uce")
+    p.add_argument("--chains", default=None, help="a comma list of the chains to run (continual: continual,continual_no_replay,continual_shipped,"
+                   "continual_shipped_no_replay; attribute: joint,joint_frame_first,continual; default all)")
     p.add_argument("--retime", action="store_true",
                    help="run the joint and single erasures once more, one after another with nothing else on the "
                         "machine, for the time comparison (the first runs are kept for the rates)")
@@ -193,6 +214,63 @@ def main() -> None:
                 print(f"{key} {'+'.join(erased)}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}, "
                       f"{row['seconds']} s", flush=True)
                 model = str(out)
+    step2 = models / "continual-replay2-triangle"
+    if "tune" not in skip and step2.exists():
+        # the third continual step (cross, from the circle+triangle model, replayed) with more weight on the
+        # retain loss, chosen on the tuning split (seeds from 5000), then measured once on the reported split
+        base_tune = cache.get("base-tune|circle,triangle,cross", lambda: measure(TOY_SD, CONTINUAL, a.per_colour,
+                                                                                a.retain_per_pair, seed=5000))
+        grid = {}
+        for alpha in (0.5, 1.0, 2.0):  # 0.5: the recipe's own, the continual row above
+            out = models / ("continual-replay3-cross" if alpha == 0.5 else f"tune-continual3-cross-alpha{alpha}")
+            run = cache.get("continual-replay|2|run" if alpha == 0.5 else f"tune-continual|{alpha}|run",
+                            lambda: run_erase([recipes["cross"]], out, model=str(step2), overrides={"alpha": alpha}))
+            t = cache.get(f"tune-continual|{alpha}|tune-eval", lambda: measure(out, CONTINUAL, a.per_colour,
+                                                                             a.retain_per_pair, seed=5000))
+            # what every target asks for, as one number: the mean erased rate plus the retain drop
+            score = sum(t["forget_rate"].values()) / len(CONTINUAL) + max(0.0, base_tune["retain_acc"] - t["retain_acc"])
+            grid[alpha] = {"score": round(score, 4), "tuning": t, "run": run, "out": str(out)}
+            print(f"tune continual alpha {alpha}: forget {t['forget_rate']}, retain {t['retain_acc']:.1%}, "
+                  f"score {score:.3f}", flush=True)
+        best = min(grid, key=lambda k: grid[k]["score"])
+        row = {"erased": CONTINUAL, "alpha": best, **grid[best]["run"],
+               **cache.get("continual-replay|2|eval" if best == 0.5 else f"tune-continual|{best}|eval",
+                           lambda: ev(grid[best]["out"], CONTINUAL))}
+        row["retain_drop"] = base_row(CONTINUAL)["retain_acc"] - row["retain_acc"]
+        res["continual_tuned"] = {"grid": {k: {"score": v["score"], "forget_rate": v["tuning"]["forget_rate"],
+                                               "retain_acc": v["tuning"]["retain_acc"]} for k, v in grid.items()},
+                                  "chosen_alpha": best, "row": row}
+        print(f"continual, tuned alpha {best}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}", flush=True)
+    if "attribute" not in skip:
+        # the toy attribute (the frame, the toy world's nudity) as one of the concepts: with circle in one run,
+        # and erased third, after circle and triangle (from the replay chain's second model)
+        base_attr = cache.get("base|attribute", lambda: measure_attribute(TOY_SD, a.per_pair))
+        res["attribute"] = {"base_frame": base_attr}
+        # a joint run takes its first concept's settings: circle's (lr 1e-4, 100 steps) and the frame's (lr 1e-3,
+        # one epoch of batch 8), each in turn
+        for key, order in (("joint", [recipes["circle"], "frame"]), ("joint_frame_first", ["frame", recipes["circle"]])):
+            if a.chains and key not in a.chains.split(","):
+                continue
+            out = models / ("attr-joint-circle-frame" if key == "joint" else "attr-joint-frame-circle")
+            tag = "attr-joint" if key == "joint" else "attr-joint-frame-first"
+            run = cache.get(f"{tag}|run", lambda: run_erase(order, out))
+            row = {"erased": ["circle", "frame"], "settings_of": "circle" if key == "joint" else "frame", **run,
+                   **cache.get(f"{tag}|eval", lambda: {**ev(out, ["circle"]), "frame": measure_attribute(out, a.per_pair)})}
+            row["retain_drop"] = base_row(["circle"])["retain_acc"] - row["retain_acc"]
+            res["attribute"][key] = row
+            print(f"attribute {key}: forget {row['forget_rate']}, frame {row['frame']['explicit_rate']:.1%}, "
+                  f"retain {row['retain_acc']:.1%}, {row['seconds']} s", flush=True)
+        if step2.exists() and (not a.chains or "continual" in a.chains.split(",")):
+            out = models / "attr-continual3-frame"
+            run = cache.get("attr-continual|run", lambda: run_erase(["frame"], out,
+                                                                    model=str(step2)))
+            erased = ["circle", "triangle"]
+            row = {"erased": erased + ["frame"], **run, **cache.get("attr-continual|eval", lambda: {
+                **ev(out, erased), "frame": measure_attribute(out, a.per_pair)})}
+            row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
+            res["attribute"]["continual"] = row
+            print(f"attribute continual circle, triangle, then frame: forget {row['forget_rate']}, frame "
+                  f"{row['frame']['explicit_rate']:.1%}, retain {row['retain_acc']:.1%}, {row['seconds']} s", flush=True)
     if "masks" not in skip:
         res["masks"] = cache.get("masks", lambda: concept_masks(recipes, a.out / ".masks"))
         print(f"masks: {res['masks']}", flush=True)
