@@ -63,7 +63,8 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     earlier = (extra or {}).get("history") or []
     history = ("\n## Erasure history\n\nThis model was erased before; this run erased one more concept from it. "
                "Earlier erasures, oldest first (recipe.json `history` has them all, this one last):\n\n" + "".join(
-                   f"{i + 1}. **{e['concept']}** with {e.get('method') or 'salun'}, from `{e.get('model')}`\n"
+                   f"{i + 1}. **{e['concept']}** with {e.get('method') or 'salun'}, from `{e.get('model')}`"
+                   + (f" (replaying {', '.join(e['replayed'])})" if e.get("replayed") else "") + "\n"
                    for i, e in enumerate(earlier)) if earlier else "")
     audit = ""
     if extra and extra.get("audit"):
