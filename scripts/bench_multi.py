@@ -14,8 +14,9 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
   every shape erased so far; with the joint runs' recipes (``continual``) and with the shipped recipes of
   ``prompts/toy.json`` (``continual_shipped``: triangle -> star, cross -> heart); each chain with the
   earlier concepts replayed (the default) and without (``*_no_replay``: ``salun erase --no-replay``).
-- **tune**: the third continual step with the retain loss weighted 0.5 (the recipe's), 1 or 2, chosen on the
-  tuning split (seeds from 5000) and measured once on the reported split.
+- **tune**: the third continual step with the retain loss weighted 0.5 (the recipe's), 1 or 2 and the mask
+  keeping 0.5 (the recipe's) or 0.3, chosen on the tuning split (seeds from 5000) and measured once on the
+  reported split.
 - **attribute**: the toy attribute (the frame, the toy world's nudity) with circle in one run, and erased
   third, after circle and triangle (the replay chain's second model); the frame's rate per phrasing group.
 - **masks**: the four shapes' own masks (no training): each pair's overlap (shared / either) and the
@@ -221,26 +222,33 @@ def main() -> None:
         base_tune = cache.get("base-tune|circle,triangle,cross", lambda: measure(TOY_SD, CONTINUAL, a.per_colour,
                                                                                 a.retain_per_pair, seed=5000))
         grid = {}
-        for alpha in (0.5, 1.0, 2.0):  # 0.5: the recipe's own, the continual row above
-            out = models / ("continual-replay3-cross" if alpha == 0.5 else f"tune-continual3-cross-alpha{alpha}")
-            run = cache.get("continual-replay|2|run" if alpha == 0.5 else f"tune-continual|{alpha}|run",
-                            lambda: run_erase([recipes["cross"]], out, model=str(step2), overrides={"alpha": alpha}))
-            t = cache.get(f"tune-continual|{alpha}|tune-eval", lambda: measure(out, CONTINUAL, a.per_colour,
-                                                                             a.retain_per_pair, seed=5000))
+        # (alpha, keep): (0.5, 0.5) is the recipe's own, the continual row above
+        for alpha, keep in ((0.5, 0.5), (1.0, 0.5), (2.0, 0.5), (0.5, 0.3), (1.0, 0.3)):
+            name = str(alpha) if keep == 0.5 else f"alpha{alpha},keep{keep}"
+            out = models / ("continual-replay3-cross" if name == "0.5" else
+                            f"tune-continual3-cross-alpha{alpha}" + ("" if keep == 0.5 else f"-keep{keep}"))
+            run = cache.get("continual-replay|2|run" if name == "0.5" else f"tune-continual|{name}|run",
+                            lambda: run_erase([recipes["cross"]], out, model=str(step2),
+                                              overrides={"alpha": alpha, "keep": keep}))
+            t = cache.get(f"tune-continual|{name}|tune-eval", lambda: measure(out, CONTINUAL, a.per_colour,
+                                                                            a.retain_per_pair, seed=5000))
             # what every target asks for, as one number: the mean erased rate plus the retain drop
             score = sum(t["forget_rate"].values()) / len(CONTINUAL) + max(0.0, base_tune["retain_acc"] - t["retain_acc"])
-            grid[alpha] = {"score": round(score, 4), "tuning": t, "run": run, "out": str(out)}
-            print(f"tune continual alpha {alpha}: forget {t['forget_rate']}, retain {t['retain_acc']:.1%}, "
+            grid[name] = {"alpha": alpha, "keep": keep, "score": round(score, 4), "tuning": t, "run": run,
+                          "out": str(out)}
+            print(f"tune continual alpha {alpha} keep {keep}: forget {t['forget_rate']}, retain {t['retain_acc']:.1%}, "
                   f"score {score:.3f}", flush=True)
         best = min(grid, key=lambda k: grid[k]["score"])
-        row = {"erased": CONTINUAL, "alpha": best, **grid[best]["run"],
-               **cache.get("continual-replay|2|eval" if best == 0.5 else f"tune-continual|{best}|eval",
+        row = {"erased": CONTINUAL, "alpha": grid[best]["alpha"], "keep": grid[best]["keep"], **grid[best]["run"],
+               **cache.get("continual-replay|2|eval" if best == "0.5" else f"tune-continual|{best}|eval",
                            lambda: ev(grid[best]["out"], CONTINUAL))}
         row["retain_drop"] = base_row(CONTINUAL)["retain_acc"] - row["retain_acc"]
-        res["continual_tuned"] = {"grid": {k: {"score": v["score"], "forget_rate": v["tuning"]["forget_rate"],
+        res["continual_tuned"] = {"grid": {k: {"alpha": v["alpha"], "keep": v["keep"], "score": v["score"],
+                                               "forget_rate": v["tuning"]["forget_rate"],
                                                "retain_acc": v["tuning"]["retain_acc"]} for k, v in grid.items()},
-                                  "chosen_alpha": best, "row": row}
-        print(f"continual, tuned alpha {best}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}", flush=True)
+                                  "chosen": {"alpha": grid[best]["alpha"], "keep": grid[best]["keep"]}, "row": row}
+        print(f"continual, tuned (alpha {row['alpha']}, keep {row['keep']}): forget {row['forget_rate']}, retain "
+              f"{row['retain_acc']:.1%}", flush=True)
     if "attribute" not in skip:
         # the toy attribute (the frame, the toy world's nudity) as one of the concepts: with circle in one run,
         # and erased third, after circle and triangle (from the replay chain's second model)

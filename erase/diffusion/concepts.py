@@ -16,6 +16,7 @@ holds the earlier erasures in place: without it, a third erasure brought the fir
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -73,7 +74,6 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
     # a mask alone needs no misaligned prompts: a concept given without them leaves the list empty
     misaligned = ([r.misaligned_for(p) for r in recipes for p in r.forget_prompts]
                   if all(r.misaligned_prompts for r in recipes) else [])
-    steps = [r.steps for r in recipes]
     parts = [{"concept": r.name, "forget_prompts": r.forget_prompts, "misaligned_prompts": r.misaligned_prompts,
               "n_forget": r.n_forget, "toy": r.extra.get("toy")} for r in recipes]
     extra = {k: v for k, v in first.extra.items() if k not in ("toy", "methods", "methods_tuned", "tuned")}
@@ -84,7 +84,7 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
                        f"({i + 1}) {r.name}: {r.description}" for i, r in enumerate(recipes)),
                    n_forget=sum(r.n_forget for r in recipes), n_retain=max(r.n_retain for r in recipes),
                    # one run as long as the longest concept's own: the concepts share every batch
-                   steps=None if None in steps else max(steps), epochs=max(r.epochs for r in recipes),
+                   steps=max(own_steps(r) for r in recipes), epochs=max(r.epochs for r in recipes),
                    forget_dataset=None, retain_dataset=None, extra=extra)
 
 
@@ -123,7 +123,7 @@ def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
     misaligned = ([recipe.misaligned_for(q) for q in recipe.forget_prompts] +
                   [p["misaligned_prompts"][i % len(p["misaligned_prompts"])]
                    for p in replays for i in range(len(p["forget_prompts"]))]) if recipe.misaligned_prompts else []
-    return replace(recipe, forget_prompts=forget, misaligned_prompts=misaligned,
+    return replace(recipe, forget_prompts=forget, misaligned_prompts=misaligned, steps=own_steps(recipe),
                    n_forget=recipe.n_forget + sum(p["n_forget"] for p in replays),
                    extra={**recipe.extra, "concepts": own + replays})
 
@@ -131,6 +131,13 @@ def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
 def replayed(recipe: Recipe) -> list[str]:
     """The earlier concepts a continual erasure replays."""
     return [p["concept"] for p in parts(recipe) if p.get("replay")]
+
+
+def own_steps(recipe: Recipe) -> int:
+    """The training steps of a run of this recipe alone (its ``steps``, else its epochs over its own forget
+    images at its own batch size): a joint or replaying run is as long as its concepts' own runs, not as long
+    as epochs over the larger joint forget set would make it."""
+    return recipe.steps or math.ceil(recipe.epochs * recipe.n_forget / recipe.batch_size)
 
 
 def parts(recipe: Recipe) -> list[dict]:

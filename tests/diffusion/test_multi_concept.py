@@ -27,6 +27,11 @@ def test_combine_pairs_each_concept_with_its_own_misaligned_prompt(capsys):
     assert len(r.retain_prompts) == len(set(r.retain_prompts)) == 20
     assert r.lr == circle.lr and "differ in lr" in capsys.readouterr().err  # the first concept's settings, said
     assert [p["concept"] for p in r.extra["concepts"]] == ["circle", "triangle"]
+    # the run is as long as the longest concept's own run: circle's 100 steps, frame's one epoch of its own
+    # 200 images at batch 8 (25 steps), not one epoch over the 300 joint images at circle's batch 16 (19)
+    frame = load_recipe("frame")
+    assert frame.steps is None and combine([circle, frame]).steps == 100
+    assert combine([frame, load_recipe("circle", steps=10)]).steps == 25
 
 
 def test_combine_refusals():
@@ -57,6 +62,8 @@ def test_replay_trains_the_earlier_concepts_again(capsys):
     e = entry(r.to_dict(), {}, {})
     assert e["concepts"] == ["cross"] and e["replayed"] == ["circle"] and e["parts"][0]["concept"] == "cross"
     assert e["forget_prompts"] == cross.forget_prompts
+    # replayed concepts do not lengthen the run: an epoch-based recipe keeps its own step count
+    assert with_replay(load_recipe("frame"), earlier).steps == 25
     # a concept erased again is trained as this run's own, not replayed
     assert replayed(with_replay(combine([circle], earlier), earlier)) == []
     assert capsys.readouterr().err == ""
