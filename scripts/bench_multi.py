@@ -105,6 +105,20 @@ def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, see
             "retain_acc": r["retain_acc"], "retain_per_shape": r["retain_per_shape"], "fid_retain": fid}
 
 
+def read_as(model, shape: str, per_colour: int = 4) -> dict:
+    """What the judge reads ``shape``'s plain prompts as ({shape: count}, seeds from 1000)."""
+    from erase.diffusion.generate import generate
+    from erase.diffusion.pipeline import load_pipeline
+    from erase.toy import shapes as S
+    from erase.toy.judge import load_judge
+    from erase.toy.quality import classify, concept_prompts
+
+    prompts, seeds, _, _ = concept_prompts([shape], list(S.COLOURS), per_colour, seed=1000)
+    ps, _ = classify(load_judge(TOY_JUDGE), generate(load_pipeline(str(model)), prompts, seeds, progress=False))
+    names = list(S.SHAPES)
+    return {names[i]: int((ps == i).sum()) for i in sorted(set(ps.tolist()))}
+
+
 def measure_attribute(model, per_pair: int) -> dict:
     """The frame's rate for its explicit, implicit and held-out implicit phrasings (every shape x colour,
     ``per_pair`` seeds each; the judge's frame detector)."""
@@ -243,6 +257,13 @@ def main() -> None:
                **cache.get("continual-replay|2|eval" if best == "0.5" else f"tune-continual|{best}|eval",
                            lambda: ev(grid[best]["out"], CONTINUAL))}
         row["retain_drop"] = base_row(CONTINUAL)["retain_acc"] - row["retain_acc"]
+        # where the stars went, and the same cross erasure from the base model for comparison
+        res["star_read_as"] = {m: cache.get(f"star-read-as|{m}", lambda: read_as(models / m, "star")) for m in (
+            "continual-replay2-triangle", "continual-replay3-cross", "continual-bench3-cross",
+            "continual-shipped-replay3-cross", grid[best]["out"].split("/")[-1])}
+        res["single_cross_from_base"] = cache.get("single|cross|eval", lambda: ev(models / "single-cross", ["cross"]))
+        print(f"stars read as: {res['star_read_as']}; cross erased from the base: retain "
+              f"{res['single_cross_from_base']['retain_per_shape']}", flush=True)
         res["continual_tuned"] = {"grid": {k: {"alpha": v["alpha"], "keep": v["keep"], "score": v["score"],
                                                "forget_rate": v["tuning"]["forget_rate"],
                                                "retain_acc": v["tuning"]["retain_acc"]} for k, v in grid.items()},
