@@ -22,13 +22,14 @@ from typing import Callable
 
 import torch
 
-from ..core.atomic import atomic_dir, output_lock, refuse_existing
+from ..core.atomic import atomic_dir, output_lock
+from ..core.outputs import guard_output
 from ..core.errors import UserError
 from ..diffusion.generate import generate
 from ..core.mask import fingerprint
 from ..diffusion.pipeline import check_model, load_pipeline
 from ..core.workdir import MARK, default_work_dir
-from .attack_checks import AttackSettings, check_loaded_text, check_same_text, check_settings
+from .attack_checks import AttackSettings, check_loaded_text, check_reuse, check_same_text, check_settings
 from .attack_report import render_markdown, write_grid
 from .attack_store import reuse_result, save_result
 from .concept import _unique, _versions
@@ -266,9 +267,10 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
     attack_concept(concept, settings.n_prompts)  # a concept without a classifier fails first
     out = Path(out)
     for r in reuse:
-        if not (Path(r) / "report.json").is_file():
-            raise UserError(f"--reuse {r}: not an attack audit report (no report.json)")
-    refuse_existing(out, overwrite)
+        check_reuse(Path(r))
+    judge_dir = Path(judge_dir or TOY_JUDGE)
+    guard_output(out, "audit attack", reads=[base, retrain, *models, judge_dir, concept_images], overwrite=overwrite,
+                 signature=("report.json", "report.md"))
     if not models:
         raise UserError("give at least one --model")
     entries = [(str(base), "base")] + ([(str(retrain), "retrain")] if retrain else []) + [(str(m), "erased")
@@ -276,7 +278,6 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
     for model, role in entries:
         check_model(model)
         check_same_text(base, model, role)
-    judge_dir = Path(judge_dir or TOY_JUDGE)
     work = default_work_dir(out.expanduser().resolve())
     if work.exists() and not (work / MARK).exists():
         raise UserError(f"{work} exists and was not made by salun: move it away")
@@ -308,7 +309,7 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
             print(f"{name} ({role}): " + ", ".join(
                 f"{a} {r['budgets'][max(r['budgets'])]['success_rate']:.0%}" for a, r in results.items()), flush=True)
         report = _report(ctx, rows, per_model)
-        with atomic_dir(out, overwrite=overwrite) as tmp:
+        with atomic_dir(out, overwrite=overwrite, mark="audit attack") as tmp:
             for name in names:
                 shutil.copytree(work / name, tmp / "attacks" / name)
             _write(tmp, report, strips, settings)

@@ -152,3 +152,23 @@ def check_loaded_text(base_pipe, pipe, model: str, role: str) -> None:
                                        for k in a):
             raise UserError(f"{model}: its text encoder differs from the base model's: give the base it was erased "
                             "from with --base")
+
+
+def check_reuse(report: Path) -> None:
+    """``--reuse REPORT``: an attack audit report (or the index of one per concept), said in one line if not,
+    rather than silently matching nothing."""
+    path = Path(report) / "report.json"
+    if not path.is_file():
+        raise UserError(f"--reuse {report}: not an attack audit report (no report.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"--reuse {report}: {path} is not readable JSON ({type(e).__name__}); give the folder of an "
+                        "earlier `salun audit attack`") from None
+    one = isinstance(data, dict) and isinstance(data.get("results"), list) and isinstance(data.get("models"), dict)
+    index = isinstance(data, dict) and isinstance(data.get("reports"), dict) and isinstance(data.get("concepts"), list)
+    if not (one or index):
+        raise UserError(f"--reuse {report}: {path} is not an attack audit report (it lacks results and models); give "
+                        "the folder of an earlier `salun audit attack`")
+    if one and not (Path(report) / "attacks").is_dir():
+        raise UserError(f"--reuse {report}: the report has no attacks/ folder, so it has no results to reuse")

@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 
 from ..core import distributed as dist
-from ..core.atomic import refuse_existing
+from ..core.outputs import guard_output
 from ..core.checks import finite_float, image_size, positive_int
 from ..core.errors import UserError
 from ..diffusion.generate import as_uint8, generate, grid, to_pil
@@ -23,6 +23,9 @@ from ..core.mask import fingerprint
 from ..diffusion.pipeline import check_device, check_model, load_pipeline
 from ..diffusion.sd.recipes import load_recipe
 from .fid import frechet_distance, judge_features
+
+AUDIT = "audit concept"  # the command whose outputs these reports are (their marker)
+REPORT = ("report.json", "report.md")  # what marks a report written before the marker existed
 
 
 def _versions() -> dict:
@@ -63,7 +66,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
     if not models:
         raise UserError("give at least one --model")
     out = Path(out)
-    refuse_existing(out, overwrite)
+    guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, signature=REPORT)
     kinds = {_kind(m) for m in models}
     if len(kinds) > 1:
         raise UserError("audit toy Stable Diffusion models and class-conditional DDPMs separately: their "
@@ -133,7 +136,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
                                                                                  "heldout_rate")}}
                 for c, s in zip(concepts, shapes)}
         rows.append(picks)
-    with dist.written_once(out, overwrite=overwrite) as tmp:
+    with dist.written_once(out, overwrite=overwrite, mark=AUDIT) as tmp:
         _write_grid(rows, names, tmp / "grid.png")
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_markdown(report))
@@ -250,7 +253,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     device = check_device(device)
     recipe = load_recipe(concept)
     out = Path(out)
-    refuse_existing(out, overwrite)
+    guard_output(out, AUDIT, reads=[*models, reference], overwrite=overwrite, signature=REPORT)
     if not models:
         raise UserError("give at least one --model")
     for model in models:  # a bad last model fails before any classifier is loaded or image drawn
@@ -326,7 +329,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
         show = [forget] + [i for i in range(len(prompts)) if i != forget][:2]
         rows.append([(prompts[i], images[i * per_class:i * per_class + min(4, per_class)]) for i in show])
         del pipe
-    with dist.written_once(out, overwrite=overwrite) as tmp:
+    with dist.written_once(out, overwrite=overwrite, mark=AUDIT) as tmp:
         _write_grid(rows, names, tmp / "grid.png")
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "report.md").write_text(render_classified_markdown(report))

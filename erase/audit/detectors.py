@@ -7,6 +7,7 @@ class, detections with a score at or above the threshold.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -50,6 +51,41 @@ def check_classes(name: str, classes: Sequence[str]) -> None:
         unknown = [c for c in classes if c not in classes_of(name)]
         if unknown:
             raise UserError(f"--classes {' '.join(unknown)}: the toy detector reports {', '.join(classes_of(name))}")
+
+
+def native_size(model: str) -> int | None:
+    """The side of the images a local pipeline folder draws (from its unet/ and vae/ configs); ``None`` for a
+    hub id or a folder whose configs cannot be read (the loader then says what is wrong)."""
+    folder = Path(model)
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        size = unet["sample_size"]
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return int(size) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+# NudeNet v3 was trained on photographs at 320 px: on much smaller images it finds nothing, whatever they show.
+NUDENET_MIN_SIZE = 128
+_WARNED: set = set()
+
+
+def warn_small_for_nudenet(models: list[str], size: int | None) -> list[str]:
+    """A warning line (returned and printed) for each model whose images are too small for NudeNet to read,
+    so that "0 detections" on them is not taken for a clean model."""
+    lines = []
+    for model in models:
+        side = size or native_size(model)
+        if side is not None and side < NUDENET_MIN_SIZE and (model, side) not in _WARNED:
+            _WARNED.add((model, side))  # the CLI checks before the audit checks again: say it once
+            lines.append(f"salun: warning: {model} draws {side}x{side} images; NudeNet v3 reads photographs (trained at "
+                         f"320 px) and finds nothing at this size, whatever the images show, so its counts here mean "
+                         "nothing: for the toy world use --detector toy")
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
 
 
 def check_toy_model(model: str) -> None:

@@ -21,13 +21,15 @@ from typing import Callable, Sequence
 
 from ..core.errors import UserError
 
-from .detectors import EXPOSED_CLASSES, TOY_SIZE, check_classes, check_name, check_toy_model, classes_of, make_detector
+from .detectors import (EXPOSED_CLASSES, TOY_SIZE, check_classes, check_name, check_toy_model, classes_of,
+                        make_detector, warn_small_for_nudenet)
 
 I2P_HUB_ID = "AIML-TUDA/i2p"
 # The toy world's I2P (scripts/make_toy_i2p.py): ``--prompts toy-i2p``.
 TOY_I2P = Path(__file__).resolve().parents[2] / "prompts" / "toy-i2p.csv"
 # The I2P columns the audit reads (the others are ignored).
 REQUIRED_COLUMNS = ("prompt", "categories", "sd_seed", "sd_guidance_scale")
+AUDIT = "audit nudity"  # the command whose output folder this is (its marker)
 STAMP_KEY = "salun-audit"  # PNG text chunk holding an image's stamp
 
 
@@ -278,6 +280,15 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def check_seeds(rows: list[dict], n_per_prompt: int, source: str) -> None:
+    """Every image's seed (the row's, plus 0 .. n_per_prompt - 1) must fit torch's 64-bit generator: said
+    before any image is drawn, not after half of them."""
+    for r in rows:
+        if not 0 <= r["seed"] <= 2**63 - n_per_prompt:
+            raise UserError(f"{source}: the prompt {r['prompt'][:40]!r} (row {r['index']}) has seed {r['seed']}, which "
+                            f"does not fit a 64-bit generator: seeds must lie in [0, 2^63 - {n_per_prompt}]")
+
+
 def check_settings(n_per_prompt: int, steps: int, size: int | None, threshold: float, batch_size: int,
                    limit: int | None, classes: Sequence[str]) -> None:
     """Refuse settings the audit cannot run with, before any model is loaded."""
@@ -327,12 +338,23 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     check_detector(detector, models, size, classes)
     check_device(device)
     rows = load_prompts(prompts, categories, limit)
+    check_seeds(rows, n_per_prompt, prompts)
     found = make_detector(detector, judge_dir)
     detect = detect or found.detect
     for model in models:  # a bad last model fails before the first one's images are drawn
         check_model(model)
     state = PartialState()
     out = Path(out)
+    from ..core.outputs import MARKER, guard_output, mark_output
+    from ..toy import TOY_JUDGE
+
+    guard_output(out, AUDIT, reads=[*models, judge_dir or TOY_JUDGE], resumable=True,
+                 signature=("report.json", "report.md"))
+    if detector == "nudenet" and state.is_main_process:  # every check passed: now the one warning
+        warn_small_for_nudenet(list(models), size)
+    if state.is_main_process and not (out / MARKER).exists():  # before any image: a rerun knows the folder
+        out.mkdir(parents=True, exist_ok=True)
+        mark_output(out, AUDIT)
     names: list[str] = []
     results, prints = {}, {}
     for model in models:

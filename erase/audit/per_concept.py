@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import Callable
 
 from ..core import distributed as dist
-from ..core.atomic import refuse_existing, write_text_atomic
+from ..core.atomic import write_text_atomic
+from ..core.outputs import guard_output
 from ..core.errors import UserError
 
 
 def per_concept_reports(out: Path, concepts: list[str], run: Callable[[str, Path], dict], key: dict,
-                        summarize: Callable[[dict], dict], title: str, overwrite: bool = False) -> dict:
+                        summarize: Callable[[dict], dict], title: str, overwrite: bool = False,
+                        command: str = "audit concept", reads: list = ()) -> dict:
     """``run(concept, folder)`` writes one concept's report into ``folder`` and returns it; ``key`` is
-    everything the reports depend on (the models and settings), to know whether parts can be reused."""
+    everything the reports depend on (the models and settings), to know whether parts can be reused;
+    ``command``: the audit writing them (its output marker), ``reads``: the models it reads (never written)."""
     if len(set(concepts)) < len(concepts):
         raise UserError("a --concept is given twice")
     out = Path(out)
-    refuse_existing(out, overwrite)
+    guard_output(out, command, reads=reads, overwrite=overwrite, signature=("report.json", "report.md"))
     parts = out.parent / f".{out.name}.parts"
     stamp = json.dumps(key, sort_keys=True, default=str)
     if dist.is_main():  # several processes: the main one keeps the parts folder, all run each audit
@@ -39,7 +42,7 @@ def per_concept_reports(out: Path, concepts: list[str], run: Callable[[str, Path
         reports[c] = json.loads((parts / c / "report.json").read_text()) if done else run(c, parts / c)
     index = {"concepts": concepts, "reports": {c: f"{c}/report.json" for c in concepts},
              "summary": {c: summarize(r) for c, r in reports.items()}}
-    with dist.written_once(out, overwrite=overwrite) as tmp:
+    with dist.written_once(out, overwrite=overwrite, mark=command) as tmp:
         for c in concepts:
             shutil.copytree(parts / c, tmp / c)
         (tmp / "report.json").write_text(json.dumps(index, indent=2))

@@ -154,7 +154,8 @@ def _check_common(args) -> None:
 def cmd_train(args) -> int:
     import torch
 
-    from ..core.atomic import atomic_dir, refuse_existing
+    from ..core.atomic import atomic_dir
+    from ..core.outputs import guard_output
     from .checkpoint import save_checkpoint
     from .data import load_dataset
     from .hparams import original_config
@@ -163,7 +164,8 @@ def cmd_train(args) -> int:
     from .train import train_original
 
     _setup(args)
-    refuse_existing(args.out, args.overwrite)
+    guard_output(args.out, "classify train", reads=[args.data_root], overwrite=args.overwrite,
+                 signature=("model.safetensors", "config.json"), makes_model=True)
     _check_positive(args, "epochs", "lr")
     cfg = original_config(args.dataset)
     cfg.update({k: v for k, v in {"arch": args.arch, "epochs": args.epochs, "lr": args.lr,
@@ -201,7 +203,7 @@ def cmd_unlearn(args) -> int:
     if args.keep is not None and not 0 < args.keep <= 1:
         raise UserError(f"--keep must be in (0, 1], got {args.keep}")
     check_output(args.out, args.checkpoint, args.overwrite,  # never over (or inside) the checkpoint
-                 replaceable=("model.safetensors", "config.json"))
+                 replaceable=("model.safetensors", "config.json"), command="classify unlearn")
     config = read_config(args.checkpoint)
     if args.forget_class is not None:
         from .forget import check_class

@@ -4,8 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..core.atomic import refuse_existing
 from ..core.errors import UserError
+from ..core.outputs import guard_output
+
+REPORT = ("report.json", "report.md")  # an audit report written before outputs carried their marker
 
 
 def add_audit_parsers(sub) -> None:
@@ -45,7 +47,8 @@ def add_audit_parsers(sub) -> None:
     ac.add_argument("--guidance", type=float, default=7.5)
     ac.add_argument("--size", type=int, default=None)
     ac.add_argument("--device", default="cpu")
-    ac.add_argument("--overwrite", action="store_true")
+    ac.add_argument("--overwrite", action="store_true",
+                    help="replace --out if it is an earlier concept audit report (never a model or another folder)")
     ac.set_defaults(func=_cmd_audit_concept, shares_work=True)
 
     an = asub.add_parser("nudity", help="NudeNet counts on I2P prompts, per model, with a bar chart",
@@ -73,7 +76,9 @@ def add_audit_parsers(sub) -> None:
                     "toy (the toy judge's frame detector: the toy world's stand-in for nudity, on toy models only)")
     an.add_argument("--judge", type=Path, default=None, help="--detector toy: judge folder (default pipelines/toy-judge)")
     an.add_argument("--batch-size", type=int, default=8)
-    an.add_argument("--out", type=Path, required=True, help="report folder (images/, report.json, report.md)")
+    an.add_argument("--out", type=Path, required=True,
+                    help="report folder (images/, report.json, report.md): a new or empty folder, or an earlier nudity "
+                         "audit's, which the run continues")
     an.set_defaults(func=_cmd_audit_nudity, shares_work=True)
 
     _add_audit_attack_parser(asub)
@@ -129,7 +134,8 @@ def _add_audit_attack_parser(asub) -> None:
                     help="an earlier attack audit report (repeatable): its finished results are reused where the "
                          "model's fingerprint and every setting match; typically the base model's control, the "
                          "same for every erased model, which halves the audit of one more model")
-    at.add_argument("--overwrite", action="store_true")
+    at.add_argument("--overwrite", action="store_true",
+                    help="replace --out if it is an earlier attack audit report (never a model or another folder)")
     at.set_defaults(func=_cmd_audit_attack)
 
 
@@ -147,6 +153,10 @@ def _cmd_audit_concept(args) -> int:
     toy = all("toy" in load_recipe(c).extra for c in args.concept)
     if len(set(args.concept)) < len(args.concept):
         raise UserError("a --concept is given twice")
+    from ..toy import TOY_JUDGE
+
+    guard_output(args.out, "audit concept", reads=[*args.model, args.judge or TOY_JUDGE, args.reference],
+                 overwrite=args.overwrite, signature=REPORT)
 
     from ..core import distributed as dist
 
@@ -157,7 +167,6 @@ def _cmd_audit_concept(args) -> int:
 def _audit_concept(args, toy: bool) -> int:
     from ..audit.concept import audit_prompt_concept, audit_toy_concept
     from ..toy import TOY_JUDGE
-
 
     if not toy and len(args.concept) > 1:
         from ..audit.per_concept import per_concept_reports
@@ -171,7 +180,8 @@ def _audit_concept(args, toy: bool) -> int:
         index = per_concept_reports(
             args.out, args.concept, one, {k: v for k, v in vars(args).items() if k not in ("func", "overwrite")},
             lambda r: {n: {"UA": m["UA"], "retain acc": m["retain_acc"]} for n, m in r["models"].items()},
-            "Concept audit", overwrite=args.overwrite)
+            "Concept audit", overwrite=args.overwrite, command="audit concept",
+            reads=[*args.model, args.judge or TOY_JUDGE, args.reference])
         for c, rows in index["summary"].items():
             for name, m in rows.items():
                 print(f"{c} / {name}: UA {m['UA']:.1%}, retain acc {m['retain acc']:.1%}")
@@ -208,6 +218,10 @@ def _cmd_audit_nudity(args) -> int:
     steps = args.steps if args.steps is not None else (TOY_SAMPLING_STEPS if args.detector == "toy" else 50)
     check_settings(args.n_per_prompt, steps, args.size, args.threshold, args.batch_size, args.limit,
                    classes)  # before the heavy imports below
+    from ..toy import TOY_JUDGE
+
+    guard_output(args.out, "audit nudity", reads=[*args.model, args.judge or TOY_JUDGE], resumable=True,
+                 signature=REPORT)
     check_detector(args.detector, args.model, args.size, classes)
     report = audit_nudity(args.model, args.prompts, args.out, categories=args.category,
                           n_per_prompt=args.n_per_prompt, steps=steps, size=args.size, threshold=args.threshold,
@@ -237,12 +251,16 @@ def _cmd_audit_attack(args) -> int:
     if len(set(args.concept)) < len(args.concept):
         raise UserError("a --concept is given twice")
     device = check_device(args.device)
-    refuse_existing(args.out, args.overwrite)
+    from ..toy import TOY_JUDGE
+
+    reads = [args.base, args.retrain, *args.model, args.judge or TOY_JUDGE, args.concept_folder]
+    guard_output(args.out, "audit attack", reads=reads, overwrite=args.overwrite, signature=REPORT)
     if args.concept_folder is not None and not args.concept_folder.is_dir():
         raise UserError(f"--concept-folder {args.concept_folder}: no such folder")
+    from ..audit.attack_checks import check_reuse
+
     for r in args.reuse:
-        if not (r / "report.json").is_file():
-            raise UserError(f"--reuse {r}: not an attack audit report (no report.json)")
+        check_reuse(r)
     roles = [(args.base, "base")] + ([(args.retrain, "retrain")] if args.retrain else []) + [
         (m, "erased") for m in args.model]
     for model, role in roles:
@@ -264,7 +282,8 @@ def _cmd_audit_attack(args) -> int:
 
         index = per_concept_reports(args.out, args.concept, one,
                                     {k: v for k, v in vars(args).items() if k not in ("func", "overwrite")},
-                                    attack_summary, "Attack audit", overwrite=args.overwrite)
+                                    attack_summary, "Attack audit", overwrite=args.overwrite, command="audit attack",
+                                    reads=reads)
         for c, rows in index["summary"].items():
             print(f"{c}: attack success " + ", ".join(f"{n} {v['attack success']:.0%}" for n, v in rows.items()))
             if not all(v["control passed"] for v in rows.values()):

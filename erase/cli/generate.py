@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.atomic import refuse_existing
 from ..core.errors import UserError
 from .common import _add_model_arg, _add_sampling_args, _is_ddpm
 
@@ -21,7 +20,8 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--out", type=Path, default=None,
                    help="output folder (default: outputs/<prompt>; with several prompts outputs/<first prompt>-and-N-more; "
                         "numbered if it exists)")
-    g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is an earlier `salun generate` output (never a model or another folder)")
     _add_sampling_args(g)
     g.set_defaults(func=_cmd_generate, shares_work=True)
 
@@ -58,6 +58,19 @@ def _default_out(prompts: list[str]) -> Path:
     return out
 
 
+def check_memory(pipe, n_images: int) -> None:
+    """The images are held in memory until they are written together: refuse a count that cannot fit,
+    before drawing the first one."""
+    import psutil
+
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    need = n_images * 3 * side * side * 4  # float32 until written
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        raise UserError(f"{n_images:,} images of {side}x{side} need {need / 2**30:,.1f} GiB of memory until they are "
+                        f"written, and {free / 2**30:,.1f} GiB is free: draw fewer (--num-images) per run")
+
+
 def _cmd_generate(args) -> int:
     import json
 
@@ -73,7 +86,11 @@ def _cmd_generate(args) -> int:
         raise UserError(f"--seed must fit in 64 bits, got {args.seed}")
     device = check_device(args.device)
     out = args.out or _default_out(prompts)
-    refuse_existing(out, args.overwrite)
+    from ..core.outputs import guard_output
+    from ..diffusion.pipeline import default_model
+
+    guard_output(out, "generate", reads=[(args.model or default_model(), "the model")], overwrite=args.overwrite,
+                 signature=("images.json", "grid.png"))
     ddpm = _is_ddpm(args.model)
 
     import torch
@@ -102,10 +119,11 @@ def _cmd_generate(args) -> int:
         args.steps = TOY_SAMPLING_STEPS if args.steps is None else args.steps
         args.guidance = TOY_SAMPLING_GUIDANCE if args.guidance is None else args.guidance
         pipe = load_pipeline(args.model, device=device)
+        check_memory(pipe, len(all_prompts))
         with dist.sharded():  # several processes: each draws every N-th batch, gathered in order
             images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
                               negative_prompt=args.negative_prompt)
-    with dist.written_once(out, overwrite=args.overwrite) as tmp:
+    with dist.written_once(out, overwrite=args.overwrite, mark="generate") as tmp:
         names = [f"{i // args.num_images:03d}_{s:06d}.png" for i, s in enumerate(seeds)]
         save_images(images, tmp, names)
         scale = max(1, 128 // images.shape[-1])

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import mark_output
+from .outputs import check_output  # noqa: F401 - re-exported: the erase jobs' guard lives with the others
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -27,36 +29,6 @@ def refuse_existing(target: str | Path, overwrite: bool = False) -> None:
     """Bad input, said before any work: an output that exists is only replaced with --overwrite."""
     if Path(target).exists() and not overwrite:
         raise UserError(f"{target} exists: choose another --out or pass --overwrite")
-
-
-def check_output(out: Path, source: str | Path | None, overwrite: bool, kind: str = "folder",
-                 replaceable: tuple[str, ...] = ("model_index.json",)) -> None:
-    """Refuse, before any work: writing over or inside the source checkpoint, the current folder, a file
-    of the wrong kind, an existing output without --overwrite, a folder --overwrite must not replace (one
-    holding none of the ``replaceable`` files that mark an output, e.g. a user's data folder), and a
-    place this user cannot write. ``kind``: what --out must be, "folder" or "file"."""
-    given = Path(out)
-    out = given.expanduser().resolve()
-    if source is not None and Path(str(source)).expanduser().exists():
-        src = Path(str(source)).expanduser().resolve()
-        if out == src or src in out.parents or out in src.parents:
-            raise UserError(f"--out {out} would write over (or inside) the source model {src}: pick another folder")
-    cwd = Path.cwd().resolve()
-    if out == cwd or out in cwd.parents:
-        raise UserError(f"--out {given} is the current folder (or one above it): name a new folder, e.g. --out erased")
-    if out.exists() and kind == "folder" and not out.is_dir():
-        raise UserError(f"--out {given} is a file: a pipeline is a folder, pick another name")
-    if out.exists() and kind == "file" and out.is_dir():
-        raise UserError(f"--out {given} is a folder: give a file name, e.g. {given / 'mask.safetensors'}")
-    refuse_existing(out, overwrite)
-    if out.is_dir() and replaceable and any(out.iterdir()) and not any((out / m).exists() for m in replaceable):
-        raise UserError(f"--out {given} is a folder that no salun run wrote (it has no {replaceable[0]}): "
-                        "--overwrite only replaces earlier outputs; pick another name")
-    probe = out.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--out {given}: {probe} is not writable by this user; pick a folder you can write to")
 
 
 def is_disk_full(e: BaseException, where: str | Path | None = None) -> bool:
@@ -153,8 +125,9 @@ def clean_stale(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dirs(targets: list[str | Path], overwrite: bool = False):
+def atomic_dirs(targets: list[str | Path], overwrite: bool = False, mark: str | None = None):
     """Yield one empty temporary folder per target; on success they replace the targets together.
+    ``mark``: the command whose output they are (``outputs.mark_output``), for a later ``--overwrite``.
 
     On any error, or an interrupt, the temporary folders are removed and the targets (if they
     existed) are untouched. If a rename fails half-way, the targets already swapped are put back.
@@ -171,6 +144,8 @@ def atomic_dirs(targets: list[str | Path], overwrite: bool = False):
             for t in targets:
                 t.parent.mkdir(parents=True, exist_ok=True)
                 tmps.append(Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent)))
+                if mark is not None:
+                    mark_output(tmps[-1], mark)
             yield tmps
             for tmp in tmps:
                 ordinary_modes(tmp)
@@ -201,9 +176,9 @@ def atomic_dirs(targets: list[str | Path], overwrite: bool = False):
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, overwrite: bool = False):
+def atomic_dir(target: str | Path, overwrite: bool = False, mark: str | None = None):
     """Yield an empty temporary folder; on success it replaces ``target`` in one rename."""
-    with atomic_dirs([target], overwrite=overwrite) as tmps:
+    with atomic_dirs([target], overwrite=overwrite, mark=mark) as tmps:
         yield tmps[0]
 
 

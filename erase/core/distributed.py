@@ -165,7 +165,7 @@ def sum_gradients(grads: dict[str, torch.Tensor], n_batches: int) -> int:
 
 
 @contextlib.contextmanager
-def written_once(target, overwrite: bool = False):
+def written_once(target, overwrite: bool = False, mark: str | None = None):
     """An output folder that exactly one process writes: the main one, atomically (``atomic_dir``); the
     others write the same files into a temporary folder that is thrown away. All return together."""
     import tempfile
@@ -174,7 +174,7 @@ def written_once(target, overwrite: bool = False):
     from .atomic import atomic_dir
 
     if is_main():
-        with atomic_dir(target, overwrite=overwrite) as tmp:
+        with atomic_dir(target, overwrite=overwrite, mark=mark) as tmp:
             yield tmp
     else:
         with tempfile.TemporaryDirectory(prefix="salun-rank") as tmp:

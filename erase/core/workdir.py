@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -35,6 +36,41 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+def _trash(path: Path) -> Path:
+    """Where ``discard`` puts a folder aside: hidden, beside it (``.x.work`` -> ``.x.work.removing``)."""
+    return path.with_name(f"{'' if path.name.startswith('.') else '.'}{path.name}.removing")
+
+
+def discard(path: Path) -> None:
+    """Remove a folder so that no interrupt can leave half of it behind under its own name: it is first
+    renamed aside (``_trash``, one atomic step), then deleted. An interrupt during the deletion
+    leaves only the renamed rest, which ``clear_discarded`` removes on the next run: the outputs are
+    complete by then, so the interrupt is not an error."""
+    trash = _trash(path)
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return
+    try:
+        shutil.rmtree(trash, ignore_errors=True)
+    except KeyboardInterrupt:
+        print(f"salun: interrupted while tidying up; the outputs are complete, and the next run removes {trash}",
+              file=sys.stderr)
+
+
+def clear_discarded(path: Path) -> None:
+    """Remove what an interrupted ``discard`` left of the work folder ``path`` or of a checkpoint in it
+    (call it holding the work folder's lock); nothing else is touched."""
+    leftovers = [_trash(path)]
+    if path.is_dir():
+        leftovers += [p for p in path.glob(".checkpoint-*.removing")]
+    for p in leftovers:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def checkpoints_in(work: Path) -> list[Path]:
     found = [p for p in work.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
@@ -49,10 +85,10 @@ class WorkDir:
     def finish(self) -> None:
         """After a successful export: drop what a resume needed; the default folder goes entirely."""
         if self.default:
-            shutil.rmtree(self.path, ignore_errors=True)
+            discard(self.path)
             return
         for c in checkpoints_in(self.path):
-            shutil.rmtree(c, ignore_errors=True)
+            discard(c)
 
     def abandon(self) -> None:
         """After a refusal: remove the folder this run made if nothing was put in it yet (drawn images,
@@ -80,6 +116,10 @@ def check_work_dir(work: Path | None, out: Path, source: str | Path | None,
     if path.exists() and not path.is_dir():
         raise UserError(f"--work-dir {path} is a file, not a folder")
     if path.is_dir() and not (path / MARK).exists() and any(path.iterdir()):
+        if default:  # the user gave no --work-dir: name the folder salun chose, and the ways out
+            raise UserError(f"{path}, the work folder salun keeps beside --out {out.name}, holds files salun did not "
+                            "mark as its own: move it away (salun deletes only inside folders it marked), or give "
+                            "--work-dir DIR")
         raise UserError(f"--work-dir {path} is not empty and was not made by salun: salun only writes (and "
                         "deletes) inside its own work folders; give a new or empty folder")
     return path, default
@@ -100,7 +140,7 @@ def open_work_dir(work: Path | None, out: Path, source: str | Path | None, resum
         (path / MARK).write_text(json.dumps({"out": str(Path(out).expanduser().resolve())}) + "\n")
         if restart:
             for c in ckpts:
-                shutil.rmtree(c)
+                discard(c)
     return WorkDir(path, default, created)
 
 
@@ -121,6 +161,7 @@ def job_folders(outputs: Sequence[Path], work: Path | None, source: str | Path |
                 stack.enter_context(output_lock(target))
                 clean_stale(Path(target))  # safe: we hold its lock
             stack.enter_context(output_lock(path, "--work-dir"))
+            clear_discarded(path)  # what an earlier run, interrupted while tidying up, left
         wd = open_work_dir(work, out, source, resume, restart, main_process, others=outputs[1:])
         try:
             yield wd

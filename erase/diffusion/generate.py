@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +35,10 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
     mine = dist.share(starts) if shared else starts
     bar = tqdm(total=len(prompts), desc="generating", disable=not progress or not dist.is_main(),
                dynamic_ncols=True)
-    for i in mine:
+    t0 = time.perf_counter()
+    for k, i in enumerate(mine):
+        if k == 1 and progress:
+            warn_if_long(time.perf_counter() - t0, len(mine) - 1, "drawing these images")
         p = list(prompts[i:i + batch_size])
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
         # Draw the initial latents on the CPU so results do not depend on the device.
@@ -47,6 +52,15 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
     if shared:  # the batches come back in their one-process order (a batch is drawn as one process draws it)
         out = dist.gather(out)
     return torch.cat(out)
+
+
+def warn_if_long(first: float, left: int, what: str, limit_s: float = 3600.0) -> None:
+    """One warning line when ``left`` more units of ``first`` seconds each would run past ``limit_s``: unbounded
+    work (a mistyped count) is said while it can still be stopped, with the expected time."""
+    total = first * left
+    if total > limit_s:
+        print(f"salun: warning: {what} will take about {total / 3600:,.1f} more hours at this pace ({first:.2g} s "
+              "per batch); press Ctrl-C and ask for less if that is not what you meant", file=sys.stderr, flush=True)
 
 
 def _initial_latents(pipe, gens, height, width) -> torch.Tensor:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.atomic import atomic_dir, refuse_existing
+from ..core.atomic import atomic_dir
+from ..core.outputs import guard_output
 from ..diffusion.sd.data import EpochSampler
 from ..core.errors import UserError
 from . import shapes as S
@@ -57,6 +58,9 @@ def _augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 # The judge sees the frame on half its pictures, whatever the SD world's rates: it must read shapes
 # with and without a frame, and be the attribute's detector.
 JUDGE_FRAME_RATE = 0.5
+# What marks this build's outputs, so that --overwrite replaces only them.
+SD_FILES = ("build_info.json", "model_index.json")
+JUDGE_FILES = ("judge.safetensors", "config.json")
 
 
 def train_judge(cfg: BuildConfig, out: Path) -> Judge:
@@ -289,7 +293,11 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
     if cfg.family not in ("sd", "sdxl"):
         raise UserError(f"--family {cfg.family!r}: the toy build trains sd or sdxl")
     out = Path(out)
-    refuse_existing(out, overwrite)
+    guard_output(out, "toy build", reads=[vae_from, judge_from], overwrite=overwrite, signature=SD_FILES,
+                 makes_model=True)
+    if judge_out is not None:
+        guard_output(judge_out, "toy build", reads=[vae_from, judge_from], overwrite=overwrite,
+                     signature=JUDGE_FILES, makes_model=True, option="--judge-out")
     work = Path(work) if work else out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

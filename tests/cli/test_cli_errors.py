@@ -50,6 +50,39 @@ CASES = [
     ("gen-device-unknown", [*GEN, "--device", "gpu"], "not a torch device"),
     ("gen-device-cuda", [*GEN, "--device", "cuda"], "no usable CUDA GPU"),
     ("gen-out-exists", [*GEN, "--out", "{data}/plain-folder"], "--overwrite"),
+    # outputs: never the model read, nor inside it, nor another model, nor a user's folder (issue 25's probe)
+    ("gen-out-is-model", [*GEN, "--model", "{data}/model", "--out", "{data}/model", "--overwrite"],
+     "would write over (or inside) the model"),
+    ("gen-out-in-model", [*GEN, "--model", "{data}/model", "--out", "{data}/model/unet", "--overwrite"],
+     "would write over (or inside) the model"),
+    ("gen-out-user-folder", [*GEN, "--out", "{data}/user", "--overwrite"], "no salun run wrote"),
+    ("gen-out-user-folder-no-overwrite", [*GEN, "--out", "{data}/user"], "no salun run wrote"),
+    ("gen-out-other-model", [*GEN, "--out", "{data}/no-vae", "--overwrite"], "is the model folder"),
+    ("gen-out-inside-other-model", [*GEN, "--out", "{data}/no-vae/images", "--overwrite"], "inside the model folder"),
+    ("gen-out-other-command", [*GEN, "--out", "{data}/a-report", "--overwrite"], "not an earlier `salun generate`"),
+    ("gen-out-proc", [*GEN, "--out", "/proc/salun-x"], "kernel file system"),
+    ("gen-out-under-file", [*GEN, "--out", "{data}/good.csv/x"], "is a file"),
+    ("concept-out-is-model", ["audit", "concept", "--model", "{data}/model", "--concept", "circle", "--out",
+                              "{data}/model", "--overwrite"], "would write over (or inside)"),
+    ("concept-out-user-folder", [*CONCEPT[:-1], "{data}/user", "--overwrite"], "no salun run wrote"),
+    ("concept-out-other-model", [*CONCEPT[:-1], "{data}/no-vae", "--overwrite"], "is the model folder"),
+    ("attack-out-is-erased", ["audit", "attack", "--base", SD, "--model", "{data}/model", "--concept", "circle",
+                              "--out", "{data}/model", "--overwrite"], "would write over (or inside)"),
+    ("attack-out-user-folder", [*ATTACK[:-1], "{data}/user", "--overwrite"], "no salun run wrote"),
+    ("attack-reuse-garbage", [*ATTACK, "--reuse", "{data}/garbage-report"], "not an attack audit report"),
+    ("attack-reuse-not-json", [*ATTACK, "--reuse", "{data}/bad-json-report"], "not readable JSON"),
+    ("nudity-out-is-model", ["audit", "nudity", "--model", "{data}/model", "--prompts", "{data}/good.csv", "--out",
+                             "{data}/model"], "would write over (or inside)"),
+    ("nudity-out-in-model", ["audit", "nudity", "--model", SD, "--prompts", "{data}/good.csv", "--out",
+                             "{data}/model/audit"], "inside the model folder"),
+    ("nudity-out-user-folder", [*NUDITY[:-1], "{data}/user", "--prompts", "{data}/good.csv"], "no salun run wrote"),
+    ("nudity-seed-beyond-64-bits", [*NUDITY, "--prompts", "{data}/huge-seed.csv"], "64-bit"),
+    ("toy-build-out-user-folder", ["toy", "build", "--out", "{data}/user", "--overwrite"], "no salun run wrote"),
+    ("toy-build-out-model", ["toy", "build", "--out", "{data}/no-vae/unet", "--overwrite"], "inside the model"),
+    ("ddpm-train-out-user-folder", ["ddpm", "train", "--out", "{data}/user", "--overwrite"], "no salun run wrote"),
+    ("train-out-user-folder", ["classify", "train", "--dataset", "digits", "--out", "{data}/user", "--overwrite"],
+     "no salun run wrote"),
+    ("erase-out-proc", ["erase", "--concept", "circle", "--out", "/proc/salun-x"], "kernel file system"),
     # audit concept
     ("concept-per-colour-0", [*CONCEPT, "--per-colour", "0"], "--per-colour"),
     ("concept-per-colour-negative", [*CONCEPT, "--per-colour", "-3"], "--per-colour"),
@@ -130,7 +163,23 @@ def data(tmp_path_factory):
     (d / "no-seed.csv").write_text("prompt,categories,sd_guidance_scale\na red circle,sexual,7\n")
     (d / "bad-seed.csv").write_text(GOOD_CSV.replace(",1,7", ",one,7"))
     (d / "good.csv").write_text(GOOD_CSV)
+    (d / "huge-seed.csv").write_text(GOOD_CSV.replace(",1,7", f",{2**64 + 5},7"))
+    shutil.copytree(TOY_SD, d / "model")  # a model a command reads, which no output may replace
+    (d / "user").mkdir()
+    (d / "user" / "thesis.txt").write_text("three years of work")
+    (d / "a-report").mkdir()  # another command's output: generate may not replace it
+    (d / "a-report" / ".salun-output.json").write_text(json.dumps({"command": "audit concept"}))
+    (d / "garbage-report").mkdir()
+    (d / "garbage-report" / "report.json").write_text(json.dumps({"not": "a report"}))
+    (d / "bad-json-report").mkdir()
+    (d / "bad-json-report" / "report.json").write_text("{")
     return d
+
+
+def _listing(folder) -> list:
+    """Every file under ``folder`` with its size and modification time: what a refusal must leave alone."""
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*") if p.is_file())
 
 
 @pytest.mark.parametrize("case, argv, phrase", CASES, ids=[c[0] for c in CASES])
@@ -140,7 +189,7 @@ def test_bad_invocation(case, argv, phrase, data, tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)  # a default output folder would appear here
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "out"
-    before = sorted(p.name for p in data.iterdir())
+    before = _listing(data)
     rc = main([a.format(data=data, out=out) for a in argv])
     captured = capsys.readouterr()
     err = captured.err
@@ -150,4 +199,4 @@ def test_bad_invocation(case, argv, phrase, data, tmp_path, monkeypatch, capsys)
     assert "Traceback" not in err + captured.out
     assert phrase in err, err
     assert list(tmp_path.iterdir()) == []  # neither --out nor a default outputs/ folder
-    assert sorted(p.name for p in data.iterdir()) == before
+    assert _listing(data) == before  # nothing written, nothing deleted, in any folder

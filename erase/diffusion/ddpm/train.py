@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ...core.atomic import atomic_dir, refuse_existing
+from ...core.atomic import atomic_dir
+from ...core.outputs import guard_output
 from ..sd.data import EpochSampler
 from ...defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
 from ...core.errors import UserError
@@ -88,7 +89,8 @@ def build_ddpm(cfg: DDPMTrainConfig, out: Path, data_root: Path | None = None, d
                overwrite: bool = False, device: str = "cpu", evaluate: bool = True, progress: bool = True) -> dict:
     """Train on ``cfg.dataset`` and write a ``ClassConditionalDDPMPipeline`` folder with its card."""
     out = Path(out)
-    refuse_existing(out, overwrite)
+    guard_output(out, "ddpm train", reads=[data_root], overwrite=overwrite, signature=("ddpm_info.json",),
+                 makes_model=True)
     resolution = UNETS.get(cfg.unet, {}).get("sample_size", 16)
     data = D.load(cfg.dataset, n=cfg.n_train, seed=cfg.seed, resolution=resolution, root=data_root,
                   download=download)
