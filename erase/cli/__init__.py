@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"salun: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"salun: {e}" if str(e) else "salun: interrupted; finished stages and checkpoints are kept",
-              file=sys.stderr)
+        if not quiet:  # under a launch every process is interrupted: the main one says it once
+            print(f"salun: {e}" if str(e) else "salun: interrupted; finished stages and checkpoints are kept",
+                  file=sys.stderr)
         return 130
     except RuntimeError as e:
         if not (_several_processes() and _peer_lost(e)):
