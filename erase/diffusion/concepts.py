@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.errors import UserError
-from .sd.recipes import Recipe
+from .sd.recipes import Recipe, json_kind
 
 # The settings that shape training: a joint run takes the first concept's and says where others differ.
 TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "gen_steps", "gen_guidance")
@@ -33,23 +33,31 @@ def _norm(p: str) -> str:
 
 
 def check_concepts(recipes: list[Recipe], earlier: list[dict] = ()) -> None:
-    """Refuse a concept given twice, and a concept whose misaligned prompt is a forget prompt of a concept
-    erased with it or before it (training would teach the model to draw an erased concept)."""
-    seen: set[str] = set()
+    """Refuse a concept given twice (also inside a recipe that lists several), and a concept whose misaligned
+    prompt is a forget prompt of a concept erased with it or before it (training would teach the model to
+    draw an erased concept)."""
+    seen: dict[str, str] = {}  # each concept -> the recipe it came in
     for r in recipes:
-        if r.name in seen:
-            raise UserError(f"--concept {r.name!r} is given twice")
-        seen.add(r.name)
-    erased = {_norm(p): r.name for r in recipes for p in r.forget_prompts}
-    erased.update({_norm(p): e["concept"] for e in earlier for p in e.get("forget_prompts", [])})
+        for p in parts(r):
+            name = p["concept"]
+            if name in seen:
+                both = {seen[name], r.name} - {name}
+                raise UserError(f"--concept {name!r} is given twice" + (
+                    f" (recipe {' and '.join(repr(b) for b in sorted(both))} lists it): erase each concept once"
+                    if both else ""))
+            seen[name] = r.name
+    erased = {_norm(q): p["concept"] for r in recipes for p in parts(r) for q in p["forget_prompts"]}
+    erased.update({_norm(q): e["concept"] for e in earlier for q in e.get("forget_prompts", [])})
     for r in recipes:
-        for m in r.misaligned_prompts:
-            other = erased.get(_norm(m))
-            if other is not None and other != r.name:
-                when = "erased in this run" if other in seen else "erased from this model before"
-                raise UserError(f"{r.name}'s misaligned prompt {m!r} is a forget prompt of {other}, {when}: the "
-                                f"model would be taught to draw it again; give {r.name} another misaligned prompt "
-                                "(a recipe .json file) or leave one of them out")
+        for p in parts(r):
+            name = p["concept"]
+            for m in p["misaligned_prompts"]:
+                other = erased.get(_norm(m))
+                if other is not None and other != name:
+                    when = "erased in this run" if other in seen else "erased from this model before"
+                    raise UserError(f"{name}'s misaligned prompt {m!r} is a forget prompt of {other}, {when}: the "
+                                    f"model would be taught to draw it again; give {name} another misaligned "
+                                    "prompt (a recipe .json file) or leave one of them out")
 
 
 def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
@@ -74,10 +82,9 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
     # a mask alone needs no misaligned prompts: a concept given without them leaves the list empty
     misaligned = ([r.misaligned_for(p) for r in recipes for p in r.forget_prompts]
                   if all(r.misaligned_prompts for r in recipes) else [])
-    parts = [{"concept": r.name, "forget_prompts": r.forget_prompts, "misaligned_prompts": r.misaligned_prompts,
-              "n_forget": r.n_forget, "toy": r.extra.get("toy")} for r in recipes]
     extra = {k: v for k, v in first.extra.items() if k not in ("toy", "methods", "methods_tuned", "tuned")}
-    extra["concepts"] = parts
+    # a recipe that lists several concepts brings each of them: every concept is one part, drawn on its own
+    extra["concepts"] = [p for r in recipes for p in parts(r)]
     return replace(first, name="+".join(r.name for r in recipes), forget_prompts=forget,
                    misaligned_prompts=misaligned, retain_prompts=retain,
                    description="Several concepts erased together: " + " ".join(
@@ -148,27 +155,55 @@ def parts(recipe: Recipe) -> list[dict]:
                                              "n_forget": recipe.n_forget, "toy": recipe.extra.get("toy")}]
 
 
-def read_history(model: str | None) -> list[dict]:
-    """The erasures a local pipeline folder has had (from its recipe.json), oldest first; [] for a model
-    that was never erased. An erased model missing its card or recipe continues without history, warned."""
+def _salun_card(card: Path) -> bool:
+    return card.is_file() and "concept-erasure" in card.read_text(errors="replace")[:600]  # erased_card's tag
+
+
+def looks_erased(model: str | Path | None) -> bool:
+    """A local pipeline folder that salun erased before (its recipe.json, card or mask say so)."""
     if model is None or not Path(model).is_dir():
+        return False
+    folder = Path(model)
+    return (folder / "recipe.json").exists() or _salun_card(folder / "README.md") or (folder / "mask.safetensors").exists()
+
+
+def check_no_replay(model: str | Path | None) -> None:
+    """``--no-replay`` means something only for a model salun erased before."""
+    if not looks_erased(model):
+        raise UserError(f"--no-replay: {model} was never erased by salun (it has no recipe.json history), so there "
+                        "is nothing to replay: leave --no-replay out")
+
+
+def read_history(model: str | None, strict: bool = True) -> list[dict]:
+    """The erasures a local pipeline folder has had (from its recipe.json), oldest first; [] for a model
+    that was never erased. An erased model missing its card or recipe continues without history, warned.
+    A recipe.json whose history is malformed is a ``UserError`` naming it; ``strict=False`` (``--no-replay``:
+    nothing of the history is trained on) continues without that history instead, warned."""
+    if not looks_erased(model):
         return []
     folder = Path(model)
     rec, card = folder / "recipe.json", folder / "README.md"
-    salun_card = card.exists() and "concept-erasure" in card.read_text(errors="replace")[:600]  # erased_card's tag
-    erased = rec.exists() or salun_card or (folder / "mask.safetensors").exists()
-    if not erased:
-        return []
+    salun_card = _salun_card(card)
     try:
-        data = json.loads(rec.read_text()) if rec.exists() else None
-    except ValueError:
+        data = json.loads(rec.read_text(encoding="utf-8")) if rec.is_file() else None
+    except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8, or not JSON
         data = None
+    if not isinstance(data, dict):
+        data = None  # not a recipe.json salun wrote: as good as missing
     if data is None or "recipe" not in data or not salun_card:
+        history = data.get("history", []) if data is not None else []
+        problem = _history_problem(history)
+        if problem:  # said first: a refusal is the one line
+            return _broken(rec, problem, strict)
         missing = "recipe.json" if data is None or "recipe" not in data else "model card (README.md)"
         print(f"salun: warning: {model} looks erased but its {missing} is missing or unreadable: continuing "
               "without the history of its earlier erasures (their concepts may enter the retain set)",
               file=sys.stderr)
-        return data.get("history", []) if isinstance(data, dict) else []
+        return [dict(e) for e in history]
+    problem = (_recipe_problem(data["recipe"], data.get("summary", {}), data.get("options", {}))
+               or ("history" in data and _history_problem(data["history"])))
+    if problem:
+        return _broken(rec, problem, strict)
     last = entry(data["recipe"], data.get("summary", {}), data.get("options", {}))
     if "history" not in data:
         return [last]
@@ -176,6 +211,94 @@ def read_history(model: str | None) -> list[dict]:
     if history and "parts" not in history[-1]:  # an older history: the last erasure's recipe has its prompts
         history[-1]["parts"] = last["parts"]
     return history
+
+
+def _broken(rec: Path, problem: str, strict: bool) -> list[dict]:
+    """A malformed history: refused, or (not ``strict``) left out, warned."""
+    if strict:
+        raise UserError(f"{rec}: {problem}, so the history of the model's earlier erasures cannot be read: pass "
+                        "--no-replay to erase without its history (or restore the recipe.json salun wrote)")
+    print(f"salun: warning: {rec}: {problem}: continuing without the history of the model's earlier erasures "
+          "(their concepts may enter the retain set, and the new model card will not list them)", file=sys.stderr)
+    return []
+
+
+def _prompts_problem(value: object, where: str) -> str | None:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        return f"{where} must be a non-empty list of prompts, got {json_kind(value)}"
+    return None
+
+
+def _part_problem(p: object, where: str) -> str | None:
+    """What is wrong with one concept of an erasure (what ``with_replay`` and the job read of it), or None."""
+    if not isinstance(p, dict):
+        return f"{where} must be an object, got {json_kind(p)}"
+    for k in ("concept", "forget_prompts", "misaligned_prompts", "n_forget"):
+        if k not in p:
+            return f"{where} lacks {k!r}"
+    if not isinstance(p["concept"], str) or not p["concept"]:
+        return f"{where} \"concept\" must be a name, got {json_kind(p['concept'])}"
+    n = p["n_forget"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return f"{where} \"n_forget\" must be a whole number of at least 1, got {json.dumps(n)}"
+    if p.get("toy") is not None and not isinstance(p["toy"], dict):
+        return f"{where} \"toy\" must be an object, got {json_kind(p['toy'])}"
+    return (_prompts_problem(p["forget_prompts"], f"{where} \"forget_prompts\"")
+            or _prompts_problem(p["misaligned_prompts"], f"{where} \"misaligned_prompts\""))
+
+
+def _history_problem(history: object) -> str | None:
+    """What is wrong with a recipe.json's ``"history"`` (what ``combine``, ``with_replay`` and the card read of
+    each erasure), or None. An entry without ``"parts"`` is an older history's: it is read, not replayed."""
+    if not isinstance(history, list):
+        return f"\"history\" must be a list of erasures, got {json_kind(history)}"
+    for i, e in enumerate(history):
+        where = f"\"history\" entry {i + 1}"
+        if not isinstance(e, dict):
+            return f"{where} must be an object, got {json_kind(e)}"
+        for k in ("concept", "forget_prompts"):
+            if k not in e:
+                return f"{where} lacks {k!r}"
+        if not isinstance(e["concept"], str) or not e["concept"]:
+            return f"{where} \"concept\" must be a name, got {json_kind(e['concept'])}"
+        if not isinstance(e["forget_prompts"], list) or not all(isinstance(q, str) for q in e["forget_prompts"]):
+            return f"{where} \"forget_prompts\" must be a list of prompts, got {json_kind(e['forget_prompts'])}"
+        if not isinstance(e.get("replayed", []), list) or not all(isinstance(c, str) for c in e.get("replayed", [])):
+            return f"{where} \"replayed\" must be a list of concepts, got {json_kind(e['replayed'])}"
+        if "parts" in e:
+            if not isinstance(e["parts"], list) or not e["parts"]:
+                return f"{where} \"parts\" must be a non-empty list of concepts, got {json_kind(e['parts'])}"
+            for j, p in enumerate(e["parts"]):
+                problem = _part_problem(p, f"{where} part {j + 1}")
+                if problem:
+                    return problem
+    return None
+
+
+def _recipe_problem(recipe: object, summary: object, options: object) -> str | None:
+    """What is wrong with a recipe.json's ``"recipe"``, ``"summary"`` and ``"options"`` for ``entry``, or None."""
+    for key, value in (("recipe", recipe), ("summary", summary), ("options", options)):
+        if not isinstance(value, dict):
+            return f"{key!r} must be an object, got {json_kind(value)}"
+    if "name" not in recipe:
+        return "\"recipe\" lacks its \"name\""
+    if not isinstance(recipe["name"], str) or not recipe["name"]:
+        return f"\"recipe\" \"name\" must be a name, got {json_kind(recipe['name'])}"
+    extra = recipe.get("extra", {})
+    if not isinstance(extra, dict):
+        return f"\"recipe\" \"extra\" must be an object, got {json_kind(extra)}"
+    listed = extra.get("concepts")
+    if listed:
+        if not isinstance(listed, list):
+            return f"\"recipe\" \"extra\" \"concepts\" must be a list of concepts, got {json_kind(listed)}"
+        for j, p in enumerate(listed):
+            problem = _part_problem(p, f"\"recipe\" concept {j + 1}")
+            if problem:
+                return problem
+        return None
+    # one concept: the part entry() makes of the recipe's own keys
+    own = {k: recipe[k] for k in ("forget_prompts", "misaligned_prompts", "n_forget") if k in recipe}
+    return _part_problem({"concept": recipe["name"], "toy": extra.get("toy"), **own}, "\"recipe\"")
 
 
 def entry(recipe: dict, summary: dict, options: dict) -> dict:

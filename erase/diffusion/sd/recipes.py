@@ -56,7 +56,7 @@ class Recipe:
                             "prompts (--misaligned-prompt: what the forget prompt should draw instead)")
         if uses_retain and self.alpha > 0 and not self.retain_prompts and not self.retain_dataset and not retain_data:
             raise UserError(f"recipe {self.name!r}: alpha > 0 needs retain prompts or a retain dataset "
-                            "(--retain-prompt, or set --alpha 0)")
+                            "(--retain-prompt or a recipe file's \"retain_prompts\", or set --alpha 0)")
 
     def misaligned_for(self, forget_prompt: str) -> str:
         """The misaligned prompt paired with a forget prompt (same index, cycling)."""
@@ -83,15 +83,24 @@ def available() -> dict[str, Path]:
 
 
 def load_recipe(name: str, method: str | None = None, **overrides) -> Recipe:
-    """A named recipe from ``prompts/``, with ``overrides`` (``None`` values ignored) applied.
+    """A named recipe from ``prompts/``, or a recipe .json file, with ``overrides`` (``None`` values ignored)
+    applied.
 
     A recipe may hold settings per erasure method (``"methods": {"esd-x": {"lr": ..., "steps": ...}}``, each
-    method's tuned or published settings for this concept); ``method`` applies them beneath ``overrides``."""
+    method's tuned or published settings for this concept); ``method`` applies them beneath ``overrides``.
+    ``method`` is given by an erasure (``salun mask`` gives none): a recipe file erased with one needs its
+    misaligned prompts."""
     known = available()
     path = Path(name)
-    if path.suffix == ".json" and path.exists():
-        raw = json.loads(path.read_text())
+    if name not in known and path.suffix.lower() == ".json":
+        raw = read_recipe_file(path)
+        if method is not None and "concepts" not in raw and not raw.get("misaligned_prompts"):
+            raise UserError(f"recipe file {path} has no \"misaligned_prompts\": erasing needs what its forget prompts "
+                            "should draw instead (add \"misaligned_prompts\": [...] to the file)")
         raw.setdefault("name", path.stem)
+        if "concepts" not in raw:  # (a recipe listing concepts takes their prompts)
+            raw.setdefault("misaligned_prompts", [])  # a mask needs only what to forget
+            raw.setdefault("retain_prompts", [])  # check_for_erasure says when the method's retain term needs them
     elif name in known:
         raw = {"name": name, **json.loads(known[name].read_text())["recipes"][name]}
     else:
@@ -105,10 +114,12 @@ def load_recipe(name: str, method: str | None = None, **overrides) -> Recipe:
 
         if name in listed:
             raise UserError(f"recipe {name!r} lists itself among its concepts")
-        own = {k: v for k, v in raw.items() if k in {f.name for f in fields(Recipe)} and k != "name"}
+        # (its description is the joint recipe's, not each concept's)
+        own = {k: v for k, v in raw.items()
+               if k in {f.name for f in fields(Recipe)} and k not in ("name", "description")}
         rec = combine([load_recipe(c, method=method, **{**own, **{k: v for k, v in overrides.items()
                                                                  if v is not None}}) for c in listed])
-        return replace(rec, name=raw["name"])
+        return replace(rec, name=raw["name"], **({"description": raw["description"]} if "description" in raw else {}))
     return _build(raw, overrides, method)
 
 
@@ -132,3 +143,240 @@ def _build(raw: dict, overrides: dict, method: str | None = None) -> Recipe:
     base.update({k: v for k, v in overrides.items() if v is not None})
     base.setdefault("extra", {}).update(extra)
     return Recipe(**base)
+
+
+# ---------------------------------------------------------------- recipe files
+# A recipe file is read whole and checked against this schema before anything uses it, so that a mistake
+# in it is one line naming the file and the key, not a traceback from deep in a run.
+
+# The training settings: a recipe's, a method's within its "methods", and a recipe listing concepts may set them.
+SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "steps", "epochs", "batch_size", "guidance_w", "selection",
+            "keep", "gen_steps", "gen_guidance")
+# Every key a recipe may have, in the order the shipped recipes write them.
+RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_prompts", "retain_prompts",
+               "forget_dataset", "retain_dataset", *SETTINGS, "imagenet_class", "toy", "tuned", "methods",
+               "methods_tuned")
+# What a recipe listing concepts may set besides them: each concept brings its own prompts, data and notes.
+CONCEPTS_KEYS = ("name", "description", "concepts", "retain_prompts", *SETTINGS)
+# A "forget_dataset" / "retain_dataset": erase.diffusion.sd.data.load_hub_dataset's spec.
+DATASET_KEYS = ("path", "name", "split", "image_column", "label_column", "label_prompts", "max_per_label")
+TOY_KEYS = ("shape", "attribute")
+
+
+def _show(value: object) -> str:
+    """A value as the file wrote it, cut short."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def json_kind(value: object) -> str:
+    """What JSON value ``value`` is, in words."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return {list: "a list", str: "a string", dict: "an object"}.get(type(value), "a number")
+
+
+def _number(value: object, label: str) -> float:
+    """A JSON number (not a boolean, not a string holding one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{label} must be a number, got {_show(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer literal too large for a float
+        raise UserError(f"{label} must be a finite number, got {_show(value)}") from None
+
+
+def _text(value: object, label: str, empty: bool = False) -> str:
+    if not isinstance(value, str) or not (empty or value.strip()):
+        raise UserError(f"{label} must be a {'' if empty else 'non-empty '}string, got {_show(value)}")
+    return value
+
+
+def _prompts(value: object, label: str, empty: bool = True) -> list[str]:
+    """A list of non-empty strings (``empty``: the list may be empty)."""
+    what = f"a {'' if empty else 'non-empty '}list of non-empty prompts (strings)"
+    if isinstance(value, str):
+        raise UserError(f"{label} must be {what}, got a string: write it as a list, [{_show(value)}]")
+    if not isinstance(value, list) or not (empty or value):
+        raise UserError(f"{label} must be {what}, got {_show(value)}")
+    for v in value:
+        if not isinstance(v, str) or not v.strip():
+            raise UserError(f"{label} must be {what}, got {_show(v)} in it")
+    return value
+
+
+def _dict(value: object, label: str) -> dict:
+    if not isinstance(value, dict):
+        raise UserError(f"{label} must be a JSON object ({{...}}), got {_show(value)}")
+    return value
+
+
+def _keys(value: dict, known: tuple[str, ...], label: str) -> None:
+    """Refuse keys nothing reads (a misspelt one would be silently ignored)."""
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        raise UserError(f"{label}: unknown key{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(repr(k) for k in unknown)}: the known keys are {', '.join(known)}")
+
+
+def _setting(key: str, value: object, label: str) -> None:
+    """One training setting, in its type and range (the command line's options are checked alike)."""
+    if key == "steps" and value is None:
+        return  # null: epochs over the forget set
+    if key in ("n_forget", "n_retain", "batch_size", "gen_steps", "steps"):
+        checks.positive_int(value, label)  # refuses booleans, floats and strings too
+    elif key == "selection":
+        _text(value, label)
+    elif key in ("lr", "epochs"):
+        checks.positive_float(_number(value, label), label)
+    elif key == "alpha":
+        checks.finite_float(_number(value, label), label, low=0)
+    elif key == "keep":
+        checks.fraction(_number(value, label), label)
+    else:  # guidance_w, gen_guidance
+        checks.finite_float(_number(value, label), label)
+
+
+def _dataset(value: object, label: str) -> None:
+    if value is None:
+        return
+    spec = _dict(value, label)
+    _keys(spec, DATASET_KEYS, label)
+    if "path" not in spec or "label_prompts" not in spec:
+        raise UserError(f"{label} needs \"path\" (a datasets name) and \"label_prompts\" ({{\"label\": \"prompt\"}})")
+    _text(spec["path"], f'{label} "path"')
+    for k in ("split", "image_column", "label_column"):
+        if k in spec:
+            _text(spec[k], f'{label} "{k}"')
+    if spec.get("name") is not None:
+        _text(spec["name"], f'{label} "name"')
+    if spec.get("max_per_label") is not None:
+        checks.positive_int(spec["max_per_label"], f'{label} "max_per_label"')
+    prompts = _dict(spec["label_prompts"], f'{label} "label_prompts"')
+    if not prompts:
+        raise UserError(f'{label} "label_prompts" must map at least one label to its prompt')
+    for k, v in prompts.items():
+        if not k.strip().lstrip("-").isdigit():
+            raise UserError(f'{label} "label_prompts" keys must be label numbers ("4"), got {_show(k)}')
+        _text(v, f'{label} "label_prompts" {_show(k)}')
+
+
+def _toy(value: object, label: str) -> None:
+    toy = _dict(value, label)
+    _keys(toy, TOY_KEYS, label)
+    if "shape" in toy:
+        from ...toy.shapes import SHAPES
+
+        if toy["shape"] not in SHAPES:
+            raise UserError(f'{label} "shape" must be one of the toy shapes ({", ".join(SHAPES)}), '
+                            f"got {_show(toy['shape'])}")
+    if "attribute" in toy:
+        _text(toy["attribute"], f'{label} "attribute"')
+
+
+def _methods(value: object, label: str) -> None:
+    """Settings per method: each a method's name, holding training settings and that method's options."""
+    from ..methods import METHODS
+
+    for m, settings in _dict(value, label).items():
+        if m not in METHODS:
+            raise UserError(f"{label}: unknown method {m!r}: the methods are {', '.join(METHODS)}")
+        where = f'{label} "{m}"'
+        options = METHODS[m].options
+        _keys(_dict(settings, where), (*SETTINGS, *options), where)
+        for k, v in settings.items():
+            if k not in options:
+                _setting(k, v, f'{where} "{k}"')
+            elif hasattr(options[k], "check"):  # the option's own type and range, as on the command line
+                options[k].check(v, f'{where} "{k}"')
+            elif options[k].type is int:
+                checks.positive_int(v, f'{where} "{k}"')
+            else:
+                checks.finite_float(_number(v, f'{where} "{k}"'), f'{where} "{k}"')
+
+
+def check_recipe(raw: object, source: str) -> dict:
+    """``raw`` (a recipe as JSON gave it) if it is one: every key known, every value of its type and in its
+    range; else a ``UserError`` naming ``source`` (``"recipe file x.json"``) and the key. The concepts a
+    recipe lists must be shipped recipes (a recipe file cannot list another file: no file paths to resolve,
+    no cycles)."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source} must hold a JSON object of a recipe's keys ({{\"forget_prompts\": [...], "
+                        f"\"misaligned_prompts\": [...], ...}}), not {json_kind(raw)}")
+
+    def label(key: str) -> str:
+        return f'{source}: "{key}"'
+
+    if "concepts" in raw:
+        _keys(raw, RECIPE_KEYS, source)
+        own = [k for k in raw if k not in CONCEPTS_KEYS]
+        if own:
+            raise UserError(f"{source}: {', '.join(repr(k) for k in own)} cannot go with \"concepts\": each concept "
+                            "brings its own prompts, data and method settings (a recipe listing concepts may set "
+                            f"{', '.join(k for k in CONCEPTS_KEYS if k != 'concepts')})")
+        listed = raw["concepts"]
+        if isinstance(listed, str):
+            raise UserError(f"{label('concepts')} must be a list of shipped recipes, got a string: write it as a "
+                            f"list, [{_show(listed)}]")
+        if not isinstance(listed, list) or not listed:
+            raise UserError(f"{label('concepts')} must be a non-empty list of shipped recipes, got {_show(listed)}")
+        known = available()
+        for c in listed:
+            if not isinstance(c, str) or c not in known:
+                raise UserError(f"{label('concepts')}: concepts must name shipped recipes ({', '.join(known)}), got "
+                                f"{_show(c)}; give another recipe file as a --concept of its own")
+            if listed.count(c) > 1:
+                raise UserError(f"{label('concepts')} names {c!r} twice: list each concept once")
+    else:
+        _keys(raw, RECIPE_KEYS, source)
+        if "forget_prompts" not in raw:
+            raise UserError(f"{source} has no \"forget_prompts\": a recipe needs \"forget_prompts\" (prompts naming "
+                            "the concept) and \"misaligned_prompts\" (what they should draw instead), or \"concepts\" "
+                            "(a list of shipped recipes erased together)")
+        _prompts(raw["forget_prompts"], label("forget_prompts"), empty=False)
+        if "misaligned_prompts" in raw:
+            _prompts(raw["misaligned_prompts"], label("misaligned_prompts"))
+    if "retain_prompts" in raw:
+        _prompts(raw["retain_prompts"], label("retain_prompts"))
+    if "name" in raw:
+        _text(raw["name"], label("name"))
+    if "description" in raw:
+        _text(raw["description"], label("description"), empty=True)
+    for k in SETTINGS:
+        if k in raw:
+            _setting(k, raw[k], label(k))
+    for k in ("forget_dataset", "retain_dataset"):
+        if k in raw:
+            _dataset(raw[k], label(k))
+    if "imagenet_class" in raw:
+        _text(raw["imagenet_class"], label("imagenet_class"))
+    if "toy" in raw:
+        _toy(raw["toy"], label("toy"))
+    if "methods" in raw:
+        _methods(raw["methods"], label("methods"))
+    for k in ("tuned", "methods_tuned"):  # notes of how the settings were tuned: kept, not read
+        if k in raw:
+            _dict(raw[k], label(k))
+    return raw
+
+
+def read_recipe_file(path: Path) -> dict:
+    """A recipe .json file, read and checked whole (``check_recipe``) before anything uses it."""
+    if not path.exists():
+        raise UserError(f"recipe file {path} does not exist (or name a shipped recipe: {', '.join(available())})")
+    if not path.is_file():
+        raise UserError(f"recipe file {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark some editors write is no error
+    except UnicodeDecodeError:
+        raise UserError(f"recipe file {path} is not UTF-8 text: a recipe is a JSON object of its keys") from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe file {path}: {e.strerror or e}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"recipe file {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): "
+                        "fix it, or start from one of prompts/*.json") from None
+    except RecursionError:
+        raise UserError(f"recipe file {path} nests too deeply to be a recipe") from None
+    return check_recipe(raw, f"recipe file {path}")
