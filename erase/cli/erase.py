@@ -71,10 +71,13 @@ def _several() -> bool:
     return dist.world() > 1
 
 
-def _one_class(concepts: list[str] | None) -> str | None:
-    if concepts and len(concepts) > 1:
-        raise UserError("the class-conditional DDPM path erases one class per run: give one --concept")
-    return concepts[0] if concepts else None
+def _one_class(concepts: list[str] | None, model) -> None:
+    """A class-conditional DDPM erases a class, named by --forget-class: a --concept (a text-to-image recipe)
+    is refused rather than silently read as a class name."""
+    if concepts:
+        hint = concepts[0] if len(concepts) == 1 and not concepts[0].endswith(".json") else "NAME"
+        raise UserError(f"--concept names a text-to-image recipe, and {model} is a class-conditional DDPM, which "
+                        f"erases one class: give --forget-class {hint}")
 
 
 def add_erase_parsers(sub) -> None:
@@ -116,7 +119,8 @@ def add_erase_parsers(sub) -> None:
     group = e.add_argument_group("method options (each taken only by the methods named)")
     for key, (takers, opt) in method_options().items():
         group.add_argument(f"--{key}", type=opt.type, default=None,
-                           help=f"{opt.help} (default {opt.default}, or the recipe's; {', '.join(takers)})")
+                           help=f"{opt.help}: {opt.describe()} (default {opt.default}, or the recipe's; "
+                                f"{', '.join(takers)})")
     e.add_argument("--no-mask", action="store_true", help="train every selected weight (the ablation: --method rl)")
     e.add_argument("--allow-other-base", action="store_true",
                    help="accept a --mask computed on other weights of the same architecture")
@@ -189,7 +193,8 @@ def _cmd_mask(args) -> int:
     if _is_ddpm(args.model):
         from ..diffusion.ddpm.unlearn import make_ddpm_mask
 
-        forget = args.forget_class or _one_class(args.concept)
+        _one_class(args.concept, args.model)
+        forget = args.forget_class
         if forget is None:
             raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
         given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
@@ -237,6 +242,9 @@ def _cmd_erase(args) -> int:
     if args.mask and (args.keep is not None or args.selection is not None):
         raise UserError("--keep and --selection shape a saliency mask: with --mask the mask file already fixes them "
                         "(its metadata records them)")
+    if args.no_mask and args.method not in ("salun", "rl"):
+        raise UserError(f"--no-mask: --method {args.method} has no saliency mask to drop (--no-mask turns salun "
+                        "into its unmasked ablation, --method rl)")
     if args.no_mask and args.keep is not None:
         raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
     if args.method == "rl" and args.keep is not None:
@@ -264,6 +272,7 @@ def _cmd_erase(args) -> int:
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
     _refuse_early(opts)
+    _warn_slow(opts)
     from ..diffusion.job import erase  # torch and diffusers only now: a bad option costs no import
 
     summary = erase(opts)
@@ -301,8 +310,8 @@ def _refuse_unused(args) -> None:
         unused.update({k: v for k, v in _RETAIN.items() if not (k == "retain_prompt" and m.closed_form)})
     if m.selection is not None:
         unused["selection"] = "--selection"
-    if m.closed_form:
-        unused.update(_TRAINING)
+    if m.closed_form:  # --restart stays: it discards the checkpoints an earlier trained run left behind
+        unused.update({k: v for k, v in _TRAINING.items() if k != "restart"})
     if not m.needs_images:
         unused.update({"forget_data": "--forget-data"})
     for k, flag in unused.items():
@@ -329,12 +338,26 @@ def _refuse_early(opts) -> None:
     check_work_dir(opts.work_dir, opts.out, source)
 
 
+def _warn_slow(opts) -> None:
+    """A ``salun: warning:`` line for each setting that makes the run much slower than its default (said
+    once, by the main process of a launch)."""
+    import sys
+
+    from ..diffusion.options import slow_settings
+    from . import _other_process
+
+    if not _other_process():
+        for line in slow_settings(opts):
+            print(f"salun: warning: {line}", file=sys.stderr)
+
+
 def _cmd_erase_ddpm(args) -> int:
     import json
 
     from ..diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
 
-    forget = args.forget_class or _one_class(args.concept)
+    _one_class(args.concept, args.model)
+    forget = args.forget_class
     if forget is None:
         raise UserError(f"{args.model} is a class-conditional DDPM: say which class to erase with --forget-class")
     sd_only = {"--forget-prompt": args.forget_prompt, "--misaligned-prompt": args.misaligned_prompt,

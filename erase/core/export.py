@@ -15,8 +15,44 @@ from typing import Iterable, Mapping
 import torch
 
 from .atomic import atomic_dir, check_output  # noqa: F401 - check_output is re-exported
+from .checkpoints import TrainingDiverged
 from .errors import UserError
 from .mask import Mask
+
+
+def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding a NaN or an infinity, or None."""
+    return next((n for n, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
+
+def refuse_non_finite(unet, what: str = "the UNet to export") -> None:
+    """A model with a NaN or infinite weight draws black or noise images: it is never written
+    (``TrainingDiverged``: the CLI says it in one line, exit 1)."""
+    bad = first_non_finite(unet.state_dict().items())
+    if bad is not None:
+        raise TrainingDiverged(f"{what} holds NaN or infinite weights (first: {bad}); nothing was written")
+
+
+def lora_rank_bound(weights: Mapping[str, torch.Tensor]) -> int:
+    """The largest rank any LoRA module of these weights can use: over their Linear (2-D) and Conv2d (4-D)
+    ``.weight`` tensors, the most of min(out features, in features x kernel size); 0 if none can be adapted."""
+    return max((min(t.shape[0], t.numel() // t.shape[0]) for n, t in weights.items()
+                if n.endswith(".weight") and t.dim() in (2, 4) and t.numel()), default=0)
+
+
+def check_lora_rank(rank: int | None, weights: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a ``--lora-rank`` above what the weights a run may change can use: the factors past a layer's
+    min(in, out) are zero padding, which only makes the adapter bigger (``lora_from_delta`` pads every
+    module to the one rank)."""
+    if rank is None:
+        return
+    bound = lora_rank_bound(weights)
+    if bound == 0:
+        raise UserError("--lora-rank: the weights this run changes hold no Linear or Conv2d weight a LoRA can "
+                        "adapt; drop --lora-rank")
+    if rank > bound:
+        raise UserError(f"--lora-rank {rank} is above {bound}, the largest rank any layer this run changes can use "
+                        f"(its min(in, out) features): a higher rank only adds zeros; give at most {bound}")
 
 
 def _source_folder(pipe) -> Path | None:
@@ -36,6 +72,7 @@ def write_pipeline(pipe, unet, folder: Path, mask: Mask | None = None, recipe: d
                    card: str | None = None, extra_files: dict | None = None) -> None:
     """Write ``pipe`` with ``unet`` swapped in into an (empty) ``folder``; untouched components are
     copied file for file from the source."""
+    refuse_non_finite(unet)
     src = _source_folder(pipe)
     tmp = Path(folder)
     components = [k for k, v in pipe.components.items() if v is not None]
@@ -70,8 +107,9 @@ def write_pipeline(pipe, unet, folder: Path, mask: Mask | None = None, recipe: d
 
 def export_pipeline(pipe, unet, out: Path, overwrite: bool = False, mask: Mask | None = None,
                     recipe: dict | None = None, card: str | None = None, extra_files: dict | None = None) -> Path:
-    """Write ``pipe`` with ``unet`` swapped in to ``out``, atomically."""
+    """Write ``pipe`` with ``unet`` swapped in to ``out``, atomically; never a UNet with non-finite weights."""
     check_output(out, _source_folder(pipe), overwrite)
+    refuse_non_finite(unet)  # before any folder is made (write_pipeline checks again, for its other callers)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_pipeline(pipe, unet, tmp, mask, recipe, card, extra_files)
     return Path(out)
@@ -147,6 +185,9 @@ def lora_from_delta(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.
         for name in (list(names) if names is not None else list(tuned)):
             w1 = tuned[name]
             delta = (w1.detach().float().cpu() - base[name].float().cpu())
+            if not bool(torch.isfinite(delta).all()):  # an SVD of it would fail, or give NaN factors
+                raise TrainingDiverged(f"the weight change of {name} holds NaN or infinite values: no LoRA of it "
+                                       "is written")
             if not bool(delta.any()):
                 continue
             if not name.endswith(".weight") or delta.dim() not in (2, 4):
@@ -209,6 +250,9 @@ def write_lora(pipe_cls, state: dict, report: dict, folder: Path, card: str | No
     """Save LoRA factors as a diffusers/PEFT adapter that ``pipe.load_lora_weights`` applies."""
     if not state:
         raise UserError("the erased UNet does not differ from the base: no adapter to export")
+    bad = first_non_finite(state.items())
+    if bad is not None:
+        raise TrainingDiverged(f"the LoRA factor {bad} holds NaN or infinite values; nothing was written")
     rank = report["rank"]
     targets = sorted({k.rsplit(".lora_", 1)[0] for k in state})
     pipe_cls.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,

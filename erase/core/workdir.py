@@ -165,7 +165,7 @@ def job_folders(outputs: Sequence[Path], work: Path | None, source: str | Path |
         wd = open_work_dir(work, out, source, resume, restart, main_process, others=outputs[1:])
         try:
             yield wd
-        except UserError:
+        except (UserError, FloatingPointError):  # a refusal, or a run that diverged: an empty folder goes
             if main_process:
                 wd.abandon()
             raise

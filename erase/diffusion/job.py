@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .sd import data as D
+from ..toy.vocabulary import warn_unknown_words
 from ..core import distributed as dist
 from ..core.atomic import atomic_dirs, output_lock
 from ..core.checkpoints import TrainingDiverged, fresh_accelerator, mask_digest  # noqa: F401 - re-exports TrainingDiverged
@@ -41,7 +42,7 @@ from ..core.masked_optim import MaskedParameters
 from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
 from . import loop
 from .family import Family, family_for_class
-from .concepts import combine, entry, parts, read_history, with_replay
+from .concepts import check_no_replay, combine, entry, parts, read_history, with_replay
 from .methods import METHODS, Batch, Context
 from .sd.recipes import Recipe
 from ..core.workdir import check_work_dir, job_folders, open_work_dir
@@ -239,6 +240,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     check_common(recipe, resolution, device)
     check_output(out, source, overwrite, kind="file")  # never inside the source model's folder
     check_work_dir(work_dir, out.with_name(out.stem), source)
+    warn_unknown_words(str(source), recipe.forget_prompts, f"the {recipe.name} recipe")
     accelerator = fresh_accelerator(mixed_precision, cpu=device == "cpu" or device is None and
                                     not torch.cuda.is_available())
     _mixed_precision_on_cpu(accelerator, mixed_precision)
@@ -326,7 +328,9 @@ def erase(opts: EraseOptions) -> dict:
     if opts.audit and not all(t.get("shape") or t.get("attribute") and len(toys) == 1 for t in toys):
         raise UserError("the quick --audit uses the toy judge and works on toy concepts (several: toy shapes); "
                         "audit other models with `salun audit nudity` or `salun audit concept`")
-    earlier = read_history(source)
+    if not opts.replay:
+        check_no_replay(source)
+    earlier = read_history(source, strict=opts.replay)  # --no-replay: a broken history is left out, warned
     if earlier:  # erasing one more concept: the earlier ones stay out of the retain set, the card keeps them
         recipe = combine([opts.recipe], earlier)
         if opts.replay and opts.forget_data is None and recipe.forget_dataset is None:
@@ -336,10 +340,15 @@ def erase(opts: EraseOptions) -> dict:
                   "--forget-data or a dataset (they have no images there); this run may bring them back",
                   file=sys.stderr)
         opts = replace(opts, recipe=recipe, extra_card={**opts.extra_card, "history": earlier})
+    r = opts.recipe
+    warn_unknown_words(str(source), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
+                       f"the {r.name} recipe")
     t_start = time.time()
     accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device is not None and
                                     torch.device(opts.device).type == "cpu", device=opts.device)
     _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
+    if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
+        raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe = load_pipeline(opts.model, device=accelerator.device)
     res = check_resolution(pipe, opts.resolution)
     check_prediction_type(pipe)
@@ -347,6 +356,11 @@ def erase(opts: EraseOptions) -> dict:
     if opts.mask_path is not None:  # a given mask is checked before any drawing
         mask = Mask.load(opts.mask_path)
         mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
+    if opts.lora_rank:  # before any image is drawn: a rank no changed layer can use only pads the adapter
+        from ..core.export import check_lora_rank
+
+        check_lora_rank(opts.lora_rank, {n: m for n, m in mask.masks.items() if m.any()} if mask is not None else
+                        select_parameters(pipe.unet, METHODS[opts.method].selection or opts.recipe.selection))
     outputs = [out] + ([lora_out] if lora_out else [])
     with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
         accelerator.wait_for_everyone()
@@ -558,6 +572,10 @@ def _run_closed_form(opts: EraseOptions, pipe, accelerator, res: int, lora_out, 
         changed = method.edit(Context(family, pipe, pipe.unet, bank, sched, recipe, settings))
     seconds = time.time() - t0
     edited = set(changed)
+    bad = next((n for n, p in pipe.unet.named_parameters() if n in edited and not torch.isfinite(p).all()), None)
+    if bad is not None:  # as the trained path stops on a non-finite weight: never export a model drawing black
+        raise TrainingDiverged(f"the {method.name} edit made {bad} NaN or infinite (its settings: {settings}); "
+                               "nothing was written: give settings nearer the defaults")
     n_changed = sum(p.numel() for n, p in pipe.unet.named_parameters() if n in edited)
     used = replace(recipe, n_forget=0, n_retain=0, steps=0, epochs=0)
     summary = {"method": method.name, "method_options": settings, "family": family.name,

@@ -103,9 +103,69 @@ def check_options(opts: EraseOptions) -> None:
                            else "trains without a mask"))
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")
+    for name, (opt, value) in _method_settings(opts).items():
+        opt.check(value, name)
+    check_xformers(opts.xformers, opts.device)
+    if METHODS[opts.method].closed_form:
+        _closed_form_work_dir(opts)
     if opts.mask_per_concept:
         if len(r.extra.get("concepts") or []) < 2:
             raise UserError("--mask-per-concept combines the masks of several concepts: give --concept twice or more")
         if opts.mask_path is not None or not opts.use_mask:
             raise UserError("--mask-per-concept: " + ("a given --mask is used as it is" if opts.mask_path is not None
                                                       else f"the {opts.method} method trains without a mask"))
+
+
+def _method_settings(opts: EraseOptions) -> dict:
+    """``{how to name it: (Option, value)}`` for each method option given on the command line (``--name``)
+    or by the recipe for this method; the defaults are good by construction."""
+    from .methods import METHODS
+
+    method = METHODS[opts.method]
+    from_recipe = opts.recipe.extra.get("methods", {}).get(method.name, {})
+    out = {}
+    for key, opt in method.options.items():
+        if key in opts.method_options:
+            out[f"--{key}"] = (opt, opts.method_options[key])
+        elif key in from_recipe:
+            out[f"the recipe's {key!r} for {method.name}"] = (opt, from_recipe[key])
+    return out
+
+
+def slow_settings(opts: EraseOptions) -> list[str]:
+    """One line for each method option set so high that the run is much slower than with its default
+    (allowed: said, not refused)."""
+    lines = []
+    for name, (opt, value) in _method_settings(opts).items():
+        if opt.warn_above is not None and value > opt.warn_above:
+            lines.append(f"{name} {value} is {value / opt.default:.0f}x the default {opt.default}: each training "
+                         f"step takes roughly {value / opt.default:.0f}x as long")
+    return lines
+
+
+def check_xformers(xformers: bool | None, device: str | None) -> None:
+    """``--xformers`` asks for a package salun does not require, which works on CUDA only."""
+    import importlib.util
+
+    if not xformers:
+        return
+    if importlib.util.find_spec("xformers") is None:
+        raise UserError('--xformers: xformers is not installed; it is the optional gpu extra, for CUDA machines '
+                        '(pip install -e ".[gpu]"); without --xformers torch SDPA is used')
+    if device is not None and device.split(":")[0] != "cuda":
+        raise UserError(f"--xformers works on CUDA only, not with --device {device}")
+
+
+def _closed_form_work_dir(opts: EraseOptions) -> None:
+    """A closed-form method has no checkpoints: ``--resume`` means nothing, and an earlier trained run's
+    checkpoints in its work folder can only be discarded (``--restart``), not continued."""
+    from ..core.workdir import checkpoints_in, default_work_dir
+
+    if opts.resume:
+        raise UserError(f"--resume: --method {opts.method} is closed-form: it has no checkpoints to continue")
+    work = (Path(opts.work_dir).expanduser() if opts.work_dir is not None
+            else default_work_dir(Path(opts.out).expanduser().resolve()))
+    ckpts = checkpoints_in(work) if work.is_dir() else []
+    if ckpts and not opts.restart:
+        raise UserError(f"{work.resolve()} holds checkpoints of an earlier run (last: {ckpts[-1].name}), which "
+                        f"--method {opts.method} (closed-form) cannot continue: pass --restart to discard them")

@@ -82,6 +82,10 @@ CASES = [
     ("ddpm-train-out-user-folder", ["ddpm", "train", "--out", "{data}/user", "--overwrite"], "no salun run wrote"),
     ("train-out-user-folder", ["classify", "train", "--dataset", "digits", "--out", "{data}/user", "--overwrite"],
      "no salun run wrote"),
+    ("erase-ddpm-concept", ["erase", "--model", DDPM, "--concept", "circle", "--out", "{out}"],
+     "give --forget-class circle"),
+    ("mask-ddpm-concept", ["mask", "--model", DDPM, "--concept", "circle", "--out", "{out}"],
+     "give --forget-class circle"),
     ("erase-out-proc", ["erase", "--concept", "circle", "--out", "/proc/salun-x"], "kernel file system"),
     # audit concept
     ("concept-per-colour-0", [*CONCEPT, "--per-colour", "0"], "--per-colour"),

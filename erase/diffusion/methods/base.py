@@ -17,6 +17,7 @@ in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the jo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -38,10 +39,43 @@ class Batch:
 
 @dataclass(frozen=True)
 class Option:
-    """A method's own setting: its default for Stable Diffusion (the paper's), its type and help."""
+    """A method's own setting: its default for Stable Diffusion (the paper's), its type and help, and the
+    values it may take: finite, within ``low``..``high`` (each end included unless said), a whole number
+    when ``type`` is ``int``. ``warn_above``: a value past which the run is much slower (said, not refused)."""
     default: Any
     type: type
     help: str
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+    warn_above: float | None = None
+
+    def check(self, value: Any, name: str) -> Any:
+        """``value`` if the option may take it, else a ``UserError`` naming ``name`` and the valid range."""
+        from ...core.errors import UserError
+
+        whole = self.type is int
+        # NaN compares false with everything: ask for what a good value is, not what a bad one is
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+              and (isinstance(value, int) or not whole) and math.isfinite(value)
+              and (self.low is None or (value >= self.low if self.low_inclusive else value > self.low))
+              and (self.high is None or (value <= self.high if self.high_inclusive else value < self.high)))
+        if not ok:
+            raise UserError(f"{name} must be {self.describe()}, got {value}")
+        return value
+
+    def describe(self) -> str:
+        """The valid values in words: ``a whole number in [1, 1000]``, ``a finite number above 0``."""
+        kind = "a whole number" if self.type is int else "a finite number"
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return f"{kind} in {'[' if self.low_inclusive else '('}{lo:g}, {hi:g}{']' if self.high_inclusive else ')'}"
+        if lo is not None:
+            return f"{kind} {'of at least' if self.low_inclusive else 'above'} {lo:g}"
+        if hi is not None:
+            return f"{kind} {'of at most' if self.high_inclusive else 'below'} {hi:g}"
+        return kind
 
 
 @dataclass

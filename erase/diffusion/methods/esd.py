@@ -12,6 +12,7 @@ With ``--mask`` (a ``salun mask`` file) only the mask's weights train: a masked 
 """
 from __future__ import annotations
 
+from ...core.errors import UserError
 from .base import Batch, Context, Option, TrainedMethod
 
 
@@ -35,13 +36,20 @@ class ESD(TrainedMethod):
     needs_images = False
     uses_retain = False
     needs_frozen = True
+    # sample-steps: at most the 1000 timesteps of SD's schedule (checked against the model's own in bind);
+    # each training step samples x_t on up to that many steps, so a large value is said to be slow.
     options = {
         "negative-guidance": Option(1.0, float, "ESD: eta in the target e*(null) - eta (e*(c) - e*(null))"),
-        "sample-steps": Option(50, int, "ESD: DDIM steps of the schedule x_t is sampled on"),
-        "sample-guidance": Option(3.0, float, "ESD: guidance scale while the trained model samples x_t"),
+        "sample-steps": Option(50, int, "ESD: DDIM steps of the schedule x_t is sampled on", low=1, high=1000,
+                               warn_above=200),
+        "sample-guidance": Option(3.0, float, "ESD: guidance scale while the trained model samples x_t", low=0),
     }
 
     def bind(self, ctx: Context) -> "ESD":
+        n_train = ctx.scheduler.config.num_train_timesteps
+        if ctx.options["sample-steps"] > n_train:  # the schedule's stride, n_train // sample_steps, would be 0
+            raise UserError(f"--sample-steps {ctx.options['sample-steps']}: this model's noise schedule has "
+                            f"{n_train} timesteps; give at most {n_train}")
         bound = type(self)()
         bound.frozen = ctx.frozen
         bound.null = ctx.bank.null

@@ -14,8 +14,13 @@ cross-attention can be edited (SD 1.x/2.x, SDXL); one without cross-attention ca
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...core.errors import UserError
 from .base import Context, Option, TrainedMethod
+
+if TYPE_CHECKING:
+    import torch
 
 
 class UCE(TrainedMethod):
@@ -30,9 +35,11 @@ class UCE(TrainedMethod):
             "was edited in closed form so that the forget prompts' tokens project as the misaligned prompts' do, "
             "while the retain prompts' projections are preserved; no training.")
     options = {
-        "erase-scale": Option(1.0, float, "UCE: weight of the erased concepts' equations"),
-        "preserve-scale": Option(1.0, float, "UCE: weight of the preserved (retain) prompts' equations"),
-        "uce-lambda": Option(0.1, float, "UCE: weight keeping W near the original (the regulariser lambda)"),
+        "erase-scale": Option(1.0, float, "UCE: weight of the erased concepts' equations", low=0,
+                              low_inclusive=False),
+        "preserve-scale": Option(1.0, float, "UCE: weight of the preserved (retain) prompts' equations", low=0),
+        "uce-lambda": Option(0.1, float, "UCE: weight keeping W near the original (the regulariser lambda)",
+                             low=0),
     }
 
     def edit(self, ctx: Context) -> list[str]:
@@ -60,7 +67,7 @@ class UCE(TrainedMethod):
         eye = torch.eye(c_e.shape[1], dtype=torch.float64, device=c_e.device)
         # the right-hand factor is shared by every projection that reads the text
         rhs = (s_e * c_e.T.double() @ c_e.double() + s_p * c_p.T.double() @ c_p.double() + lam * eye)
-        rhs_inv = torch.linalg.inv(rhs)
+        rhs_inv = _inverse(rhs, lam)
         changed = []
         for name, p in ctx.unet.named_parameters():
             if not (name.endswith("attn2.to_k.weight") or name.endswith("attn2.to_v.weight")):
@@ -70,3 +77,25 @@ class UCE(TrainedMethod):
             p.data.copy_((lhs @ rhs_inv).to(p.dtype))
             changed.append(name)
         return changed
+
+
+# Past this condition number the float64 solve keeps only about four correct digits: the edit would be
+# dominated by rounding, so it is refused rather than written.
+MAX_CONDITION = 1e12
+
+
+def _inverse(rhs: "torch.Tensor", lam: float) -> "torch.Tensor":
+    """The inverse of UCE's (symmetric, positive semi-definite) right-hand factor; a singular or nearly
+    singular one (``--uce-lambda 0`` with fewer independent token embeddings than their width) is a
+    ``UserError`` asking for a positive ``--uce-lambda``."""
+    import torch
+
+    if not bool(torch.isfinite(rhs).all()):
+        raise UserError("UCE: its equations overflow (--erase-scale, --preserve-scale or --uce-lambda is too "
+                        "large): give values nearer the defaults (1, 1 and 0.1)")
+    eig = torch.linalg.eigvalsh(rhs)
+    if not eig[0] > 0 or not eig[-1] / eig[0] <= MAX_CONDITION:
+        raise UserError("UCE: its system of equations is singular or nearly so"
+                        + (" (--uce-lambda 0)" if lam == 0 else "")
+                        + ", so the edit is undetermined: give a positive --uce-lambda (the default is 0.1)")
+    return torch.linalg.inv(rhs)
