@@ -6,6 +6,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# Under pytest-xdist (the README's test command runs two workers on two cores) each worker computes with one
+# thread, and so do the commands the tests start: two workers of two threads each would fight for the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
+
 import pytest  # noqa: E402
 
 

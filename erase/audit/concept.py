@@ -66,7 +66,6 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
     if not models:
         raise UserError("give at least one --model")
     out = Path(out)
-    guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, signature=REPORT)
     kinds = {_kind(m) for m in models}
     if len(kinds) > 1:
         raise UserError("audit toy Stable Diffusion models and class-conditional DDPMs separately: their "
@@ -78,6 +77,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
     if not ddpm:  # a bad last model fails before the first one's images are drawn (load_ddpm checks DDPMs)
         for model in models:
             check_model(model)
+    guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, signature=REPORT)
     judge = load_judge(judge_dir)
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - len(shapes)), seed=4242,
                      shapes=[s for s in S.SHAPES if s not in shapes])
@@ -253,11 +253,11 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     device = check_device(device)
     recipe = load_recipe(concept)
     out = Path(out)
-    guard_output(out, AUDIT, reads=[*models, reference], overwrite=overwrite, signature=REPORT)
     if not models:
         raise UserError("give at least one --model")
     for model in models:  # a bad last model fails before any classifier is loaded or image drawn
         check_model(model)
+    guard_output(out, AUDIT, reads=[*models, reference], overwrite=overwrite, signature=REPORT)
     imagenet_class = recipe.extra.get("imagenet_class")
     if imagenet_class is not None:
         labels = list(IMAGENETTE_TO_IMAGENET)

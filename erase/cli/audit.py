@@ -155,9 +155,6 @@ def _cmd_audit_concept(args) -> int:
         raise UserError("a --concept is given twice")
     from ..toy import TOY_JUDGE
 
-    guard_output(args.out, "audit concept", reads=[*args.model, args.judge or TOY_JUDGE, args.reference],
-                 overwrite=args.overwrite, signature=REPORT)
-
     from ..core import distributed as dist
 
     with dist.sharded():  # under several processes: each draws its share of every model's images

@@ -58,12 +58,13 @@ def _default_out(prompts: list[str]) -> Path:
     return out
 
 
-def check_memory(pipe, n_images: int) -> None:
+def check_memory(side: int | None, n_images: int) -> None:
     """The images are held in memory until they are written together: refuse a count that cannot fit,
-    before drawing the first one."""
+    before drawing the first one (``side``: the model's image size, ``None`` if not known yet)."""
     import psutil
 
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if side is None:
+        return
     need = n_images * 3 * side * side * 4  # float32 until written
     free = psutil.virtual_memory().available
     if need > 0.8 * free:
@@ -87,11 +88,16 @@ def _cmd_generate(args) -> int:
     device = check_device(args.device)
     out = args.out or _default_out(prompts)
     from ..core.outputs import guard_output
-    from ..diffusion.pipeline import default_model
+    from ..diffusion.pipeline import check_model, default_model
 
+    ddpm = _is_ddpm(args.model)
+    if not ddpm:  # a model that cannot load is said first, whatever --out is
+        check_model(args.model)
+        from ..audit.detectors import native_size
+
+        check_memory(native_size(args.model or default_model()), len(prompts) * args.num_images)
     guard_output(out, "generate", reads=[(args.model or default_model(), "the model")], overwrite=args.overwrite,
                  signature=("images.json", "grid.png"))
-    ddpm = _is_ddpm(args.model)
 
     import torch
 
@@ -119,7 +125,7 @@ def _cmd_generate(args) -> int:
         args.steps = TOY_SAMPLING_STEPS if args.steps is None else args.steps
         args.guidance = TOY_SAMPLING_GUIDANCE if args.guidance is None else args.guidance
         pipe = load_pipeline(args.model, device=device)
-        check_memory(pipe, len(all_prompts))
+        check_memory(pipe.unet.config.sample_size * pipe.vae_scale_factor, len(all_prompts))  # a hub model
         with dist.sharded():  # several processes: each draws every N-th batch, gathered in order
             images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
                               negative_prompt=args.negative_prompt)

@@ -57,3 +57,20 @@ def test_hub_id_without_network_says_how_to_use_a_local_folder(tmp_path, capsys,
     assert rc == 2
     err = capsys.readouterr().err
     assert "CompVis/stable-diffusion-v1-4" in err and "local folder" in err
+
+
+def test_unbounded_generate_is_refused_or_warned_with_its_time(tmp_path, monkeypatch, capsys):
+    from erase.diffusion.generate import warn_if_long
+
+    monkeypatch.chdir(tmp_path)
+    # 100,000,000 images are held in memory until written: refused before the first is drawn
+    assert main(["generate", "--prompt", "a red circle", "--num-images", "100000000", "--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "GiB of memory" in err and "--num-images" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+    # a run that fits but would take hours is said after its first batch, with the expected time
+    warn_if_long(2.0, 10_000, "drawing these images")
+    err = capsys.readouterr().err
+    assert err.startswith("salun: warning: drawing these images will take about 5.6 more hours")
+    warn_if_long(2.0, 10, "drawing these images")
+    assert capsys.readouterr().err == ""
