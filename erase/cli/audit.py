@@ -153,7 +153,6 @@ def _cmd_audit_concept(args) -> int:
     toy = all("toy" in load_recipe(c).extra for c in args.concept)
     if len(set(args.concept)) < len(args.concept):
         raise UserError("a --concept is given twice")
-    from ..toy import TOY_JUDGE
 
     from ..core import distributed as dist
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 from ...core import checks
 from ...core.errors import UserError
@@ -336,27 +337,16 @@ def check_recipe(raw: object, source: str) -> dict:
         _prompts(raw["forget_prompts"], label("forget_prompts"), empty=False)
         if "misaligned_prompts" in raw:
             _prompts(raw["misaligned_prompts"], label("misaligned_prompts"))
-    if "retain_prompts" in raw:
-        _prompts(raw["retain_prompts"], label("retain_prompts"))
-    if "name" in raw:
-        _text(raw["name"], label("name"))
-    if "description" in raw:
-        _text(raw["description"], label("description"), empty=True)
-    for k in SETTINGS:
+    # each other key's own check, in the order a reader meets them
+    value_checks: dict[str, Callable[[object, str], object]] = {
+        "retain_prompts": _prompts, "name": _text, "description": lambda v, where: _text(v, where, empty=True),
+        **{k: (lambda v, where, k=k: _setting(k, v, where)) for k in SETTINGS},
+        "forget_dataset": _dataset, "retain_dataset": _dataset, "imagenet_class": _text, "toy": _toy,
+        "methods": _methods,
+        "tuned": _dict, "methods_tuned": _dict}  # notes of how the settings were tuned: kept, not read
+    for k, check in value_checks.items():
         if k in raw:
-            _setting(k, raw[k], label(k))
-    for k in ("forget_dataset", "retain_dataset"):
-        if k in raw:
-            _dataset(raw[k], label(k))
-    if "imagenet_class" in raw:
-        _text(raw["imagenet_class"], label("imagenet_class"))
-    if "toy" in raw:
-        _toy(raw["toy"], label("toy"))
-    if "methods" in raw:
-        _methods(raw["methods"], label("methods"))
-    for k in ("tuned", "methods_tuned"):  # notes of how the settings were tuned: kept, not read
-        if k in raw:
-            _dict(raw[k], label(k))
+            check(raw[k], label(k))
     return raw
 
 
