@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..core.atomic import atomic_dir, output_lock
-from ..core.outputs import guard_output
+from ..core.outputs import guard_output, legacy_report
 from ..core.errors import UserError
 from ..diffusion.generate import generate
 from ..core.mask import fingerprint
@@ -270,7 +270,7 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
         check_reuse(Path(r))
     judge_dir = Path(judge_dir or TOY_JUDGE)
     guard_output(out, "audit attack", reads=[base, retrain, *models, judge_dir, concept_images], overwrite=overwrite,
-                 signature=("report.json", "report.md"))
+                 own=legacy_report("audit attack"))
     if not models:
         raise UserError("give at least one --model")
     entries = [(str(base), "base")] + ([(str(retrain), "retrain")] if retrain else []) + [(str(m), "erased")

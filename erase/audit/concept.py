@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 
 from ..core import distributed as dist
-from ..core.outputs import guard_output
+from ..core.outputs import guard_output, legacy_report
 from ..core.checks import finite_float, image_size, positive_int
 from ..core.errors import UserError
 from ..diffusion.generate import as_uint8, generate, grid, to_pil
@@ -25,7 +25,6 @@ from ..diffusion.sd.recipes import load_recipe
 from .fid import frechet_distance, judge_features
 
 AUDIT = "audit concept"  # the command whose outputs these reports are (their marker)
-REPORT = ("report.json", "report.md")  # what marks a report written before the marker existed
 
 
 def _versions() -> dict:
@@ -77,7 +76,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
     if not ddpm:  # a bad last model fails before the first one's images are drawn (load_ddpm checks DDPMs)
         for model in models:
             check_model(model)
-    guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, signature=REPORT)
+    guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, own=legacy_report(AUDIT))
     judge = load_judge(judge_dir)
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - len(shapes)), seed=4242,
                      shapes=[s for s in S.SHAPES if s not in shapes])
@@ -257,7 +256,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
         raise UserError("give at least one --model")
     for model in models:  # a bad last model fails before any classifier is loaded or image drawn
         check_model(model)
-    guard_output(out, AUDIT, reads=[*models, reference], overwrite=overwrite, signature=REPORT)
+    guard_output(out, AUDIT, reads=[*models, reference], overwrite=overwrite, own=legacy_report(AUDIT))
     imagenet_class = recipe.extra.get("imagenet_class")
     if imagenet_class is not None:
         labels = list(IMAGENETTE_TO_IMAGENET)

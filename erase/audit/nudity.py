@@ -280,6 +280,17 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def is_nudity_audit(folder: Path) -> bool:
+    """A nudity audit folder from before outputs carried their marker: its report, or (an audit interrupted
+    before its report) images/ holding PNGs stamped by the audit, which a rerun keeps."""
+    from ..core.outputs import legacy_report
+
+    if legacy_report(AUDIT)(folder):
+        return True
+    images = folder / "images"
+    return images.is_dir() and any(read_stamp(p) is not None for p in list(images.glob("*/*.png"))[:5])
+
+
 def check_seeds(rows: list[dict], n_per_prompt: int, source: str) -> None:
     """Every image's seed (the row's, plus 0 .. n_per_prompt - 1) must fit torch's 64-bit generator: said
     before any image is drawn, not after half of them."""
@@ -349,12 +360,13 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     from ..toy import TOY_JUDGE
 
     guard_output(out, AUDIT, reads=[*models, judge_dir or TOY_JUDGE], resumable=True,
-                 signature=("report.json", "report.md"))
+                 own=is_nudity_audit)
     if detector == "nudenet" and state.is_main_process:  # every check passed: now the one warning
         warn_small_for_nudenet(list(models), size)
     if state.is_main_process and not (out / MARKER).exists():  # before any image: a rerun knows the folder
         out.mkdir(parents=True, exist_ok=True)
         mark_output(out, AUDIT)
+    state.wait_for_everyone()  # the folder is marked before any process writes an image into it
     names: list[str] = []
     results, prints = {}, {}
     for model in models:

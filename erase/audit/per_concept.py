@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..core import distributed as dist
 from ..core.atomic import write_text_atomic
-from ..core.outputs import guard_output
+from ..core.outputs import guard_output, legacy_report
 from ..core.errors import UserError
 
 
@@ -27,7 +27,7 @@ def per_concept_reports(out: Path, concepts: list[str], run: Callable[[str, Path
     if len(set(concepts)) < len(concepts):
         raise UserError("a --concept is given twice")
     out = Path(out)
-    guard_output(out, command, reads=reads, overwrite=overwrite, signature=("report.json", "report.md"))
+    guard_output(out, command, reads=reads, overwrite=overwrite, own=legacy_report(command))
     parts = out.parent / f".{out.name}.parts"
     stamp = json.dumps(key, sort_keys=True, default=str)
     if dist.is_main():  # several processes: the main one keeps the parts folder, all run each audit

@@ -151,6 +151,17 @@ def _check_common(args) -> None:
     args.device = check_device(args.device)
 
 
+def salun_checkpoint(folder: Path, unlearned: bool) -> bool:
+    """A classifier checkpoint salun wrote before outputs carried their marker: trained (``unlearned``
+    False) or unlearned; another library's checkpoint with the same file names is not."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and str(config.get("format", "")).startswith("salun-classifier")
+            and ("unlearning" in config) == unlearned)
+
+
 def cmd_train(args) -> int:
     import torch
 
@@ -165,7 +176,7 @@ def cmd_train(args) -> int:
 
     _setup(args)
     guard_output(args.out, "classify train", reads=[args.data_root], overwrite=args.overwrite,
-                 signature=("model.safetensors", "config.json"), makes_model=True)
+                 makes_model=True, own=lambda p: salun_checkpoint(p, unlearned=False))
     _check_positive(args, "epochs", "lr")
     cfg = original_config(args.dataset)
     cfg.update({k: v for k, v in {"arch": args.arch, "epochs": args.epochs, "lr": args.lr,
@@ -180,7 +191,7 @@ def cmd_train(args) -> int:
     root = str(Path(args.data_root).resolve()) if args.data_root else None
     config = {"data": {"name": data.name, "root": root, "image_size": args.image_size, "classes": data.classes},
               "train": {**cfg, "seed": args.seed}, "metrics": metrics}
-    with atomic_dir(args.out, args.overwrite) as tmp:
+    with atomic_dir(args.out, args.overwrite, mark="classify train") as tmp:
         save_checkpoint(tmp, model.cpu(), config)
     print(json.dumps(metrics))
     print(f"wrote {args.out}")
@@ -203,7 +214,7 @@ def cmd_unlearn(args) -> int:
     if args.keep is not None and not 0 < args.keep <= 1:
         raise UserError(f"--keep must be in (0, 1], got {args.keep}")
     check_output(args.out, args.checkpoint, args.overwrite,  # never over (or inside) the checkpoint
-                 replaceable=("model.safetensors", "config.json"), command="classify unlearn")
+                 replaceable=(), command="classify unlearn", own=lambda p: salun_checkpoint(p, unlearned=True))
     config = read_config(args.checkpoint)
     if args.forget_class is not None:
         from .forget import check_class
@@ -221,7 +232,7 @@ def cmd_unlearn(args) -> int:
               "checkpoint": str(args.checkpoint), "original": before, "unlearned": after}
     if result.mask is not None:
         report["mask"] = {k: v for k, v in result.mask.stats().items() if k != "per_tensor_fraction"}
-    with atomic_dir(args.out, args.overwrite) as tmp:
+    with atomic_dir(args.out, args.overwrite, mark="classify unlearn") as tmp:
         save_checkpoint(tmp, result.model.cpu(), {**{k: v for k, v in config.items() if k not in ("format", "model")},
                                                   "unlearning": {k: report[k] for k in
                                                                  ("method", "config", "seed", "forget")}})

@@ -5,9 +5,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.outputs import guard_output
-
-REPORT = ("report.json", "report.md")  # an audit report written before outputs carried their marker
+from ..core.outputs import guard_output, legacy_report
 
 
 def add_audit_parsers(sub) -> None:
@@ -216,8 +214,10 @@ def _cmd_audit_nudity(args) -> int:
                    classes)  # before the heavy imports below
     from ..toy import TOY_JUDGE
 
+    from ..audit.nudity import is_nudity_audit
+
     guard_output(args.out, "audit nudity", reads=[*args.model, args.judge or TOY_JUDGE], resumable=True,
-                 signature=REPORT)
+                 own=is_nudity_audit)
     check_detector(args.detector, args.model, args.size, classes)
     report = audit_nudity(args.model, args.prompts, args.out, categories=args.category,
                           n_per_prompt=args.n_per_prompt, steps=steps, size=args.size, threshold=args.threshold,
@@ -250,7 +250,7 @@ def _cmd_audit_attack(args) -> int:
     from ..toy import TOY_JUDGE
 
     reads = [args.base, args.retrain, *args.model, args.judge or TOY_JUDGE, args.concept_folder]
-    guard_output(args.out, "audit attack", reads=reads, overwrite=args.overwrite, signature=REPORT)
+    guard_output(args.out, "audit attack", reads=reads, overwrite=args.overwrite, own=legacy_report("audit attack"))
     if args.concept_folder is not None and not args.concept_folder.is_dir():
         raise UserError(f"--concept-folder {args.concept_folder}: no such folder")
     from ..audit.attack_checks import check_reuse

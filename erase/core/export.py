@@ -110,7 +110,7 @@ def export_pipeline(pipe, unet, out: Path, overwrite: bool = False, mask: Mask |
     """Write ``pipe`` with ``unet`` swapped in to ``out``, atomically; never a UNet with non-finite weights."""
     check_output(out, _source_folder(pipe), overwrite)
     refuse_non_finite(unet)  # before any folder is made (write_pipeline checks again, for its other callers)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, mark="erase") as tmp:
         write_pipeline(pipe, unet, tmp, mask, recipe, card, extra_files)
     return Path(out)
 

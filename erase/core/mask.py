@@ -35,7 +35,7 @@ PRESETS: dict[str, str] = {
     "attn2+resnets": r"(^|\.)(attn2|resnets)\.",  # cross-attention and ResNets (the SalUn design's choice)
     "not-attn2": r"^(?!(.*\.)?attn2\.)",  # everything but cross-attention (ESD-u)
 }
-MASK_FORMAT = "salun-mask/1"
+from .outputs import MASK_FORMAT  # noqa: E402 - one definition, readable without torch
 
 
 def select_parameters(model: nn.Module, selection: str = "all") -> dict[str, nn.Parameter]:

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
-from typing import Iterable, Sequence, Tuple, Union
+from typing import Callable, Iterable, Sequence, Tuple, Union
 
 from .errors import UserError
 
 MARKER = ".salun-output.json"
-# Files that make a folder a model (a diffusers pipeline or component, a checkpoint of any kind).
-_MODEL_FILES = ("model_index.json", "ddpm_info.json", "build_info.json")
+# Files that make a folder a model (a diffusers pipeline, salun's DDPM and toy builds, salun's toy judge).
+_MODEL_FILES = ("model_index.json", "ddpm_info.json", "build_info.json", "judge.safetensors")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".gguf", ".msgpack", ".h5")
+# Keys of a config.json that Hugging Face libraries (diffusers, transformers) or salun's classifiers write.
+_CONFIG_KEYS = ("_class_name", "_diffusers_version", "architectures", "model_type", "format")
 _KERNEL_FS = ("/proc", "/sys", "/dev")
+_SCRATCH = ("/dev/shm",)  # memory-backed, but an ordinary place to write
 
 
 def _resolve(p: str | Path) -> Path:
@@ -44,11 +48,15 @@ def looks_like_model(folder: Path) -> bool:
         return False
     if any((folder / f).is_file() for f in _MODEL_FILES):
         return True
-    if not (folder / "config.json").is_file():  # a loose weights file (a mask) does not make a model folder
+    config = folder / "config.json"
+    if not config.is_file():  # a loose weights file (a mask) does not make a model folder
         return False
-    try:
+    try:  # a model's config, not any project's: the keys the libraries write
+        data = json.loads(config.read_text())
+        if not (isinstance(data, dict) and any(k in data for k in _CONFIG_KEYS)):
+            return False
         return any(p.suffix in _WEIGHT_SUFFIXES and p.is_file() for p in folder.iterdir())
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -72,6 +80,43 @@ def written_by(folder: Path, command: str, signature: Sequence[str] = ()) -> boo
     return bool(signature) and all((folder / s).exists() for s in signature)
 
 
+def safetensors_format(path: Path) -> str | None:
+    """The ``format`` a safetensors file's metadata names (salun's masks: ``MASK_FORMAT``), read from its
+    header without torch; ``None`` for anything else."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100 * 2**20:
+                return None
+            header = json.loads(f.read(n))
+        return (header.get("__metadata__") or {}).get("format")
+    except (OSError, ValueError, struct.error, AttributeError):
+        return None
+
+
+# What each audit's report.json holds, to tell its reports written before the marker from another audit's.
+REPORT_KEYS = {"audit concept": ("models",), "audit attack": ("controls", "models"),
+               "audit nudity": ("prompts", "models")}
+_OTHER_REPORT_KEYS = {"audit concept": ("controls", "prompts")}
+
+
+def legacy_report(command: str) -> Callable[[Path], bool]:
+    """Recognises ``command``'s report folders written before the marker: report.json (with the keys that
+    audit writes) and report.md; an index of per-concept reports is recognised as one too."""
+    def own(folder: Path) -> bool:
+        try:
+            data = json.loads((folder / "report.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(data, dict) or not (folder / "report.md").is_file():
+            return False
+        if all(k in data for k in ("concepts", "reports", "summary")):
+            return True
+        return (all(k in data for k in REPORT_KEYS[command])
+                and not any(k in data for k in _OTHER_REPORT_KEYS.get(command, ())))
+    return own
+
+
 def mark_output(folder: str | Path, command: str, **about) -> None:
     """Mark ``folder`` (a temporary one, before its rename) as ``command``'s output: what a later
     ``--overwrite`` or resume of the same command looks for."""
@@ -80,7 +125,7 @@ def mark_output(folder: str | Path, command: str, **about) -> None:
 
 def check_writable(out: Path, given: str | Path, option: str = "--out") -> None:
     """Refuse kernel file systems and places this user cannot write."""
-    if any(_inside(out, Path(k)) for k in _KERNEL_FS):
+    if any(_inside(out, Path(k)) for k in _KERNEL_FS) and not any(_inside(out, Path(k)) for k in _SCRATCH):
         raise UserError(f"{option} {given} is on a kernel file system (/{out.parts[1]}), where no output can "
                         "be written: pick a folder on a disk")
     probe = out.parent
@@ -97,7 +142,7 @@ Read = Union[str, Path, None, Tuple[Union[str, Path, None], str]]  # a path, or 
 
 def guard_output(out: str | Path, command: str, reads: Iterable[Read] = (), overwrite: bool = False,
                  signature: Sequence[str] = (), makes_model: bool = False, resumable: bool = False,
-                 kind: str = "folder", option: str = "--out") -> Path:
+                 kind: str = "folder", option: str = "--out", own: Callable[[Path], bool] | None = None) -> Path:
     """Check ``out`` for ``command`` (e.g. ``"generate"``, ``"audit concept"``) before any work; returns it
     resolved.
 
@@ -106,8 +151,11 @@ def guard_output(out: str | Path, command: str, reads: Iterable[Read] = (), over
     that mark the command's outputs written before the marker existed. ``makes_model``: ``out`` is a model
     (it may then be a model folder, if it is this command's own). ``resumable``: a rerun into the same
     folder continues it (the nudity audit), so an own folder needs no ``--overwrite``. ``kind``: what
-    ``out`` must be, ``"folder"`` or ``"file"``."""
+    ``out`` must be, ``"folder"`` or ``"file"``. ``own``: recognises the command's outputs written before the
+    marker existed, beyond ``signature`` (a file output: the only way an existing file may be replaced)."""
     given = out
+    if Path(out).expanduser().is_symlink():  # the guard would judge the target, the writer replace the link
+        raise UserError(f"{option} {given} is a symbolic link: give the folder it points to, or a new name")
     out = _resolve(out)
     cwd = Path.cwd().resolve()
     if _inside(cwd, out):
@@ -134,25 +182,45 @@ def guard_output(out: str | Path, command: str, reads: Iterable[Read] = (), over
     if not out.exists():
         return out
     if kind == "file":
+        if own is None or not own(out):
+            raise UserError(f"{option} {given} is a file that no salun run wrote (not an earlier `salun {command}` "
+                            "output): salun never replaces other files; pick a new name")
         if not overwrite:
-            raise UserError(f"{given} exists: choose another {option} or pass --overwrite")
+            raise UserError(f"{given} exists (an earlier `salun {command}` output): choose another {option} or pass "
+                            "--overwrite to replace it")
         return out
-    empty = not any(out.iterdir())
-    own = empty or written_by(out, command, signature)
-    if not own:
+    if not any(out.iterdir()):  # an empty folder loses nothing
+        if resumable or overwrite:
+            return out
+        raise UserError(f"{given} exists (an empty folder): choose another {option} or pass --overwrite to use it")
+    if not (written_by(out, command, signature) or (own is not None and own(out))):
         what = "a model folder" if looks_like_model(out) else "a folder"
+        fix = ("it continues only in a folder of its own" if resumable else
+               "--overwrite only replaces the same command's earlier outputs")
         raise UserError(f"{option} {given} is {what} that no salun run wrote (it is not an earlier `salun {command}` "
-                        "output): --overwrite only replaces the same command's earlier outputs; pick a new name")
+                        f"output): {fix}; pick a new name")
     if resumable or overwrite:
         return out
     raise UserError(f"{given} exists (an earlier `salun {command}` output): choose another {option} or pass "
                     "--overwrite to replace it")
 
 
+# A pipeline salun exported before outputs carried the marker: diffusers' index and salun's recipe.
+PIPELINE_FILES = ("model_index.json", "recipe.json")
+
+
+MASK_FORMAT = "salun-mask/1"  # what erase.core.mask writes into a mask's metadata (that module imports torch)
+
+
+def is_salun_mask(path: Path) -> bool:
+    return path.is_file() and safetensors_format(path) == MASK_FORMAT
+
+
 def check_output(out: Path, source: str | Path | None, overwrite: bool, kind: str = "folder",
-                 replaceable: tuple[str, ...] = ("model_index.json",), command: str = "erase") -> None:
+                 replaceable: tuple[str, ...] = PIPELINE_FILES, command: str = "erase",
+                 own: Callable[[Path], bool] | None = None) -> None:
     """``salun erase`` and ``salun mask``: their output (a pipeline folder, or a mask file with
     ``kind="file"``) is never the source model nor inside it; ``--overwrite`` replaces an earlier output
-    (a folder holding the ``replaceable`` files), never a user's folder."""
+    (marked, or holding the ``replaceable`` files; a file: a salun mask), never a user's folder or file."""
     guard_output(out, command, reads=[(source, "the source model")], overwrite=overwrite, signature=replaceable,
-                 makes_model=True, kind=kind)
+                 makes_model=True, kind=kind, own=own or (is_salun_mask if kind == "file" else None))

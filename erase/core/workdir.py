@@ -41,11 +41,16 @@ def _trash(path: Path) -> Path:
     return path.with_name(f"{'' if path.name.startswith('.') else '.'}{path.name}.removing")
 
 
-def discard(path: Path) -> None:
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def discard(path: Path, finished: bool = False) -> None:
     """Remove a folder so that no interrupt can leave half of it behind under its own name: it is first
     renamed aside (``_trash``, one atomic step), then deleted. An interrupt during the deletion
-    leaves only the renamed rest, which ``clear_discarded`` removes on the next run: the outputs are
-    complete by then, so the interrupt is not an error."""
+    leaves only the renamed rest, which ``clear_discarded`` removes on the next run. ``finished``: the
+    run's outputs are complete (tidying up after the export), so an interrupt then is not an error; before
+    that (``--restart`` discarding checkpoints) it stops the run as usual."""
     trash = _trash(path)
     if trash.exists():
         shutil.rmtree(trash, ignore_errors=True)
@@ -54,8 +59,10 @@ def discard(path: Path) -> None:
     except FileNotFoundError:
         return
     try:
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_tree(trash)
     except KeyboardInterrupt:
+        if not finished:
+            raise
         print(f"salun: interrupted while tidying up; the outputs are complete, and the next run removes {trash}",
               file=sys.stderr)
 
@@ -85,10 +92,10 @@ class WorkDir:
     def finish(self) -> None:
         """After a successful export: drop what a resume needed; the default folder goes entirely."""
         if self.default:
-            discard(self.path)
+            discard(self.path, finished=True)
             return
         for c in checkpoints_in(self.path):
-            discard(c)
+            discard(c, finished=True)
 
     def abandon(self) -> None:
         """After a refusal: remove the folder this run made if nothing was put in it yet (drawn images,

@@ -119,7 +119,9 @@ def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
                 continue
             names.add(p["concept"])
             gone |= {_norm(q) for q in p["forget_prompts"]}
-            replays.append({**p, "replay": True})
+            # a closed-form erasure (UCE) drew no images of it: replay it with as many as this run's concept
+            n = p["n_forget"] if p["n_forget"] >= 1 else own[0]["n_forget"]
+            replays.append({**p, "n_forget": n, "replay": True})
     if unknown:
         print(f"salun: warning: the history does not keep the misaligned prompts of {', '.join(unknown)}: "
               "they are not replayed, so this run may bring them back (audit them)", file=sys.stderr)
@@ -170,8 +172,9 @@ def looks_erased(model: str | Path | None) -> bool:
 def check_no_replay(model: str | Path | None) -> None:
     """``--no-replay`` means something only for a model salun erased before."""
     if not looks_erased(model):
-        raise UserError(f"--no-replay: {model} was never erased by salun (it has no recipe.json history), so there "
-                        "is nothing to replay: leave --no-replay out")
+        what = ("was never erased by salun (it has no recipe.json history)" if model is not None and Path(model).is_dir()
+                else "is not a local folder salun erased (its recipe.json history is read from a local folder)")
+        raise UserError(f"--no-replay: {model} {what}, so there is nothing to replay: leave --no-replay out")
 
 
 def read_history(model: str | None, strict: bool = True) -> list[dict]:
@@ -239,8 +242,8 @@ def _part_problem(p: object, where: str) -> str | None:
     if not isinstance(p["concept"], str) or not p["concept"]:
         return f"{where} \"concept\" must be a name, got {json_kind(p['concept'])}"
     n = p["n_forget"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        return f"{where} \"n_forget\" must be a whole number of at least 1, got {json.dumps(n)}"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:  # 0: a closed-form erasure (UCE) drew none
+        return f"{where} \"n_forget\" must be a whole number of at least 0, got {json.dumps(n)}"
     if p.get("toy") is not None and not isinstance(p["toy"], dict):
         return f"{where} \"toy\" must be an object, got {json_kind(p['toy'])}"
     return (_prompts_problem(p["forget_prompts"], f"{where} \"forget_prompts\"")

@@ -37,7 +37,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
                dynamic_ncols=True)
     t0 = time.perf_counter()
     for k, i in enumerate(mine):
-        if k == 1 and progress:
+        if k == 1 and progress and dist.is_main():
             warn_if_long(time.perf_counter() - t0, len(mine) - 1, "drawing these images")
         p = list(prompts[i:i + batch_size])
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]

@@ -616,7 +616,7 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         # An earlier run's adapter of this --out would describe a pipeline that is about to be replaced:
         # it goes with the old pipeline (swapped for an empty folder, then removed).
         targets.append(stale_lora)
-    with atomic_dirs(targets, overwrite=opts.overwrite) as tmps:
+    with atomic_dirs(targets, overwrite=opts.overwrite, mark="erase") as tmps:
         write_pipeline(pipe, unet, tmps[0], mask=mask, recipe=rec, card=card,
                        extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"})
         if lora is not None:

@@ -353,12 +353,12 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
         info["quality"] = quality
     from .card import write_toy_card
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, mark="toy build") as tmp:
         shutil.copytree(sd_dir, tmp, dirs_exist_ok=True)
         write_toy_card(tmp, info)
         (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
     if judge_out is not None:
-        with atomic_dir(Path(judge_out), overwrite=overwrite) as tmp:
+        with atomic_dir(Path(judge_out), overwrite=overwrite, mark="toy build") as tmp:
             shutil.copytree(judge_dir, tmp, dirs_exist_ok=True)
     return info
 

@@ -129,8 +129,8 @@ def test_cli_train_unlearn_evaluate(checkpoint, tmp_path, capsys):
     out = tmp_path / "un"
     assert main(["classify", "unlearn", "--checkpoint", str(checkpoint), "--method", "salun", "--forget-fraction",
                  "0.1", "--epochs", "1", "--out", str(out), "--threads", "1"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "forget.json", "mask.safetensors",
-                                                     "metrics.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".salun-output.json", "config.json", "forget.json",
+                                                     "mask.safetensors", "metrics.json", "model.safetensors"]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["unlearned"]) == {"UA", "RA", "TA", "MIA", "RTE"} and report["forget"]["n_forget"] == 144
     assert json.loads((out / "forget.json").read_text())["indices"] == random_indices(1438, 0.1, 0).tolist()

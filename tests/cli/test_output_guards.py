@@ -59,7 +59,10 @@ def test_nudity_audit_continues_in_its_own_folder_and_warns_about_nudenet_on_sma
             "--out", "n"]
     assert main(argv) == 0
     assert json.loads((tmp_path / "n" / MARKER).read_text())["command"] == "audit nudity"
-    assert main(argv) == 0  # a rerun continues in its own folder, no --overwrite needed
+    drawn = {p: p.stat().st_mtime_ns for p in (tmp_path / "n" / "images").rglob("*.png")}
+    assert drawn
+    assert main(argv) == 0  # a rerun continues in its own folder, no --overwrite needed, and draws nothing again
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "n" / "images").rglob("*.png")} == drawn
     capsys.readouterr()
     from erase.audit.detectors import _WARNED, warn_small_for_nudenet
 
@@ -73,23 +76,22 @@ def test_an_interrupt_while_tidying_up_leaves_no_dead_end(tmp_path, monkeypatch,
     """SIGTERM just as an erase finished used to leave .<out>.work half-deleted without its mark, and every
     later run on that --out was refused. Now the folder is renamed aside before it is deleted."""
     monkeypatch.chdir(tmp_path)
-    real = shutil.rmtree
-    calls = {"n": 0}
+    real = workdir._remove_tree
+    calls = []
 
-    def interrupted(path, *a, **k):
-        calls["n"] += 1
-        if str(path).endswith(".removing") and calls["n"] == 1:
-            (Path(path) / workdir.MARK).unlink(missing_ok=True)  # half deleted, mark gone first
-            raise KeyboardInterrupt
-        return real(path, *a, **k)
+    def interrupted(path):
+        calls.append(path)
+        (Path(path) / workdir.MARK).unlink(missing_ok=True)  # half deleted, the mark gone first
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(workdir.shutil, "rmtree", interrupted)
+    monkeypatch.setattr(workdir, "_remove_tree", interrupted)
     base = ["erase", "--concept", "circle", *TINY]
     assert main([*base, "--out", "x", "--lora-rank", "2"]) == 0  # the outputs were complete: not an error
     assert (tmp_path / "x" / "model_index.json").exists() and (tmp_path / "x-lora").is_dir()
     assert "the outputs are complete" in capsys.readouterr().err
+    assert [Path(c).name for c in calls] == [".x.work.removing"]  # the interrupt hit the renamed folder
     assert not (tmp_path / ".x.work").exists() and (tmp_path / ".x.work.removing").is_dir()
-    monkeypatch.setattr(workdir.shutil, "rmtree", real)
+    monkeypatch.setattr(workdir, "_remove_tree", real)
     assert main([*base, "--out", "x", "--lora-rank", "2", "--overwrite", "--method", "rl"]) == 0
     assert not (tmp_path / ".x.work.removing").exists()  # the next run tidied it
 
@@ -100,3 +102,54 @@ def test_an_old_unmarked_default_work_folder_names_the_way_out(tmp_path, monkeyp
     assert main(["erase", "--concept", "circle", *TINY, "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert "the work folder salun keeps beside --out x" in err and "--work-dir" in err and "Traceback" not in err
+
+
+def test_an_interrupt_while_restart_discards_checkpoints_stops_the_run(tmp_path, monkeypatch):
+    """Only tidying up after the export may absorb an interrupt: --restart discarding an earlier run's
+    checkpoints before training is interrupted as usual."""
+    work = tmp_path / "w"
+    (work / "checkpoint-2").mkdir(parents=True)
+    (work / workdir.MARK).write_text("{}")
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workdir, "_remove_tree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        workdir.open_work_dir(work, tmp_path / "out", None, resume=False, restart=True)
+    assert not (work / "checkpoint-2").exists()  # renamed aside: no half checkpoint is ever resumed from
+
+
+def test_model_folders_salun_did_not_write_are_never_replaced(tmp_path, monkeypatch, capsys):
+    import json as _json
+
+    monkeypatch.chdir(tmp_path)
+    sd = tmp_path / "downloaded-sd"
+    shutil.copytree(TOY_SD, sd)  # a pipeline from elsewhere: model_index.json, no salun recipe.json
+    before = sorted(str(p.relative_to(sd)) for p in sd.rglob("*"))
+    assert main(["erase", "--concept", "circle", *TINY, "--out", str(sd), "--overwrite"]) == 2
+    assert "no salun run wrote" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(sd)) for p in sd.rglob("*")) == before
+    # a checkpoint of another library with a classifier's file names is not salun's either
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(_json.dumps({"architectures": ["ViTForImageClassification"]}))
+    (hf / "model.safetensors").write_bytes(b"weights")
+    assert main(["classify", "train", "--dataset", "digits", "--out", "hf", "--overwrite"]) == 2
+    assert "no salun run wrote" in capsys.readouterr().err and (hf / "model.safetensors").read_bytes() == b"weights"
+    # a file that is not a salun mask (a single-file checkpoint) is never replaced by `salun mask`
+    ckpt = tmp_path / "v1-5-pruned.safetensors"
+    ckpt.write_bytes(b"not a mask")
+    assert main(["mask", "--concept", "circle", "--out", str(ckpt), "--overwrite"]) == 2
+    assert "no salun run wrote" in capsys.readouterr().err and ckpt.read_bytes() == b"not a mask"
+    # a symbolic link as --out: the guard would judge its target while the writer replaced the link
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    assert main(["generate", "--prompt", "a red circle", "--out", "link"]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+
+
+def test_a_project_folder_with_a_config_is_not_a_model(tmp_path):
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')  # a user's project settings beside a mask
+    (tmp_path / "mask.safetensors").write_bytes(b"x")
+    assert not looks_like_model(tmp_path)
+    guard_output(tmp_path / "audit", "audit concept")

@@ -253,3 +253,18 @@ def test_no_replay_on_a_model_never_erased_is_refused(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.startswith("salun: error: --no-replay:") and "never erased" in err and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_erased_with_uce_can_be_erased_again(tmp_path):
+    """A closed-form erasure records n_forget 0 (it drew nothing); its history still reads, and its concept
+    is replayed with as many images as the new concept's."""
+    from erase.diffusion.job import EraseOptions, erase
+
+    erase(EraseOptions(recipe=load_recipe("circle", method="uce"), out=tmp_path / "uce", method="uce", progress=False))
+    history = read_history(str(tmp_path / "uce"))
+    assert history[-1]["parts"][0]["n_forget"] == 0
+    tiny = dict(n_forget=4, n_retain=4, steps=2, batch_size=4, gen_steps=2)
+    s = erase(EraseOptions(recipe=load_recipe("triangle", **tiny), model=str(tmp_path / "uce"), out=tmp_path / "two",
+                           work_dir=tmp_path / "work", progress=False))
+    assert s["n_forget"] == 8  # triangle's 4 and circle's, replayed, 4
+    assert json.loads((tmp_path / "two" / "recipe.json").read_text())["history"][-1]["replayed"] == ["circle"]

@@ -127,7 +127,8 @@ def test_full_disk_mid_export_keeps_earlier_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier")
-    (out / "model_index.json").write_text("{}")  # an earlier export: what --overwrite may replace
+    (out / "model_index.json").write_text("{}")  # an earlier export (salun's: with its recipe.json), which
+    (out / "recipe.json").write_text("{}")  # --overwrite may replace
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
@@ -135,7 +136,7 @@ def test_full_disk_mid_export_keeps_earlier_output(tmp_path, monkeypatch):
     monkeypatch.setattr(UNet2DConditionModel, "save_pretrained", full)
     with pytest.raises(OSError, match="No space"):
         erase(_opts(tmp_path, overwrite=True))
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "model_index.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "model_index.json", "recipe.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -109,7 +109,7 @@ def build_ddpm(cfg: DDPMTrainConfig, out: Path, data_root: Path | None = None, d
         info["quality"] = class_rates(pipe, TOY_JUDGE, per_class=40)
     from .card import write_ddpm_card
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, mark="ddpm train") as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / "ddpm_info.json").write_text(json.dumps(info, indent=2))
         write_ddpm_card(tmp, info)

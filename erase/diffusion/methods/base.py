@@ -37,6 +37,13 @@ class Batch:
     prompts: list[str] | None = None  # the forget batch's prompts (FMN finds the concept's tokens in them)
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (10**400 in a recipe file)
+        return False
+
+
 @dataclass(frozen=True)
 class Option:
     """A method's own setting: its default for Stable Diffusion (the paper's), its type and help, and the
@@ -58,7 +65,7 @@ class Option:
         whole = self.type is int
         # NaN compares false with everything: ask for what a good value is, not what a bad one is
         ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-              and (isinstance(value, int) or not whole) and math.isfinite(value)
+              and (isinstance(value, int) or not whole) and _finite(value)
               and (self.low is None or (value >= self.low if self.low_inclusive else value > self.low))
               and (self.high is None or (value <= self.high if self.high_inclusive else value < self.high)))
         if not ok:

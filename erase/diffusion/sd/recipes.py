@@ -268,7 +268,7 @@ def _toy(value: object, label: str) -> None:
     if "shape" in toy:
         from ...toy.shapes import SHAPES
 
-        if toy["shape"] not in SHAPES:
+        if not isinstance(toy["shape"], str) or toy["shape"] not in SHAPES:
             raise UserError(f'{label} "shape" must be one of the toy shapes ({", ".join(SHAPES)}), '
                             f"got {_show(toy['shape'])}")
     if "attribute" in toy:
@@ -366,7 +366,8 @@ def read_recipe_file(path: Path) -> dict:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"recipe file {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): "
-                        "fix it, or start from one of prompts/*.json") from None
+                        "fix it (a recipe file is one JSON object of a recipe's keys, as each entry of "
+                        "prompts/*.json's \"recipes\" is)") from None
     except RecursionError:
         raise UserError(f"recipe file {path} nests too deeply to be a recipe") from None
     return check_recipe(raw, f"recipe file {path}")
