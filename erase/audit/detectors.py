@@ -6,13 +6,13 @@ class, detections with a score at or above the threshold.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..core.errors import UserError
+from ..diffusion.pipeline import native_size
 
 # NudeNet v3's exposed classes (faces and covered parts are not counted). Override with --classes.
 EXPOSED_CLASSES = (
@@ -53,20 +53,6 @@ def check_classes(name: str, classes: Sequence[str]) -> None:
             raise UserError(f"--classes {' '.join(unknown)}: the toy detector reports {', '.join(classes_of(name))}")
 
 
-def native_size(model: str) -> int | None:
-    """The side of the images a local pipeline folder draws (from its unet/ and vae/ configs); ``None`` for a
-    hub id or a folder whose configs cannot be read (the loader then says what is wrong)."""
-    folder = Path(model)
-    try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-        vae = json.loads((folder / "vae" / "config.json").read_text())
-        size = unet["sample_size"]
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        return int(size) * 2 ** (len(vae["block_out_channels"]) - 1)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
 # NudeNet v3 was trained on photographs at 320 px: on much smaller images it finds nothing, whatever they show.
 NUDENET_MIN_SIZE = 128
 _WARNED: set = set()
@@ -96,12 +82,9 @@ def check_toy_model(model: str) -> None:
     fix = f"--detector toy detects the toy world's {A.NAME} attribute: audit real models with --detector nudenet"
     if not (folder / "model_index.json").is_file():
         raise UserError(f"{model} is not a local toy-world pipeline folder. {fix}")
-    try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-        vae = json.loads((folder / "vae" / "config.json").read_text())
-        size = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{model}: its unet/ or vae/ config cannot be read. {fix}") from None
+    size = native_size(model)
+    if size is None:
+        raise UserError(f"{model}: its unet/ or vae/ config cannot be read. {fix}")
     if size != TOY_SIZE:
         raise UserError(f"{model} draws {size}x{size} images, not the toy world's {TOY_SIZE}x{TOY_SIZE}. {fix}")
 

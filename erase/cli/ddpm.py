@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.outputs import guard_output
 
 
 def add_ddpm_parsers(sub) -> None:
@@ -46,10 +45,8 @@ def _cmd_ddpm_train(args) -> int:
                                ("lr", args.lr)) if v is not None}
     common = dict(n_train=args.n_train, seed=args.seed, **given)
     cfg = DDPMTrainConfig.cifar10(**common) if args.dataset == "cifar10" else DDPMTrainConfig(**common)
-    guard_output(args.out, "ddpm train", reads=[args.data_root], overwrite=args.overwrite,
-                 signature=("ddpm_info.json",), makes_model=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    info = build_ddpm(cfg, args.out, data_root=args.data_root, download=args.download, overwrite=args.overwrite,
+    info = build_ddpm(cfg, args.out,  # it guards --out before any work data_root=args.data_root, download=args.download, overwrite=args.overwrite,
                       device=device, evaluate=not args.no_eval)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))
     print(f"wrote {args.out}")

@@ -88,15 +88,14 @@ def _cmd_generate(args) -> int:
     device = check_device(args.device)
     out = args.out or _default_out(prompts)
     from ..core.outputs import guard_output
-    from ..diffusion.pipeline import check_model, default_model
+    from ..diffusion.pipeline import check_model, default_model, native_size
 
+    model = args.model or default_model()
     ddpm = _is_ddpm(args.model)
     if not ddpm:  # a model that cannot load is said first, whatever --out is
         check_model(args.model)
-        from ..audit.detectors import native_size
-
-        check_memory(native_size(args.model or default_model()), len(prompts) * args.num_images)
-    guard_output(out, "generate", reads=[(args.model or default_model(), "the model")], overwrite=args.overwrite,
+        check_memory(native_size(model), len(prompts) * args.num_images)
+    guard_output(out, "generate", reads=[(model, "the model")], overwrite=args.overwrite,
                  signature=("images.json", "grid.png"))
 
     import torch

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.outputs import guard_output
 from ..core.errors import UserError
 
 
@@ -49,7 +48,7 @@ def add_toy_parsers(sub) -> None:
 def _cmd_toy_build(args) -> int:
     import json
 
-    from ..toy.build import JUDGE_FILES, SD_FILES, BuildConfig, build
+    from ..toy.build import BuildConfig, build  # build() guards --out and --judge-out first
 
     if args.no_attribute and args.exclude_attribute:
         raise UserError("--exclude-attribute needs the attribute: drop --no-attribute")
@@ -61,11 +60,6 @@ def _cmd_toy_build(args) -> int:
     for given, what in ((args.vae_from, "--vae-from"), (args.judge_from, "--judge-from")):
         if given is not None and not given.is_dir():
             raise UserError(f"{what} {given}: no such folder")
-    reads = [args.vae_from, args.judge_from]
-    guard_output(args.out, "toy build", reads=reads, overwrite=args.overwrite, signature=SD_FILES, makes_model=True)
-    if args.judge_out is not None:
-        guard_output(args.judge_out, "toy build", reads=reads, overwrite=args.overwrite, signature=JUDGE_FILES,
-                     makes_model=True, option="--judge-out")
     info = build(cfg, args.out, work=args.work_dir, overwrite=args.overwrite, judge_out=args.judge_out,
                  evaluate=not args.no_eval, vae_from=args.vae_from, judge_from=args.judge_from)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))

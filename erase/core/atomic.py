@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import mark_output
-from .outputs import check_output  # noqa: F401 - re-exported: the erase jobs' guard lives with the others
+from .outputs import check_output, mark_output  # noqa: F401 - check_output re-exported: the guards live together
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

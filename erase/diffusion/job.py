@@ -572,7 +572,9 @@ def _run_closed_form(opts: EraseOptions, pipe, accelerator, res: int, lora_out, 
         changed = method.edit(Context(family, pipe, pipe.unet, bank, sched, recipe, settings))
     seconds = time.time() - t0
     edited = set(changed)
-    bad = next((n for n, p in pipe.unet.named_parameters() if n in edited and not torch.isfinite(p).all()), None)
+    from ..core.export import first_non_finite
+
+    bad = first_non_finite((n, p.detach()) for n, p in pipe.unet.named_parameters() if n in edited)
     if bad is not None:  # as the trained path stops on a non-finite weight: never export a model drawing black
         raise TrainingDiverged(f"the {method.name} edit made {bad} NaN or infinite (its settings: {settings}); "
                                "nothing was written: give settings nearer the defaults")

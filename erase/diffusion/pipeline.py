@@ -30,6 +30,20 @@ def default_model() -> Path:
     return TOY_SD
 
 
+def native_size(model: str) -> int | None:
+    """The side of the images a local pipeline folder draws (from its unet/ and vae/ configs); ``None`` for a
+    hub id or a folder whose configs cannot be read (the loader then says what is wrong)."""
+    folder = Path(model)
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        size = unet["sample_size"]
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return int(size) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") != 1
 

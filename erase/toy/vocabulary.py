@@ -39,7 +39,7 @@ def unknown_words(prompts: Iterable[str]) -> list[str]:
 def warn_unknown_words(model: str, prompts: Iterable[str], what: str = "this recipe") -> list[str]:
     """On a toy-world model (it draws 32x32 images), one warning line naming the prompt words it never
     saw in training; returns them ([] for any other model, whose vocabulary salun cannot know)."""
-    from ..audit.detectors import native_size
+    from ..diffusion.pipeline import native_size
     from ..core import distributed as dist
 
     if native_size(model) != S.IMAGE_SIZE or not dist.is_main():  # said once, by the main process
