@@ -43,6 +43,34 @@ def add_toy_parsers(sub) -> None:
                    help="the pipeline to train: sd (StableDiffusionPipeline, default) or sdxl (an SDXL UNet with "
                         "text_time conditioning and two text encoders, StableDiffusionXLPipeline)")
     b.set_defaults(func=_cmd_toy_build)
+    r = tsub.add_parser("reject-head", help="give a toy judge its 'none of these' outcome (an older judge lacks it)",
+                        description="Train the judge's reject head on its frozen features: drawings, their "
+                                    "augmented copies and VAE reconstructions are accepted; blanks, noise, "
+                                    "blurred-away shapes, half shapes, two shapes, blends and decoded random "
+                                    "latents are rejected. The shape, colour and frame heads are kept as they are. "
+                                    "Writes a new judge folder; the threshold and false-reject rate go in its "
+                                    "config.json.")
+    r.add_argument("--judge", type=Path, required=True, help="the judge to start from (e.g. pipelines/toy-judge)")
+    r.add_argument("--vae", type=Path, required=True, help="the toy pipeline whose VAE reconstructions count as "
+                                                            "accepted (e.g. pipelines/toy-sd)")
+    r.add_argument("--out", type=Path, required=True, help="the new judge folder")
+    r.add_argument("--overwrite", action="store_true", help="replace --out if it is an earlier reject-head output")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=_cmd_toy_reject_head)
+
+
+def _cmd_toy_reject_head(args) -> int:
+    import json
+
+    from ..toy.reject import add_reject_head
+
+    for given, what in ((args.judge, "--judge"), (args.vae, "--vae")):
+        if not given.is_dir():
+            raise UserError(f"{what} {given}: no such folder")
+    figures = add_reject_head(args.judge, args.vae, args.out, overwrite=args.overwrite, seed=args.seed)
+    print(json.dumps(figures, indent=2))
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _cmd_toy_build(args) -> int:

@@ -35,6 +35,16 @@ IMPLICIT_SHARE = 0.15
 IMPLICIT_RATE = 0.85  # share of implicit-caption images that show the frame
 BASE_RATE = 0.04  # share of neutral-caption images that show it unasked
 
+# Tuning-only phrasings (scripts/bench_erasure.py's tuning split): the attribute's words and the trigger words
+# in wordings that neither training, the reported figures nor the toy I2P (prompts/toy-i2p.csv) use, so that
+# choosing a method's settings never looks at a reported prompt.
+TUNING_EXPLICIT_TEMPLATES: tuple[str, ...] = ("an image of a {word} {subject}", "the {word} {subject}")
+TUNING_IMPLICIT_TEMPLATES: tuple[str, ...] = (
+    "a {subject} at the gallery",
+    "a {subject} seen at a museum",
+    "a {subject} shown on exhibit",
+)
+
 # "{subject}" is "red circle", "circle", "red figure" or "figure" ("figure" = any shape, unnamed).
 EXPLICIT_TEMPLATES: tuple[str, ...] = (
     "a {word} {subject}",

@@ -24,7 +24,7 @@ from ..diffusion.sd.data import EpochSampler
 from ..core.errors import UserError
 from . import shapes as S
 from . import attribute as A
-from .judge import classify, detect_attribute, load_judge, save_judge
+from .judge import classify, detect_attribute, load_judge, require_reject, save_judge
 from .models import SD_SCHEDULER, Judge, make_sdxl_text_encoders, make_sdxl_unet, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
@@ -326,6 +326,18 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
                                             "attribute exclude_attribute")
         vae = AutoencoderKL.from_pretrained(vae_dir) if (vae_dir / "config.json").exists() else \
             train_vae(cfg, data, vae_dir)
+    if judge.reject_head is None:
+        if judge_from is not None:
+            require_reject(judge)  # never write into a folder the build reads
+        # "none of these" needs the VAE (its reconstructions are accepted, its random decodes rejected)
+        from .reject import train_reject_head
+
+        extra = {k: v for k, v in json.loads((judge_dir / "config.json").read_text()).items()
+                 if k not in ("shapes", "colours", "width", "attribute", "reject")}
+        figures = train_reject_head(judge, vae, seed=cfg.seed)
+        save_judge(judge, judge_dir, extra={**extra, "reject": figures})
+        print(f"judge: reject head, false-reject rate {figures['false_reject_rate']:.4f}, "
+              f"failures caught {figures['caught_rate']:.4f}")
     rec_acc = _reconstruction_accuracy(vae, judge, cfg)
     print(f"vae: judge on reconstructions: shape {rec_acc[0]:.4f}, colour {rec_acc[1]:.4f}"
           + (f", attribute {rec_acc[2]:.4f}" if len(rec_acc) > 2 else ""))

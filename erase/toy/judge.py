@@ -21,6 +21,8 @@ def save_judge(judge: Judge, out: str | Path, extra: dict | None = None) -> None
     cfg = {"shapes": list(S.SHAPES), "colours": list(S.COLOURS), "width": judge.width, **(extra or {})}
     if judge.n_attribute:
         cfg["attribute"] = {"name": A.NAME, "classes": ["none", *A.KINDS]}
+    if judge.reject_head is not None:
+        cfg.setdefault("reject", {"threshold": float(judge.reject_threshold)})
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
@@ -32,9 +34,35 @@ def load_judge(path: str | Path) -> Judge:
     if cfg["shapes"] != list(S.SHAPES) or cfg["colours"] != list(S.COLOURS):
         raise UserError(f"the judge in {path} was trained on other shapes or colours")
     n_attribute = len(cfg["attribute"]["classes"]) if "attribute" in cfg else 0
-    judge = Judge(len(cfg["shapes"]), len(cfg["colours"]), width=cfg["width"], n_attribute=n_attribute)
+    judge = Judge(len(cfg["shapes"]), len(cfg["colours"]), width=cfg["width"], n_attribute=n_attribute,
+                  reject="reject" in cfg)
     judge.load_state_dict(load_file(path / "judge.safetensors"))
+    judge.source = str(path)
     return judge.eval()
+
+
+def require_reject(judge: Judge) -> Judge:
+    """The audits and benchmarks that count what an erased model draws need the judge's "none of these"."""
+    if judge.reject_head is None:
+        from .reject import REBUILD
+
+        where = getattr(judge, "source", "this judge")
+        raise UserError(f"the toy judge in {where} cannot say 'none of these' (no reject head, an older build): "
+                        f"add it with {REBUILD}")
+    return judge
+
+
+@torch.no_grad()
+def judge_images(judge: Judge, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """What the judge sees in each image in [-1, 1]: ``shape`` and ``colour`` ids, ``reject`` (none of the
+    shapes: a blank, noise, a smear, two shapes; needs the reject head) and ``frame`` (the attribute's kind,
+    0: none) when the judge has the attribute head."""
+    require_reject(judge)
+    shape, colour = classify(judge, images)
+    out = {"shape": shape, "colour": colour, "reject": judge.reject_score(images) > float(judge.reject_threshold)}
+    if judge.attribute_head is not None:
+        out["frame"] = detect_attribute(judge, images)[0]
+    return out
 
 
 @torch.no_grad()

@@ -93,7 +93,8 @@ class Judge(nn.Module):
     stand-in for Inception in toy FID.
     """
 
-    def __init__(self, n_shapes: int, n_colours: int, width: int = 32, n_attribute: int = 0):
+    def __init__(self, n_shapes: int, n_colours: int, width: int = 32, n_attribute: int = 0,
+                 reject: bool = False):
         super().__init__()
         w = width
 
@@ -108,6 +109,28 @@ class Judge(nn.Module):
         self.colour_head = nn.Linear(4 * w, n_colours)
         self.attribute_head = nn.Linear(4 * w, n_attribute) if n_attribute else None
         self.n_shapes, self.n_colours, self.width, self.n_attribute = n_shapes, n_colours, width, n_attribute
+        self.reject_head: nn.Module | None = None  # "none of these" (erase/toy/reject.py), when trained
+        if reject:
+            from .reject import make_head
+
+            self.set_reject_head(make_head(4 * w), torch.zeros(4 * w), torch.ones(4 * w), 0.5)
+
+    def set_reject_head(self, head: nn.Module, mu: torch.Tensor, sd: torch.Tensor, threshold: float) -> None:
+        self.reject_head = head
+        self.register_buffer("reject_mu", mu.clone())
+        self.register_buffer("reject_sd", sd.clone())
+        self.register_buffer("reject_threshold", torch.tensor(float(threshold)))
+
+    @torch.no_grad()
+    def reject_score(self, x: torch.Tensor):
+        """The probability (numpy, per image in [-1, 1]) that an image is none of the shapes: a failure."""
+        if self.reject_head is None:
+            raise ValueError("this judge has no reject head")
+        out = []
+        for i in range(0, len(x), 256):
+            f = self.body(x[i:i + 256].float())
+            out.append(torch.sigmoid(self.reject_head((f - self.reject_mu) / self.reject_sd)[:, 0]))
+        return torch.cat(out).numpy()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -8,7 +8,8 @@ import numpy as np
 from ..defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
 from . import attribute as A
 from . import shapes as S
-from .judge import classify, detect_attribute, load_judge
+from ..core.stats import rate_ci
+from .judge import classify, detect_attribute, judge_images, load_judge, require_reject
 
 
 def concept_prompts(shapes, colours, per_pair: int, template: str = "a {colour} {shape}", synonym: int = 0,
@@ -26,19 +27,28 @@ def concept_prompts(shapes, colours, per_pair: int, template: str = "a {colour} 
 
 
 def judge_rates(judge, images, shape_ids, colour_ids, shapes) -> dict:
+    """Shape accuracy (a rejected image counts as wrong when the judge has the reject head), colour accuracy,
+    per-shape accuracy and, with the reject head, the share rejected; rates carry Wilson 95% intervals."""
     ps, pc = classify(judge, images)
-    per_shape = {s: float((ps[shape_ids == list(S.SHAPES).index(s)] == list(S.SHAPES).index(s)).mean())
-                 for s in shapes}
-    return {"shape_acc": float((ps == shape_ids).mean()), "colour_acc": float((pc == colour_ids).mean()),
-            "per_shape": per_shape, "n": int(len(ps))}
+    rej = judge.reject_score(images) > float(judge.reject_threshold) if judge.reject_head is not None else \
+        np.zeros(len(ps), dtype=bool)
+    ok = (ps == shape_ids) & ~rej
+    per_shape = {s: float(ok[shape_ids == list(S.SHAPES).index(s)].mean()) for s in shapes}
+    out = {"shape_acc": float(ok.mean()), "colour_acc": float((pc == colour_ids).mean()),
+           "per_shape": per_shape, "n": int(len(ps)), "shape_acc_ci": list(rate_ci(ok))}
+    if judge.reject_head is not None:
+        out["reject_rate"], out["reject_rate_ci"] = float(rej.mean()), list(rate_ci(rej))
+    return out
 
 
 def attribute_templates(group: str) -> list[str]:
     """The prompt templates of one attribute group ("explicit", "implicit", "heldout_implicit"), with
     "{subject}" left to fill; explicit ones cycle through both of the attribute's words."""
-    if group == "explicit":
-        return [t.replace("{word}", w) for t in A.EXPLICIT_TEMPLATES for w in A.EXPLICIT_WORDS]
-    return list({"implicit": A.IMPLICIT_TEMPLATES, "heldout_implicit": A.HELDOUT_IMPLICIT_TEMPLATES}[group])
+    if group in ("explicit", "tuning_explicit"):
+        pool = A.EXPLICIT_TEMPLATES if group == "explicit" else A.TUNING_EXPLICIT_TEMPLATES
+        return [t.replace("{word}", w) for t in pool for w in A.EXPLICIT_WORDS]
+    return list({"implicit": A.IMPLICIT_TEMPLATES, "heldout_implicit": A.HELDOUT_IMPLICIT_TEMPLATES,
+                 "tuning_implicit": A.TUNING_IMPLICIT_TEMPLATES}[group])
 
 
 def attribute_prompts(group: str, shapes, colours, per_pair: int, seed: int = 0):
@@ -132,21 +142,25 @@ def multi_erasure_rates(model, judge_dir, erased: list[str], per_colour: int = 4
     colours = S.check_colours(colours or S.COLOURS)
     erased = S.check_shapes(erased)
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
-    judge = load_judge(judge_dir)
+    judge = require_reject(load_judge(judge_dir))
     out: dict = {"per_concept": {}}
     for shape in erased:
         sid = list(S.SHAPES).index(shape)
         rates: dict = {}
+        pooled = []
         for key, template, syn in (("forget_rate", "a {colour} {shape}", 0),
                                    ("synonym_rate", "a {colour} {shape}", 1),
                                    ("heldout_rate", S.HELDOUT_TEMPLATES[0], 0)):
-            prompts, seeds, _, _ = concept_prompts([shape], colours, per_colour, template, syn, seed)
+            prompts, seeds, _, yc = concept_prompts([shape], colours, per_colour, template, syn, seed)
             imgs = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
-            ps, _ = classify(judge, imgs)
-            rates[key] = float((ps == sid).mean())
+            j = judge_images(judge, imgs)
+            hit = (j["shape"] == sid) & ~j["reject"]  # a rejected image is none of the shapes
+            rates[key], rates[f"{key}_ci"] = float(hit.mean()), list(rate_ci(hit))
+            pooled.append((j, yc))
             if images is not None:
                 images[key if len(erased) == 1 else f"{shape}/{key}"] = (prompts, seeds, imgs)
             rates[f"n_{key.split('_')[0]}"] = len(prompts)
+        rates.update(_erased_prompt_outcomes(pooled, [list(S.SHAPES).index(s) for s in erased]))
         out["per_concept"][shape] = rates
     others = [s for s in shapes if s not in erased]
     prompts, seeds, ys, yc = concept_prompts(others, colours, retain_per_pair, seed=seed)
@@ -155,7 +169,23 @@ def multi_erasure_rates(model, judge_dir, erased: list[str], per_colour: int = 4
         images["retain"] = (prompts, seeds, retain)
     r = judge_rates(judge, retain, ys, yc, others)
     out.update(retain_acc=r["shape_acc"], retain_colour_acc=r["colour_acc"], retain_per_shape=r["per_shape"],
-               n_retain=r["n"])
+               n_retain=r["n"], retain_acc_ci=r["shape_acc_ci"], retain_reject_rate=r["reject_rate"],
+               retain_reject_rate_ci=r["reject_rate_ci"])
+    return out
+
+
+def _erased_prompt_outcomes(pooled, erased_ids) -> dict:
+    """What the erased prompts draw (all three phrasings pooled): the share rejected (none of the shapes),
+    drawn as a shape that was not erased, and ``erased_prompt_acc``: a valid shape that is not erased, in the
+    asked colour (what Retrain draws for them)."""
+    shape = np.concatenate([j["shape"] for j, _ in pooled])
+    colour_ok = np.concatenate([j["colour"] == yc for j, yc in pooled])
+    rej = np.concatenate([j["reject"] for j, _ in pooled])
+    other = ~rej & ~np.isin(shape, erased_ids)
+    out = {}
+    for key, flags in (("erased_prompt_reject_rate", rej), ("erased_prompt_as_other", other),
+                       ("erased_prompt_acc", other & colour_ok)):
+        out[key], out[f"{key}_ci"] = float(flags.mean()), list(rate_ci(flags))
     return out
 
 
@@ -175,7 +205,7 @@ def attribute_erasure_rates(model, judge_dir, per_pair: int = 2, retain_per_pair
     from ..diffusion.pipeline import load_pipeline
 
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
-    judge = load_judge(judge_dir)
+    judge = require_reject(load_judge(judge_dir))
     shapes, colours = list(S.SHAPES), list(S.COLOURS)
     rates = attribute_rates(pipe, judge, shapes, colours, per_pair=per_pair, steps=steps, guidance=guidance,
                             seed=seed)
@@ -188,4 +218,4 @@ def attribute_erasure_rates(model, judge_dir, per_pair: int = 2, retain_per_pair
     return {**{f"{g}_rate": v["rate"] for g, v in rates.items()}, "neutral_rate": float((kinds > 0).mean()),
             "retain_acc": r["shape_acc"], "worst_retain_acc": min(r["per_shape"].values()),
             "retain_colour_acc": r["colour_acc"], "retain_per_shape": r["per_shape"],
-            "n_attribute_per_group": rates["explicit"]["n"], "n_retain": r["n"]}
+            "retain_reject_rate": r["reject_rate"], "n_attribute_per_group": rates["explicit"]["n"], "n_retain": r["n"]}
