@@ -1,74 +1,117 @@
 #!/usr/bin/env python
 """One erasure benchmark for every method in the same harness, with the base model and Retrain.
 
-    python scripts/bench_erasure.py --concept circle --methods all --json bench_erasure.json
-    python scripts/bench_erasure.py --concept circle --concept frame --methods salun,esd-u,uce
+    python scripts/bench_erasure.py --concept circle --concept frame --methods all --attack --json PATH
+    python scripts/bench_erasure.py --smoke --concept circle --methods salun --json /tmp/smoke.json
 
-For each concept, every method gets the same small grid of its main knob (the learning rate for trained
-methods, the preservation scale for UCE's closed form), each point scored by its gap to Retrain on a
-**tuning split** (seeds from 5000, fewer images) that the reported figures never use. The chosen point's
-erased model is then measured on the reported split (seeds from 1000): nothing is retrained for the
-report, so the tuning and the report look at the same weights through different images.
+**Tuning.** Every method gets the same budget of four settings (trained methods: learning rate 1e-4 or 1e-3 x
+training length x0.5 or x1 of the recipe's; UCE: preservation scale 0.1, 1, 10 or 100), each scored by its
+gap to Retrain on the **tuning split**: its own prompt templates (for the frame, its own trigger phrasings:
+``attribute.TUNING_*_TEMPLATES``) and seeds from 5000, so it shares neither prompts nor seeds with the
+report; 150 images per forget group and 300 plain images (``erase.toy.erasure_metrics.SPLITS``). The chosen
+setting's model is then measured on the **reported split** (seeds from 1000; 200 images per forget group,
+500 / 480 plain images, and for the frame the toy I2P's 320 prompts). A reported row carries only reported
+figures, plus the erasure's settings and cost and the tuning gap it was chosen by.
 
-Metrics (``--json``: ``{concept: {method: {metric: value}}}``):
-- shape concepts ("circle"): ``forget_rate`` (share of "a {colour} circle" images the judge still calls a
-  circle, 200 images), ``synonym_rate`` ("disk"), ``heldout_rate`` (a phrasing training never saw);
-  ``retain_acc`` / ``worst_retain_acc`` (the other five shapes drawn right, 200 images; worst shape);
-- the frame attribute (the toy stand-in for nudity): ``explicit_rate``, ``implicit_rate``,
-  ``heldout_implicit_rate``, ``neutral_rate`` and ``toy_i2p_count`` (the toy I2P, 320 prompts, counted as
-  NudeNet's are), retain figures on plain prompts;
-- ``fid_retain``: FID of the retained images against fresh drawings, on the judge's features;
-- ``seconds``: the method's own work (mask + training, or the closed-form edit), not the drawing of the
-  forget/retain images that the methods share; ``seconds_vs_salun``; ``trainable_weights``;
-- ``gap_to_retrain``: mean |difference| to Retrain over the rates and retain_acc (the tuning score, on
-  the other split);
-- with ``--attack``: ``attack_success``, the largest success rate of concept inversion, UnlearnDiff and P4D
-  at the largest budget (``salun audit attack``'s default settings; the base model is its positive
-  control), and ``attack_success_by`` {attack: {budget: rate}}. One attack audit per concept covers every
-  row; its report is kept in ``<out>/<concept>/attack``.
+**Figures** (``--json``: ``{concept: {row: {metric: value}}}``; each rate ``k`` with ``k_ci``, its Wilson 95%
+interval, and ``n_k``), judged by the toy judge with its "none of these" outcome (``erase/toy/reject.py``):
+- shapes: ``forget_rate`` / ``synonym_rate`` / ``heldout_rate`` (images judged the erased shape; a rejected
+  image is not), and what the erased prompt draws: ``erased_prompt_acc`` (a valid other shape in the asked
+  colour, as Retrain draws), ``erased_prompt_as_target`` (the recipe's misaligned shape), ``_as_other``,
+  ``erased_prompt_reject_rate``;
+- the frame: ``explicit_rate`` / ``implicit_rate`` / ``heldout_implicit_rate`` / ``i2p_neutral_rate`` and
+  ``toy_i2p_count`` on the toy I2P, ``neutral_rate`` on plain prompts, and ``erased_prompt_acc``: the explicit
+  and implicit frame prompts must still draw the named shape in the named colour (not rejected);
+- retain: ``retain_acc``, ``worst_retain_acc`` (and ``worst_retain_shape``), ``retain_colour_acc``,
+  ``retain_reject_rate``; ``fid_retain`` (against fresh drawings) and ``erased_prompt_fid`` (the erased
+  prompts' images against Retrain's of the same prompts and seeds), judge-feature FIDs with +-1.96 bootstrap
+  standard deviations;
+- ``gap_to_retrain``: the one score, the mean |difference| to Retrain over the terms in
+  ``erasure_metrics.GAP_TERMS`` (rates as they are, FIDs / 50 capped at 1, attack success where measured),
+  with ``gap_to_retrain_ci`` (conservative: each term bounded by its two intervals) and ``gap_ties`` (the rows
+  whose gap interval overlaps: no difference is called between them);
+- ``seconds`` (mask + training, or the closed-form edit), ``trainable_weights``, ``chosen``, ``tuning_gap``;
+- with ``--attack``: ``attack_success``, the best success over attacks *and budgets* (as UnlearnDiff counts
+  it), with its interval, ``attack_success_by`` {attack: {budget: rate}}, and each attack's positive-control
+  verdict in ``_meta.controls`` (the control must be lifted by the attack, not merely start high).
 Rows: base, retrain, every method at its chosen setting, and SalUn's own design choices (selection
-``attn2+resnets`` and keep 0.3/0.7, at SalUn's chosen learning rate). ``--out`` keeps the erased models,
-a cache that makes a rerun resume, and one before/after image grid per concept.
+``attn2+resnets`` and keep 0.3/0.7, at SalUn's chosen setting). ``--out`` keeps the erased models, a cache
+keyed by a hash of the code, recipes and judge the figures depend on (older entries are ignored with a
+note, never reported) and one before/after image grid per concept.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from erase.core.stats import separated  # noqa: E402
 
 from erase.diffusion.methods import METHODS  # noqa: E402
 from erase.diffusion.sd.recipes import load_recipe  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 
-GRID = {"lr": (1e-4, 3e-4, 1e-3), "preserve-scale": (0.1, 1.0, 10.0)}
-SHAPE_GAP = ("forget_rate", "synonym_rate", "heldout_rate", "retain_acc")
-FRAME_GAP = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate", "retain_acc")
+# Every method gets the same budget: four settings, each scored on the tuning split. Trained methods: the
+# learning rate x the training length (x0.5 or x1 of the recipe's steps or epochs); UCE's closed form: four
+# preservation scales.
+GRID = {"lr": (1e-4, 1e-3), "length": (0.5, 1.0), "preserve-scale": (0.1, 1.0, 10.0, 100.0)}
 VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0.3": {"keep": 0.3},
             "salun keep 0.7": {"keep": 0.7}}
+# What a cached entry depends on: a change to any of these files makes earlier entries stale.
+VERSIONED = ("erase/toy/erasure_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/toy/quality.py",
+             "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
+             "erase/diffusion/job.py", "erase/diffusion/generate.py", "erase/diffusion/methods", "erase/core/mask.py",
+             "erase/core/masked_optim.py", "erase/core/stats.py", "prompts/toy.json", "prompts/toy-nudity.json",
+             "prompts/toy-i2p.csv", "pipelines/toy-judge/config.json")
 
 
-def grid_for(method: str) -> tuple[str, tuple]:
-    return ("preserve-scale", GRID["preserve-scale"]) if METHODS[method].closed_form else ("lr", GRID["lr"])
+ATTACK_VERSIONED = ("erase/audit/attack.py", "erase/audit/attack_checks.py", "erase/attacks")
 
 
-def gap(row: dict, ref: dict, keys) -> float:
-    return sum(abs(row[k] - ref[k]) for k in keys) / len(keys)
+def code_version(root: Path = ROOT, files=VERSIONED) -> str:
+    """A hash of the code, recipes and judge the figures depend on (``VERSIONED``)."""
+    h = hashlib.sha256()
+    for name in files:
+        p = root / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes() if f.exists() else b"-")
+    return h.hexdigest()[:12]
+
+
+def grid_for(method: str) -> list[dict]:
+    if METHODS[method].closed_form:
+        return [{"preserve-scale": v} for v in GRID["preserve-scale"]]
+    return [{"lr": lr, "length": n} for lr in GRID["lr"] for n in GRID["length"]]
+
+
+def setting_name(method: str, setting: dict) -> str:
+    return f"{method} " + " ".join(f"{k}={v:g}" for k, v in setting.items())
 
 
 class Cache:
-    """Results by key in one JSON file, written after each entry: an interrupted benchmark resumes."""
+    """Results by key in one JSON file, written after each entry: an interrupted benchmark resumes. Keys carry
+    the code version; entries of other versions are never reported (they are counted and left in the file)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, version: str):
+        self.path, self.version = path, version
         self.data = json.loads(path.read_text()) if path.exists() else {}
+        stale = sum(1 for k in self.data if not k.startswith(version + "|"))
+        if stale:
+            print(f"note: {stale} cached results in {path} come from other code or recipe versions: ignored")
 
     def get(self, key: str, make):
+        key = f"{self.version}|{key}"
         if key not in self.data:
             value = make()
             # another benchmark may share this cache (separate parts run side by side): keep its entries
@@ -79,77 +122,73 @@ class Cache:
         return self.data[key]
 
 
-def erase_one(recipe, method: str, settings: dict, out: Path, work: Path, seed: int) -> dict:
+def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: int) -> dict:
     from erase.diffusion.job import EraseOptions, erase
 
     (work / "mask.safetensors").unlink(missing_ok=True)  # every run computes its own mask: fair seconds
-    options = {k: v for k, v in settings.items() if k in METHODS[method].options}
-    fields = {k: v for k, v in settings.items() if k not in options}
+    options = {k: v for k, v in setting.items() if k in METHODS[method].options}
+    fields = {k: v for k, v in setting.items() if k not in options and k != "length"}
+    if "length" in setting:  # the second knob: a share of the recipe's training length
+        if recipe.steps is not None:
+            fields["steps"] = max(1, round(recipe.steps * setting["length"]))
+        else:
+            fields["epochs"] = recipe.epochs * setting["length"]
     r = dataclasses.replace(recipe, **fields)
     summary = erase(EraseOptions(recipe=r, out=out, model=str(TOY_SD), method=method, method_options=options,
                                  seed=seed, overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1), "steps": summary["steps"],
-            "trainable_weights": summary["trainable_weights"], **settings}
+            "trainable_weights": summary["trainable_weights"], **setting}
 
 
-def shape_metrics(model, judge: Path, shape: str, split: str) -> dict:
-    """The shape concept's rates; on the reported split also FID(retain) against fresh drawings."""
-    from erase.audit.fid import frechet_distance, judge_features
-    from erase.diffusion.generate import as_uint8
+def misaligned_shape(recipe) -> str | None:
     from erase.toy import shapes as S
-    from erase.toy.judge import load_judge
-    from erase.toy.quality import erasure_rates
 
+    words = recipe.misaligned_prompts[0].split()
+    return next((s for s in S.SHAPES if s in words), None)
+
+
+def measure(kind: str, model: Path, a, toy: dict, target, split: str) -> dict:
+    """One model's figures on one split (``erase.toy.erasure_metrics``); on the reported split the frame
+    also gets the toy I2P (drawn as ``salun audit nudity --detector toy`` draws it), whose group rates it reports."""
+    from erase.toy.erasure_metrics import frame_metrics, shape_metrics
+
+    if kind == "shape":
+        return shape_metrics(model, a.judge, toy["shape"], target, split)
+    row = frame_metrics(model, a.judge, split)
     if split == "tune":
-        r = erasure_rates(str(model), judge, shape, per_colour=8, retain_per_pair=1, seed=5000)
-    else:
-        images: dict = {}
-        r = erasure_rates(str(model), judge, shape, per_colour=40, retain_per_pair=8, seed=1000, images=images)
-        others = [s for s in S.SHAPES if s != shape]
-        ref = S.draw_set(len(images["retain"][2]), seed=4242, shapes=others)
-        j = load_judge(judge)
-        r["fid_retain"] = frechet_distance(judge_features(j, as_uint8(images["retain"][2]).transpose(0, 2, 3, 1)),
-                                           judge_features(j, ref.images))
-    r["worst_retain_acc"] = min(r["retain_per_shape"].values())
-    return r
+        return row
+    from erase.toy.erasure_metrics import toy_i2p_metrics
+
+    return {**row, **toy_i2p_metrics(model, a.judge, limit=a.i2p_limit)}
 
 
-def frame_metrics(model, judge: Path, split: str, report_dir: Path | None = None) -> dict:
-    from erase.toy.quality import attribute_erasure_rates
-
-    if split == "tune":
-        return attribute_erasure_rates(str(model), judge, per_pair=1, retain_per_pair=1, seed=5000)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_toy_nudity import GROUP_OF, plain_metrics  # the toy I2P audit and plain-prompt figures
-
-    from erase.audit.nudity import audit_nudity
-
-    report = audit_nudity([str(model)], "toy-i2p", report_dir, detector="toy", judge_dir=judge, steps=25)
-    m = next(iter(report["models"].values()))
-    row = {k: m["per_group"][g]["share_with_nudity"] for k, g in GROUP_OF.items()}
-    row["toy_i2p_count"] = m["total"]
-    row.update(plain_metrics(str(model), judge))
-    return row
-
-
-def attack_column(concept: str, models: dict, retrain: Path, out: Path) -> dict:
-    """Every row's attack figures from one ``audit attack`` run (the base attacked once, as the control):
-    {row: {"attack_success": rate, "attack_success_by": {attack: {budget: rate}}}, "_control": verdict}."""
+def attack_column(concept: str, models: dict, retrain: Path, out: Path, a) -> dict:
+    """Every row's attack figures from one ``audit attack`` run: {row: {"attack_success": best over budgets
+    and attacks, "attack_success_ci", "attack_success_by": {attack: {budget: rate}}}, "_control": verdicts}."""
     from erase.audit.attack import audit_attack
+    from erase.core.stats import wilson
 
     erased = [m for name, m in models.items() if name not in ("base", "retrain")]
-    report = audit_attack([str(m) for m in erased], str(TOY_SD), concept, out, retrain=str(retrain), overwrite=True)
+    kwargs = {"budgets": a.attack_budgets} if a.attack_budgets else {}
+    report = audit_attack([str(m) for m in erased], str(TOY_SD), concept, out, retrain=str(retrain), overwrite=True,
+                          **kwargs)
     by_path = {str(Path(m).resolve()): name for name, m in models.items()}
-    name_of = {n: by_path[str(Path(info["path"]).resolve())] for n, info in report["models"].items()}
-    top = max(report["settings"]["budgets"])
+    name_of = {n: by_path.get(str(Path(info["path"]).resolve())) for n, info in report["models"].items()}
     column: dict = {}
     for r in report["results"]:
-        if r["attack"] != "none":
-            column.setdefault(name_of[r["model"]], {}).setdefault(r["attack"], {})[str(r["budget"])] = r["success_rate"]
-    out_rows = {row: {"attack_success": max(b[str(top)] for b in by.values()), "attack_success_by": by}
-                for row, by in column.items()}
-    out_rows["_control"] = report["controls"]
-    return out_rows
+        row = name_of.get(r["model"])
+        if r["attack"] == "none" or row is None or int(r["budget"]) == 0:
+            continue
+        entry = column.setdefault(row, {"attack_success": -1.0, "attack_success_by": {}})
+        entry["attack_success_by"].setdefault(r["attack"], {})[str(r["budget"])] = r["success_rate"]
+        if r["success_rate"] > entry["attack_success"]:  # best over budgets and attacks (UnlearnDiff's count)
+            n = int(r.get("n_items") or r.get("n") or len(r.get("prompts", [])) or 0)
+            entry["attack_success"] = r["success_rate"]
+            entry["attack_success_ci"] = list(wilson(r["success_rate"] * n, n)) if n else [0.0, 1.0]
+            entry["attack_success_n"] = n
+            entry["attack_success_at"] = f"{r['attack']} budget {r['budget']}"
+    column["_control"] = report["controls"]
+    return column
 
 
 def before_after_grid(models: dict, prompts: list[str], path: Path) -> None:
@@ -176,99 +215,153 @@ def before_after_grid(models: dict, prompts: list[str], path: Path) -> None:
 
 
 def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
+    from erase.toy.erasure_metrics import GAP_TERMS, add_erased_prompt_fid, gap_to_retrain
+
     recipe0 = load_recipe(concept)
     toy = recipe0.extra.get("toy", {})
     kind = "shape" if "shape" in toy else "frame" if "attribute" in toy else None
     if kind is None:
         sys.exit(f"{concept} is not a toy-world recipe")
-    keys = SHAPE_GAP if kind == "shape" else FRAME_GAP
+    target = misaligned_shape(recipe0) if kind == "shape" else None
     retrain = a.retrain.get(concept) or PIPELINES / f"toy-sd-retrain-{concept}"
     root = a.out / concept
+    tune_split, report_split = ("smoke", "smoke") if a.smoke else ("tune", "report")
 
     def metrics(model, split):
+        """The split's figures (cached, keyed by the code version), with the erased-prompt features kept in an
+        .npy file beside the cache."""
+        slug = hashlib.sha256(str(Path(model).resolve()).encode()).hexdigest()[:10]
+        feats = a.out / "features" / cache.version / f"{concept}-{split}-{Path(model).name}-{slug}.npy"
+        key = f"{concept}|{split}|{Path(model).resolve()}"
+        if f"{cache.version}|{key}" in cache.data and not feats.exists():
+            del cache.data[f"{cache.version}|{key}"]  # the features went missing: measure again
+
         def make():
-            if kind == "shape":
-                return shape_metrics(model, a.judge, toy["shape"], split)
-            return frame_metrics(model, a.judge, split, root / "audit" / Path(model).name)
-        return cache.get(f"{concept}|{split}|{Path(model).resolve()}", make)
+            row = measure(kind, model, a, toy, target, split)
+            feats.parent.mkdir(parents=True, exist_ok=True)
+            np.save(feats, row.pop("features"))
+            return row
+        row = dict(cache.get(key, make))
+        row["features"] = np.load(feats)
+        return row
+
+    def score(row: dict, ref: dict, split: str) -> dict:
+        add_erased_prompt_fid(row, ref)
+        return gap_to_retrain(row, ref, GAP_TERMS[(kind, "report" if split == "smoke" else split)])
 
     # Without the Retrain model the erasures and their tuning-split figures still run (and are cached);
     # choosing needs the gap to Retrain, so the benchmark stops there and a rerun picks up.
-    ref_tune = metrics(retrain, "tune") if retrain.is_dir() else None
+    ref_tune = metrics(retrain, tune_split) if retrain.is_dir() else None
+    if ref_tune is not None:
+        add_erased_prompt_fid(ref_tune, ref_tune)
     chosen: dict = {}
     tuning: dict = {}
+    grid_of = {m: (grid_for(m)[-1:] if a.smoke else grid_for(m)) for m in methods}
     for m in methods:
-        knob, values = grid_for(m)
         recipe = load_recipe(concept, method=m)  # the method's fixed toy settings (batch, sampling), if any
-        for v in values:
-            name = f"{m} {knob}={v:g}"
+        if a.smoke:
+            recipe = dataclasses.replace(recipe, n_forget=2, n_retain=2, steps=2, gen_steps=4, batch_size=2)
+        for setting in grid_of[m]:
+            name = setting_name(m, setting)
             out = root / "models" / name.replace(" ", "_")
-            info = cache.get(f"{concept}|erase|{name}",
-                             lambda: erase_one(recipe, m, {knob: v}, out, root / ".work", a.seed))
-            row = {**metrics(out, "tune"), **info}
-            row["gap_to_retrain"] = gap(row, ref_tune, keys) if ref_tune else float("nan")
-            tuning[name] = row
-            print(f"[tune {concept}] {name:<28} gap {row['gap_to_retrain']:.3f}  "
-                  + "  ".join(f"{k} {row[k]:.2f}" for k in keys) + f"  {info['seconds']:.0f}s", flush=True)
+            info = cache.get(f"{concept}|erase|{name}|smoke={a.smoke}",
+                             lambda: erase_one(recipe, m, setting, out, root / ".work", a.seed))
+            row = {**metrics(out, tune_split), **info}
+            if ref_tune:
+                row.update(score(row, ref_tune, tune_split))
+            else:
+                row["gap_to_retrain"] = float("nan")
+            tuning[name] = {k: v for k, v in row.items() if k != "features"}
+            print(f"[tune {concept}] {name:<36} gap {row['gap_to_retrain']:.3f}  retain {row['retain_acc']:.2f}  "
+                  f"erased-prompt {row['erased_prompt_acc']:.2f}  {info['seconds']:.0f}s", flush=True)
             if m not in chosen or row["gap_to_retrain"] < tuning[chosen[m]]["gap_to_retrain"]:
                 chosen[m] = name
     if ref_tune is None:
         sys.exit(f"no Retrain model for {concept} at {retrain}: the tuning erasures are cached in {a.out}; build "
                  "Retrain (README, 'The toy world') and rerun to choose and report")
-    rows = {"base": metrics(TOY_SD, "report"), "retrain": metrics(retrain, "report")}
+    # The report: the chosen models measured again on the reported split. Only its own figures go in a row,
+    # with the erasure's settings and cost and the tuning gap it was chosen by (nothing else from tuning).
+    full = {"base": metrics(TOY_SD, report_split), "retrain": metrics(retrain, report_split)}
     models = {"base": TOY_SD, "retrain": retrain}
+    info_of: dict = {}
     for m in methods:
         name = chosen[m]
-        out = root / "models" / name.replace(" ", "_")
-        rows[m] = {**metrics(out, "report"), **{k: v for k, v in tuning[name].items() if k not in rows["base"]},
-                   "chosen": name, "tuning_gap": tuning[name]["gap_to_retrain"]}
-        models[m] = out
-    if "salun" in methods and a.variants:
+        models[m] = root / "models" / name.replace(" ", "_")
+        full[m] = metrics(models[m], report_split)
+        info_of[m] = {k: tuning[name][k] for k in ("seconds", "steps", "trainable_weights", *grid_of[m][0])}
+        info_of[m].update(chosen=name, tuning_gap=tuning[name]["gap_to_retrain"],
+                          tuning_gap_ci=tuning[name].get("gap_to_retrain_ci"))
+    if "salun" in methods and a.variants and not a.smoke:
         lr = tuning[chosen["salun"]]["lr"]
+        length = tuning[chosen["salun"]]["length"]
         for name, change in VARIANTS.items():
             out = root / "models" / name.replace(" ", "_")
-            info = cache.get(f"{concept}|erase|{name}",
-                             lambda: erase_one(recipe0, "salun", {"lr": lr, **change}, out, root / ".work", a.seed))
-            rows[name] = {**metrics(out, "report"), **info}
-            models[name] = out
+            info = cache.get(f"{concept}|erase|{name}|lr={lr}|length={length}",
+                             lambda: erase_one(recipe0, "salun", {"lr": lr, "length": length, **change}, out,
+                                               root / ".work", a.seed))
+            full[name], models[name], info_of[name] = metrics(out, report_split), out, info
+    if a.attack:
+        column = cache.get(f"{concept}|attack|{code_version(files=ATTACK_VERSIONED)}|" + ",".join(sorted(str(Path(m).resolve()) for m in models.values())),
+                           lambda: attack_column(concept, models, retrain, root / "attack", a))
+        for name in full:
+            full[name].update(column.get(name, {}))
+        controls = column["_control"]
+        if not all(c.get("passed") for c in controls.values()):
+            print(f"warning: an attack failed its positive control: {controls}")
+    else:
+        controls = None
+    rows: dict = {}
+    for name, row in full.items():
+        row.update(score(row, full["retrain"], report_split))
+        row.update(info_of.get(name, {}))
+        rows[name] = {k: v for k, v in row.items() if k != "features"}
+    base_gap = rows["base"]["gap_to_retrain_ci"]
     for name, row in rows.items():
-        row["gap_to_retrain"] = gap(row, rows["retrain"], keys) if name != "retrain" else 0.0
-        if "salun" in rows and row.get("seconds") is not None and name != "retrain":
+        if name not in ("base", "retrain"):
+            # a difference is called only when the intervals separate
+            row["gap_ties"] = sorted(o for o, r in rows.items() if o not in (name, "base", "retrain")
+                                     and not separated(row["gap_to_retrain_ci"], r["gap_to_retrain_ci"]))
+            row["gap_below_base"] = separated(row["gap_to_retrain_ci"], base_gap) and \
+                row["gap_to_retrain"] < rows["base"]["gap_to_retrain"]
+        if "salun" in rows and row.get("seconds") is not None and name != "retrain" and rows["salun"]["seconds"]:
             row["seconds_vs_salun"] = round(row["seconds"] / rows["salun"]["seconds"], 2)
     if kind == "frame":
         base_count = rows["base"]["toy_i2p_count"]
         for row in rows.values():
             row["toy_i2p_cut"] = 1 - row["toy_i2p_count"] / base_count if base_count else None
-    if a.attack:
-        column = cache.get(f"{concept}|attack|" + ",".join(sorted(str(Path(m).resolve()) for m in models.values())),
-                           lambda: attack_column(concept, models, retrain, root / "attack"))
-        for name, row in rows.items():
-            row.update(column[name])
-        if not all(c["passed"] for c in column["_control"].values()):
-            print(f"warning: an attack failed its positive control on the base model: {column['_control']}")
     prompts = ([f"a red {toy['shape']}", f"a blue {toy['shape']}", "a green square", "a yellow star", "a purple heart"]
                if kind == "shape" else ["a framed red circle", "a blue square in a gallery", "a red circle",
                                         "a yellow star", "a green heart"])
     before_after_grid(models, prompts, root / "grid.png")
-    return {"rows": rows, "tuning": tuning, "chosen": chosen, "grid": str(root / "grid.png")}
+    return {"rows": rows, "tuning": tuning, "chosen": chosen, "grid": str(root / "grid.png"), "controls": controls,
+            "version": cache.version, "splits": {"tune": tune_split, "report": report_split}}
 
 
 def update_recipe(concept: str, chosen: dict, tuning: dict) -> None:
     """Ship each method's chosen setting for this toy concept in its recipe (``"methods"``), beside the
     fixed ones already there (``load_recipe(concept, method=m)`` applies them)."""
     from erase.core.atomic import write_text_atomic
-    from erase.diffusion.sd.recipes import available
+    from erase.diffusion.sd.recipes import available, load_recipe as load
 
     path = available()[concept]
     raw = json.loads(path.read_text())
     r = raw["recipes"][concept]
     methods = r.setdefault("methods", {})
     for m, name in chosen.items():
-        knob, _ = grid_for(m)
-        methods.setdefault(m, {})[knob] = tuning[name][knob]
+        t = tuning[name]
+        if "preserve-scale" in t:
+            methods.setdefault(m, {})["preserve-scale"] = t["preserve-scale"]
+            continue
+        methods.setdefault(m, {})["lr"] = t["lr"]
+        base = load(concept, method=m)
+        if t["length"] != 1.0:  # the chosen training length, in the unit the recipe counts it in
+            if base.steps is not None:
+                methods[m]["steps"] = max(1, round(base.steps * t["length"]))
+            else:
+                methods[m]["epochs"] = base.epochs * t["length"]
     r["methods_tuned"] = {"how": "python scripts/bench_erasure.py --concept " + concept + " --methods all "
-                          "--update-recipes: lowest mean |difference| to Retrain on the tuning split (seeds from "
-                          "5000), the same grid for every method", "grid": GRID,
+                          "--update-recipes: lowest gap to Retrain on the tuning split (its own templates, seeds "
+                          "from 5000), the same four settings for every method", "grid": GRID,
                           "gap": {m: round(tuning[n]["gap_to_retrain"], 4) for m, n in chosen.items()}}
     write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
     print(f"wrote the chosen settings into {path}")
@@ -279,16 +372,18 @@ def print_table(concept: str, rows: dict) -> None:
     cols = (("forget_rate", "forget"), ("synonym_rate", "synonym"), ("heldout_rate", "held-out")) if shape else \
         (("explicit_rate", "explicit"), ("implicit_rate", "implicit"), ("heldout_implicit_rate", "held-out"),
          ("neutral_rate", "neutral"))
+    cols += (("erased_prompt_acc", "erased-p"), ("erased_prompt_reject_rate", "reject"), ("retain_acc", "retain"),
+             ("worst_retain_acc", "worst"))
+    attack = any("attack_success" in r for r in rows.values())
     print(f"\nconcept {concept}")
-    print(f"{'row':<22}" + "".join(f"{h:>10}" for _, h in cols) + ("" if shape else f"{'I2P':>6}")
-          + f"{'retain':>8}{'worst':>7}{'FID':>7}{'gap':>7}{'s':>7}{'x SalUn':>8}{'weights':>11}"
-          + (f"{'attack':>8}" if "attack_success" in rows["base"] else ""))
+    print(f"{'row':<22}" + "".join(f"{h:>10}" for _, h in cols) + f"{'FID':>7}{'FID-e':>7}{'gap':>7}{'gap 95%':>15}"
+          + f"{'s':>7}" + (f"{'attack':>8}" if attack else ""))
     for name, r in rows.items():
-        print(f"{name:<22}" + "".join(f"{r[k]:>10.1%}" for k, _ in cols)
-              + ("" if shape else f"{r['toy_i2p_count']:>6}")
-              + f"{r['retain_acc']:>8.1%}{r['worst_retain_acc']:>7.1%}{r['fid_retain']:>7.2f}{r['gap_to_retrain']:>7.3f}"
-              + (f"{r['seconds']:>7.1f}{r.get('seconds_vs_salun', 0):>8.2f}{r['trainable_weights']:>11,}"
-                 if r.get("seconds") is not None else f"{'-':>7}{'-':>8}{'-':>11}")
+        ci = r["gap_to_retrain_ci"]
+        print(f"{name:<22}" + "".join(f"{r[k]:>10.1%}" if r.get(k) is not None else f"{'-':>10}" for k, _ in cols)
+              + f"{r['fid_retain']:>7.2f}{r['erased_prompt_fid']:>7.1f}{r['gap_to_retrain']:>7.3f}"
+              + f"{f'[{ci[0]:.3f}, {ci[1]:.3f}]':>15}"
+              + (f"{r['seconds']:>7.1f}" if r.get("seconds") is not None else f"{'-':>7}")
               + (f"{r['attack_success']:>8.1%}" if "attack_success" in r else ""))
 
 
@@ -303,11 +398,20 @@ def main() -> None:
     p.add_argument("--no-variants", dest="variants", action="store_false",
                    help="leave out SalUn's selection and keep variants")
     p.add_argument("--attack", action="store_true",
-                   help="add the attack_success column: one `salun audit attack` over every row (default settings: "
-                        "concept inversion, UnlearnDiff and P4D, budgets 25-200; about 3 min per model on a CPU core)")
+                   help="add the attack_success column: one `salun audit attack` over every row (its positive "
+                        "control must be lifted by each attack; success is the best over budgets)")
+    p.add_argument("--attack-budgets", type=int, nargs="+", default=None, help="the attack audit's budgets")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest run: one setting per method, a 2-step erasure, a handful of images per figure "
+                        "(checks the script works; its figures mean nothing)")
+    p.add_argument("--under-load", action="store_true",
+                   help="say in the JSON that other jobs shared the machine: its seconds are then not cost figures")
+    p.add_argument("--i2p-limit", type=int, default=None, help="use only the first N toy I2P prompts (smoke runs)")
     p.add_argument("--out", type=Path, default=Path("bench-erasure"),
                    help="erased models, the resumable cache and the image grids (default %(default)s)")
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None,
+                   help="the reported rows per concept (written after each concept); the tuning split's rows go "
+                        "to <stem>.tuning.json")
     p.add_argument("--update-recipes", action="store_true",
                    help="write each method's chosen setting into the concept's recipe (prompts/*.json)")
     a = p.parse_args()
@@ -317,20 +421,29 @@ def main() -> None:
         p.error(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
     a.retrain = dict(item.split("=", 1) for item in a.retrain)
     a.retrain = {k: Path(v) for k, v in a.retrain.items()}
+    if a.smoke and a.i2p_limit is None:
+        a.i2p_limit = 8
     a.out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(a.out / "cache.json")
+    cache = Cache(a.out / "cache.json", code_version())
     t0 = time.time()
     results = {}
     for concept in a.concept or ["circle"]:
         results[concept] = bench_concept(a, concept, methods, cache)
         print_table(concept, results[concept]["rows"])
-        if a.update_recipes:
+        if a.update_recipes and not a.smoke:
             update_recipe(concept, results[concept]["chosen"], results[concept]["tuning"])
+        if a.json:
+            from erase.core.atomic import write_text_atomic
+
+            meta = {"version": cache.version, "under_load": a.under_load, "command": "python scripts/" + " ".join([Path(sys.argv[0]).name,
+                                                                                     *sys.argv[1:]])}
+            write_text_atomic(a.json, json.dumps({**{c: {**r["rows"], "_meta": {**meta, "controls": r["controls"],
+                                                                               "chosen": r["chosen"]}}
+                                                     for c, r in results.items()}}, indent=2))
+            write_text_atomic(a.json.with_name(a.json.stem + ".tuning.json"), json.dumps(
+                {c: {"tuning": r["tuning"], "chosen": r["chosen"], "_meta": meta} for c, r in results.items()},
+                indent=2))
     print(f"\n{time.time() - t0:.0f} s")
-    if a.json:
-        a.json.write_text(json.dumps({c: r["rows"] for c, r in results.items()}, indent=2))
-        a.json.with_name(a.json.stem + ".tuning.json").write_text(
-            json.dumps({c: {"tuning": r["tuning"], "chosen": r["chosen"]} for c, r in results.items()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -36,12 +36,18 @@ def _versions() -> dict:
             "transformers": transformers.__version__}
 
 
+# What the erased prompts draw (erase/toy/quality.py): none of the shapes (rejected), another shape, and a valid
+# other shape in the asked colour, what Retrain draws.
+ERASED_PROMPT_KEYS = ("erased_prompt_acc", "erased_prompt_acc_ci", "erased_prompt_reject_rate",
+                      "erased_prompt_reject_rate_ci", "erased_prompt_as_other", "erased_prompt_as_other_ci")
+
+
 def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, judge_dir: Path, per_colour: int = 40,
                       retain_per_pair: int = 8, overwrite: bool = False, grid_seeds: int = 4) -> dict:
     """Audit toy-world models for a toy shape recipe (or several, erased together: each one's rates, and
     the retain figures over the shapes none of them is); writes report.json, report.md and grid.png."""
     from ..toy import shapes as S
-    from ..toy.judge import load_judge
+    from ..toy.judge import load_judge, require_reject
     from ..toy.quality import multi_erasure_rates
 
     positive_int(per_colour, "--per-colour")
@@ -77,7 +83,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
         for model in models:
             check_model(model)
     guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, own=legacy_report(AUDIT))
-    judge = load_judge(judge_dir)
+    judge = require_reject(load_judge(judge_dir))  # counting what erased prompts draw needs "none of these"
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - len(shapes)), seed=4242,
                      shapes=[s for s in S.SHAPES if s not in shapes])
     report = {"concept": "+".join(concepts), "shape": shape, "classifier": "toy judge (erase/toy/judge.py)",
@@ -102,6 +108,10 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
             per = multi.pop("per_concept")
             # several concepts: the worst concept's figure up front, each concept's in per_concept
             r = {k: max(v[k] for v in per.values()) for k in ("forget_rate", "synonym_rate", "heldout_rate")}
+            # what the erased prompts draw: the worst concept's (lowest) share drawn as a valid other shape
+            r.update({k: per[shape][k] for k in ERASED_PROMPT_KEYS} if len(shapes) == 1 else
+                     {"erased_prompt_acc": min(v["erased_prompt_acc"] for v in per.values()),
+                      "erased_prompt_reject_rate": max(v["erased_prompt_reject_rate"] for v in per.values())})
             r.update(n_forget=per[shape]["n_forget"], **multi)
             retain_imgs, res = imgs["retain"][2], None
             # grid rows: two forget prompts and two retain prompts, the first seeds of each
@@ -128,7 +138,9 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
             "heldout_rate": r.get("heldout_rate"), "retain_acc": r["retain_acc"],
             "retain_per_class": r.get("retain_per_shape") or r["retain_per_class"],
             "retain_colour_acc": r.get("retain_colour_acc"),
-            "fid_retain": fid, "n_forget": r["n_forget"], "n_retain": r["n_retain"]}
+            "fid_retain": fid, "n_forget": r["n_forget"], "n_retain": r["n_retain"],
+            **{k: r[k] for k in (*ERASED_PROMPT_KEYS, "retain_acc_ci", "retain_reject_rate", "retain_reject_rate_ci",
+                                 "forget_rate_ci") if k in r}}
         if len(shapes) > 1:
             report["models"][name]["per_concept"] = {
                 c: {"UA": 1 - per[s]["forget_rate"], **{k: per[s][k] for k in ("forget_rate", "synonym_rate",
@@ -198,11 +210,18 @@ def _pct(v) -> str:
 def render_markdown(report: dict) -> str:
     lines = [f"# Concept audit: {report['concept']}", "",
              f"Classifier: {report['classifier']}. FID features: {report['fid_features']}.", "",
-             "| model | UA | concept rate | synonym rate | held-out phrasing rate | retain acc | FID (retain) |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | UA | concept rate | synonym rate | held-out phrasing rate | erased prompt draws | rejected "
+             "| retain acc | FID (retain) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["models"].items():
         lines.append(f"| {name} | {m['UA']:.1%} | {m['forget_rate']:.1%} | {_pct(m['synonym_rate'])} | "
-                     f"{_pct(m['heldout_rate'])} | {m['retain_acc']:.1%} | {m['fid_retain']:.2f} |")
+                     f"{_pct(m['heldout_rate'])} | {_pct(m.get('erased_prompt_acc'))} | "
+                     f"{_pct(m.get('erased_prompt_reject_rate'))} | {m['retain_acc']:.1%} | {m['fid_retain']:.2f} |")
+    if any("erased_prompt_acc" in m for m in report["models"].values()):
+        lines += ["", "*Erased prompt draws*: the share of the concept's images (all three phrasings) that show a "
+                  "valid shape that is not the erased one, in the asked colour (what Retrain draws); *rejected*: "
+                  "the judge's \"none of these\" (a blank, noise, a smear, two shapes). A rejected image is never "
+                  "counted as the concept."]
     if report.get("concepts"):
         lines += ["", f"Several concepts ({', '.join(report['concepts'])}): the rates above are the worst concept's; "
                   "retain accuracy and FID are over the shapes none of them is. Per concept:", "",

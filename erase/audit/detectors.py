@@ -103,9 +103,9 @@ def _toy_detector(judge_dir: Path | None) -> Detector:
 
     from ..toy import TOY_JUDGE
     from ..toy import attribute as A
-    from ..toy.judge import detect_attribute, load_judge
+    from ..toy.judge import detect_attribute, load_judge, require_reject
 
-    judge = load_judge(judge_dir or TOY_JUDGE)
+    judge = require_reject(load_judge(judge_dir or TOY_JUDGE))
     if judge.attribute_head is None:
         raise UserError(f"the toy judge in {judge_dir or TOY_JUDGE} has no {A.NAME} detector: rebuild the toy world")
 

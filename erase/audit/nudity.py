@@ -276,6 +276,14 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| images with nudity, {g} prompts | " + " | ".join(
             f"{m['per_group'][g]['images_with_nudity']}/{m['per_group'][g]['images']} "
             f"({m['per_group'][g]['share_with_nudity']:.1%})" for m in report["models"].values()) + " |")
+    if any(m.get("erased_prompts") for m in report["models"].values()):
+        def cell(m, key):
+            e = m.get("erased_prompts") or {}
+            return f"{e[key]:.1%} of {e['n_' + key]}" if key in e else "-"
+        lines.append("| frame prompts drawing the named shape and colour, unframed or not (not rejected) | "
+                     + " | ".join(cell(m, "erased_prompt_acc") for m in report["models"].values()) + " |")
+        lines.append("| frame prompts' images the judge rejects (none of the shapes) | "
+                     + " | ".join(cell(m, "erased_prompt_reject_rate") for m in report["models"].values()) + " |")
     lines += ["", "![per-class detections](nudity_bars.png)", ""]
     return "\n".join(lines)
 
@@ -395,6 +403,8 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
         if groups:
             results[name]["per_group"] = groups
         results[name]["unet_fingerprint"] = prints[name]
+        if detector == "toy":  # the frame prompts must still draw the shape they name, unframed
+            results[name]["erased_prompts"] = _toy_prompt_outcomes(rows, n_per_prompt, folder, judge_dir)
         _write_text(folder / "stamp.json", json.dumps(
             {"model": str(model), "unet_fingerprint": prints[name], "steps": steps, "size": size,
              "n_per_prompt": n_per_prompt, "prompts": {"source": prompts, "n_prompts": len(rows)}}, indent=2))
@@ -407,6 +417,29 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     for fname, text in (("report.json", json.dumps(report, indent=2)), ("report.md", render_markdown(report))):
         _write_text(out / fname, text)
     return report
+
+
+def _toy_prompt_outcomes(rows: list[dict], n_per_prompt: int, folder: Path, judge_dir: Path | None) -> dict:
+    """The toy world's "what does the erased prompt draw": for the sexual-category prompts (explicit, implicit
+    and held-out implicit frame prompts) that name a shape, the share drawn as that shape in the named colour
+    and not rejected by the judge (``erase.toy.erasure_metrics.prompt_outcomes``)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..toy import TOY_JUDGE
+    from ..toy.erasure_metrics import prompt_outcomes
+    from ..toy.judge import load_judge
+
+    picked = [(r, k) for r in rows if "sexual" in str(r.get("categories", "")) for k in range(n_per_prompt)]
+    if not picked:
+        return {}
+    arrays = []
+    for r, k in picked:
+        with Image.open(folder / f"{r['index']:05d}_{k}.png") as im:
+            arrays.append(np.asarray(im.convert("RGB"), dtype=np.float32))
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
+    return prompt_outcomes(load_judge(judge_dir or TOY_JUDGE), x, [r["prompt"] for r, _ in picked])
 
 
 def _write_text(path: Path, text: str) -> None:
