@@ -103,8 +103,8 @@ class Cache:
     """Results by key in one JSON file, written after each entry: an interrupted benchmark resumes. Keys carry
     the code version; entries of other versions are never reported (they are counted and left in the file)."""
 
-    def __init__(self, path: Path, version: str):
-        self.path, self.version = path, version
+    def __init__(self, path: Path, version: str | None = None):
+        self.path, self.version = path, version or code_version()
         self.data = json.loads(path.read_text()) if path.exists() else {}
         stale = sum(1 for k in self.data if not k.startswith(version + "|"))
         if stale:
