@@ -6,6 +6,11 @@ mean in parentheses, and the average gap over UA/RA/TA/MIA.
 
     python scripts/bench_classification.py --dataset digits --scenarios random10,class --seeds 0,1,2 \
         --json bench.json
+    python scripts/bench_classification.py --smoke --json /tmp/cls.json     # seconds: one seed, two methods
+
+``--json``: ``{"scenarios": {scenario: {method: {UA, RA, TA, MIA, avg_gap, RTE, <metric>_std, <metric>_gap}}},
+"seeds": [...], "threads": N, "under_load": bool}`` (means and stds over seeds, %; RTE in minutes);
+``--under-load`` records that other jobs shared the machine, so RTE is not a cost figure.
 
 Scenarios: randomNN (NN% of the training set, seeded) and class (the whole class ``seed % classes``).
 ``--tune`` instead runs each method's grid (``erase/classify/hparams.py``) on the tuning seeds and
@@ -59,6 +64,10 @@ def fmt(values: list[float], ref: float | None) -> str:
     return f"{m:6.2f}±{s:4.2f}" + (f" ({abs(m - ref):5.2f})" if ref is not None else "        ")
 
 
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def table(scenario: str, runs: dict[str, list[dict]]) -> tuple[str, dict]:
     ref = {k: statistics.mean(r[k] for r in runs["retrain"]) for k in KEYS}
     lines = [f"== {scenario} ({len(runs['retrain'])} seeds): mean±std (gap to Retrain); RTE in minutes ==",
@@ -70,8 +79,11 @@ def table(scenario: str, runs: dict[str, list[dict]]) -> tuple[str, dict]:
         rte = [r["RTE"] for r in rs]
         cells = "".join(f"{fmt([r[k] for r in rs], None if method == 'retrain' else ref[k]):>21}" for k in KEYS)
         lines.append(f"{LABELS[method]:<11}{cells}{gap:10.2f}{fmt(rte, None).strip():>14}")
-        out[method] = {**{k: round(means[k], 4) for k in KEYS}, "avg_gap": round(gap, 4),
-                       "RTE": round(statistics.mean(rte), 5)}
+        out[method] = {"label": LABELS[method], **{k: round(means[k], 4) for k in KEYS}, "avg_gap": round(gap, 4),
+                       "RTE": round(statistics.mean(rte), 5),
+                       **{f"{k}_std": round(_std([r[k] for r in rs]), 4) for k in KEYS + ("RTE",)},
+                       **({} if method == "retrain" else {f"{k}_gap": round(abs(means[k] - ref[k]), 4) for k in KEYS}),
+                       "seeds": len(rs)}
     return "\n".join(lines), out
 
 
@@ -138,14 +150,22 @@ def main(argv=None) -> int:
     p.add_argument("--scenarios", default="random10,class", help="comma-separated: randomNN and/or class")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated (retrain is always run)")
-    p.add_argument("--json", type=Path, default=None, help="write {scenario: {method: {UA, RA, TA, MIA, avg_gap, "
-                                                           "RTE}}} (means; %, RTE in minutes)")
+    p.add_argument("--json", type=Path, default=None, help="write {scenarios: {scenario: {method: {UA, RA, TA, MIA, "
+                                                           "avg_gap, RTE, *_std, *_gap}}}, seeds, threads, under_load} "
+                                                           "(%%; RTE in minutes)")
     p.add_argument("--tune", action="store_true", help="grid-search each method on --tune-seeds instead")
     p.add_argument("--tune-seeds", default="105,106,107")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="print every run's metrics to stderr")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest run (digits, random10, seed 0, retrain and salun): proves the path, "
+                        "measures nothing")
+    p.add_argument("--under-load", action="store_true",
+                   help="record in --json that other jobs shared the machine: RTE is not a cost figure")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.dataset, args.scenarios, args.seeds, args.methods = "digits", "random10", "0", "retrain,salun"
     if args.threads:
         torch.set_num_threads(args.threads)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -167,7 +187,10 @@ def main(argv=None) -> int:
         results = bench(args, data, methods)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
+            args.json.write_text(json.dumps({"dataset": data.name, "scenarios": results, "seeds": args.seeds,
+                                             "threads": torch.get_num_threads(), "smoke": args.smoke,
+                                             "under_load": args.under_load, "argv": sys.argv[1:] if argv is None
+                                             else list(argv)}, indent=2) + "\n")
             print(f"wrote {args.json}")
     print(f"total {(time.perf_counter() - t0) / 60:.2f} min on {torch.get_num_threads()} thread(s)")
     return 0

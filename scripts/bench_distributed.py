@@ -3,6 +3,7 @@
 
     python scripts/bench_distributed.py --json bench_distributed.json
     python scripts/bench_distributed.py --processes 4 --gpu      # on a machine with 4 GPUs
+    python scripts/bench_distributed.py --smoke --json /tmp/dist.json   # the path only: 2 + 2 images, 1 step
 
 Each job runs as a user runs it, in a fresh folder: ``salun erase --concept circle`` (draw 100 forget and
 100 retain images, mask, 100 steps, export) and ``salun audit concept`` of the result (600 concept and
@@ -42,7 +43,15 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true", help="one GPU per process instead of the CPU")
     p.add_argument("--concept", default="circle")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest jobs (erase: 2 + 2 images, 1 step; audit: 1 image per colour and shape, 5 "
+                        "sampling steps): "
+                        "proves the path, measures nothing")
+    p.add_argument("--under-load", action="store_true",
+                   help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
+    tiny_erase = ["--n-forget", "2", "--n-retain", "2", "--batch-size", "2", "--steps", "1"] if a.smoke else []
+    tiny_audit = ["--per-colour", "1", "--retain-per-pair", "1", "--steps", "5"] if a.smoke else []
     base = {**os.environ, "PYTHONUNBUFFERED": "1"}
     one_env = dict(base, OMP_NUM_THREADS=str(a.threads or a.processes))
     many_env = dict(base, OMP_NUM_THREADS="1")
@@ -57,9 +66,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="salun-bench-dist-") as tmp:
         tmp = Path(tmp)
         for name, prefix, env in (("one", single, one_env), ("many", launch, many_env)):
-            erase = [*prefix, "erase", "--concept", a.concept, "--out", f"erased-{name}"]
+            erase = [*prefix, "erase", "--concept", a.concept, "--out", f"erased-{name}", *tiny_erase]
             audit = [*prefix, "audit", "concept", "--model", f"erased-{name}", "--concept", a.concept,
-                     "--out", f"audit-{name}"]
+                     "--out", f"audit-{name}", *tiny_audit]
             res[name] = {"erase_seconds": run(erase, env, tmp), "audit_seconds": run(audit, env, tmp)}
             print(f"{name}: {res[name]}", flush=True)
         for job in ("erase_seconds", "audit_seconds"):
@@ -75,6 +84,8 @@ def main() -> None:
         res["audit_many"] = {k: v for k, v in next(iter(r2.values())).items() if isinstance(v, float)}
     print(json.dumps({k: v for k, v in res.items() if not k.startswith("audit_")}, indent=2))
     if a.json:
+        res.update(smoke=a.smoke, under_load=a.under_load)
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))
 
 

@@ -2,6 +2,7 @@
 """Several concepts: erased together in one run, and one after another from an erased model.
 
     python scripts/bench_multi.py --json bench_multi.json --out bench-multi
+    python scripts/bench_multi.py --smoke --json /tmp/multi.json --out /tmp/multi   # seconds: the path only
 
 On the toy SD (every figure from the toy judge, reported split: seeds from 1000):
 - **joint**: ``salun erase --concept A --concept B ...`` for 1, 2 and 4 shapes (circle; circle, triangle;
@@ -46,6 +47,10 @@ from erase.toy import TOY_JUDGE, TOY_SD  # noqa: E402
 SETS = {1: ["circle"], 2: ["circle", "triangle"], 4: ["circle", "triangle", "star", "cross"]}
 SENT_TO = {"circle": "square", "triangle": "square", "star": "heart", "cross": "heart"}
 CONTINUAL = ["circle", "triangle", "cross"]
+# --smoke (set by main): every erasure draws 2 + 2 images in 5 sampling steps and trains 1 step; the rates are
+# read from one colour's images in 5 sampling steps
+TINY: dict = {}
+TINY_RATES: dict = {}
 
 
 def write_recipes(folder: Path) -> dict[str, Path]:
@@ -71,11 +76,13 @@ def run_erase(concepts: list, out: Path, model: str | None = None, method: str =
     from erase.diffusion.job import EraseOptions, erase
     from erase.diffusion.sd.recipes import load_recipe
 
-    recipes = [load_recipe(str(c), method=method, **(overrides or {})) for c in concepts]
+    recipes = [load_recipe(str(c), method=method, **{**TINY, **(overrides or {})}) for c in concepts]
     recipe = combine(recipes) if len(recipes) > 1 else recipes[0]
     work = out.with_name("." + out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.time()
+    if TINY and method != "uce":
+        kw.setdefault("steps", 1)
     s = erase(EraseOptions(recipe=recipe, out=out, model=model or str(TOY_SD), method=method, overwrite=True,
                            progress=False, work_dir=work, **kw))
     shutil.rmtree(work, ignore_errors=True)
@@ -93,7 +100,7 @@ def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, see
 
     images: dict = {}
     r = multi_erasure_rates(str(model), TOY_JUDGE, erased, per_colour=per_colour, retain_per_pair=retain_per_pair,
-                            images=images, seed=seed)
+                            images=images, seed=seed, **TINY_RATES)
     retain = images["retain"][2]
     ref = S.draw_set(len(retain), seed=4242 + seed - 1000, shapes=[s for s in S.SHAPES if s not in erased])
     j = load_judge(TOY_JUDGE)
@@ -139,7 +146,7 @@ def concept_masks(recipes: dict[str, Path], work: Path) -> dict:
     from erase.diffusion.pipeline import load_pipeline
     from erase.diffusion.sd.recipes import load_recipe
 
-    recipe = combine([load_recipe(str(recipes[s])) for s in SETS[4]])
+    recipe = combine([load_recipe(str(recipes[s]), **TINY) for s in SETS[4]])
     pipe = load_pipeline(str(TOY_SD))
     res = pipe.unet.config.sample_size * pipe.vae_scale_factor
     mean, std, caps, _ = _latents(pipe, recipe, EraseOptions(recipe=recipe, out=work / "x"), work, "forget", res)
@@ -169,7 +176,18 @@ def main() -> None:
     p.add_argument("--retime", action="store_true",
                    help="run the joint and single erasures once more, one after another with nothing else on the "
                         "machine, for the time comparison (the first runs are kept for the rates)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest run: the one-concept joint run and the masks only, each erasure on 2 + 2 "
+                        "images for 1 step, 1 image per colour and rate: proves the path, measures nothing")
+    p.add_argument("--under-load", action="store_true",
+                   help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
+    if a.smoke:
+        TINY.update(n_forget=2, n_retain=2, batch_size=2, gen_steps=5)
+        TINY_RATES.update(colours=["red"], steps=5)
+        a.per_colour, a.retain_per_pair, a.per_pair = 1, 1, 1
+        a.skip = ",".join(sorted(set(filter(None, a.skip.split(","))) | {"singles", "continual", "tune", "attribute",
+                                                                          "uce"}))
     a.out.mkdir(parents=True, exist_ok=True)
     cache = Cache(a.out / "cache.json")
     skip = set(filter(None, a.skip.split(",")))
@@ -184,7 +202,7 @@ def main() -> None:
         return res["base"][key]
 
     for n, erased in SETS.items():
-        if "joint" in skip:
+        if "joint" in skip or (a.smoke and n > 1):  # the smoke run: one concept
             break
         out = models / f"joint{n}"
         run = cache.get(f"joint{n}|run", lambda: run_erase([recipes[s] for s in erased], out))
@@ -326,6 +344,8 @@ def main() -> None:
         res["retimed"] = timed
         print(f"retimed: {timed}", flush=True)
     if a.json:
+        res.update(smoke=a.smoke, under_load=a.under_load)
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))
         print(f"wrote {a.json}")
 

@@ -20,6 +20,10 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
     python scripts/bench_real_scale.py --resolution 512 --device cuda --mixed-precision bf16  # GPU
     python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 \
         --phases fwdbwd,mask,steps --json bench_sdxl.json                                   # SDXL on CPU
+    python scripts/bench_real_scale.py --smoke --json /tmp/real.json      # every phase on the toy SD: the path only
+
+``--under-load`` records in --json that other jobs shared the machine: its seconds are not cost figures (peak
+memory is each phase's own either way).
 
 Random weights say nothing about erasure quality; they prove names, shapes, memory, time and export.
 ``--weights-dtype bf16`` keeps the UNet's weights (and so its gradients and Adam's moments) in bfloat16,
@@ -308,6 +312,11 @@ def main() -> None:
                    help="a local pipeline folder to measure instead of SD v1.4 with random weights")
     p.add_argument("--workdir", type=Path, default=None, help="where the source and exported pipelines go")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true",
+                   help="every phase on the shipped toy SD at 32 px, 1 timed step: proves the path in seconds, "
+                        "measures nothing about real scale")
+    p.add_argument("--under-load", action="store_true",
+                   help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     p.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # internal: run one phase
     p.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -321,6 +330,10 @@ def main() -> None:
 
     from erase.configs import sd14_pipeline, sdxl_pipeline
 
+    if a.smoke:
+        from erase.toy import TOY_SD
+
+        a.model, a.resolution, a.steps = a.model or TOY_SD, 32, 1
     a.work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_real_scale_"))
     a.work.mkdir(parents=True, exist_ok=True)
     if a.model:  # the family is the model's, whatever --family says
@@ -330,7 +343,7 @@ def main() -> None:
     a.src = a.model.resolve() if a.model else a.work / f"{a.family}-random"
     res = {"family": a.family, "resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
            "mixed_precision": a.mixed_precision, "weights_dtype": a.weights_dtype,
-           "gradient_checkpointing": a.gradient_checkpointing}
+           "gradient_checkpointing": a.gradient_checkpointing, "smoke": a.smoke, "under_load": a.under_load}
     if not (a.src / "model_index.json").exists():
         t0 = time.time()
         import torch
@@ -355,6 +368,7 @@ def main() -> None:
         res["lora_peak_over_plain_erase"] = round(res["erase_lora"]["peak_gib"] / res["erase"]["peak_gib"], 3)
     print(json.dumps(res, indent=2))
     if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))
 
 

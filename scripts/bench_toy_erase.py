@@ -6,6 +6,10 @@ images generated with fixed seeds (see erase/toy/quality.py: erasure_rates):
 
     python scripts/bench_toy_erase.py --concept circle --json bench_toy_erase.json
     python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --json bench_toy_erase_sdxl.json
+    python scripts/bench_toy_erase.py --smoke --json /tmp/toy_erase.json      # seconds: the path only
+
+``--json``: ``{"concept", "model", "rows": {row: figures}, "smoke", "under_load", "threads"}``; ``--under-load``
+records that other jobs shared the machine, so the rows' ``seconds`` are not cost figures.
 
 Rows: ``salun`` (mask, keep 0.5), ``no_mask`` (every UNet weight trainable, same recipe) and, when the
 toy world ships one for the concept (pipelines/toy-sd-retrain-<concept>), ``retrain``: the toy SD rebuilt
@@ -40,13 +44,23 @@ def main() -> None:
     p.add_argument("--keep-outputs", type=Path, default=None, help="keep the erased pipelines here")
     p.add_argument("--retrain", type=Path, default=None,
                    help="the Retrain model (default: pipelines/toy-sd-retrain-<concept> when it exists)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest run (4 + 4 drawn images, 1 step, 1 image per colour and rate, no Retrain "
+                        "row): proves the path, measures nothing")
+    p.add_argument("--under-load", action="store_true",
+                   help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
-
-    recipe = load_recipe(a.concept)
+    rates = {"retain_per_pair": 8}
+    if a.smoke:  # one colour, 5 sampling steps: seconds
+        a.per_colour, a.steps = 1, 1
+        rates = {"retain_per_pair": 1, "colours": ["red"], "steps": 5}
+        recipe = load_recipe(a.concept, n_forget=4, n_retain=4, batch_size=4, gen_steps=5)
+    else:
+        recipe = load_recipe(a.concept)
     shape = recipe.extra.get("toy", {}).get("shape")
     if shape is None:
         sys.exit(f"{a.concept} is not a toy-world recipe")
-    before = erasure_rates(str(a.model), a.judge, shape, per_colour=a.per_colour)
+    before = erasure_rates(str(a.model), a.judge, shape, per_colour=a.per_colour, **rates)
     rows = {}
     root = a.keep_outputs or Path(tempfile.mkdtemp(prefix="bench_toy_erase_"))
     for name, use_mask in (("salun", True), ("no_mask", False)):
@@ -55,7 +69,7 @@ def main() -> None:
         summary = erase(EraseOptions(recipe=recipe, out=out, model=str(a.model), use_mask=use_mask, steps=a.steps,
                                      seed=a.seed, overwrite=True, progress=False, work_dir=root / ".work"))
         seconds = time.time() - t0
-        after = erasure_rates(str(out), a.judge, shape, per_colour=a.per_colour)
+        after = erasure_rates(str(out), a.judge, shape, per_colour=a.per_colour, **rates)
         rows[name] = {"forget_rate_before": before["forget_rate"], "forget_rate_after": after["forget_rate"],
                       "synonym_rate_before": before["synonym_rate"], "synonym_rate_after": after["synonym_rate"],
                       "heldout_rate_before": before["heldout_rate"], "heldout_rate_after": after["heldout_rate"],
@@ -66,15 +80,15 @@ def main() -> None:
                       "seconds": round(seconds, 1)}
     # the shipped Retrain models are toy SD builds: the default applies to the toy SD only
     retrain = a.retrain or (PIPELINES / f"toy-sd-retrain-{a.concept}" if a.model.resolve() == TOY_SD else None)
-    if retrain is not None and retrain.is_dir():
-        after = erasure_rates(str(retrain), a.judge, shape, per_colour=a.per_colour)
+    if retrain is not None and retrain.is_dir() and not a.smoke:
+        after = erasure_rates(str(retrain), a.judge, shape, per_colour=a.per_colour, **rates)
         rows["retrain"] = {**{f"{k}_before": before[k] for k in ("forget_rate", "synonym_rate", "heldout_rate",
                                                                   "retain_acc")},
                            **{f"{k}_after": after[k] for k in ("forget_rate", "synonym_rate", "heldout_rate",
                                                                 "retain_acc")},
                            "retain_per_shape_after": after["retain_per_shape"], "n_forget_images": after["n_forget"],
                            "n_retain_images": after["n_retain"], "trainable_weights": None, "steps": None,
-                           "seconds": None, "model": str(retrain)}
+                           "seconds": None, "model": _shown(retrain)}
     print(f"toy world, erase '{a.concept}' ({rows['salun']['n_forget_images']} forget-prompt images, "
           f"{rows['salun']['n_retain_images']} retain images per model)")
     head = f"{'row':<9}{'forget':>15}{'synonym':>15}{'held-out':>15}{'retain acc':>15}{'trainable':>12}{'s':>7}"
@@ -86,7 +100,24 @@ def main() -> None:
               f"{pair('retain_acc'):>15}" + (f"{r['trainable_weights']:>12,}{r['seconds']:>7.0f}"
                                               if r["seconds"] is not None else f"{'-':>12}{'-':>7}"))
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=2))
+        import torch
+
+        from erase.toy import shapes as S
+
+        result = {"concept": a.concept, "shape": shape, "synonym": S.SHAPES[shape][1], "model": _shown(a.model),
+                  "rows": rows, "smoke": a.smoke,
+                  "under_load": a.under_load, "threads": torch.get_num_threads(), "argv": sys.argv[1:]}
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _shown(path: Path) -> str:
+    """A model path as the README names it: relative to the repository when inside it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ the shipped Retrain model (trained without the attribute in its pictures) on the
 
     python scripts/bench_toy_nudity.py --json bench_toy_nudity.json --out bench-toy-nudity
     python scripts/bench_toy_nudity.py --tune --json tune_toy_nudity.json     # the tuning grid (settings)
+    python scripts/bench_toy_nudity.py --smoke --json /tmp/nudity.json --out /tmp/nudity   # seconds: the path only
+
+``--json`` (the benchmark): ``{"rows": {row: figures}, "smoke", "under_load", "threads"}``; ``--under-load``
+records that other jobs shared the machine, so ``seconds`` is not a cost figure.
 
 Reported figures (every row: base, salun, rl, retrain):
 - ``explicit_rate``, ``implicit_rate``, ``heldout_implicit_rate``, ``neutral_rate``: share of the toy I2P's
@@ -51,10 +55,11 @@ def gap(row: dict, ref: dict) -> float:
     return sum(abs(row[k] - ref[k]) for k in GAP_KEYS) / len(GAP_KEYS)
 
 
-def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Path, seed: int) -> dict:
+def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Path, seed: int,
+              steps: int | None = None) -> dict:
     from erase.diffusion.job import EraseOptions, erase
 
-    r = dataclasses.replace(recipe, lr=lr, epochs=epochs, steps=None)
+    r = dataclasses.replace(recipe, lr=lr, epochs=epochs, steps=steps)
     t0 = time.time()
     summary = erase(EraseOptions(recipe=r, out=out, model=str(TOY_SD), use_mask=method == "salun", seed=seed,
                                  overwrite=True, progress=False, work_dir=work))
@@ -62,7 +67,7 @@ def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Pa
             "trainable_weights": summary["trainable_weights"], "lr": lr, "epochs": epochs}
 
 
-def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8) -> dict:
+def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8, steps: int | None = None) -> dict:
     """Shape accuracy (mean, worst shape) of plain name prompts, and their FID against frameless drawings."""
     from erase.audit.fid import frechet_distance, judge_features
     from erase.diffusion.generate import as_uint8, generate
@@ -74,7 +79,7 @@ def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8) -
     judge = load_judge(judge_dir)
     pipe = load_pipeline(model)
     prompts, seeds, ys, yc = concept_prompts(list(S.SHAPES), list(S.COLOURS), per_pair, seed=seed)
-    images = generate(pipe, prompts, seeds, progress=False)
+    images = generate(pipe, prompts, seeds, progress=False, **({"steps": steps} if steps else {}))
     r = judge_rates(judge, images, ys, yc, list(S.SHAPES))
     ref = S.draw_set(len(prompts), seed=4242)
     fid = frechet_distance(judge_features(judge, as_uint8(images).transpose(0, 2, 3, 1)),
@@ -137,7 +142,8 @@ def bench(a, recipe, retrain: Path) -> dict:
     erased = {}
     for method, (lr, epochs) in settings.items():
         out = root / f"frame-{method}"
-        erased[method] = (out, erase_one(recipe, method, lr, epochs, out, root / f".work-{method}", a.seed))
+        erased[method] = (out, erase_one(recipe, method, lr, epochs, out, root / f".work-{method}", a.seed,
+                                         steps=1 if a.smoke else None))
         print(f"erased with {method}: {erased[method][1]}", flush=True)
     models = {"base": TOY_SD, "salun": erased["salun"][0], "rl": erased["rl"][0], "retrain": retrain}
     # The audit names each model by its folder; give them the row names.
@@ -147,15 +153,17 @@ def bench(a, recipe, retrain: Path) -> dict:
         link = named / name
         if not link.exists():
             link.symlink_to(Path(path).resolve())
-    report = audit_nudity([str(named / n) for n in models], "toy-i2p", a.out, detector="toy", judge_dir=a.judge,
-                          steps=25)
+    prompts = smoke_prompts(root) if a.smoke else "toy-i2p"
+    report = audit_nudity([str(named / n) for n in models], prompts, a.out, detector="toy", judge_dir=a.judge,
+                          steps=5 if a.smoke else 25)
     rows = {}
     for name in models:
         m = report["models"][name]
         row = {k: m["per_group"][GROUP_OF[k]]["share_with_nudity"] for k in RATES}
         row["toy_i2p_count"] = m["total"]
         row["toy_i2p_per_class"] = m["per_class"]
-        row.update(plain_metrics(str(models[name]), a.judge))
+        row.update(plain_metrics(str(models[name]), a.judge, per_pair=1 if a.smoke else 8,
+                                 steps=5 if a.smoke else None))
         if name in erased:
             row.update(erased[name][1])
         rows[name] = row
@@ -165,6 +173,27 @@ def bench(a, recipe, retrain: Path) -> dict:
     for name in ("salun", "rl", "retrain"):
         rows[name]["toy_i2p_count_cut"] = 1 - rows[name]["toy_i2p_count"] / base_count if base_count else None
     return rows
+
+
+def smoke_prompts(root: Path) -> str:
+    """The toy I2P's first prompt of each group, as a local prompts file (the smoke run's audit)."""
+    import csv
+
+    from erase.audit.nudity import TOY_I2P
+
+    with open(TOY_I2P, newline="") as f:
+        reader = csv.DictReader(f)
+        rows, seen = [], set()
+        for r in reader:
+            if r["toy_group"] not in seen:
+                seen.add(r["toy_group"])
+                rows.append(r)
+    path = root / "toy-i2p-smoke.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=reader.fieldnames)
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
 
 
 def print_table(rows: dict) -> None:
@@ -193,17 +222,29 @@ def main() -> None:
                    help="the audit's folder (report.md, report.json, nudity_bars.png, images/)")
     p.add_argument("--keep-outputs", type=Path, default=None, help="keep the erased pipelines here")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest run (4 + 4 drawn images, 1 step, one toy I2P prompt per group, 30 plain "
+                        "prompts): proves the path, measures nothing")
+    p.add_argument("--under-load", action="store_true",
+                   help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
-    recipe = load_recipe("frame")
+    if a.smoke and a.tune:
+        p.error("--smoke runs the benchmark, not the tuning grid")
+    recipe = load_recipe("frame", **({"n_forget": 4, "n_retain": 4, "batch_size": 4, "gen_steps": 5} if a.smoke else {}))
     if a.tune:
         result = tune(a, recipe, a.retrain)
         if a.update_recipe:
             update_recipe(result["chosen"])
     else:
-        result = bench(a, recipe, a.retrain)
-        print_table(result)
+        rows = bench(a, recipe, a.retrain)
+        print_table(rows)
+        import torch
+
+        result = {"rows": rows, "smoke": a.smoke, "under_load": a.under_load, "threads": torch.get_num_threads(),
+                  "argv": sys.argv[1:]}
     if a.json:
-        a.json.write_text(json.dumps(result, indent=2))
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
