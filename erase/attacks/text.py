@@ -7,6 +7,7 @@ final layer norm) stays its own.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -82,9 +83,26 @@ def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
     return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
 
 
+_CANDIDATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def candidate_tokens(tokenizer) -> torch.Tensor:
     """Ids of the tokens a projected prompt may use: whole words of letters that the tokenizer reads back
-    as exactly that one token, so the prompt a user types is the prompt that was found."""
+    as exactly that one token, so the prompt a user types is the prompt that was found. Kept per tokenizer
+    (an audit attacks several models with one)."""
+    try:
+        return _CANDIDATES[tokenizer].clone()
+    except (KeyError, TypeError):
+        pass
+    found = _candidate_tokens(tokenizer)
+    try:
+        _CANDIDATES[tokenizer] = found
+    except TypeError:  # a tokenizer that cannot be weakly referenced: computed each time
+        pass
+    return found.clone()
+
+
+def _candidate_tokens(tokenizer) -> torch.Tensor:
     vocab = tokenizer.get_vocab()
     words = {tok[:-4]: i for tok, i in vocab.items()
              if tok.endswith("</w>") and tok[:-4].isascii() and tok[:-4].isalpha() and tok[:-4].islower()}

@@ -92,12 +92,17 @@ def _add_audit_attack_parser(asub) -> None:
                                      "with UnlearnDiff's and P4D's objectives, projected to real tokens. Each attack "
                                      "is one optimisation run, evaluated at step 0 and at every budget: success rate "
                                      "= share of attacked items (prompt x seed) whose image the concept's classifier "
-                                     "calls the concept. The base model is attacked too, as the positive control. "
+                                     "calls the concept; a model's attack success is the best rate over the budgets. "
+                                     "Positive control: a shallow erasure the audit makes (the base with the concept's "
+                                     "words filtered out of its text encoder) is attacked too, and each attack must "
+                                     "lift its success rate by --control-margin over its step 0; the base is "
+                                     "attacked as context. "
                                      "Rerunning an interrupted audit into the same --out resumes it. Example: salun "
                                      "audit attack --base pipelines/toy-sd --model erased --concept circle --out "
                                      "attack-audit")
     at.add_argument("--model", action="append", required=True, help="an erased pipeline folder (repeatable)")
-    at.add_argument("--base", required=True, help="the model they were erased from (the positive control)")
+    at.add_argument("--base", required=True,
+                    help="the model they were erased from (attacked as context; the positive control is made from it)")
     at.add_argument("--retrain", default=None, metavar="MODEL",
                     help="a Retrain model (trained without the concept): the row to compare with")
     at.add_argument("--concept", required=True, action="append",
@@ -117,9 +122,14 @@ def _add_audit_attack_parser(asub) -> None:
     at.add_argument("--inversion-tokens", type=int, default=d.inversion_tokens,
                     help="concept inversion: tokens learned (default %(default)s)")
     at.add_argument("--inversion-lr", type=float, default=d.inversion_lr, help="default %(default)s")
-    at.add_argument("--prompts", type=int, default=d.n_prompts, help="attacked prompts (default %(default)s)")
+    at.add_argument("--prompts", type=int, default=d.n_prompts,
+                    help="attacked prompts (default %(default)s; for the frame, explicit and implicit phrasings "
+                         "alternate)")
     at.add_argument("--seeds", type=int, default=d.seeds_per_prompt, help="seeds per attacked prompt "
-                    "(default %(default)s)")
+                    "(default %(default)s: prompts x seeds = the attacked items)")
+    at.add_argument("--control-margin", type=float, default=d.control_margin, metavar="LIFT",
+                    help="positive control: the least rise of the control model's success rate, from step 0 to the "
+                         "best budget, that says an attack works, in (0, 1] (default %(default)s = 50 points)")
     at.add_argument("--concept-images", type=int, default=d.n_concept_images,
                     help="concept inversion: images the base model draws (default %(default)s)")
     at.add_argument("--concept-folder", type=Path, default=None,
@@ -130,8 +140,9 @@ def _add_audit_attack_parser(asub) -> None:
     at.add_argument("--device", default="cpu")
     at.add_argument("--reuse", action="append", type=Path, default=[], metavar="REPORT",
                     help="an earlier attack audit report (repeatable): its finished results are reused where the "
-                         "model's fingerprint and every setting match; typically the base model's control, the "
-                         "same for every erased model, which halves the audit of one more model")
+                         "model's fingerprint and every setting match; typically the base model's and the positive "
+                         "control's, the same for every erased model, which cuts the audit of one more model to a "
+                         "third")
     at.add_argument("--overwrite", action="store_true",
                     help="replace --out if it is an earlier attack audit report (never a model or another folder)")
     at.set_defaults(func=_cmd_audit_attack)
@@ -241,7 +252,7 @@ def _cmd_audit_attack(args) -> int:
         budgets=args.budgets if args.budgets is not None else d.budgets, attacks=args.attack or d.attacks,
         n_tokens=args.tokens, lr=args.lr, inversion_tokens=args.inversion_tokens, inversion_lr=args.inversion_lr,
         n_prompts=args.prompts, seeds_per_prompt=args.seeds, n_concept_images=args.concept_images,
-        steps=args.steps, guidance=args.guidance, seed=args.seed))
+        steps=args.steps, guidance=args.guidance, seed=args.seed, control_margin=args.control_margin))
     for c in args.concept:
         attack_concept(c, settings.n_prompts)
     if len(set(args.concept)) < len(args.concept):
@@ -288,9 +299,14 @@ def _cmd_audit_attack(args) -> int:
         print(f"wrote {args.out}/report.json, report.md and one folder per concept")
         return 0
     report = one(args.concept[0], args.out, args.overwrite)
+    print("positive control (step 0 -> best, lift): " + ", ".join(
+        f"{a} {c['step0']:.0%} -> {c['best']:.0%} ({c['lift'] * 100:+.0f} pts, {'passed' if c['passed'] else 'FAILED'})"
+        for a, c in report["controls"].items()))
+    print("attack success (best over budgets): " + ", ".join(
+        f"{n} {m['attack_success']:.0%}" for n, m in report["attack_success"].items()))
     if not report["control_passed"]:
         failed = [a for a, c in report["controls"].items() if not c["passed"]]
         print(f"salun: warning: positive control failed for {', '.join(failed)}: the attack does not bring the "
-              "concept back on the base model; see report.md", file=sys.stderr)
+              "concept back from the audit's shallow erasure; see report.md", file=sys.stderr)
     print(f"wrote {args.out}/report.json, report.md, grid.png")
     return 0
