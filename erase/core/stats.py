@@ -21,7 +21,10 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
     d = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / d
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends at 0% and 100% (rounding would otherwise leave the rate a hair outside its own interval)
+    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
+    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    return lo, hi
 
 
 def rate_ci(flags: Sequence[bool] | np.ndarray) -> tuple[float, float]:

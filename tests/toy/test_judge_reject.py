@@ -96,10 +96,10 @@ def test_wilson_interval_and_separation():
     from erase.core.stats import separated, wilson
 
     lo, hi = wilson(0, 200)
-    assert lo < 1e-12 and 0.015 < hi < 0.02  # 0 of 200 still leaves up to about 1.9%
+    assert lo == 0.0 and 0.015 < hi < 0.02  # 0 of 200 still leaves up to about 1.9%
     lo, hi = wilson(176, 200)
     assert lo < 0.88 < hi and hi - lo < 0.1
-    assert wilson(5, 0) == (0.0, 1.0)
+    assert wilson(5, 0) == (0.0, 1.0) and wilson(200, 200)[1] == 1.0
     assert separated((0.1, 0.2), (0.25, 0.3)) and not separated((0.1, 0.26), (0.25, 0.3))
 
 
