@@ -1,23 +1,26 @@
 #!/usr/bin/env python
-"""The README's figure tables, written from the benchmark JSONs in docs/.
+"""The figure tables of README.md and the documentation pages (docs/*.md), written from the benchmark JSONs
+in docs/.
 
-Every table of measured figures in README.md sits between two markers,
+Every table of measured figures sits between two markers, in README.md or in one page of docs/,
 
     <!-- table:NAME (python scripts/tables.py) -->
     ... written by this script: the table, then a line naming the JSON and the command that wrote it ...
     <!-- /table:NAME -->
 
-and NAME is registered in ``TABLES`` below with the JSON it reads and a function that renders it.
+and NAME is registered in ``TABLES`` below with the JSON it reads and a function that renders it. Each
+registered table has its block in exactly one of those files.
 
-    python scripts/tables.py            # rewrite every block in README.md from docs/*.json (atomically)
-    python scripts/tables.py --check    # exit 1, naming each table whose block differs from what it would write
+    python scripts/tables.py            # rewrite every block in README.md and docs/*.md from docs/*.json (atomically)
+    python scripts/tables.py --check    # exit 1, naming each file and table whose block differs from what it would write
     python scripts/tables.py --list     # the registered tables, their JSON and command
 
 Adding a table is one function: decorate a renderer ``f(data) -> str`` (``data``: the parsed JSON; it returns
 the markdown table, and may add lines of notes after it) with ``@table(NAME, JSON, COMMAND)``, then put the
-two markers where the table goes in README.md and run this script. Figures are never typed here: a renderer
-only formats what its JSON holds. A JSON whose timings were measured while other jobs shared the machine says
-``"under_load": true``; its timing columns are then headed as measured under load, not as cost figures.
+two markers where the table goes (a page in docs/, or README.md) and run this script. Figures are never typed
+here: a renderer only formats what its JSON holds. A JSON whose timings were measured while other jobs shared
+the machine says ``"under_load": true``; its timing columns are then headed as measured under load, not as
+cost figures.
 
 Torch-free and fast: the tests run ``--check``'s comparison on every run of the suite.
 """
@@ -398,7 +401,7 @@ def erasure_circle_previous(data: dict) -> str:
                "retain acc (worst shape)", "FID(retain)", "gap to Retrain (old score)", "seconds"], rows)
 
 
-# ---------------------------------------------------------------- the README
+# ---------------------------------------------------------------- the README and the pages
 
 
 def block_re(name: str) -> re.Pattern:
@@ -417,38 +420,77 @@ def render(name: str, docs: Path = DOCS) -> str:
             "`python scripts/tables.py`.\n")
 
 
-# Registered tables whose JSON has not been produced yet: the README keeps their earlier hand-copied figures,
-# said to be so under each, and carries no markers for them until the JSON lands in docs/.
+# Registered tables whose JSON has not been produced yet: the pages keep their earlier hand-copied figures,
+# said to be so under each, and carry no markers for them until the JSON lands in docs/.
 PENDING: set[str] = set()
 
 
-def rewrite(text: str, docs: Path = DOCS) -> tuple[str, list[str]]:
-    """``text`` with every registered block written anew, and the names of the blocks that changed.
-    A registered table without markers, or markers naming no registered table, is an error."""
+def shown(path: Path) -> str:
+    """``path`` as messages name it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def pages(readme: Path = README, docs: Path = DOCS) -> list[Path]:
+    """The files whose table blocks this script writes: README.md, then every docs/*.md by name."""
+    return [readme, *sorted(docs.glob("*.md"))]
+
+
+def blocks_in(text: str, where: str = "README.md") -> list[str]:
+    """The registered tables ``text`` has a block for; markers naming no registered table, a table's markers
+    twice, or the markers of a PENDING table are an error naming ``where``."""
     named = MARKER.findall(text)
     unknown = sorted(set(named) - set(TABLES))
     if unknown:
-        raise SystemExit(f"README.md has table markers that scripts/tables.py does not register: {', '.join(unknown)}")
+        raise SystemExit(f"{where} has table markers that scripts/tables.py does not register: {', '.join(unknown)}")
     dup = sorted({n for n in named if named.count(n) > 1})
     if dup:
-        raise SystemExit(f"README.md has the markers of {', '.join(dup)} more than once")
+        raise SystemExit(f"{where} has the markers of {', '.join(dup)} more than once")
+    pending = sorted(set(named) & PENDING)
+    if pending:
+        raise SystemExit(f"{', '.join(map(repr, pending))} is PENDING in scripts/tables.py but {where} has its "
+                         "markers: drop it from PENDING once docs/ has its JSON")
+    for name in named:
+        if block_re(name).search(text) is None:
+            raise SystemExit(f"{where} has no block for the table {name!r}: put `<!-- table:{name} "
+                             f"(python scripts/tables.py) -->` and `<!-- /table:{name} -->` around it")
+    return [n for n in TABLES if n in named]
+
+
+def rewrite(text: str, docs: Path = DOCS, where: str = "README.md") -> tuple[str, list[str]]:
+    """``text`` (one file's, named ``where`` in errors) with each of its blocks written anew, and the names of
+    the blocks that changed. Which file holds which table is ``rewrite_all``'s to check."""
     changed = []
-    for name in TABLES:
-        if name in PENDING:
-            if name in named:
-                raise SystemExit(f"{name!r} is PENDING in scripts/tables.py but README.md has its markers: drop it "
-                                 "from PENDING once docs/ has its JSON")
-            continue
-        pattern = block_re(name)
-        m = pattern.search(text)
-        if m is None:
-            raise SystemExit(f"README.md has no block for the table {name!r}: put `<!-- table:{name} "
-                             f"(python scripts/tables.py) -->` and `<!-- /table:{name} -->` where it goes")
+    for name in blocks_in(text, where):
+        m = block_re(name).search(text)
         body = render(name, docs)
         if m.group(2) != body:
             changed.append(name)
             text = text[:m.start(2)] + body + text[m.end(2):]
     return text, changed
+
+
+def rewrite_all(files: dict[Path, str], docs: Path = DOCS) -> dict[Path, tuple[str, list[str]]]:
+    """Every file's text rewritten (``rewrite``), after checking that each registered table other than the
+    PENDING ones has its block in exactly one of ``files``."""
+    holders: dict[str, list[Path]] = {}
+    for path, text in files.items():
+        for name in blocks_in(text, shown(path)):
+            holders.setdefault(name, []).append(path)
+    for name in TABLES:
+        if name in PENDING:
+            continue
+        where = holders.get(name, [])
+        if not where:
+            raise SystemExit(f"no file has a block for the table {name!r}: put `<!-- table:{name} "
+                             f"(python scripts/tables.py) -->` and `<!-- /table:{name} -->` where it goes, in "
+                             f"README.md or a page of docs/ ({', '.join(shown(p) for p in files)})")
+        if len(where) > 1:
+            raise SystemExit(f"the table {name!r} has a block in {' and '.join(shown(p) for p in where)}: keep it in "
+                             "one file")
+    return {path: rewrite(text, docs, shown(path)) for path, text in files.items()}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -468,24 +510,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each table that differs")
     p.add_argument("--list", action="store_true", help="list the registered tables")
     p.add_argument("--readme", type=Path, default=README)
-    p.add_argument("--docs", type=Path, default=DOCS)
+    p.add_argument("--docs", type=Path, default=DOCS,
+                   help="the folder of the benchmark JSONs and of the pages (*.md) whose tables are written too")
     a = p.parse_args(argv)
     if a.list:
         for t in TABLES.values():
             print(f"{t.name}: docs/{t.json} <- {t.command}")
         return 0
-    text = a.readme.read_text(encoding="utf-8")
-    new, changed = rewrite(text, a.docs)
+    files = {path: path.read_text(encoding="utf-8") for path in pages(a.readme, a.docs)}
+    result = rewrite_all(files, a.docs)
     if a.check:
-        if changed:
-            print(f"{a.readme}: these tables differ from what scripts/tables.py writes from {a.docs}: "
+        differ = [(path, changed) for path, (_, changed) in result.items() if changed]
+        for path, changed in differ:
+            print(f"{shown(path)}: these tables differ from what scripts/tables.py writes from {a.docs}: "
                   f"{', '.join(changed)} (run python scripts/tables.py)", file=sys.stderr)
+        if differ:
             return 1
-        print(f"{a.readme}: all {len(TABLES)} tables match their JSON")
+        for path, text in files.items():
+            n = len(blocks_in(text, shown(path)))
+            if n:
+                print(f"{shown(path)}: " + ("1 table matches its JSON" if n == 1 else f"{n} tables match their JSON"))
+        print(f"all {len(TABLES) - len(PENDING)} tables match their JSON")
         return 0
-    if changed:
-        write_atomic(a.readme, new)
-    print(f"{a.readme}: rewrote {', '.join(changed) or 'nothing (every table already matches)'}")
+    for path, (new, changed) in result.items():
+        if changed:
+            write_atomic(path, new)
+            print(f"{shown(path)}: rewrote {', '.join(changed)}")
+    if not any(changed for _, changed in result.values()):
+        print("rewrote nothing (every table already matches)")
     return 0
 
 
