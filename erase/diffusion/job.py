@@ -79,13 +79,13 @@ def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, re
             out = D.generated_folder(work / "data", kind, stamp)
             part = D.generate_image_folder(pipe, group_prompts, group_n, out, seed=seed, steps=recipe.gen_steps,
                                            guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp,
-                                           shard=all_drawn(opts, recipe))
+                                           shard=all_drawn(opts, recipe), progress=opts.progress)
             imgs = D.Captioned(imgs.images + part.images, imgs.captions + part.captions)
         n_max = max(g[1] for g in groups)
         source = (f"drawn by the base model ({recipe.gen_steps} steps, guidance {recipe.gen_guidance}, seeds "
                   f"{seed}..{seed + n_max - 1}" + (f", per concept: {len(groups)} concepts" if len(groups) > 1
                                                    else "") + ")")
-    mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}")
+    mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}", progress=opts.progress)
     return mean, std, imgs.captions, source
 
 

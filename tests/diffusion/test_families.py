@@ -212,3 +212,11 @@ def test_old_ddpm_import_still_registers_the_pipeline():
 
     code = "import erase.ddpm, diffusers; print(hasattr(diffusers, 'ClassConditionalDDPMPipeline'))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+def test_progress_false_draws_no_bars(tiny, tmp_path, capfd):
+    """``progress=False`` (the Python API's quiet run, the benchmarks') silences every bar of the job:
+    drawing, encoding, the mask pass and the training loop."""
+    _run("sdxl", tiny["sdxl"], tmp_path / "quiet", "salun")
+    err = capfd.readouterr().err
+    assert not any(word in err for word in ("generating", "encoding", "saliency", "erasing")), err[-2000:]

@@ -43,7 +43,8 @@ def generated_folder(root: Path, kind: str, stamp: dict) -> Path:
 
 def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed: int = 0, steps: int = 50,
                           guidance: float = 7.5, batch_size: int = 8, stamp: dict | None = None,
-                          height: int | None = None, width: int | None = None, shard: bool = False) -> Captioned:
+                          height: int | None = None, width: int | None = None, shard: bool = False,
+                          progress: bool = True) -> Captioned:
     """Generate ``n`` images cycling over ``prompts`` (image i: prompt i mod len, seed ``seed + i``).
 
     Resumable: an interrupted run keeps every finished image and the next run fills in the rest.
@@ -69,7 +70,7 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
             dist.barrier()  # every rank has listed what is missing before anyone adds to it
             todo = dist.share(todo)
         with tqdm(total=n, initial=n - len(todo), desc=f"generating {out.name}", dynamic_ncols=True,
-                  disable=not main) as bar:
+                  disable=not main or not progress) as bar:
             _draw(pipe, todo, out, batch_size, steps, guidance, height, width, bar)
         if shard:
             dist.barrier()  # every share is on disk
@@ -205,11 +206,12 @@ def _to_tensor(img, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(vae, data: Captioned, size: int, batch_size: int = 8, desc: str = "encoding"):
+def encode_images(vae, data: Captioned, size: int, batch_size: int = 8, desc: str = "encoding",
+                  progress: bool = True):
     """VAE posterior mean and std (unscaled) of every image, computed once, kept on the CPU."""
     means, stds = [], []
     dev, dtype = vae.device, vae.dtype
-    for i in tqdm(range(0, len(data), batch_size), desc=desc, dynamic_ncols=True):
+    for i in tqdm(range(0, len(data), batch_size), desc=desc, dynamic_ncols=True, disable=not progress):
         x = torch.stack([_to_tensor(im, size) for im in data.images[i:i + batch_size]]).to(dev, dtype)
         d = vae.encode(x).latent_dist
         means.append(d.mean.float().cpu())
