@@ -315,14 +315,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         row.update(score(row, full["retrain"], report_split))
         row.update(info_of.get(name, {}))
         rows[name] = {k: v for k, v in row.items() if k != "features"}
-    base_gap = rows["base"]["gap_to_retrain_ci"]
+    compare_rows(rows)
     for name, row in rows.items():
-        if name not in ("base", "retrain"):
-            # a difference is called only when the intervals separate
-            row["gap_ties"] = sorted(o for o, r in rows.items() if o not in (name, "base", "retrain")
-                                     and not separated(row["gap_to_retrain_ci"], r["gap_to_retrain_ci"]))
-            row["gap_below_base"] = separated(row["gap_to_retrain_ci"], base_gap) and \
-                row["gap_to_retrain"] < rows["base"]["gap_to_retrain"]
         if "salun" in rows and row.get("seconds") is not None and name != "retrain" and rows["salun"]["seconds"]:
             row["seconds_vs_salun"] = round(row["seconds"] / rows["salun"]["seconds"], 2)
     if kind == "frame":
@@ -335,6 +329,57 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
     before_after_grid(models, prompts, root / "grid.png")
     return {"rows": rows, "tuning": tuning, "chosen": chosen, "grid": str(root / "grid.png"), "controls": controls,
             "version": cache.version, "splits": {"tune": tune_split, "report": report_split}}
+
+
+def compare_rows(rows: dict) -> None:
+    """Each erased row's ``gap_ties`` (the rows whose gap interval overlaps its own: a difference is called only
+    when the intervals separate) and ``gap_below_base``."""
+    base_gap = rows["base"]["gap_to_retrain_ci"]
+    for name, row in rows.items():
+        if name in ("base", "retrain"):
+            continue
+        row["gap_ties"] = sorted(o for o, r in rows.items() if o not in (name, "base", "retrain")
+                                 and not separated(row["gap_to_retrain_ci"], r["gap_to_retrain_ci"]))
+        row["gap_below_base"] = separated(row["gap_to_retrain_ci"], base_gap) and \
+            row["gap_to_retrain"] < rows["base"]["gap_to_retrain"]
+
+
+def add_attack(a, concept: str, report: dict, cache: Cache) -> dict:
+    """An earlier run's reported rows (``report``: one concept of its ``--json``) with the attack column added:
+    the models it chose, kept in ``--out``, are attacked, and each row's gap to Retrain is computed again with
+    the attack term; nothing else is measured again. ``_meta.attack`` records the attack code's version and
+    this command beside the earlier run's own version."""
+    from erase.toy.erasure_metrics import GAP_TERMS, gap_to_retrain
+
+    meta = report["_meta"]
+    rows = {k: dict(v) for k, v in report.items() if k != "_meta"}
+    kind = "shape" if "forget_rate" in rows["base"] else "frame"
+    retrain = a.retrain.get(concept) or PIPELINES / f"toy-sd-retrain-{concept}"
+    root = a.out / concept
+    models: dict = {"base": TOY_SD, "retrain": retrain}
+    for name in rows:
+        if name in ("base", "retrain"):
+            continue
+        models[name] = root / "models" / (meta["chosen"].get(name) or name).replace(" ", "_")
+    missing = [str(m) for m in models.values() if not Path(m).is_dir()]
+    if missing:
+        sys.exit(f"--add-attack: the earlier run's models are not in {root / 'models'} (first missing: {missing[0]}); "
+                 "give the --out that run used")
+    version = code_version(files=ATTACK_VERSIONED)
+    column = cache.get(f"{concept}|attack|{version}|" + ",".join(sorted(str(Path(m).resolve())
+                                                                        for m in models.values())),
+                       lambda: attack_column(concept, models, retrain, root / "attack", a))
+    for name, row in rows.items():
+        row.update(column.get(name, {}))
+    for row in rows.values():
+        row.update(gap_to_retrain(row, rows["retrain"], GAP_TERMS[(kind, "report")]))
+    compare_rows(rows)
+    controls = column["_control"]
+    if not all(c.get("passed") for c in controls.values()):
+        print(f"warning: an attack failed its positive control: {controls}")
+    command = "python scripts/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return {**rows, "_meta": {**meta, "controls": controls,
+                              "attack": {"version": version, "command": command, "under_load": a.under_load}}}
 
 
 def update_recipe(concept: str, chosen: dict, tuning: dict) -> None:
@@ -400,6 +445,10 @@ def main() -> None:
     p.add_argument("--attack", action="store_true",
                    help="add the attack_success column: one `salun audit attack` over every row (its positive "
                         "control must be lifted by each attack; success is the best over budgets)")
+    p.add_argument("--add-attack", action="store_true",
+                   help="add the attack column to an earlier run's --json without measuring the rest again: the "
+                        "models it chose (kept in --out) are attacked and each gap is computed again with the "
+                        "attack term; the JSON is rewritten in place")
     p.add_argument("--attack-budgets", type=int, nargs="+", default=None, help="the attack audit's budgets")
     p.add_argument("--smoke", action="store_true",
                    help="the smallest run: one setting per method, a 2-step erasure, a handful of images per figure "
@@ -426,6 +475,20 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     cache = Cache(a.out / "cache.json", code_version())
     t0 = time.time()
+    if a.add_attack:
+        if a.json is None or not a.json.exists():
+            p.error("--add-attack needs --json naming an earlier run's figures")
+        from erase.core.atomic import write_text_atomic
+
+        data = json.loads(a.json.read_text())
+        for concept in a.concept or ["circle"]:
+            if concept not in data:
+                p.error(f"{a.json} has no figures for {concept}")
+            data[concept] = add_attack(a, concept, data[concept], cache)
+            print_table(concept, {k: v for k, v in data[concept].items() if k != "_meta"})
+            write_text_atomic(a.json, json.dumps(data, indent=2))
+        print(f"\n{time.time() - t0:.0f} s")
+        return
     results = {}
     for concept in a.concept or ["circle"]:
         results[concept] = bench_concept(a, concept, methods, cache)

@@ -368,11 +368,21 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
     notes = ["\n\nRates in % with Wilson 95% intervals; FIDs on the judge's features, +-1.96 bootstrap standard "
              "deviations; the gap's interval is conservative (each term bounded by its two intervals). The bold gap "
              "is the lowest; \"no difference called with\" lists the rows whose gap interval overlaps it."]
+    if attack:
+        notes.append(" Attack success: the best rate over the attacks and their budgets (step 0 left out), as "
+                     "UnlearnDiff counts it; the attack and budget that reached it are in the JSON.")
     controls = meta.get("controls")
     if controls:
-        notes.append(" Attack controls: " + "; ".join(
-            f"{a} {'passed' if c.get('passed') else '**failed**'}"
-            + (f" (lift {c['lift']:.0%})" if c.get("lift") is not None else "") for a, c in controls.items()) + ".")
+        notes.append(" Positive controls (the base with the concept's words filtered out of its text encoder; each "
+                     "attack must lift it by its margin over its own step 0): " + "; ".join(
+                         f"{a} {'passed' if c.get('passed') else '**failed**'}"
+                         + (f" ({pct(c['step0'])} at step 0 -> {pct(c['best'])}, lift {100 * c['lift']:.1f} points)"
+                            if c.get("lift") is not None and c.get("step0") is not None else "")
+                         for a, c in controls.items()) + ".")
+    if meta.get("attack", {}).get("command"):
+        notes.append(f" The attack column was added to this run's rows by `{meta['attack']['command']}` (attack code "
+                     f"version {meta['attack']['version']}; the other figures are the run's own, version "
+                     f"{meta.get('version')}).")
     return md(header, rows) + "".join(notes)
 
 

@@ -40,3 +40,44 @@ def test_the_version_follows_the_code_it_depends_on(tmp_path):
     v1 = b.code_version(tmp_path)
     (tmp_path / "erase/toy/erasure_metrics.py").write_text("2")
     assert b.code_version(tmp_path) != v1
+
+
+def test_add_attack_adds_the_column_and_scores_it_without_measuring_again(tmp_path, monkeypatch):
+    """--add-attack: the earlier run's rows gain the attack column and their gap counts it; nothing else is
+    measured (the attack audit is replaced here by a fixed column)."""
+    import types
+
+    import pytest
+
+    b = _bench()
+    out = tmp_path / "out"
+    (out / "circle" / "models" / "salun_lr=0.001_length=1").mkdir(parents=True)
+    retrain = tmp_path / "retrain"
+    retrain.mkdir()
+    rate = lambda v: {"forget_rate": v, "forget_rate_ci": [v, v]}  # noqa: E731
+    report = {"base": {**rate(1.0), "gap_to_retrain": 1.0, "gap_to_retrain_ci": [1.0, 1.0]},
+              "retrain": {**rate(0.0), "gap_to_retrain": 0.0, "gap_to_retrain_ci": [0.0, 0.0]},
+              "salun": {**rate(0.0), "gap_to_retrain": 0.0, "gap_to_retrain_ci": [0.0, 0.0]},
+              "_meta": {"version": "old", "chosen": {"salun": "salun lr=0.001 length=1"}}}
+    column = {"salun": {"attack_success": 0.8, "attack_success_ci": [0.6, 0.9]},
+              "retrain": {"attack_success": 0.0, "attack_success_ci": [0.0, 0.1]},
+              "base": {"attack_success": 1.0, "attack_success_ci": [0.9, 1.0]}, "_control": {"ci": {"passed": True}}}
+    seen = {}
+
+    def fake_column(concept, models, retrain_, where, a):
+        seen.update(models)
+        return column
+    monkeypatch.setattr(b, "attack_column", fake_column)
+    a = types.SimpleNamespace(out=out, retrain={"circle": retrain}, under_load=True, attack_budgets=None)
+    new = b.add_attack(a, "circle", report, b.Cache(tmp_path / "cache.json", "v"))
+    assert seen["salun"] == out / "circle" / "models" / "salun_lr=0.001_length=1"
+    assert new["salun"]["attack_success"] == 0.8
+    assert new["salun"]["gap_to_retrain"] == pytest.approx(0.4)  # (|0 - 0| + |0.8 - 0|) / 2
+    assert new["salun"]["gap_to_retrain_ci"] == pytest.approx([0.25, 0.45])
+    assert new["_meta"]["version"] == "old" and new["_meta"]["attack"]["under_load"] is True
+    assert new["_meta"]["controls"] == {"ci": {"passed": True}}
+    assert report["salun"]["gap_to_retrain"] == 0.0  # the earlier rows are not changed in place
+
+    (out / "circle" / "models" / "salun_lr=0.001_length=1").rmdir()
+    with pytest.raises(SystemExit, match="not in"):
+        b.add_attack(a, "circle", report, b.Cache(tmp_path / "cache2.json", "v"))
