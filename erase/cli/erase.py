@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
 from .common import _add_model_arg, _is_ddpm
+
+if TYPE_CHECKING:
+    from ..diffusion.options import EraseOptions
 
 
 def _add_concept_args(p: argparse.ArgumentParser) -> None:
@@ -233,8 +237,32 @@ def _cmd_mask(args) -> int:
 def _cmd_erase(args) -> int:
     import json
 
-    from ..diffusion.options import EraseOptions
+    _refuse_contradictions(args)
+    if _is_ddpm(args.model):
+        _refuse_ddpm_method(args)
+        from . import in_main_process_alone
 
+        return in_main_process_alone(_cmd_erase_ddpm, args)  # the DDPM path runs in one process, the main one
+    opts = erase_options(args)
+    _warn_slow(opts)
+    from ..diffusion.job import erase  # torch and diffusers only now: a bad option costs no import
+
+    summary = erase(opts)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}: {summary.get('pipeline_class', 'StableDiffusionPipeline')}"
+          f".from_pretrained({str(args.out)!r})")
+    return 0
+
+
+def _refuse_ddpm_method(args) -> None:
+    if args.method not in ("salun", "rl") or _method_options_given(args):
+        raise UserError(f"--method {args.method}: the class-conditional DDPM path takes salun or rl"
+                        if args.method not in ("salun", "rl") else
+                        f"--{next(iter(_method_options_given(args)))}: not an option of the DDPM path")
+
+
+def _refuse_contradictions(args) -> None:
+    """Options that contradict each other, on every path (the DDPM's too)."""
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
     if args.mask and args.method == "rl":
@@ -249,15 +277,15 @@ def _cmd_erase(args) -> int:
         raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
     if args.method == "rl" and args.keep is not None:
         raise UserError("--keep is the share of weights in the mask: --method rl trains without one")
-    given = _method_options_given(args)
-    if _is_ddpm(args.model):
-        if args.method not in ("salun", "rl") or given:
-            raise UserError(f"--method {args.method}: the class-conditional DDPM path takes salun or rl"
-                            if args.method not in ("salun", "rl") else
-                            f"--{next(iter(given))}: not an option of the DDPM path")
-        from . import in_main_process_alone
 
-        return in_main_process_alone(_cmd_erase_ddpm, args)  # the DDPM path runs in one process, the main one
+
+def erase_options(args) -> EraseOptions:
+    """The parsed ``salun erase`` options (text-to-image families) as the job's ``EraseOptions``, after every
+    model-free refusal; the CLI and the Python API (``erase.api``) both come through here."""
+    from ..diffusion.options import EraseOptions
+
+    _refuse_contradictions(args)
+    given = _method_options_given(args)
     _sd_refuses_ddpm_options(args)
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
@@ -272,14 +300,7 @@ def _cmd_erase(args) -> int:
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
     _refuse_early(opts)
-    _warn_slow(opts)
-    from ..diffusion.job import erase  # torch and diffusers only now: a bad option costs no import
-
-    summary = erase(opts)
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}: {summary.get('pipeline_class', 'StableDiffusionPipeline')}"
-          f".from_pretrained({str(args.out)!r})")
-    return 0
+    return opts
 
 
 def _method_options_given(args) -> dict:
