@@ -1,3 +1,16 @@
-"""salun: erase concepts from diffusion models and data from classifiers with weight saliency (SalUn)."""
+"""salun: erase concepts from diffusion models and data from classifiers with weight saliency (SalUn).
+
+The Python API (``erase.erase_concept``, ``erase.EraseResult``) lives in ``erase.api``; it is imported on first
+use, so that ``import erase`` (the command line's) stays light.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["erase_concept", "EraseResult", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("erase_concept", "EraseResult"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'erase' has no attribute {name!r}")

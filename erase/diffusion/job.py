@@ -206,6 +206,21 @@ def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, 
     return Mask(union, meta)
 
 
+def given_pipeline(pipe, device, progress: bool):
+    """A pipeline handed over in memory, checked as ``load_pipeline`` checks a folder: a text-to-image family's
+    class, float32 weights (the job trains in float32; lower precision is ``mixed_precision``)."""
+    from .pipeline import text_to_image_family
+
+    text_to_image_family(type(pipe).__name__, "the given pipeline")
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    dtypes = {p.dtype for m in modules for p in m.parameters() if p.is_floating_point()}
+    if dtypes != {torch.float32}:
+        raise UserError(f"the given pipeline holds {', '.join(sorted(str(d) for d in dtypes))} weights: load it in "
+                        "float32 (torch_dtype=torch.float32) and ask for mixed_precision='bf16' or 'fp16' instead")
+    pipe.set_progress_bar_config(disable=not progress)
+    return pipe.to(device)
+
+
 def _native_resolution(pipe) -> int:
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
@@ -311,8 +326,11 @@ def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
     return recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
 
 
-def erase(opts: EraseOptions) -> dict:
-    """Run the whole job; returns a summary (mask statistics, losses, timings, output paths)."""
+def erase(opts: EraseOptions, pipe=None) -> dict:
+    """Run the whole job; returns a summary (mask statistics, losses, timings, output paths).
+
+    ``pipe``: the pipeline ``opts.model`` names, already loaded (the Python API's): it is trained in place
+    instead of loading the model again."""
     from ..core.atomic import check_output
     from .pipeline import default_model, load_pipeline
 
@@ -349,7 +367,8 @@ def erase(opts: EraseOptions) -> dict:
     _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
-    pipe = load_pipeline(opts.model, device=accelerator.device)
+    pipe = load_pipeline(opts.model, device=accelerator.device) if pipe is None else \
+        given_pipeline(pipe, accelerator.device, opts.progress)
     res = check_resolution(pipe, opts.resolution)
     check_prediction_type(pipe)
     mask = None

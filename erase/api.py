@@ -1,0 +1,136 @@
+"""The Python API: erase a concept from a diffusers pipeline you hold, and save the result.
+
+    from diffusers import StableDiffusionPipeline
+    import erase
+
+    pipe = StableDiffusionPipeline.from_pretrained("pipelines/toy-sd")
+    result = erase.erase_concept(pipe, "circle")          # pipe is erased in place and returned
+    image = result.pipeline("a red circle").images[0]
+    result.save_pretrained("erased")                       # a folder from_pretrained loads, with card and mask
+
+``erase_concept`` runs the same job as ``salun erase`` (``erase.cli.erase.erase_options`` turns its arguments
+into the job's options with every refusal the command line has), so a setting means the same in both: any
+``salun erase`` option is a keyword argument under its Python name (``--n-forget`` is ``n_forget``, UCE's
+``--preserve-scale`` is ``preserve_scale``). The class-conditional DDPM path (``--forget-class``) is the
+command line's only.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core.errors import UserError
+
+# Arguments of `salun erase` that the API sets itself or has no use for: everything else is a setting.
+_NOT_SETTINGS = {"func", "shares_work", "command", "out", "model", "concept", "forget_prompt", "misaligned_prompt",
+                 "retain_prompt", "overwrite", "forget_class", "target_class", "dataset", "data_root"}
+
+
+@dataclass
+class EraseResult:
+    """What ``erase_concept`` gives back: the erased pipeline (the one passed in, its UNet trained in place),
+    its saliency mask (None for a method without one), the job's record (the summary ``salun erase`` prints),
+    and ``path``, the pipeline folder the job exported (card, mask, recipe.json)."""
+
+    pipeline: Any
+    mask: Any
+    record: dict
+    path: Path
+    source: str = ""  # the model erased (its folder or hub id): never written into
+    _tmp: Any = field(default=None, repr=False)  # the temporary folder ``path`` lies in, when none was named
+
+    def save_pretrained(self, save_directory: str | Path, overwrite: bool = False) -> Path:
+        """Copy the exported folder (weights, model card, mask, recipe.json) to ``save_directory``, atomically:
+        a half-copied folder never appears there. An existing folder is replaced only with ``overwrite``, and
+        only one salun wrote."""
+        from .core.atomic import atomic_dirs, check_output
+
+        target = Path(save_directory)
+        if target.resolve() == self.path.resolve():
+            return target
+        for source in (self.path, self.source):
+            if source:
+                check_output(target, str(source), overwrite)
+        with atomic_dirs([target], overwrite=overwrite, mark="erase") as (tmp,):
+            for item in self.path.iterdir():
+                if item.is_dir():
+                    shutil.copytree(item, tmp / item.name)
+                else:
+                    shutil.copy2(item, tmp / item.name)
+        return target
+
+
+def _erase_args(out: Path, model: str, concept, forget_prompts, misaligned_prompts, retain_prompts, overwrite: bool,
+                settings: dict):
+    """The ``salun erase`` arguments these API arguments stand for: the command line's parser gives the defaults,
+    so a setting left out means what the option left out means."""
+    from .cli import _parser
+
+    args = _parser().parse_args(["erase", "--out", str(out)])
+    known = sorted(k for k in vars(args) if k not in _NOT_SETTINGS)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise UserError(f"erase_concept() got an unknown setting {unknown[0]!r}; settings are salun erase's options "
+                        f"by their Python names: {', '.join(known)}")
+    concepts = [concept] if isinstance(concept, (str, Path)) else list(concept or [])
+    as_list = lambda v: [v] if isinstance(v, str) else (list(v) if v is not None else None)  # noqa: E731
+    for k, v in {"model": model, "concept": [str(c) for c in concepts] or None, "overwrite": overwrite,
+                 "forget_prompt": as_list(forget_prompts), "misaligned_prompt": as_list(misaligned_prompts),
+                 "retain_prompt": as_list(retain_prompts), **settings}.items():
+        setattr(args, k, v)
+    return args
+
+
+def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Path | None = None,
+                  forget_prompts: str | list[str] | None = None, misaligned_prompts: str | list[str] | None = None,
+                  retain_prompts: str | list[str] | None = None, overwrite: bool = False, progress: bool = True,
+                  **settings) -> EraseResult:
+    """Erase ``concept`` (a recipe name such as "nudity" or "circle", a recipe .json file, or several of them)
+    from ``pipe``, a text-to-image diffusers pipeline in memory (float32; it is erased in place) or a model folder
+    or hub id to load; or describe the concept with ``forget_prompts`` and ``misaligned_prompts``.
+
+    ``out``: where the job exports the erased pipeline (default: a temporary folder, kept as long as the
+    result); ``settings``: any ``salun erase`` option by its Python name (``method="esd-x"``, ``steps=50``,
+    ``keep=0.3``, ``lora_rank=4``, ``mixed_precision="bf16"``, ...). Bad settings raise ``UserError`` (one line,
+    nothing written), as the command line refuses them."""
+    from .cli.erase import erase_options
+
+    loaded = pipe
+    if isinstance(pipe, (str, Path)):
+        model = str(pipe)
+        loaded = None
+    else:
+        model = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path")
+        if not model:
+            raise UserError("the given pipeline does not say where it came from (name_or_path is empty): save it with "
+                            "save_pretrained and pass it again, or pass the folder")
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="salun-erase-")
+        out = Path(tmp.name) / "erased"
+    args = _erase_args(Path(out), model, concept, forget_prompts, misaligned_prompts, retain_prompts, overwrite,
+                       settings)
+    if _is_ddpm_model(model):
+        raise UserError("erase_concept() takes text-to-image pipelines; erase a class of the class-conditional DDPM "
+                        "with `salun erase --model DIR --forget-class NAME`")
+    opts = erase_options(args)
+    opts.progress = progress
+    from .core.mask import Mask
+    from .diffusion.job import erase
+    from .diffusion.pipeline import load_pipeline
+
+    if loaded is None:
+        loaded = load_pipeline(model)  # on the CPU: the job moves it to the device it runs on
+    record = erase(opts, pipe=loaded)
+    mask_file = Path(out) / "mask.safetensors"
+    mask = Mask.load(mask_file) if mask_file.exists() else None
+    return EraseResult(pipeline=loaded, mask=mask, record=record, path=Path(out), source=model, _tmp=tmp)
+
+
+def _is_ddpm_model(model: str) -> bool:
+    from .cli.common import _is_ddpm
+
+    return _is_ddpm(model)
