@@ -51,7 +51,20 @@ FAMILIES: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
-    """Add a family to the registry (each family package calls this once, at import)."""
+    """Add a family to the registry (each family package calls this once, at import). A second family under a
+    name already taken, or claiming a pipeline class another family serves, is refused: silently replacing one
+    would route every model of that class to the newcomer."""
+    old = FAMILIES.get(family.name)
+    if old is not None and type(old) is not type(family):
+        raise ValueError(f"a model family named {family.name!r} is already registered ({type(old).__name__}); "
+                         f"{type(family).__name__} needs a name of its own")
+    for other in FAMILIES.values():
+        if other.name == family.name:
+            continue
+        clash = set(family.pipeline_classes) & set(other.pipeline_classes)
+        if clash:
+            raise ValueError(f"{', '.join(sorted(clash))} is served by the {other.name!r} family already; the "
+                             f"{family.name!r} family cannot claim it too")
     FAMILIES[family.name] = family
     return family
 
