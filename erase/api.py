@@ -67,9 +67,9 @@ def _erase_args(out: Path, model: str, concept, forget_prompts, misaligned_promp
                 settings: dict):
     """The ``salun erase`` arguments these API arguments stand for: the command line's parser gives the defaults,
     so a setting left out means what the option left out means."""
-    from .cli import _parser
+    from .cli import build_parser
 
-    args = _parser().parse_args(["erase", "--out", str(out)])
+    args = build_parser().parse_args(["erase", "--out", str(out)])
     known = sorted(k for k in vars(args) if k not in _NOT_SETTINGS)
     unknown = sorted(set(settings) - set(known))
     if unknown:
@@ -113,7 +113,9 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
         out = Path(tmp.name) / "erased"
     args = _erase_args(Path(out), model, concept, forget_prompts, misaligned_prompts, retain_prompts, overwrite,
                        settings)
-    if _is_ddpm_model(model):
+    from .diffusion.pipeline import is_ddpm_folder
+
+    if is_ddpm_folder(model):
         raise UserError("erase_concept() takes text-to-image pipelines; erase a class of the class-conditional DDPM "
                         "with `salun erase --model DIR --forget-class NAME`")
     opts = erase_options(args)
@@ -129,8 +131,3 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
     mask = Mask.load(mask_file) if mask_file.exists() else None
     return EraseResult(pipeline=loaded, mask=mask, record=record, path=Path(out), source=model, _tmp=tmp)
 
-
-def _is_ddpm_model(model: str) -> bool:
-    from .cli.common import _is_ddpm
-
-    return _is_ddpm(model)

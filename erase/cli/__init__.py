@@ -16,7 +16,9 @@ from .generate import add_generate_parser
 from .toy import add_toy_parsers
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `salun` command line (its subcommands and options): `main` parses with it, the Python API takes
+    `salun erase`'s defaults from it."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .launch import warn_single_process_launch
 
-    parser = _parser()
+    parser = build_parser()
     quiet = _other_process()
     if quiet:  # a usage error is said once, by the main process
         import contextlib

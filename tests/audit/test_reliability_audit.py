@@ -361,7 +361,7 @@ def test_loading_warns_nothing_about_torch_dtype():
 # G. Building the parser imports no torch, diffusers or transformers; no option lost.
 
 def test_parser_construction_imports_no_torch():
-    code = ("import erase.cli, sys; erase.cli._parser(); "
+    code = ("import erase.cli, sys; erase.cli.build_parser(); "
             "print('torch' in sys.modules, 'diffusers' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
