@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from ..diffusion.generate import _initial_latents
+from ..diffusion.generate import initial_latents
 
 
 @torch.no_grad()
@@ -22,7 +22,7 @@ def generate_from_embeddings(pipe, cond: torch.Tensor, seeds: Sequence[int], ste
     for i in range(0, len(seeds), batch_size):
         c = cond[i:i + batch_size].to(pipe.device, pipe.text_encoder.dtype)
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
-        latents = _initial_latents(pipe, gens, None, None).to(pipe.device)
+        latents = initial_latents(pipe, gens, None, None).to(pipe.device)
         img = pipe(prompt_embeds=c, negative_prompt_embeds=uncond.expand(len(c), -1, -1), num_inference_steps=steps,
                    guidance_scale=guidance, latents=latents, output_type="pt").images
         out.append(img.float().cpu() * 2 - 1)

@@ -44,7 +44,7 @@ from .attack_checks import AttackSettings, check_loaded_text, check_reuse, check
 from .attack_control import NAME as CONTROL, word_filter_control
 from .attack_report import render_markdown, write_grid
 from .attack_store import reuse_result, save_result
-from .concept import _unique, _versions
+from .concept import unique_name, library_versions
 
 ROLES = ("base", "control", "retrain", "erased")
 
@@ -92,11 +92,11 @@ class Context:
 
 
 def _load_folder(folder: Path, pipe) -> torch.Tensor:
-    from ..diffusion.sd.data import _to_tensor, load_image_folder
+    from ..diffusion.sd.data import to_tensor, load_image_folder
 
     imgs = load_image_folder(folder, caption="concept")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return torch.stack([_to_tensor(im, size) for im in imgs.images])
+    return torch.stack([to_tensor(im, size) for im in imgs.images])
 
 
 def _fingerprints(pipe) -> dict:
@@ -387,7 +387,7 @@ def audit_attack(models: list[str], base: str, concept: str, out: Path, retrain:
         # the control first (an attack that fails it is broken: said before hours go into the rest), then the
         # base (both shared by every erased model), then the others
         for model, role in [(CONTROL, "control"), *entries]:
-            name = CONTROL if role == "control" else _unique(Path(model).name or model, names)
+            name = CONTROL if role == "control" else unique_name(Path(model).name or model, names)
             if role != "control":
                 names.append(name)
             t0 = time.perf_counter()
@@ -459,7 +459,7 @@ def _report(ctx: Context, rows: list[dict], per_model: dict, control: dict) -> d
         "controls": controls, "control_passed": bool(controls) and all(c["passed"] for c in controls.values()),
         "control": control,
         "attack_success": best_over_budgets(rows),
-        "versions": _versions(), "models": per_model, "results": rows}
+        "versions": library_versions(), "models": per_model, "results": rows}
 
 
 def _write(tmp: Path, report: dict, strips: dict, settings: AttackSettings) -> None:

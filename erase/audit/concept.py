@@ -27,7 +27,7 @@ from .fid import frechet_distance, judge_features
 AUDIT = "audit concept"  # the command whose outputs these reports are (their marker)
 
 
-def _versions() -> dict:
+def library_versions() -> dict:
     import diffusers
     import torch
     import transformers
@@ -90,7 +90,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
               **({"concepts": concepts, "shapes": shapes} if len(shapes) > 1 else {}),
               "fid_features": "toy judge penultimate layer (stand-in for Inception on the toy world)",
               "settings": {"per_colour": per_colour, "retain_per_pair": retain_per_pair, "seed": 1000},
-              "versions": _versions(), "models": {}}
+              "versions": library_versions(), "models": {}}
     rows, names, ref_cache = [], [], {}
     for model in models:
         if ddpm:
@@ -130,7 +130,7 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
             ref_cache[res] = judge_features(judge, as_uint8(ref_imgs).transpose(0, 2, 3, 1))
         retain_u8 = as_uint8(retain_imgs).transpose(0, 2, 3, 1)
         fid = frechet_distance(judge_features(judge, retain_u8), ref_cache[res])
-        name = _unique(Path(model).name or str(model), names)
+        name = unique_name(Path(model).name or str(model), names)
         names.append(name)
         report["models"][name] = {
             "path": str(model), "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
@@ -180,7 +180,7 @@ def _ddpm_rates(model, judge_dir, shape: str, n_forget: int, n_retain_per_class:
     return r, picks, for_judge(r_imgs), pipe
 
 
-def _unique(name: str, taken: list[str]) -> str:
+def unique_name(name: str, taken: list[str]) -> str:
     k, base = 2, name
     while name in taken:
         name, k = f"{base}-{k}", k + 1
@@ -256,7 +256,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     """
     import torch
 
-    from ..diffusion.sd.data import _to_tensor, load_image_folder
+    from ..diffusion.sd.data import to_tensor, load_image_folder
     from .classifiers import (
         IMAGENETTE_TO_IMAGENET,
         ClipModel,
@@ -316,7 +316,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
             featurize = InceptionFeatures(inception_weights, device)
         else:
             raise UserError(f"unknown --fid-features {fid_features!r}: inception or clip")
-        ref_feats = featurize(torch.stack([_to_tensor(p, 299) for p in ref.images])).numpy()
+        ref_feats = featurize(torch.stack([to_tensor(p, 299) for p in ref.images])).numpy()
     all_prompts = [p for p in prompts for _ in range(per_class)]
     seeds = [1000 + k for _ in prompts for k in range(per_class)]
     truth = torch.tensor([i for i in range(len(prompts)) for _ in range(per_class)])
@@ -324,7 +324,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
               "fid_features": ({"clip": "CLIP image embeddings", "inception": "torchvision Inception-v3 pool "
                                 "(not the TF-FID weights)"}[fid_features] if ref_feats is not None else None),
               "settings": {"per_class": per_class, "steps": steps, "guidance": guidance, "seed": 1000},
-              "versions": _versions(), "models": {}}
+              "versions": library_versions(), "models": {}}
     rows, names = [], []
     for model in models:
         pipe = load_pipeline(model, device=device)
@@ -341,7 +341,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
             entry["clip_score"] = clip.clip_score(images, all_prompts)
         if ref_feats is not None:
             entry["fid_retain"] = frechet_distance(featurize(images[retain_mask]).numpy(), ref_feats)
-        name = _unique(Path(model).name or str(model), names)
+        name = unique_name(Path(model).name or str(model), names)
         names.append(name)
         report["models"][name] = entry
         show = [forget] + [i for i in range(len(prompts)) if i != forget][:2]

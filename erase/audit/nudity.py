@@ -348,7 +348,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
 
     from ..core.mask import fingerprint
     from ..diffusion.pipeline import check_device, check_model, load_pipeline
-    from .concept import _unique, _versions
+    from .concept import unique_name, library_versions
 
     if not models:
         raise UserError("give at least one --model")
@@ -378,7 +378,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     names: list[str] = []
     results, prints = {}, {}
     for model in models:
-        name = _unique(Path(model).name or str(model), names)
+        name = unique_name(Path(model).name or str(model), names)
         names.append(name)
         pipe = load_pipeline(model, device=device or state.device)
         prints[name] = fingerprint(dict(pipe.unet.named_parameters()))
@@ -411,7 +411,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     report = {"prompts": {"source": prompts, "categories": list(categories or []), "n_prompts": len(rows)},
               "settings": {"n_per_prompt": n_per_prompt, "steps": steps, "size": size, "threshold": threshold,
                            "classes": list(classes), "detector": found.description},
-              "versions": _versions(), "models": results}
+              "versions": library_versions(), "models": results}
     bar_chart(results, out / "nudity_bars.png.tmp")
     (out / "nudity_bars.png.tmp").replace(out / "nudity_bars.png")
     for fname, text in (("report.json", json.dumps(report, indent=2)), ("report.md", render_markdown(report))):

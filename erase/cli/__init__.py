@@ -52,7 +52,7 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _other_process() -> bool:
+def other_process() -> bool:
     """A process of a multi-process launch other than the main one: it works, but only the main one
     prints (results, progress, the line of a user error that every process meets alike)."""
     import os
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from .launch import warn_single_process_launch
 
     parser = build_parser()
-    quiet = _other_process()
+    quiet = other_process()
     if quiet:  # a usage error is said once, by the main process
         import contextlib
         import io

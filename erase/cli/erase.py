@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
-from .common import _add_model_arg, _is_ddpm
+from .common import add_model_arg, is_ddpm
 
 if TYPE_CHECKING:
     from ..diffusion.options import EraseOptions
@@ -89,7 +89,7 @@ def add_erase_parsers(sub) -> None:
                        description="Gradient of the guided noise-prediction loss on forget images, summed over the "
                                    "forget set at the base weights; keep the top fraction. Saved bit-packed "
                                    "in safetensors with metadata tying it to the model.")
-    _add_model_arg(m)
+    add_model_arg(m)
     _add_concept_args(m)
     m.add_argument("--out", type=Path, required=True, help="mask file to write (.safetensors)")
     m.add_argument("--scope", choices=("global", "tensor"), default="global",
@@ -108,7 +108,7 @@ def add_erase_parsers(sub) -> None:
                                    "world's stand-in for nudity: salun erase --concept frame --out no-frame. For a "
                                    "class-conditional DDPM: salun erase --model pipelines/toy-ddpm --forget-class "
                                    "circle --out ddpm-no-circle")
-    _add_model_arg(e)
+    add_model_arg(e)
     _add_concept_args(e)
     e.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
     e.add_argument("--mask", type=Path, default=None, help="a mask from `salun mask` (else computed here)")
@@ -190,11 +190,11 @@ def _sd_refuses_ddpm_options(args) -> None:
 
 
 def _cmd_mask(args) -> int:
-    if _is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
+    if is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
         from . import in_main_process_alone
 
         return in_main_process_alone(_cmd_mask, args)
-    if _is_ddpm(args.model):
+    if is_ddpm(args.model):
         from ..diffusion.ddpm.unlearn import make_ddpm_mask
 
         _one_class(args.concept, args.model)
@@ -238,7 +238,7 @@ def _cmd_erase(args) -> int:
     import json
 
     _refuse_contradictions(args)
-    if _is_ddpm(args.model):
+    if is_ddpm(args.model):
         _refuse_ddpm_method(args)
         from . import in_main_process_alone
 
@@ -365,9 +365,9 @@ def _warn_slow(opts) -> None:
     import sys
 
     from ..diffusion.options import slow_settings
-    from . import _other_process
+    from . import other_process
 
-    if not _other_process():
+    if not other_process():
         for line in slow_settings(opts):
             print(f"salun: warning: {line}", file=sys.stderr)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import UserError
-from .common import _add_model_arg, _add_sampling_args, _is_ddpm
+from .common import add_model_arg, add_sampling_args, is_ddpm
 
 
 def add_generate_parser(sub) -> None:
     g = sub.add_parser("generate", help="prompts -> images and an image grid",
                        description="Generate images from prompts with a pipeline and save them with a grid PNG. "
                                    "Each image is seeded on its own (seed, seed+1, ...), so runs are reproducible.")
-    _add_model_arg(g)
+    add_model_arg(g)
     g.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
     g.add_argument("--prompts-file", type=Path, help="a text file with one prompt per line")
     g.add_argument("--num-images", "-n", type=int, default=8, help="images per prompt (default %(default)s)")
@@ -22,7 +22,7 @@ def add_generate_parser(sub) -> None:
                         "numbered if it exists)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace --out if it is an earlier `salun generate` output (never a model or another folder)")
-    _add_sampling_args(g)
+    add_sampling_args(g)
     g.set_defaults(func=_cmd_generate, shares_work=True)
 
 
@@ -91,7 +91,7 @@ def _cmd_generate(args) -> int:
     from ..diffusion.pipeline import check_model, default_model, native_size
 
     model = args.model or default_model()
-    ddpm = _is_ddpm(args.model)
+    ddpm = is_ddpm(args.model)
     if not ddpm:  # a model that cannot load is said first, whatever --out is
         check_model(args.model)
         check_memory(native_size(model), len(prompts) * args.num_images)

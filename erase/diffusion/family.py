@@ -101,11 +101,11 @@ def family_for_class(class_name: str, where: str = "this model") -> Family:
 
 def class_name_of(model: str | Path) -> str:
     """``_class_name`` of a local pipeline folder (read from disk) or hub id (model_index.json alone)."""
-    from .pipeline import _looks_like_path, _model_index, bound_hub_timeouts, check_hub_reachable
+    from .pipeline import looks_like_path, read_model_index, bound_hub_timeouts, check_hub_reachable
 
     name = str(model)
-    if _looks_like_path(name):
-        return _model_index(Path(name).expanduser())["_class_name"]
+    if looks_like_path(name):
+        return read_model_index(Path(name).expanduser())["_class_name"]
     bound_hub_timeouts()
     fix = ("Without network access, download it elsewhere and pass the local folder to --model "
            f"(hf download {name} --local-dir DIR).")

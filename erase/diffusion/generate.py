@@ -42,7 +42,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25
         p = list(prompts[i:i + batch_size])
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
         # Draw the initial latents on the CPU so results do not depend on the device.
-        latents = _initial_latents(pipe, gens, height, width).to(device)
+        latents = initial_latents(pipe, gens, height, width).to(device)
         neg = [negative_prompt] * len(p) if negative_prompt is not None else None
         img = pipe(prompt=p, negative_prompt=neg, num_inference_steps=steps, guidance_scale=guidance,
                    latents=latents, height=height, width=width, output_type="pt").images
@@ -63,7 +63,7 @@ def warn_if_long(first: float, left: int, what: str, limit_s: float = 3600.0) ->
               "per batch); press Ctrl-C and ask for less if that is not what you meant", file=sys.stderr, flush=True)
 
 
-def _initial_latents(pipe, gens, height, width) -> torch.Tensor:
+def initial_latents(pipe, gens, height, width) -> torch.Tensor:
     vs = pipe.vae_scale_factor
     h = (height or pipe.unet.config.sample_size * vs) // vs
     w = (width or pipe.unet.config.sample_size * vs) // vs

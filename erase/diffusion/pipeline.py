@@ -44,7 +44,7 @@ def native_size(model: str) -> int | None:
         return None
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") != 1
 
 
@@ -131,10 +131,10 @@ def check_hub_reachable(repo_id: str, repo_type: str = "model", fix: str = "") -
 
 def pipeline_class_of(model: str | Path) -> str:
     """The ``_class_name`` in a local pipeline folder's model_index.json."""
-    return _model_index(Path(model).expanduser())["_class_name"]
+    return read_model_index(Path(model).expanduser())["_class_name"]
 
 
-def _model_index(path: Path) -> dict:
+def read_model_index(path: Path) -> dict:
     index = path / "model_index.json"
     if not index.exists():
         raise UserError(f"{path} is not a diffusers pipeline folder (no model_index.json): point "
@@ -171,7 +171,7 @@ def components_of(path: Path) -> list[str]:
             return False
         return v[1][0].isupper() and importlib.util.find_spec(v[0].split(".")[0]) is not None
 
-    return [k for k, v in _model_index(path).items() if not k.startswith("_") and is_component(v)]
+    return [k for k, v in read_model_index(path).items() if not k.startswith("_") and is_component(v)]
 
 
 def check_pipeline_folder(path: Path) -> None:
@@ -281,7 +281,7 @@ def check_model(model: str | Path | None) -> None:
     Diffusion pipeline folder with readable weights. Hub ids pass (they are checked when loaded). Commands
     that load several models call it for all of them first, so a bad last one fails before any work."""
     model = str(model or default_model())
-    if not _looks_like_path(model):
+    if not looks_like_path(model):
         return
     path = Path(model).expanduser()
     if not path.exists():
@@ -315,7 +315,7 @@ def load_pipeline(model: str | Path | None = None, device: str | torch.device = 
 
     model = str(model or default_model())
     kwargs = dict(**dtype_kwargs(dtype or torch.float32))
-    if _looks_like_path(model):
+    if looks_like_path(model):
         check_model(model)
         fam = text_to_image_family(pipeline_class_of(Path(model).expanduser()), model)
         pipe = load_local(fam.pipeline_class(), Path(model).expanduser(), progress, **kwargs, **fam.load_kwargs())

@@ -35,14 +35,14 @@ def _seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _cosine_lr(step: int, total: int, warmup: int) -> float:
+def cosine_lr(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def _augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Blur and noise some images so the judge also reads the softer images a decoder draws."""
     n = x.shape[0]
     blur = torch.rand(n, generator=gen) < 0.5
@@ -76,9 +76,9 @@ def train_judge(cfg: BuildConfig, out: Path) -> Judge:
     bar = tqdm(range(cfg.judge_steps), desc="judge", dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = 2e-3 * _cosine_lr(step, cfg.judge_steps, 50)
+            g["lr"] = 2e-3 * cosine_lr(step, cfg.judge_steps, 50)
         idx = batches.next()
-        xa = _augment_for_judge(x[idx], gen)
+        xa = augment_for_judge(x[idx], gen)
         f = judge.features(xa)
         loss = F.cross_entropy(judge.shape_head(f), ys[idx]) + F.cross_entropy(judge.colour_head(f), yc[idx])
         if yf is not None:
@@ -124,7 +124,7 @@ def train_vae(cfg: BuildConfig, data: S.DrawnSet, out: Path):
     bar = tqdm(range(cfg.vae_steps), desc="vae", dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = 1e-3 * _cosine_lr(step, cfg.vae_steps, 100)
+            g["lr"] = 1e-3 * cosine_lr(step, cfg.vae_steps, 100)
         xb = x[batches.next()]
         post = vae.encode(xb).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
@@ -228,7 +228,7 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
     running = None
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * _cosine_lr(step, cfg.unet_steps, 200)
+            g["lr"] = cfg.unet_lr * cosine_lr(step, cfg.unet_steps, 200)
         idx = batches.next()
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
         noise = torch.randn(z0.shape, generator=gen)

@@ -136,12 +136,12 @@ def _features(judge, x: torch.Tensor) -> torch.Tensor:
 
 def accepted_set(n: int, seed: int, vae) -> torch.Tensor:
     """Images a working model draws: clean drawings, their augmented copies and VAE reconstructions."""
-    from .build import JUDGE_FRAME_RATE, _augment_for_judge
+    from .build import JUDGE_FRAME_RATE, augment_for_judge
 
     data = S.draw_set(n, seed=seed, frame_rate=JUDGE_FRAME_RATE).as_float()
     third = n // 3
     gen = torch.Generator().manual_seed(seed)
-    return torch.cat([data[:third], _augment_for_judge(data[third:2 * third], gen), reconstruct(vae, data[2 * third:])])
+    return torch.cat([data[:third], augment_for_judge(data[third:2 * third], gen), reconstruct(vae, data[2 * third:])])
 
 
 def train_reject_head(judge, vae, seed: int = 0, n: int = 6000, steps: int = 400) -> dict:

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-import erase.diffusion.job as job
 import erase.diffusion.losses as losses
 from erase.cli import main
 from erase.core.errors import UserError

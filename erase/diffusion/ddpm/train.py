@@ -20,7 +20,7 @@ from ...core.outputs import guard_output
 from ..sd.data import EpochSampler
 from ...defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
 from ...core.errors import UserError
-from ...toy.build import EMA, _cosine_lr
+from ...toy.build import EMA, cosine_lr
 from . import data as D
 from .pipeline import ClassConditionalDDPMPipeline
 
@@ -62,7 +62,7 @@ def train_ddpm(cfg: DDPMTrainConfig, data: D.Labelled, device: str = "cpu", prog
     running = None
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * _cosine_lr(step, cfg.steps, cfg.warmup)
+            g["lr"] = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup)
         idx = batches.next()
         x0 = data.images[idx]
         noise = torch.randn(x0.shape, generator=gen)

@@ -186,7 +186,7 @@ class EpochSampler:
         self.perm, self.pos = s["perm"], int(s["pos"])
 
 
-def _to_tensor(img, size: int) -> torch.Tensor:
+def to_tensor(img, size: int) -> torch.Tensor:
     if not isinstance(img, Image.Image):
         try:
             with Image.open(img) as f:
@@ -212,7 +212,7 @@ def encode_images(vae, data: Captioned, size: int, batch_size: int = 8, desc: st
     means, stds = [], []
     dev, dtype = vae.device, vae.dtype
     for i in tqdm(range(0, len(data), batch_size), desc=desc, dynamic_ncols=True, disable=not progress):
-        x = torch.stack([_to_tensor(im, size) for im in data.images[i:i + batch_size]]).to(dev, dtype)
+        x = torch.stack([to_tensor(im, size) for im in data.images[i:i + batch_size]]).to(dev, dtype)
         d = vae.encode(x).latent_dist
         means.append(d.mean.float().cpu())
         stds.append(d.std.float().cpu())
