@@ -395,20 +395,13 @@ def erasure_frame(data: dict) -> str:
                                     ("neutral_rate", "unasked (plain prompts)")])
 
 
-@table("erasure_circle_previous", "bench_erasure_circle.json",
-       "python scripts/bench_erasure.py --concept circle --methods all --no-variants --update-recipes (the "
-       "harness before the judge's reject outcome and the separate tuning split)")
-def erasure_circle_previous(data: dict) -> str:
-    """The circle's rows from the harness before this one (argmax judge, tuning split sharing the report's
-    prompts, no intervals), kept until the circle is rerun on the new harness."""
-    rows = []
-    for name, r in data["circle"].items():
-        rows.append([name, r.get("chosen", "-").split(" ", 1)[-1] if r.get("chosen") else "-",
-                     *(pct(r[k]) for k in ("forget_rate", "synonym_rate", "heldout_rate")),
-                     f"{pct(r['retain_acc'])} ({pct0(r['worst_retain_acc'])})", f"{r['fid_retain']:.2f}",
-                     f"{r['gap_to_retrain']:.3f}", seconds(r.get("seconds"))])
-    return md(["row", "setting (old tuning split)", "circle", "synonym \"disk\"", "held-out phrasing",
-               "retain acc (worst shape)", "FID(retain)", "gap to Retrain (old score)", "seconds"], rows)
+@table("erasure_circle", "bench_erasure_circle.json",
+       "python scripts/bench_erasure.py --concept circle --methods all --under-load --json "
+       "docs/bench_erasure_circle.json")
+def erasure_circle(data: dict) -> str:
+    """``scripts/bench_erasure.py --concept circle``: every method on the circle, beside base and Retrain."""
+    return _erasure(data, "circle", [("forget_rate", "circle"), ("synonym_rate", "synonym \"disk\""),
+                                     ("heldout_rate", "held-out phrasing")])
 
 
 # ---------------------------------------------------------------- the README and the pages
