@@ -396,7 +396,7 @@ def erasure_frame(data: dict) -> str:
 
 
 @table("erasure_circle", "bench_erasure_circle.json",
-       "python scripts/bench_erasure.py --concept circle --methods all --under-load --json "
+       "python scripts/bench_erasure.py --concept circle --methods all --attack --under-load --json "
        "docs/bench_erasure_circle.json")
 def erasure_circle(data: dict) -> str:
     """``scripts/bench_erasure.py --concept circle``: every method on the circle, beside base and Retrain."""
