@@ -55,11 +55,7 @@ class EraseResult:
             if source:
                 check_output(target, str(source), overwrite)
         with atomic_dirs([target], overwrite=overwrite, mark="erase") as (tmp,):
-            for item in self.path.iterdir():
-                if item.is_dir():
-                    shutil.copytree(item, tmp / item.name)
-                else:
-                    shutil.copy2(item, tmp / item.name)
+            shutil.copytree(self.path, tmp, dirs_exist_ok=True)
         return target
 
 
@@ -103,7 +99,7 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
         model = str(pipe)
         loaded = None
     else:
-        model = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path")
+        model = getattr(pipe, "name_or_path", None)  # diffusers: the folder or hub id it was loaded from
         if not model:
             raise UserError("the given pipeline does not say where it came from (name_or_path is empty): save it with "
                             "save_pretrained and pass it again, or pass the folder")
