@@ -29,7 +29,7 @@ OBJECTIVES = ("unlearndiff", "p4d")
 @dataclass
 class PrefixSettings:
     n_tokens: int = 5
-    lr: float = 0.01
+    lr: float = 0.03  # the audit's default (see ``AttackSettings.lr``); UnlearnDiff's own is 0.01
     weight_decay: float = 0.1  # PEZ's and UnlearnDiff's AdamW
     seed: int = 0
 

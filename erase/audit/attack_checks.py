@@ -28,7 +28,10 @@ class AttackSettings:
     budgets: list[int] = field(default_factory=lambda: list(DEFAULT_BUDGETS))
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
     n_tokens: int = 5  # UnlearnDiff's prefix length
-    lr: float = 0.01  # UnlearnDiff's
+    # The prompt attacks' learning rate, set on the positive control (the circle's word-filter model, 50 items,
+    # budgets to 200): UnlearnDiff's own 0.01 lifted the control by +48 points and failed the 50-point margin;
+    # 0.03 by +58, 0.1 by +52; P4D lifts it by +66 at 0.01 and at 0.03.
+    lr: float = 0.03
     inversion_tokens: int = 1
     inversion_lr: float = 5e-3
     n_prompts: int = 10

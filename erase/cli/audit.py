@@ -117,8 +117,8 @@ def _add_audit_attack_parser(asub) -> None:
                          "always judged)")
     at.add_argument("--tokens", type=int, default=d.n_tokens, help="prefix tokens of the prompt attacks "
                     "(default %(default)s, UnlearnDiff's)")
-    at.add_argument("--lr", type=float, default=d.lr, help="prompt attacks' learning rate (default %(default)s, "
-                    "UnlearnDiff's)")
+    at.add_argument("--lr", type=float, default=d.lr, help="prompt attacks' learning rate (default %(default)s, set "
+                    "on the positive control; UnlearnDiff's own 0.01 fails it on the circle)")
     at.add_argument("--inversion-tokens", type=int, default=d.inversion_tokens,
                     help="concept inversion: tokens learned (default %(default)s)")
     at.add_argument("--inversion-lr", type=float, default=d.inversion_lr, help="default %(default)s")
