@@ -142,14 +142,17 @@ def measure_attribute(model, per_pair: int) -> dict:
 def concept_masks(recipes: dict[str, Path], work: Path) -> dict:
     """The four shapes' own masks and the joint one, from the same drawn images: overlap and sizes."""
     from erase.diffusion.concepts import combine
-    from erase.diffusion.job import EraseOptions, TextBank, _latents, family_of_pipe, mask_for, per_concept_mask
+    from erase.diffusion.job import EraseOptions
+    from erase.diffusion.latents import TextBank, image_latents
+    from erase.diffusion.prepare import family_of_pipe
+    from erase.diffusion.saliency import mask_for, per_concept_mask
     from erase.diffusion.pipeline import load_pipeline
     from erase.diffusion.sd.recipes import load_recipe
 
     recipe = combine([load_recipe(str(recipes[s]), **TINY) for s in SETS[4]])
     pipe = load_pipeline(str(TOY_SD))
     res = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    mean, std, caps, _ = _latents(pipe, recipe, EraseOptions(recipe=recipe, out=work / "x"), work, "forget", res)
+    mean, std, caps, _ = image_latents(pipe, recipe, EraseOptions(recipe=recipe, out=work / "x"), work, "forget", res)
     bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
     t0 = time.time()
     union = per_concept_mask(pipe, recipe, mean, std, caps, bank, 0, progress=False, resolution=res)

@@ -16,7 +16,6 @@ denoiser; the method (``methods/``) turns each step's batches into losses.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import hashlib
@@ -29,289 +28,27 @@ from pathlib import Path
 
 import torch
 
-from .sd import data as D
-from ..toy.vocabulary import warn_unknown_words
 from ..core import distributed as dist
-from ..core.atomic import atomic_dirs, output_lock
+from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, fresh_accelerator, mask_digest  # noqa: F401 - re-exports TrainingDiverged
-from .sd.data import EpochSampler
 from ..core.errors import UserError
-from .losses import guided_forgetting_loss
-from ..core.mask import Mask, compute_mask, content_digest, fingerprint, select_parameters
+from ..core.mask import Mask, content_digest, fingerprint, select_parameters
 from ..core.masked_optim import MaskedParameters
-from .options import EraseOptions, check_common, check_options  # noqa: F401 - re-exported
+from ..core.workdir import check_work_dir, job_folders
+from ..toy.vocabulary import warn_unknown_words
 from . import loop
-from .family import Family, family_for_class
 from .concepts import check_no_replay, combine, entry, parts, read_history, with_replay
+from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import METHODS, Batch, Context
+from .options import EraseOptions, check_options  # noqa: F401 - re-exported
+from .prepare import (check_mixed_precision, check_prediction_type, check_resolution, denoiser, family_of_pipe,
+                      given_pipeline, native_resolution, target_key)
+from .saliency import make_mask, mask_for, mask_key, per_concept_mask  # noqa: F401 - make_mask re-exported
+from .sd.data import EpochSampler
 from .sd.recipes import Recipe
-from ..core.workdir import check_work_dir, job_folders, open_work_dir
-
-
-# ---------------------------------------------------------------- data
-def _latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, res: int):
-    """(mean, std, captions, source) of the forget or retain images, drawn or loaded, then VAE-encoded.
-
-    ``source`` says where the images came from, for the model card and recipe.json.
-    """
-    prompts = recipe.forget_prompts if kind == "forget" else recipe.retain_prompts
-    folder = opts.forget_data if kind == "forget" else opts.retain_data
-    spec = recipe.forget_dataset if kind == "forget" else recipe.retain_dataset
-    n = recipe.n_forget if kind == "forget" else recipe.n_retain
-    if folder is not None:
-        caption = prompts[0] if len(prompts) == 1 else None
-        imgs = D.load_image_folder(folder, caption=caption)
-        source = f"the local folder {folder}"
-    elif spec is not None:
-        imgs = D.load_hub_dataset(spec)
-        source = f"the dataset {spec['path']}" + (f" ({spec['name']})" if spec.get("name") else "")
-    else:
-        # Several concepts: each concept's own images (its prompts, its n_forget), drawn as a run of that
-        # concept alone would draw them (the same cache folder), then put together.
-        groups = ([(p["forget_prompts"], p["n_forget"]) for p in parts(recipe)] if kind == "forget"
-                  else [(prompts, n)])
-        fingerprint_ = fingerprint(dict(pipe.unet.named_parameters()))
-        seed = opts.seed + (0 if kind == "forget" else 10**6)
-        imgs = D.Captioned([], [])
-        for group_prompts, group_n in groups:
-            stamp = {"model": fingerprint_, "prompts": group_prompts, "n": group_n, "seed": seed,
-                     "steps": recipe.gen_steps, "guidance": recipe.gen_guidance, "resolution": res}
-            out = D.generated_folder(work / "data", kind, stamp)
-            part = D.generate_image_folder(pipe, group_prompts, group_n, out, seed=seed, steps=recipe.gen_steps,
-                                           guidance=recipe.gen_guidance, height=res, width=res, stamp=stamp,
-                                           shard=all_drawn(opts, recipe), progress=opts.progress)
-            imgs = D.Captioned(imgs.images + part.images, imgs.captions + part.captions)
-        n_max = max(g[1] for g in groups)
-        source = (f"drawn by the base model ({recipe.gen_steps} steps, guidance {recipe.gen_guidance}, seeds "
-                  f"{seed}..{seed + n_max - 1}" + (f", per concept: {len(groups)} concepts" if len(groups) > 1
-                                                   else "") + ")")
-    mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}", progress=opts.progress)
-    return mean, std, imgs.captions, source
-
-
-def all_drawn(opts: EraseOptions, recipe: Recipe) -> bool:
-    """Every image is drawn by the model: then several processes share the drawing (a folder or a dataset
-    is read by the main process first, the others after it)."""
-    return (opts.forget_data is None and opts.retain_data is None and recipe.forget_dataset is None
-            and recipe.retain_dataset is None)
-
-
-class TextBank:
-    """The denoiser's conditions for every prompt used, computed once by the family (text encoders stay
-    frozen); ``bank(prompts)`` gives them for a batch, as the dict ``family.denoise`` takes."""
-
-    def __init__(self, family: Family, pipe, prompts, device, resolution: int):
-        unique = sorted(set(prompts) | {""})
-        self.index = {p: i for i, p in enumerate(unique)}
-        self.parts = {k: v.to(device) for k, v in family.encode_prompts(pipe, unique, resolution).items()}
-        # classifier-free guidance's null condition, as the family samples with it (SDXL: zeros)
-        self._null = family.null_condition(pipe, self([""]))
-
-    def __call__(self, prompts) -> dict[str, torch.Tensor]:
-        rows = [self.index[p] for p in prompts]
-        return {k: v[rows] for k, v in self.parts.items()}
-
-    def null(self, n: int) -> dict[str, torch.Tensor]:
-        return {k: v.expand(n, *v.shape[1:]) for k, v in self._null.items()}
 
 
 # ---------------------------------------------------------------- the job
-def _eps(family: Family, unet):
-    return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
-
-
-def family_of_pipe(pipe) -> Family:
-    """The family of a loaded pipeline."""
-    return family_for_class(type(pipe).__name__)
-
-
-def _noise_batch(mean, std, idx, scale, sched, gen, device, dtype):
-    z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
-    noise = torch.randn(z0.shape, generator=gen)
-    t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
-    return z0.to(device, dtype), noise.to(device, dtype), t.to(device)
-
-
-def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
-             progress: bool = True, scope: str = "global", resolution: int | None = None) -> Mask:
-    """SalUn's saliency mask: guided denoising MSE of the forget images under their prompts."""
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    unet, dev = pipe.unet, pipe.unet.device
-    gen = torch.Generator().manual_seed(seed + 7)
-    eps = _eps(family_of_pipe(pipe), unet)
-    bs = recipe.batch_size
-    order = list(range(len(captions)))
-    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-
-    def loss_fn(idx):
-        z0, noise, t = _noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, dev, unet.dtype)
-        cond = bank([captions[i] for i in idx])
-        ctx = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
-        with ctx:
-            return guided_forgetting_loss(eps, sched, z0, cond, bank.null(len(idx)), t, noise, recipe.guidance_w)
-
-    kind = sched.config.prediction_type
-    meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
-            "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
-            "family": family_of_pipe(pipe).name, "prediction_type": sched.config.prediction_type,
-            "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
-            "resolution": resolution or _native_resolution(pipe)}
-    if dist.world() == 1:
-        return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
-                            meta=meta, progress=progress, total=len(batches))
-    # Under several processes each takes every N-th batch; the noise of every batch is still drawn in
-    # order (cheap), so each batch sees the noise it sees in one process, and the sums are added up.
-    mine = set(dist.share(range(len(batches))))
-
-    def my_loss(item):
-        k, idx = item
-        if k in mine:
-            return loss_fn(idx)
-        _noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, "cpu", torch.float32)
-        return None
-
-    meta["processes"] = dist.world()
-    return compute_mask(unet, my_loss, list(enumerate(batches)), selection=recipe.selection, keep=recipe.keep,
-                        scope=scope, meta=meta, progress=progress and dist.is_main(), total=len(batches),
-                        reduce=dist.sum_gradients)
-
-
-def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
-                     progress: bool = True, resolution: int | None = None) -> Mask:
-    """One mask per concept (from its own forget images), combined by union; the metadata says how many
-    weights each concept's mask holds and how much each pair of masks overlaps (shared / either)."""
-    masks = {}
-    for part in parts(recipe):
-        own = set(part["forget_prompts"])
-        idx = [i for i, c in enumerate(captions) if c in own]
-        masks[part["concept"]] = mask_for(pipe, recipe, mean[idx], std[idx], [captions[i] for i in idx], bank, seed,
-                                          accelerator, progress, resolution=resolution)
-    first = next(iter(masks.values()))
-    union = {n: torch.zeros_like(m) for n, m in first.masks.items()}
-    for m in masks.values():
-        for n in union:
-            union[n] |= m.masks[n]
-    names = list(masks)
-    overlap = {}
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            both = sum(int((masks[a].masks[n] & masks[b].masks[n]).sum()) for n in union)
-            either = sum(int((masks[a].masks[n] | masks[b].masks[n]).sum()) for n in union)
-            overlap[f"{a}|{b}"] = round(both / max(1, either), 4)
-    meta = {**first.meta, "combined": "union of per-concept masks", "prompts": sorted(set(captions)),
-            "n_forget": len(captions), "per_concept_kept": {k: m.kept for k, m in masks.items()},
-            "overlap": overlap}
-    return Mask(union, meta)
-
-
-def given_pipeline(pipe, device, progress: bool):
-    """A pipeline handed over in memory, checked as ``load_pipeline`` checks a folder: a text-to-image family's
-    class, float32 weights (the job trains in float32; lower precision is ``mixed_precision``)."""
-    from .pipeline import text_to_image_family
-
-    text_to_image_family(type(pipe).__name__, "the given pipeline")
-    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
-    dtypes = {p.dtype for m in modules for p in m.parameters() if p.is_floating_point()}
-    if dtypes != {torch.float32}:
-        raise UserError(f"the given pipeline holds {', '.join(sorted(str(d) for d in dtypes))} weights: load it in "
-                        "float32 (torch_dtype=torch.float32) and ask for mixed_precision='bf16' or 'fp16' instead")
-    pipe.set_progress_bar_config(disable=not progress)
-    return pipe.to(device)
-
-
-def _native_resolution(pipe) -> int:
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
-
-
-def check_resolution(pipe, resolution: int | None) -> int:
-    """The training resolution: the model's by default; else one its VAE and UNet can take."""
-    if resolution is None:
-        return _native_resolution(pipe)
-    factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-    if resolution % factor:
-        raise UserError(f"--resolution {resolution}: this model needs a multiple of {factor} (its VAE downsamples "
-                        f"by {pipe.vae_scale_factor} and its UNet by {factor // pipe.vae_scale_factor}); the "
-                        f"model's own is {_native_resolution(pipe)}")
-    return resolution
-
-
-def _mixed_precision_on_cpu(accelerator, mixed_precision: str) -> None:
-    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise UserError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
-
-
-def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0, forget_data: Path | None = None,
-              work_dir: Path | None = None, overwrite: bool = False, scope: str = "global",
-              device: str | None = None, resolution: int | None = None, mixed_precision: str = "no",
-              gradient_checkpointing: bool = False) -> Mask:
-    """``salun mask``: compute and save the saliency mask alone (reusable by ``salun erase --mask``)."""
-    from ..core.atomic import check_output
-    from .pipeline import default_model, load_pipeline
-
-    out = Path(out)
-    source = model or default_model()
-    check_common(recipe, resolution, device)
-    check_output(out, source, overwrite, kind="file")  # never inside the source model's folder
-    check_work_dir(work_dir, out.with_name(out.stem), source)
-    warn_unknown_words(str(source), recipe.forget_prompts, f"the {recipe.name} recipe")
-    accelerator = fresh_accelerator(mixed_precision, cpu=device == "cpu" or device is None and
-                                    not torch.cuda.is_available())
-    _mixed_precision_on_cpu(accelerator, mixed_precision)
-    main = accelerator.is_main_process  # under several processes: the main one locks and writes
-    with output_lock(out) if main else contextlib.nullcontext():
-        pipe = load_pipeline(model, device=accelerator.device)
-        res = check_resolution(pipe, resolution)
-        check_prediction_type(pipe)
-        wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
-                           main_process=main)
-        dist.barrier()
-        try:
-            opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
-            with dist.main_first(all_drawn(opts, recipe)):
-                mean, std, caps, _ = _latents(pipe, recipe, opts, wd.path, "forget", res)
-            bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
-            if gradient_checkpointing:
-                pipe.unet.enable_gradient_checkpointing()
-            mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res,
-                            progress=main)
-            mask.meta["mixed_precision"] = mixed_precision
-            if main:
-                mask.save(out)
-            dist.barrier()
-        except UserError:
-            if main:
-                wd.abandon()
-            raise
-        if main:
-            wd.finish()
-    return mask
-
-
-def _target_key(pipe) -> list:
-    """The loss target, in the keys only when it is not the noise: epsilon models keep their keys, and a
-    v-prediction run cached or checkpointed before the target followed prediction_type is not reused."""
-    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
-    return [] if kind == "epsilon" else [kind]
-
-
-def check_prediction_type(pipe) -> None:
-    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise UserError(f"this model's scheduler predicts {kind!r}: salun trains epsilon, v_prediction or sample "
-                        "models")
-
-
-def _mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mixed_precision: str,
-              target: list = (), how: str = "global") -> str:
-    """What shaped a mask: a cached mask is reused only if all of this is the same (the images' content
-    hash covers other images under the same captions, the resolution and the VAE)."""
-    what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
-            len(captions), data, resolution, mixed_precision, how, *target]
-    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
-
-
 def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int, target: list = ()) -> str:
     """Every setting that shapes training (not the step count): a resume under other settings is refused."""
     what = [recipe.lr, recipe.alpha, recipe.batch_size, opts.seed, recipe.forget_prompts, recipe.misaligned_prompts,
@@ -364,7 +101,7 @@ def erase(opts: EraseOptions, pipe=None) -> dict:
     t_start = time.time()
     accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device is not None and
                                     torch.device(opts.device).type == "cpu", device=opts.device)
-    _mixed_precision_on_cpu(accelerator, opts.mixed_precision)
+    check_mixed_precision(accelerator, opts.mixed_precision)
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe = load_pipeline(opts.model, device=accelerator.device) if pipe is None else \
@@ -414,13 +151,13 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     # 1. data (under several processes each draws its share of the images; all then read them all)
     with dist.main_first(all_drawn(opts, recipe)):
         if method.needs_images:
-            f_mean, f_std, f_caps, f_source = _latents(pipe, recipe, opts, work, "forget", res)
+            f_mean, f_std, f_caps, f_source = image_latents(pipe, recipe, opts, work, "forget", res)
         else:
-            f_mean, f_std, f_caps, f_source = _no_images(pipe, recipe, res, method)
+            f_mean, f_std, f_caps, f_source = no_images(pipe, recipe, res, method)
         r_mean = r_std = r_caps = None
         r_source = "none (alpha = 0)" if method.uses_retain else f"none ({method.name} has no retain term)"
         if recipe.alpha > 0 and method.uses_retain:
-            r_mean, r_std, r_caps, r_source = _latents(pipe, recipe, opts, work, "retain", res)
+            r_mean, r_std, r_caps, r_source = image_latents(pipe, recipe, opts, work, "retain", res)
     f_digest = content_digest(f_mean, f_std)
     data_digest = f_digest + ("-" + content_digest(r_mean, r_std) if r_caps else "")
     misaligned = [recipe.misaligned_for(c) for c in f_caps]
@@ -433,7 +170,7 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                          keep=mask.meta.get("keep", recipe.keep))
     elif opts.use_mask:
         cached = work / "mask.safetensors"
-        key = _mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, _target_key(pipe),
+        key = mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, target_key(pipe),
                         "per-concept union" if opts.mask_per_concept else "global")
         # A cached mask made from the same recipe, data and seed is reused. Only the main process judges the
         # cache (the others' encodings of the images need not be bit-identical on other devices) and says.
@@ -457,12 +194,12 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
     selection = None if mask is not None else select_parameters(unet, method.selection or recipe.selection)
     trainable = MaskedParameters(unet, mask, selection)
     digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res,
-                                                     _target_key(pipe) + _method_key(method, settings))
+                                                     target_key(pipe) + _method_key(method, settings))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     frozen = None
     if method.needs_frozen:  # the base's own predictions, before any step (same device and dtype)
         frozen_unet = copy.deepcopy(unet).requires_grad_(False).eval()
-        frozen = _eps(family, frozen_unet)
+        frozen = denoiser(family, frozen_unet)
     stepper = method.bind(Context(family, pipe, unet, bank, sched, recipe, settings, frozen))
 
     # 3. masked training
@@ -483,18 +220,18 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
 
     def draw(samplers, gen):
         idx = samplers["forget"].next()
-        z0, noise, t = _noise_batch(f_mean, f_std, idx, scale, sched, gen, dev, dtype)
+        z0, noise, t = noise_batch(f_mean, f_std, idx, scale, sched, gen, dev, dtype)
         prompts = [f_caps[i] for i in idx]
         forget = Batch(z0, noise, t, bank(prompts), bank([misaligned[i] for i in idx]), prompts)
         if not r_caps:
             return forget, None
         ridx = samplers["retain"].next()
-        return forget, Batch(*_noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype),
+        return forget, Batch(*noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype),
                              bank([r_caps[i] for i in ridx]))
 
     hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
     try:
-        trained = loop.run(loop.Loop(trainable, optimizer, stepper, _eps(family, unet_p), sched, draw, samplers, gen,
+        trained = loop.run(loop.Loop(trainable, optimizer, stepper, denoiser(family, unet_p), sched, draw, samplers, gen,
                                      recipe.alpha, steps, work, digest, opts.checkpoint_every, hint,
                                      accelerator=accelerator, progress=opts.progress), opts.resume)
     finally:
@@ -522,7 +259,7 @@ def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask
                         **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap") if k in mask.meta}}
                if mask else None,
                "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
-               "n_retain": len(r_caps or []), "resolution": res, "model_resolution": _native_resolution(pipe),
+               "n_retain": len(r_caps or []), "resolution": res, "model_resolution": native_resolution(pipe),
                "data": {"forget": f_source, "retain": r_source}}
     return _finish(opts, pipe, unet, used, mask, history, summary, changed, lora_out, accelerator)
 
@@ -553,16 +290,6 @@ def _finish(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
         opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
     _export(opts, pipe, unet, recipe, mask, history, summary, changed, lora_out)
     return summary
-
-
-def _no_images(pipe, recipe: Recipe, res: int, method):
-    """For a method that samples its own x_t (ESD): the forget prompts, one per would-be image, and zero
-    latents that only give the batches their shape."""
-    n = recipe.n_forget
-    caps = [recipe.forget_prompts[i % len(recipe.forget_prompts)] for i in range(n)]
-    side = res // pipe.vae_scale_factor
-    zeros = torch.zeros(n, pipe.unet.config.in_channels, side, side)
-    return zeros, zeros, caps, f"none: {method.name} samples x_t with the model being trained"
 
 
 def method_settings(opts: EraseOptions) -> dict:
@@ -603,7 +330,7 @@ def _run_closed_form(opts: EraseOptions, pipe, accelerator, res: int, lora_out, 
                "pipeline_class": type(pipe).__name__, "prediction_type": sched.config.prediction_type,
                "steps": 0, "train_seconds": round(seconds, 2), "mask_seconds": 0.0, "trainable_weights": n_changed,
                "mask": None, "final_loss": None, "n_forget": 0, "n_retain": 0, "resolution": res,
-               "model_resolution": _native_resolution(pipe),
+               "model_resolution": native_resolution(pipe),
                "data": {"forget": f"none: {method.name} edits from the prompts alone",
                         "retain": f"none: the {len(recipe.retain_prompts)} retain prompts are its preserved concepts"}}
     return _finish(opts, pipe, pipe.unet.eval(), used, None, [], summary, changed, lora_out, accelerator)

@@ -195,7 +195,7 @@ def test_sdxl_null_condition_is_zeros_but_an_empty_prompt_is_encoded(tiny):
     given as a misaligned or retain prompt is encoded like any other."""
     from diffusers import StableDiffusionXLPipeline
 
-    from erase.diffusion.job import TextBank
+    from erase.diffusion.latents import TextBank
     from erase.diffusion.sdxl.family import SDXL
 
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny["sdxl"])

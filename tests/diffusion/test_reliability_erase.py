@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-import erase.diffusion.job as job
+import erase.diffusion.sd.data as D
 import erase.diffusion.losses as losses
 from erase.core.atomic import output_lock
 from erase.core.checkpoints import TrainingDiverged, save_checkpoint
@@ -78,7 +78,7 @@ BAD = [
 def test_bad_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
     drawn = []
-    monkeypatch.setattr(job.D, "generate_image_folder", lambda *a, **k: drawn.append(1))
+    monkeypatch.setattr(D, "generate_image_folder", lambda *a, **k: drawn.append(1))
     _refused(capsys, ["erase", "--concept", "circle", "--out", "out", *extra], message)
     assert not drawn and sorted(os.listdir(tmp_path)) == []  # no output, no work folder, no lock file
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import erase.diffusion.job as job
+import erase.diffusion.sd.data as D
 import erase.diffusion.pipeline as pipeline
 from erase.cli import main
 from erase.core.checkpoints import TrainingDiverged
@@ -214,7 +215,7 @@ def test_lora_rank_bound():
 def test_a_useless_lora_rank_is_refused_once_the_model_is_loaded(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     drawn = []
-    monkeypatch.setattr(job.D, "generate_image_folder", lambda *a, **k: drawn.append(1))
+    monkeypatch.setattr(D, "generate_image_folder", lambda *a, **k: drawn.append(1))
     _refused(capsys, ["erase", "--concept", "circle", "--method", "uce", "--lora-rank", "100000", "--out", "o"],
              "--lora-rank 100000 is above 128", "give at most 128")
     _refused(capsys, ["erase", "--concept", "circle", *TINY, "--lora-rank", "100000", "--out", "o"],

@@ -91,7 +91,7 @@ class Context:
     family: Any  # erase.diffusion.family.Family
     pipe: Any
     unet: Any  # the UNet being trained (the pipeline's)
-    bank: Any  # prompt -> condition dict (erase.diffusion.job.TextBank)
+    bank: Any  # prompt -> condition dict (erase.diffusion.latents.TextBank)
     scheduler: Any  # the training noise schedule
     recipe: Any  # erase.diffusion.sd.recipes.Recipe
     options: dict  # the method's options, defaults filled in

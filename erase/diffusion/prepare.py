@@ -1,0 +1,68 @@
+"""What a job checks and settles about the model it was given, once loaded: its family, the training
+resolution, the prediction type it trains, mixed precision on this device, and a pipeline handed over in memory.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.errors import UserError
+from .family import Family, family_for_class
+
+
+def family_of_pipe(pipe) -> Family:
+    """The family of a loaded pipeline."""
+    return family_for_class(type(pipe).__name__)
+
+
+def denoiser(family: Family, unet):
+    return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
+
+
+def given_pipeline(pipe, device, progress: bool):
+    """A pipeline handed over in memory, checked as ``load_pipeline`` checks a folder: a text-to-image family's
+    class, float32 weights (the job trains in float32; lower precision is ``mixed_precision``)."""
+    from .pipeline import text_to_image_family
+
+    text_to_image_family(type(pipe).__name__, "the given pipeline")
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    dtypes = {p.dtype for m in modules for p in m.parameters() if p.is_floating_point()}
+    if dtypes != {torch.float32}:
+        raise UserError(f"the given pipeline holds {', '.join(sorted(str(d) for d in dtypes))} weights: load it in "
+                        "float32 (torch_dtype=torch.float32) and ask for mixed_precision='bf16' or 'fp16' instead")
+    pipe.set_progress_bar_config(disable=not progress)
+    return pipe.to(device)
+
+
+def native_resolution(pipe) -> int:
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+def check_resolution(pipe, resolution: int | None) -> int:
+    """The training resolution: the model's by default; else one its VAE and UNet can take."""
+    if resolution is None:
+        return native_resolution(pipe)
+    factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    if resolution % factor:
+        raise UserError(f"--resolution {resolution}: this model needs a multiple of {factor} (its VAE downsamples "
+                        f"by {pipe.vae_scale_factor} and its UNet by {factor // pipe.vae_scale_factor}); the "
+                        f"model's own is {native_resolution(pipe)}")
+    return resolution
+
+
+def check_mixed_precision(accelerator, mixed_precision: str) -> None:
+    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise UserError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
+
+
+def check_prediction_type(pipe) -> None:
+    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise UserError(f"this model's scheduler predicts {kind!r}: salun trains epsilon, v_prediction or sample "
+                        "models")
+
+
+def target_key(pipe) -> list:
+    """The loss target, in the keys only when it is not the noise: epsilon models keep their keys, and a
+    v-prediction run cached or checkpointed before the target followed prediction_type is not reused."""
+    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    return [] if kind == "epsilon" else [kind]
