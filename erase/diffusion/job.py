@@ -1,15 +1,16 @@
-"""The erasure job for text-to-image families (SD 1.x/2.x, SDXL), end to end:
-check everything -> data -> saliency mask -> method -> checkpoint/resume -> exported pipeline.
+"""The erasure job for text-to-image families (SD 1.x/2.x, SDXL), end to end, as one lifecycle:
+``setup`` (attention, data, mask, method, optimizer) -> ``train`` -> ``export`` -> ``cleanup``.
 
-One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(...))``. It never asks
-which family or method it holds: the family (``family.py``) loads, encodes prompts and calls the
-denoiser; the method (``methods/``) turns each step's batches into losses.
-1. Forget/retain images: drawn by the base model from the recipe's prompts (cached, resumable), or
-   a local image folder, or a ``datasets`` dataset. Encoded once by the VAE.
-2. Mask: gradient of the guided noise-prediction loss on the forget images under their concept
-   prompts, summed over the forget set at the base weights; top ``keep`` fraction, global.
-3. Training: the method's loss (SalUn and RL: ``||e(x_t|c_forget) - stopgrad e(x_t|c_misaligned)||^2 +
-   alpha * denoising MSE(retain)``, same t and noise for both predictions), Adam; with a mask only masked
+One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(...))`` checks everything,
+loads the model and runs an ``EraseJob`` in the work folder. The job never asks which family or method it
+holds: the family (``family.py``) loads, encodes prompts and calls the denoiser; the method (``methods/``)
+turns each step's batches into losses, or edits the weights in closed form.
+1. Forget/retain images (``latents.py``): drawn by the base model from the recipe's prompts (cached,
+   resumable), or a local image folder, or a ``datasets`` dataset. Encoded once by the VAE.
+2. Mask (``saliency.py``): gradient of the guided noise-prediction loss on the forget images under their
+   concept prompts, summed over the forget set at the base weights; top ``keep`` fraction, global.
+3. Training (``loop.py``): the method's loss (SalUn and RL: ``||e(x_t|c_forget) - stopgrad e(x_t|c_misaligned)||^2
+   + alpha * denoising MSE(retain)``, same t and noise for both predictions), Adam; with a mask only masked
    weights move (bit-identical elsewhere). The denoising target follows the scheduler's prediction_type.
    Checkpoints every N steps in the work folder; ``resume=True`` continues from the last one.
 4. Export: a diffusers pipeline folder with a model card, the recipe and the mask (and a LoRA).
@@ -25,14 +26,15 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
 from ..core import distributed as dist
 from ..core.atomic import atomic_dirs
-from ..core.checkpoints import TrainingDiverged, fresh_accelerator, mask_digest  # noqa: F401 - re-exports TrainingDiverged
+from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
-from ..core.mask import Mask, content_digest, fingerprint, select_parameters
+from ..core.mask import Mask, content_digest, select_parameters
 from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
@@ -41,14 +43,40 @@ from .concepts import check_no_replay, combine, entry, parts, read_history, with
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import METHODS, Batch, Context
 from .options import EraseOptions, check_options  # noqa: F401 - re-exported
-from .prepare import (check_mixed_precision, check_prediction_type, check_resolution, denoiser, family_of_pipe,
-                      given_pipeline, native_resolution, target_key)
-from .saliency import make_mask, mask_for, mask_key, per_concept_mask  # noqa: F401 - make_mask re-exported
+from .prepare import accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, target_key
+from .saliency import cached_mask, make_mask  # noqa: F401 - make_mask re-exported
 from .sd.data import EpochSampler
 from .sd.recipes import Recipe
 
+LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")
 
-# ---------------------------------------------------------------- the job
+
+class Summary(TypedDict, total=False):
+    """What a run reports (``erase`` returns it; recipe.json and the model card keep it), for every method."""
+    method: str
+    method_options: dict  # the method's own settings, when it has any
+    family: str
+    pipeline_class: str
+    prediction_type: str
+    steps: int
+    train_seconds: float  # training, or the closed-form edit
+    mask_seconds: float
+    trainable_weights: int  # weights that could change (a mask's kept ones, or the edited layers')
+    mask: dict | None  # the mask's statistics, scope and (several concepts) per-concept figures
+    final_loss: dict | None
+    n_forget: int
+    n_retain: int
+    resolution: int
+    model_resolution: int
+    data: dict  # where the forget and retain images came from
+    audit: dict  # --audit: the toy judge's quick figures
+    lora: dict  # --lora-rank: the adapter's report
+    seconds: float  # the whole run
+    processes: int
+    out: str
+
+
+# ---------------------------------------------------------------- keys
 def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int, target: list = ()) -> str:
     """Every setting that shapes training (not the step count): a resume under other settings is refused."""
     what = [recipe.lr, recipe.alpha, recipe.batch_size, opts.seed, recipe.forget_prompts, recipe.misaligned_prompts,
@@ -57,239 +85,15 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
+def _method_key(method, settings: dict) -> list:
+    """SalUn's and RL's keys are unchanged (their checkpoints still resume); other methods add theirs."""
+    return [] if method.name in ("salun", "rl") else [method.name, settings]
+
+
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
     if opts.steps is not None:
         return opts.steps
     return recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
-
-
-def erase(opts: EraseOptions, pipe=None) -> dict:
-    """Run the whole job; returns a summary (mask statistics, losses, timings, output paths).
-
-    ``pipe``: the pipeline ``opts.model`` names, already loaded (the Python API's): it is trained in place
-    instead of loading the model again."""
-    from ..core.atomic import check_output
-    from .pipeline import default_model, load_pipeline
-
-    check_options(opts)
-    source = opts.model or default_model()
-    out = Path(opts.out)
-    lora_out = Path(str(out) + "-lora") if opts.lora_rank else None
-    check_output(out, source, opts.overwrite)
-    if lora_out is not None:
-        check_output(lora_out, source, opts.overwrite, replaceable=LORA_FILES)
-    check_work_dir(opts.work_dir, out, source, [lora_out] if lora_out else [])
-    toys = [p.get("toy") or {} for p in parts(opts.recipe)]
-    if opts.audit and not all(t.get("shape") or t.get("attribute") and len(toys) == 1 for t in toys):
-        raise UserError("the quick --audit uses the toy judge and works on toy concepts (several: toy shapes); "
-                        "audit other models with `salun audit nudity` or `salun audit concept`")
-    if not opts.replay:
-        check_no_replay(source)
-    earlier = read_history(source, strict=opts.replay)  # --no-replay: a broken history is left out, warned
-    if earlier:  # erasing one more concept: the earlier ones stay out of the retain set, the card keeps them
-        recipe = combine([opts.recipe], earlier)
-        if opts.replay and opts.forget_data is None and recipe.forget_dataset is None:
-            recipe = with_replay(recipe, earlier)  # and they are trained on again, so that they stay erased
-        elif opts.replay:
-            print("salun: warning: the earlier erased concepts are not replayed when the forget images come from "
-                  "--forget-data or a dataset (they have no images there); this run may bring them back",
-                  file=sys.stderr)
-        opts = replace(opts, recipe=recipe, extra_card={**opts.extra_card, "history": earlier})
-    r = opts.recipe
-    warn_unknown_words(str(source), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
-                       f"the {r.name} recipe")
-    t_start = time.time()
-    accelerator = fresh_accelerator(opts.mixed_precision, cpu=opts.device is not None and
-                                    torch.device(opts.device).type == "cpu", device=opts.device)
-    check_mixed_precision(accelerator, opts.mixed_precision)
-    if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
-        raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
-    pipe = load_pipeline(opts.model, device=accelerator.device) if pipe is None else \
-        given_pipeline(pipe, accelerator.device, opts.progress)
-    res = check_resolution(pipe, opts.resolution)
-    check_prediction_type(pipe)
-    mask = None
-    if opts.mask_path is not None:  # a given mask is checked before any drawing
-        mask = Mask.load(opts.mask_path)
-        mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
-    if opts.lora_rank:  # before any image is drawn: a rank no changed layer can use only pads the adapter
-        from ..core.export import check_lora_rank
-
-        check_lora_rank(opts.lora_rank, {n: m for n, m in mask.masks.items() if m.any()} if mask is not None else
-                        select_parameters(pipe.unet, METHODS[opts.method].selection or opts.recipe.selection))
-    outputs = [out] + ([lora_out] if lora_out else [])
-    with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
-        accelerator.wait_for_everyone()
-        summary = _run(opts, pipe, accelerator, wd.path, res, mask, lora_out)
-    dist.barrier()  # the other processes return once the main one has exported
-    summary["seconds"] = round(time.time() - t_start, 2)
-    summary["processes"] = dist.world()
-    summary["out"] = str(out)
-    return summary
-
-
-def _run(opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask | None, lora_out: Path | None):
-    """Data -> mask -> masked training -> export, in the prepared work folder."""
-    from diffusers import DDPMScheduler
-
-    recipe = opts.recipe
-    unet = pipe.unet
-    use_xformers = opts.xformers
-    if use_xformers is None:
-        import importlib.util
-
-        use_xformers = accelerator.device.type == "cuda" and importlib.util.find_spec("xformers") is not None
-    if use_xformers:
-        unet.enable_xformers_memory_efficient_attention()
-
-    family = family_of_pipe(pipe)
-    method = METHODS[opts.method]
-    settings = method_settings(opts)
-    if method.closed_form:
-        return _run_closed_form(opts, pipe, accelerator, res, lora_out, family, method, settings)
-
-    # 1. data (under several processes each draws its share of the images; all then read them all)
-    with dist.main_first(all_drawn(opts, recipe)):
-        if method.needs_images:
-            f_mean, f_std, f_caps, f_source = image_latents(pipe, recipe, opts, work, "forget", res)
-        else:
-            f_mean, f_std, f_caps, f_source = no_images(pipe, recipe, res, method)
-        r_mean = r_std = r_caps = None
-        r_source = "none (alpha = 0)" if method.uses_retain else f"none ({method.name} has no retain term)"
-        if recipe.alpha > 0 and method.uses_retain:
-            r_mean, r_std, r_caps, r_source = image_latents(pipe, recipe, opts, work, "retain", res)
-    f_digest = content_digest(f_mean, f_std)
-    data_digest = f_digest + ("-" + content_digest(r_mean, r_std) if r_caps else "")
-    misaligned = [recipe.misaligned_for(c) for c in f_caps]
-    bank = TextBank(family, pipe, f_caps + misaligned + (r_caps or []), accelerator.device, res)
-
-    # 2. mask
-    t_mask = time.time()
-    if mask is not None:  # given: it decides selection and keep (the record says what was used)
-        recipe = replace(recipe, selection=mask.meta.get("selection", recipe.selection),
-                         keep=mask.meta.get("keep", recipe.keep))
-    elif opts.use_mask:
-        cached = work / "mask.safetensors"
-        key = mask_key(recipe, opts.seed, f_caps, f_digest, res, opts.mixed_precision, target_key(pipe),
-                        "per-concept union" if opts.mask_per_concept else "global")
-        # A cached mask made from the same recipe, data and seed is reused. Only the main process judges the
-        # cache (the others' encodings of the images need not be bit-identical on other devices) and says.
-        reuse = False
-        if accelerator.is_main_process and cached.exists():
-            old = Mask.load(cached)
-            reuse = (old.meta.get("recipe_key") == key and
-                     old.meta.get("fingerprint") == fingerprint(select_parameters(unet, recipe.selection)))
-        if dist.broadcast(reuse):
-            mask = Mask.load(cached)
-        else:  # every process computes its share of the gradient sums; the sums are added up across them
-            make = per_concept_mask if opts.mask_per_concept else mask_for
-            mask = make(pipe, recipe, f_mean, f_std, f_caps, bank, opts.seed, accelerator, opts.progress,
-                        resolution=res)
-            mask.meta["recipe_key"] = key
-            mask.meta["mixed_precision"] = opts.mixed_precision
-            if accelerator.is_main_process:
-                mask.save(cached)
-            dist.barrier()
-    mask_seconds = time.time() - t_mask
-    selection = None if mask is not None else select_parameters(unet, method.selection or recipe.selection)
-    trainable = MaskedParameters(unet, mask, selection)
-    digest = mask_digest(mask) + "-" + _training_key(recipe, opts, data_digest, res,
-                                                     target_key(pipe) + _method_key(method, settings))
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    frozen = None
-    if method.needs_frozen:  # the base's own predictions, before any step (same device and dtype)
-        frozen_unet = copy.deepcopy(unet).requires_grad_(False).eval()
-        frozen = denoiser(family, frozen_unet)
-    stepper = method.bind(Context(family, pipe, unet, bank, sched, recipe, settings, frozen))
-
-    # 3. masked training
-    if opts.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    optimizer = torch.optim.Adam(trainable.parameters(), lr=recipe.lr)
-    trainable.attach(optimizer)
-    unet_p, optimizer = accelerator.prepare(unet, optimizer)
-    scale = pipe.vae.config.scaling_factor
-    steps = _total_steps(recipe, opts, len(f_caps))
-    rank_seed = opts.seed + 1000 * accelerator.process_index  # each process draws its own batches
-    samplers = {"forget": EpochSampler(len(f_caps), recipe.batch_size, rank_seed + 1)}
-    if r_caps:
-        samplers["retain"] = EpochSampler(len(r_caps), recipe.batch_size, rank_seed + 2)
-    gen = torch.Generator().manual_seed(rank_seed + 3)
-    dev, dtype = accelerator.device, unet.dtype
-
-    def draw(samplers, gen):
-        idx = samplers["forget"].next()
-        z0, noise, t = noise_batch(f_mean, f_std, idx, scale, sched, gen, dev, dtype)
-        prompts = [f_caps[i] for i in idx]
-        forget = Batch(z0, noise, t, bank(prompts), bank([misaligned[i] for i in idx]), prompts)
-        if not r_caps:
-            return forget, None
-        ridx = samplers["retain"].next()
-        return forget, Batch(*noise_batch(r_mean, r_std, ridx, scale, sched, gen, dev, dtype),
-                             bank([r_caps[i] for i in ridx]))
-
-    hint = "Try a lower --lr" + (" or --mixed-precision no." if opts.mixed_precision != "no" else ".")
-    try:
-        trained = loop.run(loop.Loop(trainable, optimizer, stepper, denoiser(family, unet_p), sched, draw, samplers, gen,
-                                     recipe.alpha, steps, work, digest, opts.checkpoint_every, hint,
-                                     accelerator=accelerator, progress=opts.progress), opts.resume)
-    finally:
-        stepper.close()
-    history, train_seconds = trained["history"], trained["seconds"]
-    unet = accelerator.unwrap_model(unet_p).eval()
-    n_trainable, changed = trainable.n_trainable(), list(trainable.params)
-    # Free the optimizer state, gradients and gates before the export (a LoRA export reads the base
-    # weights back from the source files: no second UNet in memory).
-    optimizer.zero_grad(set_to_none=True)
-    del optimizer, unet_p, trainable, stepper
-    frozen = frozen_unet = None
-    accelerator.free_memory()
-    gc.collect()
-
-    # 4. export
-    used = replace(recipe, n_forget=len(f_caps), n_retain=len(r_caps or []), steps=steps,
-                   epochs=round(steps * recipe.batch_size / len(f_caps), 3))
-    summary = {"method": method.name, **({"method_options": settings} if settings else {}), "family": family.name, "pipeline_class": type(pipe).__name__,
-               "prediction_type": sched.config.prediction_type,
-               "steps": steps, "train_seconds": round(train_seconds, 2), "mask_seconds": round(mask_seconds, 2),
-               "trainable_weights": n_trainable,
-               "mask": {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
-                        "scope": mask.meta.get("scope", "global"),
-                        **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap") if k in mask.meta}}
-               if mask else None,
-               "final_loss": history[-1] if history else None, "n_forget": len(f_caps),
-               "n_retain": len(r_caps or []), "resolution": res, "model_resolution": native_resolution(pipe),
-               "data": {"forget": f_source, "retain": r_source}}
-    return _finish(opts, pipe, unet, used, mask, history, summary, changed, lora_out, accelerator)
-
-
-def _finish(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out, accelerator):
-    """The quick audit (``--audit``) and the export, by the main process."""
-    if not accelerator.is_main_process:
-        return summary
-    if opts.audit:
-        from ..toy import TOY_JUDGE
-        from ..toy.quality import attribute_erasure_rates, erasure_rates
-
-        # pipe.unet is the trained UNet: audit it before export so the figures go into the card.
-        shapes = [p["toy"]["shape"] for p in parts(recipe) if "shape" in (p.get("toy") or {})]
-        if len(shapes) > 1:  # several shapes: each one's rates, and the shapes none of them is
-            from ..toy.quality import multi_erasure_rates
-
-            quick = multi_erasure_rates(pipe, TOY_JUDGE, shapes, per_colour=8, retain_per_pair=2)
-            summary["audit"] = {"judge": "toy judge", "UA": {s: 1 - quick["per_concept"][s]["forget_rate"]
-                                                             for s in shapes}, **quick}
-        elif "shape" in recipe.extra["toy"]:
-            quick = erasure_rates(pipe, TOY_JUDGE, recipe.extra["toy"]["shape"], per_colour=8, retain_per_pair=2)
-            summary["audit"] = {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
-        else:  # the frame attribute: its rate per prompt group, 30 images each, and 60 plain images
-            quick = attribute_erasure_rates(pipe, TOY_JUDGE, per_pair=1, retain_per_pair=2)
-            summary["audit"] = {"judge": "toy judge (shape head and frame detector)",
-                                "UA": 1 - quick["explicit_rate"], **quick}
-        opts.extra_card = {**opts.extra_card, "audit": summary["audit"]}
-    _export(opts, pipe, unet, recipe, mask, history, summary, changed, lora_out)
-    return summary
 
 
 def method_settings(opts: EraseOptions) -> dict:
@@ -300,49 +104,327 @@ def method_settings(opts: EraseOptions) -> dict:
     return {k: opts.method_options.get(k, from_recipe.get(k, o.default)) for k, o in method.options.items()}
 
 
-def _method_key(method, settings: dict) -> list:
-    """SalUn's and RL's keys are unchanged (their checkpoints still resume); other methods add theirs."""
-    return [] if method.name in ("salun", "rl") else [method.name, settings]
+# ---------------------------------------------------------------- the front door
+def erase(opts: EraseOptions, pipe=None) -> Summary:
+    """Run the whole job; returns its ``Summary`` (mask statistics, losses, timings, output paths).
+
+    ``pipe``: the pipeline ``opts.model`` names, already loaded (the Python API's): it is trained in place
+    instead of loading the model again."""
+    from .pipeline import default_model
+
+    check_options(opts)
+    source = opts.model or default_model()
+    out = Path(opts.out)
+    lora_out = Path(str(out) + "-lora") if opts.lora_rank else None
+    _check_outputs(opts, source, out, lora_out)
+    opts = _with_history(opts, source)
+    r = opts.recipe
+    warn_unknown_words(str(source), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
+                       f"the {r.name} recipe")
+    t_start = time.time()
+    accelerator = accelerator_for(opts.mixed_precision, cpu=opts.device is not None and
+                                  torch.device(opts.device).type == "cpu", device=opts.device)
+    if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
+        raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
+    pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)
+    mask = _given_mask(opts, pipe)
+    outputs = [out] + ([lora_out] if lora_out else [])
+    with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
+        accelerator.wait_for_everyone()
+        summary = EraseJob(opts, pipe, accelerator, wd.path, res, mask, lora_out).run()
+    dist.barrier()  # the other processes return once the main one has exported
+    summary["seconds"] = round(time.time() - t_start, 2)
+    summary["processes"] = dist.world()
+    summary["out"] = str(out)
+    return summary
 
 
-def _run_closed_form(opts: EraseOptions, pipe, accelerator, res: int, lora_out, family, method, settings):
-    """A method without training (UCE): encode the prompts, edit the weights, export."""
-    from diffusers import DDPMScheduler
+def _check_outputs(opts: EraseOptions, source, out: Path, lora_out: Path | None) -> None:
+    """The outputs and work folder may be written (never inside the source), and a quick --audit can judge."""
+    from ..core.atomic import check_output
 
-    recipe = opts.recipe
-    misaligned = [recipe.misaligned_for(c) for c in recipe.forget_prompts]
-    bank = TextBank(family, pipe, recipe.forget_prompts + misaligned + recipe.retain_prompts, accelerator.device, res)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    t0 = time.time()
-    with torch.no_grad():
-        changed = method.edit(Context(family, pipe, pipe.unet, bank, sched, recipe, settings))
-    seconds = time.time() - t0
-    edited = set(changed)
-    from ..core.export import first_non_finite
-
-    bad = first_non_finite((n, p.detach()) for n, p in pipe.unet.named_parameters() if n in edited)
-    if bad is not None:  # as the trained path stops on a non-finite weight: never export a model drawing black
-        raise TrainingDiverged(f"the {method.name} edit made {bad} NaN or infinite (its settings: {settings}); "
-                               "nothing was written: give settings nearer the defaults")
-    n_changed = sum(p.numel() for n, p in pipe.unet.named_parameters() if n in edited)
-    used = replace(recipe, n_forget=0, n_retain=0, steps=0, epochs=0)
-    summary = {"method": method.name, "method_options": settings, "family": family.name,
-               "pipeline_class": type(pipe).__name__, "prediction_type": sched.config.prediction_type,
-               "steps": 0, "train_seconds": round(seconds, 2), "mask_seconds": 0.0, "trainable_weights": n_changed,
-               "mask": None, "final_loss": None, "n_forget": 0, "n_retain": 0, "resolution": res,
-               "model_resolution": native_resolution(pipe),
-               "data": {"forget": f"none: {method.name} edits from the prompts alone",
-                        "retain": f"none: the {len(recipe.retain_prompts)} retain prompts are its preserved concepts"}}
-    return _finish(opts, pipe, pipe.unet.eval(), used, None, [], summary, changed, lora_out, accelerator)
+    check_output(out, source, opts.overwrite)
+    if lora_out is not None:
+        check_output(lora_out, source, opts.overwrite, replaceable=LORA_FILES)
+    check_work_dir(opts.work_dir, out, source, [lora_out] if lora_out else [])
+    toys = [p.get("toy") or {} for p in parts(opts.recipe)]
+    if opts.audit and not all(t.get("shape") or t.get("attribute") and len(toys) == 1 for t in toys):
+        raise UserError("the quick --audit uses the toy judge and works on toy concepts (several: toy shapes); "
+                        "audit other models with `salun audit nudity` or `salun audit concept`")
 
 
-LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")
+def _with_history(opts: EraseOptions, source) -> EraseOptions:
+    """Erasing one more concept: the earlier ones stay out of the retain set, the card keeps them, and (replay)
+    they are trained on again, so that they stay erased."""
+    if not opts.replay:
+        check_no_replay(source)
+    earlier = read_history(source, strict=opts.replay)  # --no-replay: a broken history is left out, warned
+    if not earlier:
+        return opts
+    recipe = combine([opts.recipe], earlier)
+    if opts.replay and opts.forget_data is None and recipe.forget_dataset is None:
+        recipe = with_replay(recipe, earlier)
+    elif opts.replay:
+        print("salun: warning: the earlier erased concepts are not replayed when the forget images come from "
+              "--forget-data or a dataset (they have no images there); this run may bring them back",
+              file=sys.stderr)
+    return replace(opts, recipe=recipe, extra_card={**opts.extra_card, "history": earlier})
+
+
+def _given_mask(opts: EraseOptions, pipe) -> Mask | None:
+    """A ``--mask`` checked against the model, and ``--lora-rank`` against what will change, before any drawing."""
+    mask = None
+    if opts.mask_path is not None:
+        mask = Mask.load(opts.mask_path)
+        mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
+    if opts.lora_rank:  # a rank no changed layer can use only pads the adapter
+        from ..core.export import check_lora_rank
+
+        check_lora_rank(opts.lora_rank, {n: m for n, m in mask.masks.items() if m.any()} if mask is not None else
+                        select_parameters(pipe.unet, METHODS[opts.method].selection or opts.recipe.selection))
+    return mask
+
+
+# ---------------------------------------------------------------- the lifecycle
+class EraseJob:
+    """One erasure in a prepared work folder. Its attributes are the run's state: each stage reads what the
+    one before it set. ``run`` = ``setup`` -> ``train`` -> ``export``, with ``cleanup`` always."""
+
+    def __init__(self, opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask | None,
+                 lora_out: Path | None):
+        self.opts, self.recipe, self.pipe, self.accelerator = opts, opts.recipe, pipe, accelerator
+        self.work, self.res, self.mask, self.lora_out = work, res, mask, lora_out
+        self.family = family_of_pipe(pipe)
+        self.method = METHODS[opts.method]
+        self.settings = method_settings(opts)
+        self.unet = pipe.unet
+        self.stepper = self.optimizer = self.trainable = None
+        self.mask_seconds = 0.0
+
+    def run(self) -> Summary:
+        try:
+            self.setup()
+            self.train()
+        finally:
+            self.cleanup()
+        return self.export()
+
+    # -- setup
+    def setup(self) -> None:
+        """Attention backend; then the images, their conditions, the mask and the optimizer (a closed-form
+        method needs only the prompts' conditions)."""
+        self._attention()
+        if self.method.closed_form:
+            r = self.recipe
+            misaligned = [r.misaligned_for(c) for c in r.forget_prompts]
+            self.bank = TextBank(self.family, self.pipe, r.forget_prompts + misaligned + r.retain_prompts,
+                                 self.accelerator.device, self.res)
+            self.scheduler = self._scheduler()
+            return
+        self._data()
+        self._mask()
+        self._optimizer()
+
+    def _attention(self) -> None:
+        use = self.opts.xformers
+        if use is None:
+            import importlib.util
+
+            use = self.accelerator.device.type == "cuda" and importlib.util.find_spec("xformers") is not None
+        if use:
+            self.unet.enable_xformers_memory_efficient_attention()
+
+    def _scheduler(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(self.pipe.scheduler.config)
+
+    def _data(self) -> None:
+        """Forget and retain latents (under several processes each draws its share; all then read them all),
+        and the conditions of every prompt they use."""
+        opts, r, method = self.opts, self.recipe, self.method
+        with dist.main_first(all_drawn(opts, r)):
+            self.forget = (image_latents(self.pipe, r, opts, self.work, "forget", self.res) if method.needs_images
+                           else no_images(self.pipe, r, self.res, method))
+            self.retain = None
+            self.retain_source = ("none (alpha = 0)" if method.uses_retain
+                                  else f"none ({method.name} has no retain term)")
+            if r.alpha > 0 and method.uses_retain:
+                self.retain = image_latents(self.pipe, r, opts, self.work, "retain", self.res)
+                self.retain_source = self.retain.source
+        f = self.forget
+        self.forget_digest = content_digest(f.mean, f.std)
+        self.data_digest = self.forget_digest + ("-" + content_digest(self.retain.mean, self.retain.std)
+                                                 if self.retain else "")
+        self.misaligned = [r.misaligned_for(c) for c in f.captions]
+        self.bank = TextBank(self.family, self.pipe, f.captions + self.misaligned +
+                             (self.retain.captions if self.retain else []), self.accelerator.device, self.res)
+
+    def _mask(self) -> None:
+        """A given mask decides selection and keep (the record says what was used); else SalUn's, reused from
+        the work folder when the same recipe, data and seed made it."""
+        t0 = time.time()
+        if self.mask is not None:
+            self.recipe = replace(self.recipe, selection=self.mask.meta.get("selection", self.recipe.selection),
+                                  keep=self.mask.meta.get("keep", self.recipe.keep))
+        elif self.opts.use_mask:
+            self.mask = cached_mask(self.pipe, self.recipe, self.opts, self.forget, self.forget_digest, self.bank,
+                                    self.work, self.res, self.accelerator)
+        self.mask_seconds = time.time() - t0
+
+    def _optimizer(self) -> None:
+        """The trainable weights (the mask's, else the method's selection), the method bound to its context,
+        Adam over them, the samplers and the generator the loop draws from."""
+        opts, r, method, unet = self.opts, self.recipe, self.method, self.unet
+        selection = None if self.mask is not None else select_parameters(unet, method.selection or r.selection)
+        self.trainable = MaskedParameters(unet, self.mask, selection)
+        self.digest = mask_digest(self.mask) + "-" + _training_key(
+            r, opts, self.data_digest, self.res, target_key(self.pipe) + _method_key(method, self.settings))
+        self.scheduler = self._scheduler()
+        frozen = None
+        if method.needs_frozen:  # the base's own predictions, before any step (same device and dtype)
+            frozen = denoiser(self.family, copy.deepcopy(unet).requires_grad_(False).eval())
+        self.stepper = method.bind(Context(self.family, self.pipe, unet, self.bank, self.scheduler, r, self.settings,
+                                           frozen))
+        if opts.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+        optimizer = torch.optim.Adam(self.trainable.parameters(), lr=r.lr)
+        self.trainable.attach(optimizer)
+        self.prepared_unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
+        self.steps = _total_steps(r, opts, len(self.forget.captions))
+        rank_seed = opts.seed + 1000 * self.accelerator.process_index  # each process draws its own batches
+        self.samplers = {"forget": EpochSampler(len(self.forget.captions), r.batch_size, rank_seed + 1)}
+        if self.retain:
+            self.samplers["retain"] = EpochSampler(len(self.retain.captions), r.batch_size, rank_seed + 2)
+        self.gen = torch.Generator().manual_seed(rank_seed + 3)
+
+    def _draw(self, samplers: dict, gen: torch.Generator) -> tuple[Batch, Batch | None]:
+        """One step's forget batch (with its misaligned prompts' conditions) and retain batch."""
+        f, r = self.forget, self.retain
+        scale, sched = self.pipe.vae.config.scaling_factor, self.scheduler
+        dev, dtype = self.accelerator.device, self.unet.dtype
+        idx = samplers["forget"].next()
+        z0, noise, t = noise_batch(f.mean, f.std, idx, scale, sched, gen, dev, dtype)
+        prompts = [f.captions[i] for i in idx]
+        forget = Batch(z0, noise, t, self.bank(prompts), self.bank([self.misaligned[i] for i in idx]), prompts)
+        if not r:
+            return forget, None
+        ridx = samplers["retain"].next()
+        return forget, Batch(*noise_batch(r.mean, r.std, ridx, scale, sched, gen, dev, dtype),
+                             self.bank([r.captions[i] for i in ridx]))
+
+    # -- train
+    def train(self) -> None:
+        """The loop over the method's losses (checkpointed, resumable), or the closed-form edit."""
+        if self.method.closed_form:
+            return self._edit()
+        hint = "Try a lower --lr" + (" or --mixed-precision no." if self.opts.mixed_precision != "no" else ".")
+        trained = loop.run(loop.Loop(self.trainable, self.optimizer, self.stepper,
+                                     denoiser(self.family, self.prepared_unet), self.scheduler, self._draw,
+                                     self.samplers, self.gen, self.recipe.alpha, self.steps, self.work, self.digest,
+                                     self.opts.checkpoint_every, hint, accelerator=self.accelerator,
+                                     progress=self.opts.progress), self.opts.resume)
+        self.history, self.train_seconds = trained["history"], trained["seconds"]
+        self.unet = self.accelerator.unwrap_model(self.prepared_unet).eval()
+        self.n_trainable, self.changed = self.trainable.n_trainable(), list(self.trainable.params)
+
+    def _edit(self) -> None:
+        """A method without training (UCE): edit the weights from the prompts' conditions."""
+        from ..core.export import first_non_finite
+
+        method, unet = self.method, self.unet
+        t0 = time.time()
+        with torch.no_grad():
+            changed = method.edit(Context(self.family, self.pipe, unet, self.bank, self.scheduler, self.recipe,
+                                          self.settings))
+        self.train_seconds = time.time() - t0
+        edited = set(changed)
+        bad = first_non_finite((n, p.detach()) for n, p in unet.named_parameters() if n in edited)
+        if bad is not None:  # as the trained path stops on a non-finite weight: never export a model drawing black
+            raise TrainingDiverged(f"the {method.name} edit made {bad} NaN or infinite (its settings: "
+                                   f"{self.settings}); nothing was written: give settings nearer the defaults")
+        self.n_trainable = sum(p.numel() for n, p in unet.named_parameters() if n in edited)
+        self.changed, self.history, self.steps = changed, [], 0
+        self.unet = unet.eval()
+
+    # -- cleanup
+    def cleanup(self) -> None:
+        """Undo the method's hooks; free the optimizer state, gradients and gates before the export (a LoRA
+        export reads the base weights back from the source files: no second UNet in memory)."""
+        if self.stepper is not None:
+            self.stepper.close()
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.stepper = self.optimizer = self.trainable = self.prepared_unet = None
+        if not self.method.closed_form:
+            self.accelerator.free_memory()
+            gc.collect()
+
+    # -- export
+    def export(self) -> Summary:
+        """The summary; then, by the main process, the quick audit and the exported folders."""
+        summary = self._summary()
+        if not self.accelerator.is_main_process:
+            return summary
+        if self.opts.audit:
+            summary["audit"] = _quick_audit(self.pipe, self.used)
+            self.opts.extra_card = {**self.opts.extra_card, "audit": summary["audit"]}
+        _export(self.opts, self.pipe, self.unet, self.used, self.mask, self.history, summary, self.changed,
+                self.lora_out)
+        return summary
+
+    def _summary(self) -> Summary:
+        """The one summary, for trained and closed-form methods alike; ``self.used`` is the recipe as run."""
+        mask = self.mask
+        if self.method.closed_form:
+            self.used = replace(self.recipe, n_forget=0, n_retain=0, steps=0, epochs=0)
+            n_f = n_r = 0
+            data = {"forget": f"none: {self.method.name} edits from the prompts alone",
+                    "retain": f"none: the {len(self.recipe.retain_prompts)} retain prompts are its preserved concepts"}
+        else:
+            n_f, n_r = len(self.forget.captions), len(self.retain.captions) if self.retain else 0
+            self.used = replace(self.recipe, n_forget=n_f, n_retain=n_r, steps=self.steps,
+                                epochs=round(self.steps * self.recipe.batch_size / n_f, 3))
+            data = {"forget": self.forget.source, "retain": self.retain_source}
+        stats = None
+        if mask is not None:
+            stats = {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
+                     "scope": mask.meta.get("scope", "global"),
+                     **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap") if k in mask.meta}}
+        return {"method": self.method.name, **({"method_options": self.settings} if self.settings else {}),
+                "family": self.family.name, "pipeline_class": type(self.pipe).__name__,
+                "prediction_type": self.scheduler.config.prediction_type, "steps": self.steps,
+                "train_seconds": round(self.train_seconds, 2), "mask_seconds": round(self.mask_seconds, 2),
+                "trainable_weights": self.n_trainable, "mask": stats,
+                "final_loss": self.history[-1] if self.history else None, "n_forget": n_f, "n_retain": n_r,
+                "resolution": self.res, "model_resolution": native_resolution(self.pipe), "data": data}
+
+
+def _quick_audit(pipe, recipe: Recipe) -> dict:
+    """``--audit``: the toy judge's figures for the trained UNet (``pipe.unet``), before export, for the card."""
+    from ..toy import TOY_JUDGE
+    from ..toy.quality import attribute_erasure_rates, erasure_rates
+
+    shapes = [p["toy"]["shape"] for p in parts(recipe) if "shape" in (p.get("toy") or {})]
+    if len(shapes) > 1:  # several shapes: each one's rates, and the shapes none of them is
+        from ..toy.quality import multi_erasure_rates
+
+        quick = multi_erasure_rates(pipe, TOY_JUDGE, shapes, per_colour=8, retain_per_pair=2)
+        return {"judge": "toy judge", "UA": {s: 1 - quick["per_concept"][s]["forget_rate"] for s in shapes},
+                **quick}
+    if "shape" in recipe.extra["toy"]:
+        quick = erasure_rates(pipe, TOY_JUDGE, recipe.extra["toy"]["shape"], per_colour=8, retain_per_pair=2)
+        return {"judge": "toy judge", "UA": 1 - quick["forget_rate"], **quick}
+    # the frame attribute: its rate per prompt group, 30 images each, and 60 plain images
+    quick = attribute_erasure_rates(pipe, TOY_JUDGE, per_pair=1, retain_per_pair=2)
+    return {"judge": "toy judge (shape head and frame detector)", "UA": 1 - quick["explicit_rate"], **quick}
 
 
 def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
     """The pipeline folder and, with --lora-rank, its ``-lora`` folder: both or neither."""
-    from .sd.card import erased_card
     from ..core.export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
+    from .sd.card import erased_card
 
     base_name = str(opts.model or "pipelines/toy-sd")
     lora = None

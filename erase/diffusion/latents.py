@@ -5,6 +5,7 @@ used (``TextBank``); and each step's noisy batch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -16,11 +17,17 @@ from .sd import data as D
 from .sd.recipes import Recipe
 
 
-def image_latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, res: int):
-    """(mean, std, captions, source) of the forget or retain images, drawn or loaded, then VAE-encoded.
+class Encoded(NamedTuple):
+    """A set of images as the VAE encodes them (each latent's mean and std), their captions, and where they
+    came from (for the model card and recipe.json)."""
+    mean: torch.Tensor
+    std: torch.Tensor
+    captions: list[str]
+    source: str
 
-    ``source`` says where the images came from, for the model card and recipe.json.
-    """
+
+def image_latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: str, res: int) -> Encoded:
+    """The forget or retain images, drawn or loaded, then VAE-encoded."""
     prompts = recipe.forget_prompts if kind == "forget" else recipe.retain_prompts
     folder = opts.forget_data if kind == "forget" else opts.retain_data
     spec = recipe.forget_dataset if kind == "forget" else recipe.retain_dataset
@@ -53,7 +60,7 @@ def image_latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: st
                   f"{seed}..{seed + n_max - 1}" + (f", per concept: {len(groups)} concepts" if len(groups) > 1
                                                    else "") + ")")
     mean, std = D.encode_images(pipe.vae, imgs, res, desc=f"encoding {kind}", progress=opts.progress)
-    return mean, std, imgs.captions, source
+    return Encoded(mean, std, imgs.captions, source)
 
 
 def all_drawn(opts: EraseOptions, recipe: Recipe) -> bool:
@@ -63,15 +70,14 @@ def all_drawn(opts: EraseOptions, recipe: Recipe) -> bool:
             and recipe.retain_dataset is None)
 
 
-def no_images(pipe, recipe: Recipe, res: int, method):
+def no_images(pipe, recipe: Recipe, res: int, method) -> Encoded:
     """For a method that samples its own x_t (ESD): the forget prompts, one per would-be image, and zero
     latents that only give the batches their shape."""
     n = recipe.n_forget
     caps = [recipe.forget_prompts[i % len(recipe.forget_prompts)] for i in range(n)]
     side = res // pipe.vae_scale_factor
     zeros = torch.zeros(n, pipe.unet.config.in_channels, side, side)
-    return zeros, zeros, caps, f"none: {method.name} samples x_t with the model being trained"
-
+    return Encoded(zeros, zeros, caps, f"none: {method.name} samples x_t with the model being trained")
 
 
 class TextBank:

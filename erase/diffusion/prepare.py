@@ -49,6 +49,15 @@ def check_resolution(pipe, resolution: int | None) -> int:
     return resolution
 
 
+def accelerator_for(mixed_precision: str, cpu: bool, device: str | None = None):
+    """A fresh accelerate ``Accelerator`` for a job, refusing fp16 on the CPU."""
+    from ..core.checkpoints import fresh_accelerator
+
+    accelerator = fresh_accelerator(mixed_precision, cpu=cpu, device=device)
+    check_mixed_precision(accelerator, mixed_precision)
+    return accelerator
+
+
 def check_mixed_precision(accelerator, mixed_precision: str) -> None:
     if mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise UserError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
@@ -66,3 +75,15 @@ def target_key(pipe) -> list:
     v-prediction run cached or checkpointed before the target followed prediction_type is not reused."""
     kind = pipe.scheduler.config.get("prediction_type", "epsilon")
     return [] if kind == "epsilon" else [kind]
+
+
+def load_for_job(model, accelerator, resolution: int | None, pipe=None, progress: bool = True) -> tuple[object, int]:
+    """(the pipeline on the accelerator's device, the training resolution): ``model`` loaded, or ``pipe`` (handed
+    over in memory) checked; its resolution and prediction type checked."""
+    from .pipeline import load_pipeline
+
+    pipe = (load_pipeline(model, device=accelerator.device) if pipe is None
+            else given_pipeline(pipe, accelerator.device, progress))
+    res = check_resolution(pipe, resolution)
+    check_prediction_type(pipe)
+    return pipe, res

@@ -13,17 +13,15 @@ import torch
 
 from ..core import distributed as dist
 from ..core.atomic import output_lock
-from ..core.checkpoints import fresh_accelerator
 from ..core.errors import UserError
-from ..core.mask import Mask, compute_mask
+from ..core.mask import Mask, compute_mask, fingerprint, select_parameters
 from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
 from .concepts import parts
-from .latents import TextBank, all_drawn, image_latents, noise_batch
+from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
 from .losses import guided_forgetting_loss
 from .options import EraseOptions, check_common
-from .prepare import (check_mixed_precision, check_prediction_type, check_resolution, denoiser, family_of_pipe,
-                      native_resolution)
+from .prepare import accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, target_key
 from .sd.recipes import Recipe
 
 
@@ -107,7 +105,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
               gradient_checkpointing: bool = False) -> Mask:
     """``salun mask``: compute and save the saliency mask alone (reusable by ``salun erase --mask``)."""
     from ..core.atomic import check_output
-    from .pipeline import default_model, load_pipeline
+    from .pipeline import default_model
 
     out = Path(out)
     source = model or default_model()
@@ -115,14 +113,11 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     check_output(out, source, overwrite, kind="file")  # never inside the source model's folder
     check_work_dir(work_dir, out.with_name(out.stem), source)
     warn_unknown_words(str(source), recipe.forget_prompts, f"the {recipe.name} recipe")
-    accelerator = fresh_accelerator(mixed_precision, cpu=device == "cpu" or device is None and
-                                    not torch.cuda.is_available())
-    check_mixed_precision(accelerator, mixed_precision)
+    accelerator = accelerator_for(mixed_precision, cpu=device == "cpu" or device is None and
+                                  not torch.cuda.is_available())
     main = accelerator.is_main_process  # under several processes: the main one locks and writes
     with output_lock(out) if main else contextlib.nullcontext():
-        pipe = load_pipeline(model, device=accelerator.device)
-        res = check_resolution(pipe, resolution)
-        check_prediction_type(pipe)
+        pipe, res = load_for_job(model, accelerator, resolution)
         wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
                            main_process=main)
         dist.barrier()
@@ -155,3 +150,30 @@ def mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mi
     what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
             len(captions), data, resolution, mixed_precision, how, *target]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forget_digest: str, bank: TextBank,
+                work: Path, res: int, accelerator) -> Mask:
+    """The job's mask: one made in this work folder from the same recipe, data and seed is reused, else it is
+    computed (every process its share of the gradient sums, added up across them) and kept there."""
+    cached = work / "mask.safetensors"
+    key = mask_key(recipe, opts.seed, forget.captions, forget_digest, res, opts.mixed_precision, target_key(pipe),
+                   "per-concept union" if opts.mask_per_concept else "global")
+    # Only the main process judges the cache (the others' encodings of the images need not be bit-identical
+    # on other devices) and says.
+    reuse = False
+    if accelerator.is_main_process and cached.exists():
+        old = Mask.load(cached)
+        reuse = (old.meta.get("recipe_key") == key and
+                 old.meta.get("fingerprint") == fingerprint(select_parameters(pipe.unet, recipe.selection)))
+    if dist.broadcast(reuse):
+        return Mask.load(cached)
+    make = per_concept_mask if opts.mask_per_concept else mask_for
+    mask = make(pipe, recipe, forget.mean, forget.std, forget.captions, bank, opts.seed, accelerator, opts.progress,
+                resolution=res)
+    mask.meta["recipe_key"] = key
+    mask.meta["mixed_precision"] = opts.mixed_precision
+    if accelerator.is_main_process:
+        mask.save(cached)
+    dist.barrier()
+    return mask
