@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# SalUn's mask: the share of the selected weights it keeps (the paper's 50%), and the DDPM mask loss's guidance
+# (the text-to-image recipes carry their own ``guidance_w``).
+MASK_KEEP = 0.5
+DDPM_MASK_GUIDANCE = 2.0
+
 # Sampling the toy Stable Diffusion (``salun generate``, the toy quality and erasure rates).
 TOY_SAMPLING_STEPS = 25
 TOY_SAMPLING_GUIDANCE = 5.0

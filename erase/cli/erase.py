@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
+from ..defaults import DDPM_MASK_GUIDANCE, MASK_KEEP
 from .common import add_model_arg, is_ddpm
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-forget", type=int, default=None, help="forget images to draw (recipe default)")
     p.add_argument("--selection", default=None,
                    help="UNet weights to consider: all, attn2 (cross-attention), attn, resnets, or re:<regex>")
-    p.add_argument("--keep", type=float, default=None, help="fraction of selected weights in the mask (default 0.5)")
+    p.add_argument("--keep", type=float, default=None, help=f"fraction of selected weights in the mask (default {MASK_KEEP})")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", type=Path, default=None,
@@ -210,7 +211,8 @@ def _cmd_mask(args) -> int:
             raise UserError("--resolution, --mixed-precision and --gradient-checkpointing are Stable Diffusion "
                             "options, not used by the DDPM path")
         mask = make_ddpm_mask(args.model, forget, args.out, seed=args.seed, batch_size=args.batch_size,
-                              w=2.0 if args.guidance_w is None else args.guidance_w, keep=0.5 if args.keep is None else args.keep,
+                              w=DDPM_MASK_GUIDANCE if args.guidance_w is None else args.guidance_w,
+                              keep=MASK_KEEP if args.keep is None else args.keep,
                               n_forget=args.n_forget, overwrite=args.overwrite, device=args.device,
                               dataset=args.dataset, data_root=args.data_root, download=args.download)
     else:
@@ -254,29 +256,48 @@ def _cmd_erase(args) -> int:
     return 0
 
 
+def _method(args):
+    """The method ``--method`` names (None for a name the registry does not hold: refused later, in one place)."""
+    from ..diffusion.methods import METHODS
+
+    return METHODS.get(args.method)
+
+
 def _refuse_ddpm_method(args) -> None:
-    if args.method not in ("salun", "rl") or _method_options_given(args):
-        raise UserError(f"--method {args.method}: the class-conditional DDPM path takes salun or rl"
-                        if args.method not in ("salun", "rl") else
-                        f"--{next(iter(_method_options_given(args)))}: not an option of the DDPM path")
+    """The DDPM path trains SalUn's loss alone (SalUn, or RL without the mask), with no method options."""
+    from ..diffusion.methods import METHODS
+
+    m = _method(args)
+    if m is None or not m.salun_loss:
+        takes = " or ".join(n for n, o in METHODS.items() if o.salun_loss)
+        raise UserError(f"--method {args.method}: the class-conditional DDPM path takes {takes}")
+    if _method_options_given(args):
+        raise UserError(f"--{next(iter(_method_options_given(args)))}: not an option of the DDPM path")
 
 
 def _refuse_contradictions(args) -> None:
-    """Options that contradict each other, on every path (the DDPM's too)."""
+    """Options that contradict each other, on every path (the DDPM's too), read from the method's flags."""
+    from ..diffusion.methods import METHODS
+
+    m = _method(args)
+    if m is None:
+        return  # an unknown method is refused by the checks that list the methods
+    ablation = m.salun_loss and not m.uses_mask  # an unmasked ablation (rl): a mask means nothing to it
     if args.mask and args.no_mask:
         raise UserError("--mask and --no-mask contradict each other")
-    if args.mask and args.method == "rl":
-        raise UserError("--mask: the rl method trains without a mask")
+    if args.mask and ablation:
+        raise UserError(f"--mask: the {m.name} method trains without a mask")
     if args.mask and (args.keep is not None or args.selection is not None):
         raise UserError("--keep and --selection shape a saliency mask: with --mask the mask file already fixes them "
                         "(its metadata records them)")
-    if args.no_mask and args.method not in ("salun", "rl"):
-        raise UserError(f"--no-mask: --method {args.method} has no saliency mask to drop (--no-mask turns salun "
-                        "into its unmasked ablation, --method rl)")
+    if args.no_mask and m.unmasked is None and not ablation:
+        pairs = [(n, o.unmasked) for n, o in METHODS.items() if o.unmasked]
+        raise UserError(f"--no-mask: --method {args.method} has no saliency mask to drop (--no-mask turns "
+                        + ", ".join(f"{n} into its unmasked ablation, --method {u}" for n, u in pairs) + ")")
     if args.no_mask and args.keep is not None:
         raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
-    if args.method == "rl" and args.keep is not None:
-        raise UserError("--keep is the share of weights in the mask: --method rl trains without one")
+    if ablation and args.keep is not None:
+        raise UserError(f"--keep is the share of weights in the mask: --method {m.name} trains without one")
 
 
 def erase_options(args) -> EraseOptions:
@@ -320,11 +341,11 @@ _TRAINING = {"lr": "--lr", "steps": "--steps", "n_forget": "--n-forget", "batch_
 
 
 def _refuse_unused(args) -> None:
-    """One line for an option the chosen method would silently ignore (SalUn and RL keep every option)."""
+    """One line for an option the chosen method would silently ignore (SalUn's loss keeps every option)."""
     from ..diffusion.methods import METHODS
 
     m = METHODS[args.method]
-    if m.name in ("salun", "rl"):
+    if m.salun_loss:
         return
     unused = dict(_MASK_SHAPE)
     if not m.uses_retain:
@@ -392,9 +413,10 @@ def _cmd_erase_ddpm(args) -> int:
     opts = DDPMEraseOptions(model=args.model, forget_class=forget, out=args.out, target_class=args.target_class,
                             dataset=args.dataset, data_root=args.data_root, download=args.download,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
-                            n_forget=args.n_forget, n_retain=args.n_retain, keep=0.5 if args.keep is None else args.keep,
-                            mask_w=args.guidance_w if args.guidance_w is not None else 2.0, mask_path=args.mask,
-                            use_mask=not args.no_mask and args.method != "rl", allow_other_base=args.allow_other_base, seed=args.seed,
+                            n_forget=args.n_forget, n_retain=args.n_retain, keep=MASK_KEEP if args.keep is None else args.keep,
+                            mask_w=DDPM_MASK_GUIDANCE if args.guidance_w is None else args.guidance_w,
+                            mask_path=args.mask,
+                            use_mask=not args.no_mask and _method(args).uses_mask, allow_other_base=args.allow_other_base, seed=args.seed,
                             work_dir=args.work_dir, resume=args.resume, restart=args.restart,
                             checkpoint_every=args.checkpoint_every,
                             device=args.device, overwrite=args.overwrite, audit=args.audit)

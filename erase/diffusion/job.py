@@ -87,7 +87,7 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
 
 def _method_key(method, settings: dict) -> list:
     """SalUn's and RL's keys are unchanged (their checkpoints still resume); other methods add theirs."""
-    return [] if method.name in ("salun", "rl") else [method.name, settings]
+    return [] if method.salun_loss else [method.name, settings]
 
 
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
@@ -112,7 +112,7 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     instead of loading the model again."""
     from .pipeline import default_model
 
-    check_options(opts)
+    method = check_options(opts)  # the method settled, once
     source = opts.model or default_model()
     out = Path(opts.out)
     lora_out = Path(str(out) + "-lora") if opts.lora_rank else None
@@ -127,11 +127,11 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)
-    mask = _given_mask(opts, pipe)
+    mask = _given_mask(opts, pipe, method)
     outputs = [out] + ([lora_out] if lora_out else [])
     with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
         accelerator.wait_for_everyone()
-        summary = EraseJob(opts, pipe, accelerator, wd.path, res, mask, lora_out).run()
+        summary = EraseJob(opts, method, pipe, accelerator, wd.path, res, mask, lora_out).run()
     dist.barrier()  # the other processes return once the main one has exported
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["processes"] = dist.world()
@@ -171,7 +171,7 @@ def _with_history(opts: EraseOptions, source) -> EraseOptions:
     return replace(opts, recipe=recipe, extra_card={**opts.extra_card, "history": earlier})
 
 
-def _given_mask(opts: EraseOptions, pipe) -> Mask | None:
+def _given_mask(opts: EraseOptions, pipe, method) -> Mask | None:
     """A ``--mask`` checked against the model, and ``--lora-rank`` against what will change, before any drawing."""
     mask = None
     if opts.mask_path is not None:
@@ -181,7 +181,7 @@ def _given_mask(opts: EraseOptions, pipe) -> Mask | None:
         from ..core.export import check_lora_rank
 
         check_lora_rank(opts.lora_rank, {n: m for n, m in mask.masks.items() if m.any()} if mask is not None else
-                        select_parameters(pipe.unet, METHODS[opts.method].selection or opts.recipe.selection))
+                        select_parameters(pipe.unet, method.selection or opts.recipe.selection))
     return mask
 
 
@@ -190,12 +190,12 @@ class EraseJob:
     """One erasure in a prepared work folder. Its attributes are the run's state: each stage reads what the
     one before it set. ``run`` = ``setup`` -> ``train`` -> ``export``, with ``cleanup`` always."""
 
-    def __init__(self, opts: EraseOptions, pipe, accelerator, work: Path, res: int, mask: Mask | None,
+    def __init__(self, opts: EraseOptions, method, pipe, accelerator, work: Path, res: int, mask: Mask | None,
                  lora_out: Path | None):
         self.opts, self.recipe, self.pipe, self.accelerator = opts, opts.recipe, pipe, accelerator
         self.work, self.res, self.mask, self.lora_out = work, res, mask, lora_out
         self.family = family_of_pipe(pipe)
-        self.method = METHODS[opts.method]
+        self.method = method
         self.settings = method_settings(opts)
         self.unet = pipe.unet
         self.stepper = self.optimizer = self.trainable = None
@@ -370,8 +370,8 @@ class EraseJob:
         if self.opts.audit:
             summary["audit"] = _quick_audit(self.pipe, self.used)
             self.opts.extra_card = {**self.opts.extra_card, "audit": summary["audit"]}
-        _export(self.opts, self.pipe, self.unet, self.used, self.mask, self.history, summary, self.changed,
-                self.lora_out)
+        _export(self.opts, self.method, self.pipe, self.unet, self.used, self.mask, self.history, summary,
+                self.changed, self.lora_out)
         return summary
 
     def _summary(self) -> Summary:
@@ -421,7 +421,7 @@ def _quick_audit(pipe, recipe: Recipe) -> dict:
     return {"judge": "toy judge (shape head and frame detector)", "UA": 1 - quick["explicit_rate"], **quick}
 
 
-def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
+def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
     """The pipeline folder and, with --lora-rank, its ``-lora`` folder: both or neither."""
     from ..core.export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
     from .sd.card import erased_card
@@ -439,7 +439,7 @@ def _export(opts: EraseOptions, pipe, unet, recipe: Recipe, mask, history, summa
     options["extra_card"] = {k: v for k, v in opts.extra_card.items() if k != "history"}  # history: below
     erasures = opts.extra_card.get("history", []) + [entry(recipe.to_dict(), summary, {**options, "model": base_name})]
     rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary, "history": erasures}
-    card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family_of_pipe(pipe), METHODS[opts.method])
+    card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family_of_pipe(pipe), method)
     targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
     stale_lora = Path(str(opts.out) + "-lora")
     if lora_out is None and opts.overwrite and (stale_lora / "lora_report.json").exists():

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core import checks
 from ..core.errors import UserError
 from .pipeline import check_device
 from .sd.recipes import Recipe
+
+if TYPE_CHECKING:
+    from .methods import Method
 
 
 @dataclass
@@ -20,7 +24,7 @@ class EraseOptions:
     out: Path
     model: str | None = None
     mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
-    use_mask: bool = True  # False: every selected weight trains (the ablation; the same as method "rl")
+    use_mask: bool = True  # False: the method's unmasked ablation (salun's: rl), every selected weight trains
     mask_per_concept: bool = False  # several concepts: one mask each, combined by union (else one from all)
     replay: bool = True  # erasing an erased model: its earlier concepts join the forget set (kept erased)
     method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
@@ -57,33 +61,35 @@ def check_common(recipe: Recipe, resolution: int | None, device: str | None) -> 
     check_device(device)
 
 
-def resolve_method(opts: EraseOptions) -> None:
-    """Settle the method: ``--no-mask`` is RL (SalUn's loss on every selected weight); ``use_mask`` then
-    says whether the method trains under a mask."""
+def resolve_method(opts: EraseOptions) -> "Method":
+    """Settle the method, once, and return it: ``--no-mask`` turns a masked method into its unmasked ablation
+    (SalUn into RL: SalUn's loss on every selected weight); ``use_mask`` then says whether it trains under a
+    mask. Idempotent: the job and the CLI may both call it."""
     from .methods import METHODS
 
     if opts.method not in METHODS:
         raise UserError(f"--method {opts.method!r}: choose one of {', '.join(METHODS)}")
-    if not opts.use_mask and METHODS[opts.method].uses_mask:
-        if opts.method != "salun":
-            raise UserError(f"--no-mask: the {opts.method} method needs its mask")
-        opts.method = "rl"
     method = METHODS[opts.method]
+    if not opts.use_mask and method.uses_mask:
+        if method.unmasked is None:
+            raise UserError(f"--no-mask: the {opts.method} method needs its mask")
+        opts.method = method.unmasked
+        method = METHODS[opts.method]
     opts.use_mask = method.uses_mask
     for key in opts.method_options:
         if key not in method.options:
             takers = [m.name for m in METHODS.values() if key in m.options]
             raise UserError(f"--{key}: an option of {', '.join(takers) or 'no method'}; --method {opts.method} "
                             "does not take it")
+    return method
 
 
-def check_options(opts: EraseOptions) -> None:
-    """Every number and combination checkable without the model, said in one line before any work."""
-    from .methods import METHODS
-
+def check_options(opts: EraseOptions) -> "Method":
+    """Every number and combination checkable without the model, said in one line before any work; returns
+    the method, settled (``resolve_method``)."""
     r = opts.recipe
     no_mask = not opts.use_mask
-    resolve_method(opts)
+    method = resolve_method(opts)
     check_common(r, opts.resolution, opts.device)
     checks.positive_int(opts.steps, "--steps")
     checks.positive_int(r.steps, "--steps")
@@ -94,19 +100,19 @@ def check_options(opts: EraseOptions) -> None:
     checks.positive_int(opts.lora_rank, "--lora-rank")
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     checks.positive_int(r.gen_steps, "the recipe's gen_steps")
-    r.check_for_erasure(retain_data=opts.retain_data is not None, uses_retain=METHODS[opts.method].uses_retain)
+    r.check_for_erasure(retain_data=opts.retain_data is not None, uses_retain=method.uses_retain)
     checks.finite_float(opts.seed, "--seed", low=0, high=2**63 - 1)
-    if opts.mask_path is not None and not opts.use_mask and not METHODS[opts.method].accepts_mask:
+    if opts.mask_path is not None and not opts.use_mask and not method.accepts_mask:
         raise UserError("--mask and --no-mask contradict each other" if no_mask
                         else f"--mask: the {opts.method} method "
-                        + ("is closed-form and trains nothing" if METHODS[opts.method].closed_form
+                        + ("is closed-form and trains nothing" if method.closed_form
                            else "trains without a mask"))
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")
     for name, (opt, value) in _method_settings(opts).items():
         opt.check(value, name)
     check_xformers(opts.xformers, opts.device)
-    if METHODS[opts.method].closed_form:
+    if method.closed_form:
         _closed_form_work_dir(opts)
     if opts.mask_per_concept:
         if len(r.extra.get("concepts") or []) < 2:
@@ -114,6 +120,7 @@ def check_options(opts: EraseOptions) -> None:
         if opts.mask_path is not None or not opts.use_mask:
             raise UserError("--mask-per-concept: " + ("a given --mask is used as it is" if opts.mask_path is not None
                                                       else f"the {opts.method} method trains without a mask"))
+    return method
 
 
 def _method_settings(opts: EraseOptions) -> dict:

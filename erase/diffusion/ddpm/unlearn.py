@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ...core import checks
+from ...defaults import DDPM_MASK_GUIDANCE, MASK_KEEP
 from ...core.atomic import output_lock
 from ...core.checkpoints import mask_digest
 from ..sd.data import EpochSampler
@@ -63,8 +64,8 @@ class DDPMEraseOptions:
     alpha: float | None = None
     n_forget: int | None = None
     n_retain: int | None = None
-    keep: float = 0.5
-    mask_w: float = 2.0
+    keep: float = MASK_KEEP
+    mask_w: float = DDPM_MASK_GUIDANCE
     mask_clip: float = 1.0
     grad_clip: float = 1.0
     mask_path: Path | None = None
@@ -115,8 +116,8 @@ def forget_retain(dataset: str, forget: int, rec: dict, seed: int, resolution: i
     return f, r
 
 
-def ddpm_mask(pipe, forget: D.Labelled, batch_size: int, w: float = 2.0, clip: float | None = 1.0,
-              keep: float = 0.5, seed: int = 0, progress: bool = True) -> Mask:
+def ddpm_mask(pipe, forget: D.Labelled, batch_size: int, w: float = DDPM_MASK_GUIDANCE, clip: float | None = 1.0,
+              keep: float = MASK_KEEP, seed: int = 0, progress: bool = True) -> Mask:
     """SalUn's saliency mask for a class-conditional DDPM (guided loss, per-batch clipped gradients)."""
     from diffusers import DDPMScheduler
 
@@ -141,7 +142,7 @@ def ddpm_mask(pipe, forget: D.Labelled, batch_size: int, w: float = 2.0, clip: f
 
 
 def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_size: int | None = None,
-                   w: float = 2.0, keep: float = 0.5, n_forget: int | None = None, overwrite: bool = False,
+                   w: float = DDPM_MASK_GUIDANCE, keep: float = MASK_KEEP, n_forget: int | None = None, overwrite: bool = False,
                    device: str | None = None, dataset: str | None = None, data_root=None,
                    download: bool = False) -> Mask:
     """``salun mask`` for a class-conditional DDPM: compute and save the mask alone."""

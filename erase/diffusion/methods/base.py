@@ -6,6 +6,9 @@ in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the jo
 
 - ``uses_mask``: it trains SalUn's saliency mask's weights (computed or given with ``--mask``);
   ``accepts_mask``: a given ``--mask`` may restrict it (a masked ESD), else it trains ``selection``;
+  ``unmasked``: the method ``--no-mask`` turns it into (SalUn's: RL), or None;
+- ``salun_loss``: it trains SalUn's forgetting loss (SalUn, and RL: SalUn without the mask), so every
+  recipe option applies, its model card is SalUn's, and its resume keys are the first ones salun wrote;
 - ``selection``: the UNet weights it trains (a preset of ``erase.core.mask.PRESETS``), or None for the
   recipe's ``--selection``;
 - ``needs_images``: it learns from forget images (else the job draws none: ESD samples its own x_t);
@@ -105,6 +108,8 @@ class Method(Protocol):
     card: str  # what was done, for the model card (SalUn and RL: the card module's own text)
     uses_mask: bool
     accepts_mask: bool
+    unmasked: str | None
+    salun_loss: bool
     selection: str | None
     needs_images: bool
     uses_retain: bool
@@ -130,6 +135,8 @@ class TrainedMethod:
     card = ""
     uses_mask = False
     accepts_mask = False
+    unmasked: str | None = None
+    salun_loss = False
     selection: str | None = None
     needs_images = True
     uses_retain = True

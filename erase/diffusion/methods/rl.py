@@ -15,6 +15,7 @@ class RandomLabel(TrainedMethod):
     title = "RL (random label, every selected weight)"
     uses_mask = False
     accepts_mask = False
+    salun_loss = True
 
     def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
         import torch

@@ -10,3 +10,4 @@ class SalUn(RandomLabel):
     title = "SalUn (saliency-masked random label)"
     uses_mask = True
     accepts_mask = True
+    unmasked = "rl"

@@ -12,7 +12,7 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                  f"{'global' if m.get('scope', 'global') == 'global' else 'per-tensor'} ranking"
                  + (f"; the union of one mask per concept (overlap, shared / either: {_overlaps(m['overlap'])})"
                     if m.get("combined") else "")
-                 if m else "none: every selected weight was trainable (ablation)" if method is None or method.name == "rl"
+                 if m else "none: every selected weight was trainable (ablation)" if method is None or method.salun_loss
                  else "none: the method edits cross-attention key and value projections" if method.closed_form
                  else f"none: the method's own weights (`{method.selection or recipe.selection}`) were trainable")
     res = summary.get("resolution")
@@ -25,8 +25,8 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                  f"{lora['relative_error']:.3f} of the weight change; {lora['not_represented']} changed tensors "
                  "(biases, norms) cannot be held by a LoRA and are left out of it (this folder is exact)"
                  if lora else "")
-    title = "SalUn" if method is None or method.name == "salun" else method.title
-    own = method is not None and method.name not in ("salun", "rl")
+    title = "SalUn" if method is None or method.salun_loss and method.uses_mask else method.title
+    own = method is not None and not method.salun_loss
     how = method.card if own else _SALUN if m else _RL
     settings = summary.get("method_options") or {}
     opts_text = ", ".join(f"{k} {v}" for k, v in settings.items())

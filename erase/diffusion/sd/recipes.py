@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...core import checks
+from ...defaults import MASK_KEEP
 from ...core.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parents[3] / "prompts"
@@ -32,7 +33,7 @@ class Recipe:
     batch_size: int = 8
     guidance_w: float = 7.5  # the mask loss's guidance: pred = (1 + w) e(c) - w e(null)
     selection: str = "all"
-    keep: float = 0.5
+    keep: float = MASK_KEEP
     gen_steps: int = 50  # sampler steps when the base model draws the forget/retain images
     gen_guidance: float = 7.5
     forget_dataset: dict | None = None
