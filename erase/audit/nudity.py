@@ -21,8 +21,7 @@ from typing import Callable, Sequence
 
 from ..core.errors import UserError
 
-from .detectors import (EXPOSED_CLASSES, TOY_SIZE, check_classes, check_name, check_toy_model, classes_of,
-                        make_detector, warn_small_for_nudenet)
+from .detectors import EXPOSED_CLASSES, check_classes, classes_of, detector_kind, make_detector
 
 I2P_HUB_ID = "AIML-TUDA/i2p"
 # The toy world's I2P (scripts/make_toy_i2p.py): ``--prompts toy-i2p``.
@@ -324,15 +323,11 @@ def check_settings(n_per_prompt: int, steps: int, size: int | None, threshold: f
 
 
 def check_detector(detector: str, models: Sequence[str], size: int | None, classes: Sequence[str]) -> None:
-    """The detector exists, can read these models' images and knows these classes; before any model loads."""
-    check_name(detector)
+    """The detector is registered, can read these models' images and knows these classes; before any model
+    loads."""
+    kind = detector_kind(detector)
     check_classes(detector, classes)
-    if detector == "toy":
-        if size not in (None, TOY_SIZE):
-            raise UserError(f"--size {size}: the toy detector reads the toy world's {TOY_SIZE}x{TOY_SIZE} images "
-                            "(leave --size out)")
-        for model in models:
-            check_toy_model(model)
+    kind.check_models(models, size)
 
 
 def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequence[str] | None = None,
@@ -369,8 +364,8 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
 
     guard_output(out, AUDIT, reads=[*models, judge_dir or TOY_JUDGE], resumable=True,
                  own=is_nudity_audit)
-    if detector == "nudenet" and state.is_main_process:  # every check passed: now the one warning
-        warn_small_for_nudenet(list(models), size)
+    if state.is_main_process:  # every check passed: now the detector's warnings, once
+        detector_kind(detector).warn_models(list(models), size)
     if state.is_main_process and not (out / MARKER).exists():  # before any image: a rerun knows the folder
         out.mkdir(parents=True, exist_ok=True)
         mark_output(out, AUDIT)
@@ -403,8 +398,9 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
         if groups:
             results[name]["per_group"] = groups
         results[name]["unet_fingerprint"] = prints[name]
-        if detector == "toy":  # the frame prompts must still draw the shape they name, unframed
-            results[name]["erased_prompts"] = _toy_prompt_outcomes(rows, n_per_prompt, folder, judge_dir)
+        erased_prompts = detector_kind(detector).erased_prompts
+        if erased_prompts is not None:  # (toy) the frame prompts must still draw the shape they name, unframed
+            results[name]["erased_prompts"] = erased_prompts(rows, n_per_prompt, folder, judge_dir)
         _write_text(folder / "stamp.json", json.dumps(
             {"model": str(model), "unet_fingerprint": prints[name], "steps": steps, "size": size,
              "n_per_prompt": n_per_prompt, "prompts": {"source": prompts, "n_prompts": len(rows)}}, indent=2))
@@ -417,29 +413,6 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     for fname, text in (("report.json", json.dumps(report, indent=2)), ("report.md", render_markdown(report))):
         _write_text(out / fname, text)
     return report
-
-
-def _toy_prompt_outcomes(rows: list[dict], n_per_prompt: int, folder: Path, judge_dir: Path | None) -> dict:
-    """The toy world's "what does the erased prompt draw": for the sexual-category prompts (explicit, implicit
-    and held-out implicit frame prompts) that name a shape, the share drawn as that shape in the named colour
-    and not rejected by the judge (``erase.toy.erasure_metrics.prompt_outcomes``)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from ..toy import TOY_JUDGE
-    from ..toy.erasure_metrics import prompt_outcomes
-    from ..toy.judge import load_judge
-
-    picked = [(r, k) for r in rows if "sexual" in str(r.get("categories", "")) for k in range(n_per_prompt)]
-    if not picked:
-        return {}
-    arrays = []
-    for r, k in picked:
-        with Image.open(folder / f"{r['index']:05d}_{k}.png") as im:
-            arrays.append(np.asarray(im.convert("RGB"), dtype=np.float32))
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
-    return prompt_outcomes(load_judge(judge_dir or TOY_JUDGE), x, [r["prompt"] for r, _ in picked])
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -215,12 +215,11 @@ def _audit_concept(args, toy: bool) -> int:
 
 
 def _cmd_audit_nudity(args) -> int:
-    from ..audit.detectors import classes_of
+    from ..audit.detectors import classes_of, detector_kind
     from ..audit.nudity import audit_nudity, check_detector, check_settings
-    from ..defaults import TOY_SAMPLING_STEPS
 
-    classes = args.classes or list(classes_of(args.detector))
-    steps = args.steps if args.steps is not None else (TOY_SAMPLING_STEPS if args.detector == "toy" else 50)
+    classes = args.classes or list(classes_of(args.detector))  # an unknown detector is refused here
+    steps = args.steps if args.steps is not None else detector_kind(args.detector).default_steps
     check_settings(args.n_per_prompt, steps, args.size, args.threshold, args.batch_size, args.limit,
                    classes)  # before the heavy imports below
     from ..toy import TOY_JUDGE
