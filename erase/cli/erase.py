@@ -342,10 +342,8 @@ _TRAINING = {"lr": "--lr", "steps": "--steps", "n_forget": "--n-forget", "batch_
 
 def _refuse_unused(args) -> None:
     """One line for an option the chosen method would silently ignore (SalUn's loss keeps every option)."""
-    from ..diffusion.methods import METHODS
-
-    m = METHODS[args.method]
-    if m.salun_loss:
+    m = _method(args)
+    if m is None or m.salun_loss:  # an unknown method is refused by the checks that list the methods
         return
     unused = dict(_MASK_SHAPE)
     if not m.uses_retain:

@@ -41,8 +41,8 @@ from ..toy.vocabulary import warn_unknown_words
 from . import loop
 from .concepts import check_no_replay, combine, entry, parts, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
-from .methods import METHODS, Batch, Context
-from .options import EraseOptions, check_options  # noqa: F401 - re-exported
+from .methods import Batch, Context
+from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
 from .prepare import accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, target_key
 from .saliency import cached_mask, make_mask  # noqa: F401 - make_mask re-exported
 from .sd.data import EpochSampler
@@ -94,14 +94,6 @@ def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
     if opts.steps is not None:
         return opts.steps
     return recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
-
-
-def method_settings(opts: EraseOptions) -> dict:
-    """The method's own options: given on the command line, else the recipe's for this method, else the
-    method's default (its paper's)."""
-    method = METHODS[opts.method]
-    from_recipe = opts.recipe.extra.get("methods", {}).get(method.name, {})
-    return {k: opts.method_options.get(k, from_recipe.get(k, o.default)) for k, o in method.options.items()}
 
 
 # ---------------------------------------------------------------- the front door
@@ -196,7 +188,7 @@ class EraseJob:
         self.work, self.res, self.mask, self.lora_out = work, res, mask, lora_out
         self.family = family_of_pipe(pipe)
         self.method = method
-        self.settings = method_settings(opts)
+        self.settings = method_settings(opts, method)
         self.unet = pipe.unet
         self.stepper = self.optimizer = self.trainable = None
         self.mask_seconds = 0.0
