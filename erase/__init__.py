@@ -4,7 +4,7 @@ The Python API (``erase.erase_concept``, ``erase.EraseResult``) lives in ``erase
 use, so that ``import erase`` (the command line's) stays light.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["erase_concept", "EraseResult", "__version__"]
 
 

@@ -10,6 +10,7 @@ import sys
 
 from ..core.errors import UserError
 from .audit import add_audit_parsers
+from .common import in_main_process_alone, other_process  # noqa: F401 - also the cli package's names
 from .ddpm import add_ddpm_parsers
 from .erase import add_erase_parsers
 from .generate import add_generate_parser
@@ -19,7 +20,7 @@ from .toy import add_toy_parsers
 def build_parser() -> argparse.ArgumentParser:
     """The whole `salun` command line (its subcommands and options): `main` parses with it, the Python API takes
     `salun erase`'s defaults from it."""
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(
         prog="salun",
@@ -52,14 +53,6 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def other_process() -> bool:
-    """A process of a multi-process launch other than the main one: it works, but only the main one
-    prints (results, progress, the line of a user error that every process meets alike)."""
-    import os
-
-    return int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def _several_processes() -> bool:
     import os
 
@@ -71,22 +64,6 @@ def _peer_lost(e: BaseException) -> bool:
     text = f"{type(e).__name__}: {e}"
     return any(w in text for w in ("Connection closed by peer", "Connection reset by peer", "DistBackendError",
                                    "DistNetworkError", "ProcessGroupNCCL", "Broken pipe", "Timed out"))
-
-
-def in_main_process_alone(func, args) -> int:
-    """A job that does not share its work over processes (training a toy model, the DDPM and
-    classification paths, generating, the attack audit), under a multi-process launch: the main process
-    runs it as if it were alone, the others are done at once (exit 0); said on stderr."""
-    from ..core import distributed as dist
-
-    if dist.world() == 1:  # one process, or already running alone
-        return func(args)
-    if not dist.is_main():
-        return 0
-    print(f"salun: note: this command runs in one process (the main one of the {dist.world()} launched)",
-          file=sys.stderr)
-    with dist.alone():
-        return func(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -25,3 +26,27 @@ def is_ddpm(model) -> bool:
     from ..diffusion.pipeline import is_ddpm_folder
 
     return is_ddpm_folder(model)
+
+
+def other_process() -> bool:
+    """A process of a multi-process launch other than the main one: it works, but only the main one
+    prints (results, progress, the line of a user error that every process meets alike)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def in_main_process_alone(func, args) -> int:
+    """A job that does not share its work over processes (training a toy model, the DDPM and
+    classification paths, generating, the attack audit), under a multi-process launch: the main process
+    runs it as if it were alone, the others are done at once (exit 0); said on stderr."""
+    from ..core import distributed as dist
+
+    if dist.world() == 1:  # one process, or already running alone
+        return func(args)
+    if not dist.is_main():
+        return 0
+    print(f"salun: note: this command runs in one process (the main one of the {dist.world()} launched)",
+          file=sys.stderr)
+    with dist.alone():
+        return func(args)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
 from ..defaults import DDPM_MASK_GUIDANCE, MASK_KEEP
-from .common import add_model_arg, is_ddpm
+from .common import add_model_arg, in_main_process_alone, is_ddpm, other_process
 
 if TYPE_CHECKING:
     from ..diffusion.options import EraseOptions
@@ -192,8 +192,6 @@ def _sd_refuses_ddpm_options(args) -> None:
 
 def _cmd_mask(args) -> int:
     if is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
-        from . import in_main_process_alone
-
         return in_main_process_alone(_cmd_mask, args)
     if is_ddpm(args.model):
         from ..diffusion.ddpm.unlearn import make_ddpm_mask
@@ -242,8 +240,6 @@ def _cmd_erase(args) -> int:
     _refuse_contradictions(args)
     if is_ddpm(args.model):
         _refuse_ddpm_method(args)
-        from . import in_main_process_alone
-
         return in_main_process_alone(_cmd_erase_ddpm, args)  # the DDPM path runs in one process, the main one
     opts = erase_options(args)
     _warn_slow(opts)
@@ -384,7 +380,6 @@ def _warn_slow(opts) -> None:
     import sys
 
     from ..diffusion.options import slow_settings
-    from . import other_process
 
     if not other_process():
         for line in slow_settings(opts):

@@ -20,10 +20,6 @@ class TrainingDiverged(FloatingPointError):
     """The loss or a weight became NaN or infinite: the run stops and the last good checkpoint is kept."""
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) during a job: says where the checkpoints are and how to continue."""
-
-
 def diverged(what: str, step: int, last_good: Path | None, hint: str) -> TrainingDiverged:
     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
     return TrainingDiverged(f"{what} at step {step}: stopping; {where}. {hint}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .atomic import clean_stale, output_lock
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 MARK = ".salun-work"
 
@@ -158,8 +158,6 @@ def job_folders(outputs: Sequence[Path], work: Path | None, source: str | Path |
     work folder belongs to) and the work folder, clear what a killed earlier export left, open the work
     folder; afterwards drop what only a resume needed, or, on an interrupt, say how to resume.
     Under several processes only the main one locks, writes and cleans."""
-    from .checkpoints import Interrupted
-
     out = Path(outputs[0])
     path, _ = check_work_dir(work, out, source, outputs[1:])
     with contextlib.ExitStack() as stack:

@@ -24,7 +24,8 @@ from ..diffusion.sd.data import EpochSampler
 from ..core.errors import UserError
 from . import shapes as S
 from . import attribute as A
-from .judge import classify, detect_attribute, load_judge, require_reject, save_judge
+from .judge import (JUDGE_FRAME_RATE, augment_for_judge, classify, detect_attribute, load_judge, require_reject,
+                    save_judge)
 from .models import SD_SCHEDULER, Judge, make_sdxl_text_encoders, make_sdxl_unet, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
@@ -42,22 +43,6 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Blur and noise some images so the judge also reads the softer images a decoder draws."""
-    n = x.shape[0]
-    blur = torch.rand(n, generator=gen) < 0.5
-    if blur.any():
-        k = torch.tensor([1.0, 2.0, 1.0])
-        k = (k[:, None] * k[None, :]) / 16
-        w = k.expand(3, 1, 3, 3)
-        x = torch.where(blur[:, None, None, None], F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w, groups=3), x)
-    noise = torch.randn(x.shape, generator=gen) * torch.rand(n, 1, 1, 1, generator=gen) * 0.15
-    return (x + noise).clamp(-1, 1)
-
-
-# The judge sees the frame on half its pictures, whatever the SD world's rates: it must read shapes
-# with and without a frame, and be the attribute's detector.
-JUDGE_FRAME_RATE = 0.5
 # What marks this build's outputs, so that --overwrite replaces only them.
 SD_FILES = ("build_info.json", "model_index.json")
 JUDGE_FILES = ("judge.safetensors", "config.json")

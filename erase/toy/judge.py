@@ -6,12 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..core.errors import UserError
 from . import attribute as A
 from . import shapes as S
 from .models import Judge
+
+# The judge sees the frame on half its pictures, whatever the SD world's rates: it must read shapes
+# with and without a frame, and be the attribute's detector.
+JUDGE_FRAME_RATE = 0.5
+# How to give an older judge its "none of these" (its reject head).
+REBUILD = ("salun toy reject-head --judge DIR --vae pipelines/toy-sd --out NEW_DIR (or rebuild the toy world: "
+           "salun toy build ... --judge-out DIR)")
 
 
 def save_judge(judge: Judge, out: str | Path, extra: dict | None = None) -> None:
@@ -44,8 +52,6 @@ def load_judge(path: str | Path) -> Judge:
 def require_reject(judge: Judge) -> Judge:
     """The audits and benchmarks that count what an erased model draws need the judge's "none of these"."""
     if judge.reject_head is None:
-        from .reject import REBUILD
-
         where = getattr(judge, "source", "this judge")
         raise UserError(f"the toy judge in {where} cannot say 'none of these' (no reject head, an older build): "
                         f"add it with {REBUILD}")
@@ -88,3 +94,16 @@ def detect_attribute(judge: Judge, images: torch.Tensor) -> tuple[np.ndarray, np
         kinds.append(k)
         scores.append(s)
     return torch.cat(kinds).numpy(), torch.cat(scores).numpy()
+
+
+def augment_for_judge(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Blur and noise some images so the judge also reads the softer images a decoder draws."""
+    n = x.shape[0]
+    blur = torch.rand(n, generator=gen) < 0.5
+    if blur.any():
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = (k[:, None] * k[None, :]) / 16
+        w = k.expand(3, 1, 3, 3)
+        x = torch.where(blur[:, None, None, None], F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w, groups=3), x)
+    noise = torch.randn(x.shape, generator=gen) * torch.rand(n, 1, 1, 1, generator=gen) * 0.15
+    return (x + noise).clamp(-1, 1)

@@ -111,8 +111,6 @@ class Judge(nn.Module):
         self.n_shapes, self.n_colours, self.width, self.n_attribute = n_shapes, n_colours, width, n_attribute
         self.reject_head: nn.Module | None = None  # "none of these" (erase/toy/reject.py), when trained
         if reject:
-            from .reject import make_head
-
             self.set_reject_head(make_head(4 * w), torch.zeros(4 * w), torch.ones(4 * w), 0.5)
 
     def set_reject_head(self, head: nn.Module, mu: torch.Tensor, sd: torch.Tensor, threshold: float) -> None:
@@ -143,3 +141,11 @@ class Judge(nn.Module):
         if self.attribute_head is None:
             raise ValueError("this judge has no attribute head")
         return self.attribute_head(self.body(x))
+
+
+HIDDEN = 64  # the reject head's hidden width
+
+
+def make_head(n_features: int) -> nn.Module:
+    """The judge's reject head ("none of these"): a small MLP over the judge's features."""
+    return nn.Sequential(nn.Linear(n_features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))

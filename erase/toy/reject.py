@@ -20,20 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from torch import nn
 
 from . import attribute as A
 from . import shapes as S
+from .judge import JUDGE_FRAME_RATE, REBUILD, augment_for_judge, load_judge, save_judge  # noqa: F401 - REBUILD re-exported
+from .models import make_head
 
 FAILURES = ("blank", "noise", "blur", "half", "two", "blend", "latent")
 TARGET_FALSE_REJECT = 0.005
-HIDDEN = 64
-REBUILD = ("salun toy reject-head --judge DIR --vae pipelines/toy-sd --out NEW_DIR (or rebuild the toy world: "
-           "salun toy build ... --judge-out DIR)")
-
-
-def make_head(n_features: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(n_features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
 
 
 def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, float]:
@@ -136,7 +130,6 @@ def _features(judge, x: torch.Tensor) -> torch.Tensor:
 
 def accepted_set(n: int, seed: int, vae) -> torch.Tensor:
     """Images a working model draws: clean drawings, their augmented copies and VAE reconstructions."""
-    from .build import JUDGE_FRAME_RATE, augment_for_judge
 
     data = S.draw_set(n, seed=seed, frame_rate=JUDGE_FRAME_RATE).as_float()
     third = n // 3
@@ -187,7 +180,6 @@ def add_reject_head(judge_dir, vae_from, out, overwrite: bool = False, seed: int
     from ..core.atomic import atomic_dir
     from ..core.errors import UserError
     from ..core.outputs import guard_output
-    from .judge import load_judge, save_judge
 
     judge_dir, vae_from, out = Path(judge_dir), Path(vae_from), Path(out)
     guard_output(out, "toy reject-head", reads=[judge_dir, vae_from], overwrite=overwrite,
