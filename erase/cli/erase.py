@@ -43,7 +43,7 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
                   **overrides)
     if args.concept:
-        from ..diffusion.concepts import combine
+        from ..diffusion.combine import combine
 
         recipes = [load_recipe(c, method=method, **common) for c in args.concept]
         if args.forget_prompt:  # one more concept, described by its prompts

@@ -1,10 +1,5 @@
-"""Several concepts in one erasure, and the history of erasures a pipeline has already had.
-
-``combine`` turns the recipes of several concepts into the one recipe the job trains: the forget
-prompts of every concept (each paired with its own misaligned prompt), the union of their retain
-prompts less anything an erased concept draws, and the training settings of the first concept. The
-forget images are drawn per concept (each its own ``n_forget``), so every concept has its own share
-of the forget set and uniform batches sample the concepts evenly.
+"""The history of erasures a pipeline has already had, and the earlier concepts replayed (combining several
+concepts in one run is ``combine.py``'s).
 
 ``read_history`` reads what an erased pipeline was already erased of (its ``recipe.json``), so that
 erasing one more concept from it keeps the earlier ones out of the retain set and the new card and
@@ -16,84 +11,13 @@ holds the earlier erasures in place: without it, a third erasure brought the fir
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ..core.errors import UserError
+from .combine import check_concepts, combine, norm_prompt, own_steps, parts  # noqa: F401 - re-exported
 from .sd.recipes import Recipe, json_kind
-
-# The settings that shape training: a joint run takes the first concept's and says where others differ.
-TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "gen_steps", "gen_guidance")
-
-
-def _norm(p: str) -> str:
-    return " ".join(p.lower().split())
-
-
-def check_concepts(recipes: list[Recipe], earlier: list[dict] = ()) -> None:
-    """Refuse a concept given twice (also inside a recipe that lists several), and a concept whose misaligned
-    prompt is a forget prompt of a concept erased with it or before it (training would teach the model to
-    draw an erased concept)."""
-    seen: dict[str, str] = {}  # each concept -> the recipe it came in
-    for r in recipes:
-        for p in parts(r):
-            name = p["concept"]
-            if name in seen:
-                both = {seen[name], r.name} - {name}
-                raise UserError(f"--concept {name!r} is given twice" + (
-                    f" (recipe {' and '.join(repr(b) for b in sorted(both))} lists it): erase each concept once"
-                    if both else ""))
-            seen[name] = r.name
-    erased = {_norm(q): p["concept"] for r in recipes for p in parts(r) for q in p["forget_prompts"]}
-    erased.update({_norm(q): e["concept"] for e in earlier for q in e.get("forget_prompts", [])})
-    for r in recipes:
-        for p in parts(r):
-            name = p["concept"]
-            for m in p["misaligned_prompts"]:
-                other = erased.get(_norm(m))
-                if other is not None and other != name:
-                    when = "erased in this run" if other in seen else "erased from this model before"
-                    raise UserError(f"{name}'s misaligned prompt {m!r} is a forget prompt of {other}, {when}: the "
-                                    f"model would be taught to draw it again; give {name} another misaligned "
-                                    "prompt (a recipe .json file) or leave one of them out")
-
-
-def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
-    """One recipe for every concept in ``recipes`` (one concept: itself, less any earlier erased prompt in
-    its retain set). ``earlier``: the history of erasures the model already had."""
-    check_concepts(recipes, earlier)
-    first = recipes[0]
-    if len(recipes) > 1:
-        differ = sorted({k for r in recipes[1:] for k in TRAINING if getattr(r, k) != getattr(first, k)})
-        if differ:
-            print(f"salun: warning: the concepts' recipes differ in {', '.join(differ)}; this run uses "
-                  f"{first.name}'s ({', '.join(f'{k} {getattr(first, k)}' for k in differ)}): set them with "
-                  "the command's options", file=sys.stderr)
-    gone = {_norm(p) for r in recipes for p in r.forget_prompts}
-    gone |= {_norm(p) for e in earlier for p in e.get("forget_prompts", [])}
-    retain: list[str] = []
-    for r in recipes:
-        retain += [p for p in r.retain_prompts if _norm(p) not in gone and p not in retain]
-    if len(recipes) == 1:
-        return replace(first, retain_prompts=retain) if retain != first.retain_prompts else first
-    forget = [p for r in recipes for p in r.forget_prompts]
-    # a mask alone needs no misaligned prompts: a concept given without them leaves the list empty
-    misaligned = ([r.misaligned_for(p) for r in recipes for p in r.forget_prompts]
-                  if all(r.misaligned_prompts for r in recipes) else [])
-    extra = {k: v for k, v in first.extra.items() if k not in ("toy", "methods", "methods_tuned", "tuned")}
-    # a recipe that lists several concepts brings each of them: every concept is one part, drawn on its own
-    extra["concepts"] = [p for r in recipes for p in parts(r)]
-    return replace(first, name="+".join(r.name for r in recipes), forget_prompts=forget,
-                   misaligned_prompts=misaligned, retain_prompts=retain,
-                   description="Several concepts erased together: " + " ".join(
-                       f"({i + 1}) {r.name}: {r.description}" for i, r in enumerate(recipes)),
-                   n_forget=sum(r.n_forget for r in recipes), n_retain=max(r.n_retain for r in recipes),
-                   # one run as long as the longest concept's own: the concepts share every batch
-                   steps=max(own_steps(r) for r in recipes), epochs=max(r.epochs for r in recipes),
-                   forget_dataset=None, retain_dataset=None, extra=extra)
-
 
 def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
     """``recipe`` (one concept or several) plus the concepts erased before, replayed: each earlier concept's
@@ -102,7 +26,7 @@ def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
     again, and one whose misaligned prompt is now erased (it would be taught to draw it), are not replayed."""
     own = parts(recipe)
     names = {p["concept"] for p in own}
-    gone = {_norm(q) for q in recipe.forget_prompts}
+    gone = {norm_prompt(q) for q in recipe.forget_prompts}
     replays: list[dict] = []
     unknown: list[str] = []
     for e in earlier:
@@ -110,15 +34,15 @@ def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
             unknown.append(e.get("concept", "?"))
             continue
         for p in e["parts"]:
-            if p["concept"] in names or any(_norm(q) in gone for q in p["forget_prompts"]):
+            if p["concept"] in names or any(norm_prompt(q) in gone for q in p["forget_prompts"]):
                 continue  # erased again in this run, with this run's prompts
-            if any(_norm(m) in gone for m in p["misaligned_prompts"]):
+            if any(norm_prompt(m) in gone for m in p["misaligned_prompts"]):
                 print(f"salun: warning: {p['concept']}, erased before, was sent to "
                       f"{p['misaligned_prompts'][0]!r}, which this run erases: it is not replayed, so this run "
                       "may bring it back (audit it)", file=sys.stderr)
                 continue
             names.add(p["concept"])
-            gone |= {_norm(q) for q in p["forget_prompts"]}
+            gone |= {norm_prompt(q) for q in p["forget_prompts"]}
             # a closed-form erasure (UCE) drew no images of it: replay it with as many as this run's concept
             n = p["n_forget"] if p["n_forget"] >= 1 else own[0]["n_forget"]
             replays.append({**p, "n_forget": n, "replay": True})
@@ -140,21 +64,6 @@ def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
 def replayed(recipe: Recipe) -> list[str]:
     """The earlier concepts a continual erasure replays."""
     return [p["concept"] for p in parts(recipe) if p.get("replay")]
-
-
-def own_steps(recipe: Recipe) -> int:
-    """The training steps of a run of this recipe alone (its ``steps``, else its epochs over its own forget
-    images at its own batch size): a joint or replaying run is as long as its concepts' own runs, not as long
-    as epochs over the larger joint forget set would make it."""
-    return recipe.steps or math.ceil(recipe.epochs * recipe.n_forget / recipe.batch_size)
-
-
-def parts(recipe: Recipe) -> list[dict]:
-    """The concepts of a (combined) recipe: [{concept, forget_prompts, misaligned_prompts, n_forget, toy}]
-    (a replayed earlier concept also has ``"replay": True``)."""
-    return recipe.extra.get("concepts") or [{"concept": recipe.name, "forget_prompts": recipe.forget_prompts,
-                                             "misaligned_prompts": recipe.misaligned_prompts,
-                                             "n_forget": recipe.n_forget, "toy": recipe.extra.get("toy")}]
 
 
 def _salun_card(card: Path) -> bool:

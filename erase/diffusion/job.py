@@ -39,7 +39,8 @@ from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
-from .concepts import check_no_replay, combine, entry, parts, read_history, with_replay
+from .combine import combine, parts
+from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported

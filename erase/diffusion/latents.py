@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from ..core.mask import fingerprint
-from .concepts import parts
+from .combine import parts
 from .family import Family
 from .options import EraseOptions
 from .sd import data as D

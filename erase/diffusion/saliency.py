@@ -17,7 +17,7 @@ from ..core.errors import UserError
 from ..core.mask import Mask, compute_mask, fingerprint, select_parameters
 from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
-from .concepts import parts
+from .combine import parts
 from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
 from .losses import guided_forgetting_loss
 from .options import EraseOptions, check_common

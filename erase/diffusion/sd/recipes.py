@@ -112,7 +112,7 @@ def load_recipe(name: str, method: str | None = None, **overrides) -> Recipe:
     if isinstance(listed, list) and listed and all(isinstance(c, str) for c in listed):
         # a recipe that names several concepts erased together ({"concepts": ["circle", "triangle"]}),
         # with its own settings over theirs
-        from ..concepts import combine
+        from ..combine import combine
 
         if name in listed:
             raise UserError(f"recipe {name!r} lists itself among its concepts")
