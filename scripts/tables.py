@@ -404,6 +404,59 @@ def erasure_circle(data: dict) -> str:
                                      ("heldout_rate", "held-out phrasing")])
 
 
+ATTACK_NAMES = {"inversion": "concept inversion", "unlearndiff": "UnlearnDiff", "p4d": "P4D"}
+
+
+def _attacks(data: dict, concept: str) -> str:
+    """Each row's best rate per attack (over the budgets, step 0 left out) and its attack success, with the
+    positive controls: the benchmark's attack column, in full."""
+    rows_in = {k: v for k, v in data[concept].items() if not k.startswith("_") and "attack_success_by" in v}
+    meta = data[concept].get("_meta", {})
+    rows = []
+    for name, r in rows_in.items():
+        label = name if "chosen" not in r else f"{name} ({r['chosen'].split(' ', 1)[1]})"
+        cells = []
+        for attack in ATTACK_NAMES:
+            by = r["attack_success_by"].get(attack)
+            if not by:
+                cells.append("-")
+                continue
+            budget = max(by, key=lambda b: (by[b], -int(b)))  # the best rate, at its smallest budget
+            cells.append(f"{pct0(by[budget])} (@{budget})" if by[budget] > 0 else "0%")
+        rows.append([bold(label, name == "retrain"), *cells, ci(r, "attack_success")])
+    header = ["row (chosen setting)", *ATTACK_NAMES.values(), "attack success (95%)"]
+    if not rows:
+        return "Not measured yet: this JSON has no attack column (`scripts/bench_erasure.py --add-attack` adds it)."
+    controls = meta.get("controls") or {}
+    notes = [f"\n\nEach cell: the best success rate over the budgets (@ the smallest budget that reached it), on "
+             f"{next(iter(rows_in.values())).get('attack_success_n', '?')} attacked items; attack success = the "
+             "best cell of the row, with its Wilson 95% interval."]
+    if controls:
+        notes.append(" Positive control (the base with the concept's words filtered out of its text encoder): "
+                     + "; ".join(f"{ATTACK_NAMES.get(a, a)} {pct(c['step0'])} at step 0 -> {pct(c['best'])}, "
+                                 f"lift {100 * c['lift']:.0f} points, {'passed' if c.get('passed') else '**failed**'}"
+                                 for a, c in controls.items()) + f" (margin {100 * next(iter(controls.values()))['margin']:.0f} points).")
+    attack = meta.get("attack", {})
+    if attack.get("command"):
+        notes.append(f" Written by `{attack['command']}` (attack code version {attack['version']}"
+                     + (", under load" if attack.get("under_load") else "") + ").")
+    return md(header, rows) + "".join(notes)
+
+
+@table("attacks_circle", "bench_erasure_circle.json",
+       "python scripts/bench_erasure.py --concept circle --add-attack --under-load --json docs/bench_erasure_circle.json")
+def attacks_circle(data: dict) -> str:
+    """``scripts/bench_erasure.py --add-attack``: the circle's attack column, attack by attack."""
+    return _attacks(data, "circle")
+
+
+@table("attacks_frame", "bench_erasure_frame.json",
+       "python scripts/bench_erasure.py --concept frame --add-attack --under-load --json docs/bench_erasure_frame.json")
+def attacks_frame(data: dict) -> str:
+    """``scripts/bench_erasure.py --add-attack``: the frame's attack column, attack by attack."""
+    return _attacks(data, "frame")
+
+
 # ---------------------------------------------------------------- the README and the pages
 
 
