@@ -81,10 +81,6 @@ def classes_of(name: str) -> tuple[str, ...]:
     return detector_kind(name).classes()
 
 
-def check_name(name: str) -> None:
-    detector_kind(name)
-
-
 def check_classes(name: str, classes: Sequence[str]) -> None:
     kind = detector_kind(name)
     if kind.closed_classes:

@@ -267,8 +267,9 @@ def _refuse_ddpm_method(args) -> None:
     if m is None or not m.salun_loss:
         takes = " or ".join(n for n, o in METHODS.items() if o.salun_loss)
         raise UserError(f"--method {args.method}: the class-conditional DDPM path takes {takes}")
-    if _method_options_given(args):
-        raise UserError(f"--{next(iter(_method_options_given(args)))}: not an option of the DDPM path")
+    given = _method_options_given(args)
+    if given:
+        raise UserError(f"--{next(iter(given))}: not an option of the DDPM path")
 
 
 def _refuse_contradictions(args) -> None:
