@@ -26,7 +26,10 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
 
 Per row (``--json``): ``forget_rate`` {shape: share still drawn as the shape}, ``synonym_rate`` and
 ``heldout_rate`` per shape, ``retain_acc`` over the shapes none of the erased ones is (and the base's on
-the same shapes, ``retain_drop``), ``fid_retain`` (judge features, against fresh drawings), ``seconds``.
+the same shapes, ``retain_drop``), ``fid_retain`` (judge features, against fresh drawings), ``seconds``;
+what the erased prompts draw per shape (``erased_prompt_acc``: another shape in the asked colour, as Retrain
+would; ``erased_prompt_reject_rate``: none of the shapes) and ``retain_reject_rate``; every rate with a 95%
+Wilson interval beside it (``<key>_ci``). The judge must have its "none of these" outcome (a rebuilt toy world).
 """
 from __future__ import annotations
 
@@ -106,24 +109,28 @@ def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, see
     j = load_judge(TOY_JUDGE)
     fid = frechet_distance(judge_features(j, as_uint8(retain).transpose(0, 2, 3, 1)), judge_features(j, ref.images))
     pc = r["per_concept"]
-    return {"forget_rate": {s: pc[s]["forget_rate"] for s in erased},
-            "synonym_rate": {s: pc[s]["synonym_rate"] for s in erased},
-            "heldout_rate": {s: pc[s]["heldout_rate"] for s in erased},
-            "retain_acc": r["retain_acc"], "retain_per_shape": r["retain_per_shape"], "fid_retain": fid}
+    per_shape = ("forget_rate", "synonym_rate", "heldout_rate", "erased_prompt_acc", "erased_prompt_reject_rate",
+                 "erased_prompt_as_other")
+    out = {k: {s: pc[s][k] for s in erased} for k in per_shape}
+    out |= {f"{k}_ci": {s: pc[s][f"{k}_ci"] for s in erased} for k in per_shape}
+    return out | {k: r[k] for k in ("retain_acc", "retain_acc_ci", "retain_per_shape", "retain_colour_acc", "n_retain",
+                                    "retain_reject_rate", "retain_reject_rate_ci")} | {"fid_retain": fid}
 
 
 def read_as(model, shape: str, per_colour: int = 4) -> dict:
-    """What the judge reads ``shape``'s plain prompts as ({shape: count}, seeds from 1000)."""
+    """What the judge reads ``shape``'s plain prompts as ({shape or "none": count}, seeds from 1000; "none": the
+    judge's reject outcome)."""
     from erase.diffusion.generate import generate
     from erase.diffusion.pipeline import load_pipeline
     from erase.toy import shapes as S
-    from erase.toy.judge import load_judge
-    from erase.toy.quality import classify, concept_prompts
+    from erase.toy.judge import judge_images, load_judge
+    from erase.toy.quality import concept_prompts
 
     prompts, seeds, _, _ = concept_prompts([shape], list(S.COLOURS), per_colour, seed=1000)
-    ps, _ = classify(load_judge(TOY_JUDGE), generate(load_pipeline(str(model)), prompts, seeds, progress=False))
-    names = list(S.SHAPES)
-    return {names[i]: int((ps == i).sum()) for i in sorted(set(ps.tolist()))}
+    j = judge_images(load_judge(TOY_JUDGE), generate(load_pipeline(str(model)), prompts, seeds, progress=False))
+    shapes = list(S.SHAPES)
+    names = [shapes[i] if not r else "none" for i, r in zip(j["shape"].tolist(), j["reject"].tolist())]
+    return {n: names.count(n) for n in sorted(set(names))}
 
 
 def measure_attribute(model, per_pair: int) -> dict:
@@ -136,7 +143,8 @@ def measure_attribute(model, per_pair: int) -> dict:
 
     rates = attribute_rates(load_pipeline(str(model)), load_judge(TOY_JUDGE), list(S.SHAPES), list(S.COLOURS),
                             per_pair=per_pair, seed=1000)
-    return {f"{g}_rate": v["rate"] for g, v in rates.items()} | {"n_per_group": rates["explicit"]["n"]}
+    return ({f"{g}_rate": v["rate"] for g, v in rates.items()} | {f"{g}_rate_ci": v["rate_ci"] for g, v in rates.items()}
+            | {"n_per_group": rates["explicit"]["n"]})
 
 
 def concept_masks(recipes: dict[str, Path], work: Path) -> dict:

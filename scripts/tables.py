@@ -187,13 +187,28 @@ def _multi_words(r: dict, erased: list[str]) -> str:
 
 
 def _multi_retain(r: dict, base: dict) -> str:
-    """Retain accuracy (base's); a drop of more than 3 points (the target) is bold, with the worst shape."""
+    """Retain accuracy, its 95% interval when measured, and the base's; a drop of more than 3 points (the target)
+    is bold, with the worst shape."""
     missed = base["retain_acc"] - r["retain_acc"] > 0.03
     extra = ""
     if missed:
         worst = min(r["retain_per_shape"], key=r["retain_per_shape"].get)
         extra = f"; {worst} {pct0(r['retain_per_shape'][worst])}"
-    return f"{bold(acc(r['retain_acc']), missed)} ({acc(base['retain_acc'])}{extra})"
+    interval = ""
+    if "retain_acc_ci" in r:
+        lo, hi = r["retain_acc_ci"]
+        interval = f" [{100 * lo:.0f}-{100 * hi:.0f}]"
+    return f"{bold(acc(r['retain_acc']), missed)}{interval} ({acc(base['retain_acc'])}{extra})"
+
+
+def _multi_erased_draw(r: dict, erased: list[str]) -> str:
+    """What the erased prompts draw: the lowest share of another shape in the asked colour (as Retrain would draw)
+    and the highest share of "none of these" over the erased shapes; ``-`` in a JSON measured before the judge
+    could reject."""
+    if "erased_prompt_acc" not in r:
+        return "-"
+    other, none = r["erased_prompt_acc"], r["erased_prompt_reject_rate"]
+    return f"{pct0(min(other[s] for s in erased))} / {pct0(max(none[s] for s in erased))}"
 
 
 def _base_of(data: dict, erased: list[str]) -> dict:
@@ -215,8 +230,8 @@ def multi(data: dict) -> str:
 
     def add(label: str, r: dict, erased: list[str]) -> None:
         base = _base_of(data, erased)
-        rows.append([label, _multi_rates(r, erased), _multi_words(r, erased), _multi_retain(r, base),
-                     f"{r['fid_retain']:.2f} ({base['fid_retain']:.2f})"])
+        rows.append([label, _multi_rates(r, erased), _multi_words(r, erased), _multi_erased_draw(r, erased),
+                     _multi_retain(r, base), f"{r['fid_retain']:.2f} ({base['fid_retain']:.2f})"])
 
     joint = data["joint"]
     sets = {"1": ["circle"], "2": ["circle", "triangle"], "4": ["circle", "triangle", "star", "cross"]}
@@ -242,8 +257,8 @@ def multi(data: dict) -> str:
     chain = data["continual_shipped_no_replay"]
     add("continual, shipped recipes, `--no-replay`: circle, then triangle", chain[1], chain[1]["erased"])
     add("continual, shipped recipes, `--no-replay`: then cross", chain[2], chain[2]["erased"])
-    header = ["run", "erased (rate still drawn)", "synonym / held-out (highest)", "retain acc (base)",
-              "FID(retain) (base)"]
+    header = ["run", "erased (rate still drawn)", "synonym / held-out (highest)",
+              "erased prompts draw: another shape / none (worst)", "retain acc [95% CI] (base)", "FID(retain) (base)"]
     return md(header, rows) + _argmax_judge_note(data) + load_note(data)
 
 
@@ -271,7 +286,8 @@ def multi_attribute(data: dict) -> str:
         base = _base_of(data, shapes)
         rows.append([label.format(steps=r["steps"]), circle, frame, _multi_retain(r, base),
                      f"{r['fid_retain']:.2f} ({base['fid_retain']:.2f})"])
-    header = ["run", "circle", "frame: explicit / implicit / held-out", "retain acc (base)", "FID(retain) (base)"]
+    header = ["run", "circle", "frame: explicit / implicit / held-out", "retain acc [95% CI] (base)",
+              "FID(retain) (base)"]
     return md(header, rows) + _argmax_judge_note(data) + load_note(data)
 
 

@@ -74,7 +74,9 @@ def attribute_rates(pipe, judge, shapes, colours, per_pair: int = 2, steps: int 
         prompts, seeds = attribute_prompts(group, shapes, colours, per_pair, seed)
         images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=False)
         kinds, _ = detect_attribute(judge, images)
-        out[group] = {"rate": float((kinds > 0).mean()), "n": len(prompts), "example_prompt": prompts[0]}
+        framed = kinds > 0
+        out[group] = {"rate": float(framed.mean()), "rate_ci": list(rate_ci(framed)), "n": len(prompts),
+                      "example_prompt": prompts[0]}
     return out
 
 
