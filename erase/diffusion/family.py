@@ -3,9 +3,10 @@
 A family knows how to load its pipeline, turn prompts (or labels) into the denoiser's conditions, call
 the denoiser with its extra inputs, and which diffusers class writes and loads its LoRA adapters. The
 job (``erase.diffusion.job``) never asks which family it holds; it asks the family. A new family is one
-package that defines a ``Family`` and calls ``register`` (as ``sd/``, ``sdxl/`` and ``ddpm/`` do), in
-the way PEFT registers its tuners, plus its import in ``_load_builtin`` (kept lazy, so that the CLI's
-refusals import no torch).
+module that defines a ``Family`` and one ``register`` call, in the way PEFT registers its tuners (the test
+folder's ``ShoutingPipeline`` family does exactly this); the built-in ones (``sd/``, ``sdxl/``, ``ddpm/``)
+are registered by ``_load_builtin`` here, lazily, so that the CLI's refusals import no torch and the
+families never import the registry back.
 
 Families are found from a pipeline folder's ``model_index.json`` ``_class_name`` (or, for a hub id,
 the same file fetched alone), so no command sniffs folders for itself.
@@ -70,10 +71,15 @@ def register(family: Family) -> Family:
 
 
 def _load_builtin() -> None:
-    # Importing each family package registers it; kept lazy so that `salun --help` imports no torch.
-    from .sd import family as _sd  # noqa: F401
-    from .sdxl import family as _sdxl  # noqa: F401
-    from .ddpm import family as _ddpm  # noqa: F401
+    # The built-in families are registered here rather than by their own modules, so that the registry imports
+    # them and never the reverse (no import cycle); kept lazy so that `salun --help` imports no torch.
+    from .ddpm.family import DDPM
+    from .sd.family import SD
+    from .sdxl.family import SDXL
+
+    for fam in (SD, SDXL, DDPM):
+        if fam.name not in FAMILIES:
+            register(fam)
 
 
 def families() -> dict[str, Family]:
@@ -101,7 +107,7 @@ def family_for_class(class_name: str, where: str = "this model") -> Family:
 
 def class_name_of(model: str | Path) -> str:
     """``_class_name`` of a local pipeline folder (read from disk) or hub id (model_index.json alone)."""
-    from .pipeline import looks_like_path, read_model_index, bound_hub_timeouts, check_hub_reachable
+    from .loading import bound_hub_timeouts, check_hub_reachable, looks_like_path, read_model_index
 
     name = str(model)
     if looks_like_path(name):

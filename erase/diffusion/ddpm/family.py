@@ -1,8 +1,6 @@
 """The class-conditional DDPM family: pixel space, class labels as the condition (the last class is null)."""
 from __future__ import annotations
 
-from ..family import register
-
 
 class ClassConditionalDDPMFamily:
     name = "ddpm"
@@ -37,4 +35,4 @@ class ClassConditionalDDPMFamily:
                 f'from diffusers import DiffusionPipeline\npipe = DiffusionPipeline.from_pretrained("{folder}")')
 
 
-DDPM = register(ClassConditionalDDPMFamily())
+DDPM = ClassConditionalDDPMFamily()  # registered by erase.diffusion.family

@@ -126,7 +126,7 @@ if not hasattr(diffusers, ClassConditionalDDPMPipeline.__name__):
 def load_ddpm(model: str | Path, device: str | torch.device = "cpu", progress: bool = False
               ) -> ClassConditionalDDPMPipeline:
     """Load a class-conditional DDPM folder, refusing unconditional ones with a clear error."""
-    from ..pipeline import check_device, load_local, pipeline_class_of
+    from ..loading import check_device, load_local, pipeline_class_of
 
     device = check_device(str(device)) if device is not None else "cpu"
     path = Path(model).expanduser()

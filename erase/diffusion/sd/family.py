@@ -5,8 +5,6 @@ from the scheduler's config by ``erase.diffusion.losses``, so one family serves 
 """
 from __future__ import annotations
 
-from ..family import register
-
 
 class StableDiffusionFamily:
     name = "sd"
@@ -40,4 +38,4 @@ class StableDiffusionFamily:
         return f'from diffusers import StableDiffusionPipeline\npipe = StableDiffusionPipeline.from_pretrained("{folder}")'
 
 
-SD = register(StableDiffusionFamily())
+SD = StableDiffusionFamily()  # registered by erase.diffusion.family

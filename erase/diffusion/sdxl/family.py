@@ -7,8 +7,6 @@ the null condition of classifier-free guidance is all zeros (a prompt "" is enco
 """
 from __future__ import annotations
 
-from ..family import register
-
 
 class StableDiffusionXLFamily:
     name = "sdxl"
@@ -49,4 +47,4 @@ class StableDiffusionXLFamily:
                 f'pipe = StableDiffusionXLPipeline.from_pretrained("{folder}")')
 
 
-SDXL = register(StableDiffusionXLFamily())
+SDXL = StableDiffusionXLFamily()  # registered by erase.diffusion.family
