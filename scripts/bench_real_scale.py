@@ -44,6 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # fixture_models: the real configs, built with random weights
 PHASES = ("fwdbwd", "mask", "mask_accumulator", "steps", "erase", "erase_lora")
 
 
@@ -328,7 +329,7 @@ def main() -> None:
         a.json.write_text(json.dumps(res))
         return
 
-    from erase.configs import sd14_pipeline, sdxl_pipeline
+    from fixture_models.real_configs import sd14_pipeline, sdxl_pipeline
 
     if a.smoke:
         from erase.toy import TOY_SD

@@ -1,6 +1,6 @@
 """The model-family and method interfaces: SD 2.x (v-prediction) and SDXL through the one erasure job,
 and one contract over families x methods (exact resume, only trainable weights move, a foreign mask
-is refused). Tiny random pipelines built from config (``erase.toy.tiny``), as diffusers' fast tests do."""
+is refused). Tiny random pipelines built from config (``tests/fixture_models/tiny_pipelines.py``), as diffusers' fast tests do."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from erase.diffusion.job import erase
 from erase.diffusion.methods import METHODS
 from erase.diffusion.options import EraseOptions
 from erase.diffusion.sd.recipes import custom_recipe
-from erase.toy.tiny import tiny_pipeline
+from fixture_models.tiny_pipelines import tiny_pipeline
 
 UNET = ("unet", "diffusion_pytorch_model.safetensors")
 # (family, prediction_type): SD 2.x at 768 px predicts the velocity; SDXL and SD 1.x the noise
@@ -181,7 +181,7 @@ def test_sdxl_real_config_structure():
     parameter naming, so selections and masks mean the same on it."""
     from diffusers import UNet2DConditionModel
 
-    from erase.configs import SDXL_UNET
+    from fixture_models.real_configs import SDXL_UNET
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SDXL_UNET)

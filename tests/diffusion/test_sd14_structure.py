@@ -1,5 +1,5 @@
 """SD v1.4's real architecture (built on the meta device: no memory, no weights) matches the toy's naming."""
-from erase.configs import sd14_unet
+from fixture_models.real_configs import sd14_unet
 from erase.core.mask import select_parameters
 from erase.toy.models import make_unet
 

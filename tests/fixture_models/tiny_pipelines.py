@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import TOY_SD
+from erase.toy import TOY_SD
 
 
 def _text_config():

@@ -44,7 +44,7 @@ def sd14_pipeline(seed: int = 0, tokenizer_dir=None):
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from ..toy.tokenizer import write_clip_tokenizer
+    from erase.toy.tokenizer import write_clip_tokenizer
 
     torch.manual_seed(seed)
     tok_dir = tokenizer_dir or write_clip_tokenizer(tempfile.mkdtemp(prefix="sd14_tok_"))
@@ -87,7 +87,7 @@ def sdxl_pipeline(seed: int = 0, tokenizer_dir=None, dtype=None):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from ..toy.tokenizer import write_clip_tokenizer
+    from erase.toy.tokenizer import write_clip_tokenizer
 
     torch.manual_seed(seed)
     tok = CLIPTokenizer.from_pretrained(tokenizer_dir or write_clip_tokenizer(tempfile.mkdtemp(prefix="sdxl_tok_")))
