@@ -91,11 +91,12 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
                    forget_dataset=None, retain_dataset=None, extra=extra)
 
 
-def own_steps(recipe: Recipe) -> int:
-    """The training steps of a run of this recipe alone (its ``steps``, else its epochs over its own forget
-    images at its own batch size): a joint or replaying run is as long as its concepts' own runs, not as long
-    as epochs over the larger joint forget set would make it."""
-    return recipe.steps or math.ceil(recipe.epochs * recipe.n_forget / recipe.batch_size)
+def own_steps(recipe: Recipe, n_forget: int | None = None) -> int:
+    """The training steps of a run of this recipe (its ``steps``, else its epochs over ``n_forget`` forget images,
+    by default its own ``n_forget``, at its own batch size): a joint or replaying run is as long as its concepts'
+    own runs, not as long as epochs over the larger joint forget set would make it."""
+    n = recipe.n_forget if n_forget is None else n_forget
+    return recipe.steps or math.ceil(recipe.epochs * n / recipe.batch_size)
 
 
 def parts(recipe: Recipe) -> list[dict]:

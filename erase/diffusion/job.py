@@ -21,7 +21,6 @@ import copy
 import gc
 import hashlib
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -39,7 +38,7 @@ from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
-from .combine import combine, parts
+from .combine import combine, own_steps, parts
 from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import Batch, Context
@@ -92,9 +91,8 @@ def _method_key(method, settings: dict) -> list:
 
 
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
-    if opts.steps is not None:
-        return opts.steps
-    return recipe.steps or math.ceil(recipe.epochs * n_forget / recipe.batch_size)
+    """``--steps``, else the recipe's steps or epochs over the forget images really drawn."""
+    return opts.steps if opts.steps is not None else own_steps(recipe, n_forget)
 
 
 # ---------------------------------------------------------------- the front door
@@ -115,8 +113,7 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     warn_unknown_words(str(source), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
                        f"the {r.name} recipe")
     t_start = time.time()
-    accelerator = accelerator_for(opts.mixed_precision, cpu=opts.device is not None and
-                                  torch.device(opts.device).type == "cpu", device=opts.device)
+    accelerator = accelerator_for(opts.mixed_precision, opts.device)
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)

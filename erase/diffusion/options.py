@@ -109,7 +109,7 @@ def check_options(opts: EraseOptions) -> "Method":
                            else "trains without a mask"))
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")
-    for name, (opt, value) in _method_settings(opts, method).items():
+    for name, (_, opt, value) in given_method_settings(opts, method).items():
         opt.check(value, name)
     check_xformers(opts.xformers, opts.device)
     if method.closed_form:
@@ -123,31 +123,31 @@ def check_options(opts: EraseOptions) -> "Method":
     return method
 
 
-def method_settings(opts: EraseOptions, method: "Method") -> dict:
-    """The method's own options: given on the command line, else the recipe's for this method, else the
-    method's default (its paper's)."""
-    from_recipe = opts.recipe.extra.get("methods", {}).get(method.name, {})
-    return {k: opts.method_options.get(k, from_recipe.get(k, o.default)) for k, o in method.options.items()}
-
-
-def _method_settings(opts: EraseOptions, method: "Method") -> dict:
-    """``{how to name it: (Option, value)}`` for each method option given on the command line (``--name``)
-    or by the recipe for this method; the defaults are good by construction."""
+def given_method_settings(opts: EraseOptions, method: "Method") -> dict:
+    """``{how to name it: (option key, Option, value)}`` for each method option given on the command line
+    (``--name``) or by the recipe for this method: the one reading of both sources."""
     from_recipe = opts.recipe.extra.get("methods", {}).get(method.name, {})
     out = {}
     for key, opt in method.options.items():
         if key in opts.method_options:
-            out[f"--{key}"] = (opt, opts.method_options[key])
+            out[f"--{key}"] = (key, opt, opts.method_options[key])
         elif key in from_recipe:
-            out[f"the recipe's {key!r} for {method.name}"] = (opt, from_recipe[key])
+            out[f"the recipe's {key!r} for {method.name}"] = (key, opt, from_recipe[key])
     return out
+
+
+def method_settings(opts: EraseOptions, method: "Method") -> dict:
+    """The method's own options: given on the command line, else the recipe's for this method, else the
+    method's default (its paper's)."""
+    given = {key: value for key, _, value in given_method_settings(opts, method).values()}
+    return {k: given.get(k, o.default) for k, o in method.options.items()}
 
 
 def slow_settings(opts: EraseOptions) -> list[str]:
     """One line for each method option set so high that the run is much slower than with its default
     (allowed: said, not refused)."""
     lines = []
-    for name, (opt, value) in _method_settings(opts, resolve_method(opts)).items():
+    for name, (_, opt, value) in given_method_settings(opts, resolve_method(opts)).items():
         if opt.warn_above is not None and value > opt.warn_above:
             lines.append(f"{name} {value} is {value / opt.default:.0f}x the default {opt.default}: each training "
                          f"step takes roughly {value / opt.default:.0f}x as long")

@@ -49,10 +49,15 @@ def check_resolution(pipe, resolution: int | None) -> int:
     return resolution
 
 
-def accelerator_for(mixed_precision: str, cpu: bool, device: str | None = None):
-    """A fresh accelerate ``Accelerator`` for a job, refusing fp16 on the CPU."""
+def accelerator_for(mixed_precision: str, device: str | None = None):
+    """A fresh accelerate ``Accelerator`` for a job (``salun erase`` and ``salun mask`` alike), refusing fp16 on
+    the CPU. ``device``: ``--device`` (``cpu`` forces the CPU); None lets accelerate choose, as it does under
+    ``accelerate launch``."""
+    import torch
+
     from ..core.checkpoints import fresh_accelerator
 
+    cpu = device is not None and torch.device(device).type == "cpu"
     accelerator = fresh_accelerator(mixed_precision, cpu=cpu, device=device)
     check_mixed_precision(accelerator, mixed_precision)
     return accelerator

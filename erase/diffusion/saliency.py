@@ -113,8 +113,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     check_output(out, source, overwrite, kind="file")  # never inside the source model's folder
     check_work_dir(work_dir, out.with_name(out.stem), source)
     warn_unknown_words(str(source), recipe.forget_prompts, f"the {recipe.name} recipe")
-    accelerator = accelerator_for(mixed_precision, cpu=device == "cpu" or device is None and
-                                  not torch.cuda.is_available())
+    accelerator = accelerator_for(mixed_precision, device)
     main = accelerator.is_main_process  # under several processes: the main one locks and writes
     with output_lock(out) if main else contextlib.nullcontext():
         pipe, res = load_for_job(model, accelerator, resolution)
