@@ -13,6 +13,14 @@ into the job's options with every refusal the command line has), so a setting me
 ``salun erase`` option is a keyword argument under its Python name (``--n-forget`` is ``n_forget``, UCE's
 ``--preserve-scale`` is ``preserve_scale``). The class-conditional DDPM path (``--forget-class``) is the
 command line's only.
+
+The audits take pipelines in memory as well as folders, and give the report back:
+
+    report = erase.audit_concept([base, result.pipeline], "circle").report      # UA, retain accuracy, FID
+    report = erase.audit_nudity(result.pipeline, "toy-i2p", detector="toy").report
+
+``audit_concept`` and ``audit_nudity`` run the same code as ``salun audit concept`` and ``salun audit nudity``;
+their settings are those functions' keyword arguments (``per_colour``, ``n_per_prompt``, ``limit``, ...).
 """
 from __future__ import annotations
 
@@ -127,3 +135,78 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
     mask = Mask.load(mask_file) if mask_file.exists() else None
     return EraseResult(pipeline=loaded, mask=mask, record=record, path=Path(out), source=model, _tmp=tmp)
 
+
+@dataclass
+class AuditResult:
+    """What an audit gives back: its ``report`` (the dict report.json holds) and ``path``, the folder it wrote
+    (report.json, report.md and its pictures)."""
+
+    report: dict
+    path: Path
+    _tmp: Any = field(default=None, repr=False)  # the temporary folder ``path`` lies in, when none was named
+
+
+def _audit_folder(out: str | Path | None, kind: str) -> tuple[Path, Any]:
+    if out is not None:
+        return Path(out), None
+    tmp = tempfile.TemporaryDirectory(prefix=f"salun-audit-{kind}-")
+    return Path(tmp.name) / "report", tmp
+
+
+def audit_concept(models, concept: str | list[str], *, out: str | Path | None = None, overwrite: bool = False,
+                  **settings) -> AuditResult:
+    """``salun audit concept`` over ``models`` (pipelines in memory, folders or hub ids; one or a list): what each
+    still draws of ``concept`` (UA) and of the rest (retain accuracy, FID), with a before/after grid. A toy concept
+    is judged by the toy judge (``judge_dir``, default the shipped one; ``per_colour``, ``retain_per_pair``);
+    another by a real classifier (``erase.audit.concept.audit_prompt_concept``'s settings: ``classifier``,
+    ``clip_weights``, ``reference``, ``per_class``, ...). ``out``: the report folder (default: a temporary one,
+    kept as long as the result)."""
+    from .audit.concept import audit_prompt_concept, audit_toy_concept
+    from .audit.models import model_refs
+    from .diffusion.sd.recipes import load_recipe
+
+    concepts = [concept] if isinstance(concept, (str, Path)) else list(concept)
+    if len(concepts) != 1 and not all("toy" in load_recipe(str(c)).extra for c in concepts):
+        raise UserError("audit_concept() takes several concepts for toy shapes only; audit the others one at a time")
+    refs = model_refs(models)
+    folder, tmp = _audit_folder(out, "concept")
+    if all("toy" in load_recipe(str(c)).extra for c in concepts):
+        from .toy import TOY_JUDGE
+
+        judge = settings.pop("judge_dir", None) or TOY_JUDGE
+        _known("audit_concept", settings, ("per_colour", "retain_per_pair", "grid_seeds"))
+        report = audit_toy_concept(refs, [str(c) for c in concepts], folder, judge, overwrite=overwrite, **settings)
+    else:
+        _known("audit_concept", settings, ("classifier", "classifier_weights", "clip_arch", "clip_weights",
+                                            "reference", "per_class", "steps", "guidance", "size", "device",
+                                            "fid_features", "inception_weights"))
+        report = audit_prompt_concept(refs, str(concepts[0]), folder, overwrite=overwrite, **settings)
+    return AuditResult(report=report, path=folder, _tmp=tmp)
+
+
+def audit_nudity(models, prompts: str = "i2p", *, out: str | Path | None = None, detector: str = "nudenet",
+                 **settings) -> AuditResult:
+    """``salun audit nudity`` over ``models`` (pipelines in memory, folders or hub ids; one or a list): draw
+    ``prompts`` (an I2P csv or parquet, or a shipped set such as ``toy-i2p``) through each and count what
+    ``detector`` finds (``nudenet``, or ``toy``: the toy judge's frame detector). Settings are
+    ``erase.audit.nudity.audit_nudity``'s keyword arguments (``n_per_prompt``, ``limit``, ``threshold``,
+    ``classes``, ``categories``, ``judge_dir``, ...); ``steps`` defaults to the detector's, as on the command line.
+    A report folder given as ``out`` resumes an interrupted audit."""
+    from .audit.detectors import detector_kind
+    from .audit.models import model_refs
+    from .audit.nudity import audit_nudity as run
+
+    _known("audit_nudity", settings, ("categories", "n_per_prompt", "steps", "size", "threshold", "classes", "limit",
+                                      "batch_size", "device", "judge_dir"))
+    if settings.get("steps") is None:
+        settings["steps"] = detector_kind(detector).default_steps
+    refs = model_refs(models)
+    folder, tmp = _audit_folder(out, "nudity")
+    report = run(refs, prompts, folder, detector=detector, **settings)
+    return AuditResult(report=report, path=folder, _tmp=tmp)
+
+
+def _known(function: str, settings: dict, names: tuple[str, ...]) -> None:
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise UserError(f"{function}() got an unknown setting {unknown[0]!r}; its settings: {', '.join(names)}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
+from typing import Any, Sequence
 
 from ..core import distributed as dist
 from ..core.outputs import guard_output, legacy_report
@@ -20,9 +21,10 @@ from ..core.checks import finite_float, image_size, positive_int
 from ..core.errors import UserError
 from ..diffusion.generate import as_uint8, generate, grid, to_pil
 from ..core.mask import fingerprint
-from ..diffusion.pipeline import check_device, check_model, load_pipeline
+from ..diffusion.pipeline import check_device
 from ..diffusion.sd.recipes import load_recipe
 from .fid import frechet_distance, judge_features
+from .models import ModelRef, model_refs
 
 AUDIT = "audit concept"  # the command whose outputs these reports are (their marker)
 
@@ -42,10 +44,11 @@ ERASED_PROMPT_KEYS = ("erased_prompt_acc", "erased_prompt_acc_ci", "erased_promp
                       "erased_prompt_reject_rate_ci", "erased_prompt_as_other", "erased_prompt_as_other_ci")
 
 
-def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, judge_dir: Path, per_colour: int = 40,
+def audit_toy_concept(models: Sequence[Any], concept: str | list[str], out: Path, judge_dir: Path, per_colour: int = 40,
                       retain_per_pair: int = 8, overwrite: bool = False, grid_seeds: int = 4) -> dict:
     """Audit toy-world models for a toy shape recipe (or several, erased together: each one's rates, and
-    the retain figures over the shapes none of them is); writes report.json, report.md and grid.png."""
+    the retain figures over the shapes none of them is); writes report.json, report.md and grid.png. ``models``:
+    pipeline folders or hub ids, or toy SD pipelines in memory (``erase.audit.models.model_refs``)."""
     from ..toy import shapes as S
     from ..toy.judge import load_judge, require_reject
     from ..toy.quality import multi_erasure_rates
@@ -68,10 +71,10 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
             raise UserError(f"--concept {c!r} is given twice")
         shapes.append(shape)
     shape = shapes[0]
-    if not models:
-        raise UserError("give at least one --model")
+    refs = model_refs(models)
+    paths = [r.source for r in refs if not r.in_memory]
     out = Path(out)
-    kinds = {_kind(m) for m in models}
+    kinds = {_kind(r) for r in refs}
     if len(kinds) > 1:
         raise UserError("audit toy Stable Diffusion models and class-conditional DDPMs separately: their "
                         "samples are drawn differently and would not compare")
@@ -80,9 +83,9 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
         raise UserError("several concepts: the class-conditional DDPM path erases one class per run; audit one "
                         "--concept at a time")
     if not ddpm:  # a bad last model fails before the first one's images are drawn (load_ddpm checks DDPMs)
-        for model in models:
-            check_model(model)
-    guard_output(out, AUDIT, reads=[*models, judge_dir], overwrite=overwrite, own=legacy_report(AUDIT))
+        for model in refs:
+            model.check()
+    guard_output(out, AUDIT, reads=[*paths, judge_dir], overwrite=overwrite, own=legacy_report(AUDIT))
     judge = require_reject(load_judge(judge_dir))  # counting what erased prompts draw needs "none of these"
     ref = S.draw_set(retain_per_pair * len(S.COLOURS) * (len(S.SHAPES) - len(shapes)), seed=4242,
                      shapes=[s for s in S.SHAPES if s not in shapes])
@@ -92,16 +95,16 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
               "settings": {"per_colour": per_colour, "retain_per_pair": retain_per_pair, "seed": 1000},
               "versions": library_versions(), "models": {}}
     rows, names, ref_cache = [], [], {}
-    for model in models:
+    for model in refs:
         if ddpm:
-            r, picks, retain_imgs, pipe = _ddpm_rates(model, judge_dir, shape, per_colour * len(S.COLOURS),
+            r, picks, retain_imgs, pipe = _ddpm_rates(model.source, judge_dir, shape, per_colour * len(S.COLOURS),
                                                       retain_per_pair * len(S.COLOURS), grid_seeds)
             res = pipe.unet.config.sample_size
             report["settings"]["ddpm"] = {"steps": r["steps"], "w": r["w"], "resolution": res,
                                           "note": "samples upsampled to 32px for the judge; the FID reference "
                                                   "is drawings downsampled to the model's size and back"}
         else:
-            pipe = load_pipeline(model)
+            pipe = model.load()
             imgs: dict = {}
             multi = multi_erasure_rates(pipe, judge_dir, shapes, per_colour=per_colour,
                                         retain_per_pair=retain_per_pair, images=imgs)
@@ -130,10 +133,10 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
             ref_cache[res] = judge_features(judge, as_uint8(ref_imgs).transpose(0, 2, 3, 1))
         retain_u8 = as_uint8(retain_imgs).transpose(0, 2, 3, 1)
         fid = frechet_distance(judge_features(judge, retain_u8), ref_cache[res])
-        name = unique_name(Path(model).name or str(model), names)
+        name = unique_name(model.name, names)
         names.append(name)
         report["models"][name] = {
-            "path": str(model), "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
+            "path": model.where, "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
             "UA": 1 - r["forget_rate"], "forget_rate": r["forget_rate"], "synonym_rate": r.get("synonym_rate"),
             "heldout_rate": r.get("heldout_rate"), "retain_acc": r["retain_acc"],
             "retain_per_class": r.get("retain_per_shape") or r["retain_per_class"],
@@ -154,10 +157,15 @@ def audit_toy_concept(models: list[str], concept: str | list[str], out: Path, ju
     return report
 
 
-def _kind(model) -> str:
+def _kind(ref: ModelRef) -> str:
     from ..diffusion.pipeline import is_ddpm_folder
 
-    return "ddpm" if is_ddpm_folder(model) else "sd"
+    if ref.in_memory:
+        if type(ref.pipe).__name__ in ("ClassConditionalDDPMPipeline", "DDPMPipeline"):
+            raise UserError("the class-conditional DDPM is audited from its folder: save it with save_pretrained "
+                            "and pass the folder")
+        return "sd"
+    return "ddpm" if is_ddpm_folder(ref.source) else "sd"
 
 
 def _ddpm_rates(model, judge_dir, shape: str, n_forget: int, n_retain_per_class: int, grid_seeds: int):
@@ -239,7 +247,7 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier: str = "auto",
+def audit_prompt_concept(models: Sequence[Any], concept: str, out: Path, classifier: str = "auto",
                          classifier_weights: str = "imagenet", clip_arch: str = "ViT-B-32",
                          clip_weights: str | None = None, reference: Path | None = None, per_class: int = 10,
                          steps: int = 50, guidance: float = 7.5, size: int | None = None, device: str = "cpu",
@@ -252,17 +260,14 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     times (seeds 1000...) through every model; UA is the share of forget-prompt images not classified
     as the forget label. With CLIP weights: CLIP score. With ``reference`` images: FID of the retained
     labels' images against them, on torchvision Inception-v3 pool features (``fid_features="inception"``)
-    or CLIP image features (``"clip"``); the report names which.
+    or CLIP image features (``"clip"``); the report names which. ``models``: pipeline folders or hub ids, or
+    pipelines in memory (``erase.audit.models.model_refs``).
     """
     import torch
 
     from ..diffusion.sd.data import to_tensor, load_image_folder
-    from .classifiers import (
-        IMAGENETTE_TO_IMAGENET,
-        ClipModel,
-        ImageNetResNet50,
-        InceptionFeatures,
-    )
+    from .classifiers import IMAGENETTE_TO_IMAGENET, ClipModel, InceptionFeatures
+    from .concept_classifiers import ClassifierContext, classifier_kind
 
     positive_int(per_class, "--per-class")
     positive_int(steps, "--steps")
@@ -271,11 +276,10 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     device = check_device(device)
     recipe = load_recipe(concept)
     out = Path(out)
-    if not models:
-        raise UserError("give at least one --model")
-    for model in models:  # a bad last model fails before any classifier is loaded or image drawn
-        check_model(model)
-    guard_output(out, AUDIT, reads=[*models, reference], overwrite=overwrite, own=legacy_report(AUDIT))
+    refs = model_refs(models)
+    for model in refs:  # a bad last model fails before any classifier is loaded or image drawn
+        model.check()
+    guard_output(out, AUDIT, reads=[*(r.source for r in refs if not r.in_memory), reference], overwrite=overwrite, own=legacy_report(AUDIT))
     imagenet_class = recipe.extra.get("imagenet_class")
     if imagenet_class is not None:
         labels = list(IMAGENETTE_TO_IMAGENET)
@@ -284,27 +288,11 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     else:
         labels = prompts = [recipe.forget_prompts[0]] + [p for p in recipe.retain_prompts if p != recipe.forget_prompts[0]]
         forget = 0
-    kind = classifier if classifier != "auto" else ("resnet50" if imagenet_class is not None else "clip")
-    if kind == "clip" and not clip_weights:
-        raise UserError("CLIP zero-shot needs --clip-weights: an open_clip tag such as openai (downloaded) or a "
-                        "local checkpoint file")
+    kind = classifier_kind(classifier, recipe)
+    kind.check(recipe, clip_weights)
     # "random" builds CLIP with random weights: for structure tests only, the figures mean nothing.
     clip = ClipModel(clip_arch, None if clip_weights == "random" else clip_weights, device) if clip_weights else None
-    if kind == "resnet50":
-        if imagenet_class is None:
-            raise UserError("the ResNet-50 classifier knows ImageNet classes: use it with an Imagenette recipe")
-        resnet = ImageNetResNet50(classifier_weights, device)
-        ids = torch.tensor([IMAGENETTE_TO_IMAGENET[c] for c in labels])
-
-        def classify(images):
-            pred = resnet.predict(images)
-            hit = pred[:, None] == ids[None, :]
-            return torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(pred, -1))
-    elif kind == "clip":
-        def classify(images):
-            return clip.zero_shot(images, labels)
-    else:
-        raise UserError(f"unknown classifier {classifier!r}: auto, resnet50 or clip")
+    classify = kind.make(ClassifierContext(labels, recipe, device, classifier_weights, clip))
     ref_feats, featurize = None, None
     if reference is not None:
         ref = load_image_folder(reference, caption="reference")  # a missing folder fails before any download
@@ -320,20 +308,20 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
     all_prompts = [p for p in prompts for _ in range(per_class)]
     seeds = [1000 + k for _ in prompts for k in range(per_class)]
     truth = torch.tensor([i for i in range(len(prompts)) for _ in range(per_class)])
-    report = {"concept": concept, "classifier": kind, "labels": labels, "forget_label": labels[forget],
+    report = {"concept": concept, "classifier": kind.name, "labels": labels, "forget_label": labels[forget],
               "fid_features": ({"clip": "CLIP image embeddings", "inception": "torchvision Inception-v3 pool "
                                 "(not the TF-FID weights)"}[fid_features] if ref_feats is not None else None),
               "settings": {"per_class": per_class, "steps": steps, "guidance": guidance, "seed": 1000},
               "versions": library_versions(), "models": {}}
     rows, names = [], []
-    for model in models:
-        pipe = load_pipeline(model, device=device)
+    for model in refs:
+        pipe = model.load(device)
         images = generate(pipe, all_prompts, seeds, steps=steps, guidance=guidance, height=size, width=size)
         pred = classify(images)
         correct = pred == truth
         per = {labels[i]: float(correct[truth == i].float().mean()) for i in range(len(labels))}
         retain_mask = truth != forget
-        entry = {"path": str(model), "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
+        entry = {"path": model.where, "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
                  "UA": 1 - per[labels[forget]], "forget_acc": per[labels[forget]],
                  "retain_acc": float(correct[retain_mask].float().mean()) if retain_mask.any() else None,
                  "per_class_acc": per}
@@ -341,7 +329,7 @@ def audit_prompt_concept(models: list[str], concept: str, out: Path, classifier:
             entry["clip_score"] = clip.clip_score(images, all_prompts)
         if ref_feats is not None:
             entry["fid_retain"] = frechet_distance(featurize(images[retain_mask]).numpy(), ref_feats)
-        name = unique_name(Path(model).name or str(model), names)
+        name = unique_name(model.name, names)
         names.append(name)
         report["models"][name] = entry
         show = [forget] + [i for i in range(len(prompts)) if i != forget][:2]

@@ -17,7 +17,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..core.errors import UserError
 
@@ -330,7 +330,7 @@ def check_detector(detector: str, models: Sequence[str], size: int | None, class
     kind.check_models(models, size)
 
 
-def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequence[str] | None = None,
+def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Sequence[str] | None = None,
                  n_per_prompt: int = 1, steps: int = 50, size: int | None = None, threshold: float = 0.6,
                  classes: Sequence[str] | None = None, limit: int | None = None, batch_size: int = 8,
                  detect: Callable | None = None, device: str | None = None, detector: str = "nudenet",
@@ -338,44 +338,46 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     """Generate, detect and report for every model; returns the report on the main process.
 
     ``detector``: ``nudenet`` (real models) or ``toy`` (the toy world's frame attribute, read by the toy
-    judge in ``judge_dir``); ``classes`` defaults to every class the detector reports as exposed."""
+    judge in ``judge_dir``); ``classes`` defaults to every class the detector reports as exposed. ``models``:
+    pipeline folders or hub ids, or pipelines in memory (``erase.audit.models.model_refs``)."""
     from accelerate import PartialState
 
     from ..core.mask import fingerprint
-    from ..diffusion.pipeline import check_device, check_model, load_pipeline
+    from ..diffusion.pipeline import check_device
     from .concept import unique_name, library_versions
+    from .models import model_refs
 
-    if not models:
-        raise UserError("give at least one --model")
+    refs = model_refs(models)
+    paths = [r.source for r in refs if not r.in_memory]
     classes = list(classes) if classes else list(classes_of(detector))  # classes_of refuses an unknown detector
     check_settings(n_per_prompt, steps, size, threshold, batch_size, limit, classes)
-    check_detector(detector, models, size, classes)
+    check_detector(detector, paths, size, classes)
     check_device(device)
     rows = load_prompts(prompts, categories, limit)
     check_seeds(rows, n_per_prompt, prompts)
     found = make_detector(detector, judge_dir)
     detect = detect or found.detect
-    for model in models:  # a bad last model fails before the first one's images are drawn
-        check_model(model)
+    for ref in refs:  # a bad last model fails before the first one's images are drawn
+        ref.check()
     state = PartialState()
     out = Path(out)
     from ..core.outputs import MARKER, guard_output, mark_output
     from ..toy import TOY_JUDGE
 
-    guard_output(out, AUDIT, reads=[*models, judge_dir or TOY_JUDGE], resumable=True,
+    guard_output(out, AUDIT, reads=[*paths, judge_dir or TOY_JUDGE], resumable=True,
                  own=is_nudity_audit)
     if state.is_main_process:  # every check passed: now the detector's warnings, once
-        detector_kind(detector).warn_models(list(models), size)
+        detector_kind(detector).warn_models(paths, size)
     if state.is_main_process and not (out / MARKER).exists():  # before any image: a rerun knows the folder
         out.mkdir(parents=True, exist_ok=True)
         mark_output(out, AUDIT)
     state.wait_for_everyone()  # the folder is marked before any process writes an image into it
     names: list[str] = []
     results, prints = {}, {}
-    for model in models:
-        name = unique_name(Path(model).name or str(model), names)
+    for ref in refs:
+        name = unique_name(ref.name, names)
         names.append(name)
-        pipe = load_pipeline(model, device=device or state.device)
+        pipe = ref.load(device or state.device)
         prints[name] = fingerprint(dict(pipe.unet.named_parameters()))
         folder = out / "images" / name
         generate_prompts(pipe, rows, folder, n_per_prompt, steps, size, batch_size, state.process_index,
@@ -384,7 +386,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    for name, model in zip(names, models):
+    for name, ref in zip(names, refs):
         folder = out / "images" / name
         stamps = {folder / f"{r['index']:05d}_{k}.png": image_stamp(prints[name], steps, size, r, k)
                   for r in rows for k in range(n_per_prompt)}
@@ -402,7 +404,7 @@ def audit_nudity(models: list[str], prompts: str, out: Path, categories: Sequenc
         if erased_prompts is not None:  # (toy) the frame prompts must still draw the shape they name, unframed
             results[name]["erased_prompts"] = erased_prompts(rows, n_per_prompt, folder, judge_dir)
         _write_text(folder / "stamp.json", json.dumps(
-            {"model": str(model), "unet_fingerprint": prints[name], "steps": steps, "size": size,
+            {"model": ref.where, "unet_fingerprint": prints[name], "steps": steps, "size": size,
              "n_per_prompt": n_per_prompt, "prompts": {"source": prompts, "n_prompts": len(rows)}}, indent=2))
     report = {"prompts": {"source": prompts, "categories": list(categories or []), "n_prompts": len(rows)},
               "settings": {"n_per_prompt": n_per_prompt, "steps": steps, "size": size, "threshold": threshold,

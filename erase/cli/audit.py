@@ -9,6 +9,8 @@ from ..core.outputs import guard_output, legacy_report
 
 
 def add_audit_parsers(sub) -> None:
+    from ..audit.concept_classifiers import classifier_names
+
     au = sub.add_parser("audit", help="measure an erasure: nudity on I2P, a concept's UA/retain/FID, attacks",
                         description="Audits that prove an erasure with numbers and pictures.")
     asub = au.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
@@ -26,8 +28,9 @@ def add_audit_parsers(sub) -> None:
     ac.add_argument("--per-colour", type=int, default=40, help="toy: concept images per colour (default 40)")
     ac.add_argument("--retain-per-pair", type=int, default=8,
                     help="toy: images per other shape and colour (default 8)")
-    ac.add_argument("--classifier", choices=("auto", "resnet50", "clip"), default="auto",
-                    help="other concepts: ImageNet ResNet-50 (Imagenette recipes) or CLIP zero-shot (default: auto)")
+    ac.add_argument("--classifier", choices=classifier_names(), default="auto",
+                    help="other concepts: ImageNet ResNet-50 (Imagenette recipes) or CLIP zero-shot, or a registered "
+                         "classifier (erase/audit/concept_classifiers.py); auto: the first that fits the recipe")
     ac.add_argument("--classifier-weights", default="imagenet",
                     help="ResNet-50 state dict file, or 'imagenet' to let torchvision download it")
     ac.add_argument("--clip-arch", default="ViT-B-32")

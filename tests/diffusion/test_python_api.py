@@ -25,17 +25,23 @@ def _load():
     return StableDiffusionPipeline.from_pretrained(str(TOY_SD), torch_dtype=torch.float32)
 
 
-def test_the_documented_example_runs_and_erases(tmp_path, monkeypatch):
-    """docs/python-api.md's example, as written (the toy model's path made absolute), then the judge: the
-    erased pipeline no longer draws circles and still draws the other shapes."""
+def test_the_documented_examples_run_and_erase(tmp_path, monkeypatch):
+    """docs/python-api.md's examples, as written and in order (the toy model's path made absolute), then the judge:
+    the erased pipeline no longer draws circles and still draws the other shapes, and the audit API says so."""
     from erase.toy.quality import erasure_rates
 
     page = (ROOT / "docs" / "python-api.md").read_text()
-    code = re.search(r"```python\n(.*?)```", page, re.S).group(1).replace('"pipelines/toy-sd"', repr(str(TOY_SD)))
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) == 2, "the erase example and the audit example"
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(code, "docs/python-api.md", "exec"), scope)
+    for code in blocks:
+        exec(compile(code.replace('"pipelines/toy-sd"', repr(str(TOY_SD))), "docs/python-api.md", "exec"), scope)
     result = scope["result"]
+    models = scope["audit"].report["models"]
+    assert models["base"]["UA"] <= 0.2 and models["erased"]["UA"] >= 0.9, models  # the audit sees the erasure
+    assert models["erased"]["path"] == "<in memory: erased>" and scope["audit"].path.exists()
+    assert scope["frames"].report["models"]["toy-sd"]["share_with_nudity"] >= 0.5  # the base draws the frame
     assert (tmp_path / "erased-circle" / UNET).exists() and (tmp_path / "erased-circle" / "mask.safetensors").exists()
     saved, live = load_file(tmp_path / "erased-circle" / UNET), result.pipeline.unet.state_dict()
     assert all(torch.equal(saved[k], live[k]) for k in saved)  # what is saved is the pipeline in memory
