@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -69,22 +69,22 @@ def _source_folder(pipe) -> Path | None:
 
 
 def write_pipeline(pipe, unet, folder: Path, mask: Mask | None = None, recipe: dict | None = None,
-                   card: str | None = None, extra_files: dict | None = None) -> None:
-    """Write ``pipe`` with ``unet`` swapped in into an (empty) ``folder``; untouched components are
-    copied file for file from the source."""
-    refuse_non_finite(unet)
+                   card: str | None = None, extra_files: dict | None = None, component: str = "unet") -> None:
+    """Write ``pipe`` with ``unet`` (the trained denoiser, the pipeline's ``component``) swapped in into an (empty)
+    ``folder``; untouched components are copied file for file from the source."""
+    refuse_non_finite(unet, f"the {component} to export")
     src = _source_folder(pipe)
     tmp = Path(folder)
     components = [k for k, v in pipe.components.items() if v is not None]
     for name in components:
-        if name == "unet":
+        if name == component:
             continue
         if src is not None and (src / name).is_dir():
             shutil.copytree(src / name, tmp / name)
         else:
             obj = pipe.components[name]
             obj.save_pretrained(tmp / name, **({"safe_serialization": True} if hasattr(obj, "dtype") else {}))
-    unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    unet.save_pretrained(tmp / component, safe_serialization=True)
     if src is not None and (src / "model_index.json").exists():
         index = json.loads((src / "model_index.json").read_text())
     else:
@@ -106,12 +106,14 @@ def write_pipeline(pipe, unet, folder: Path, mask: Mask | None = None, recipe: d
 
 
 def export_pipeline(pipe, unet, out: Path, overwrite: bool = False, mask: Mask | None = None,
-                    recipe: dict | None = None, card: str | None = None, extra_files: dict | None = None) -> Path:
-    """Write ``pipe`` with ``unet`` swapped in to ``out``, atomically; never a UNet with non-finite weights."""
+                    recipe: dict | None = None, card: str | None = None, extra_files: dict | None = None,
+                    component: str = "unet") -> Path:
+    """Write ``pipe`` with ``unet`` (its ``component``) swapped in to ``out``, atomically; never a denoiser with
+    non-finite weights."""
     check_output(out, _source_folder(pipe), overwrite)
-    refuse_non_finite(unet)  # before any folder is made (write_pipeline checks again, for its other callers)
+    refuse_non_finite(unet, f"the {component} to export")  # before any folder is made (write_pipeline checks again)
     with atomic_dir(out, overwrite=overwrite, mark="erase") as tmp:
-        write_pipeline(pipe, unet, tmp, mask, recipe, card, extra_files)
+        write_pipeline(pipe, unet, tmp, mask, recipe, card, extra_files, component)
     return Path(out)
 
 
@@ -143,16 +145,16 @@ class SourceWeights(Mapping):
         return len(self._where)
 
 
-def base_unet_weights(pipe, unet) -> Mapping[str, torch.Tensor]:
-    """The source UNet's weights for a LoRA export: from the source files when they are safetensors,
-    else (a ``.bin`` checkpoint) by loading the source UNet once."""
+def base_unet_weights(pipe, unet, component: str = "unet") -> Mapping[str, torch.Tensor]:
+    """The source denoiser's weights (the pipeline's ``component``) for a LoRA export: from the source files when
+    they are safetensors, else (a ``.bin`` checkpoint) by loading the source denoiser once."""
     src = _source_folder(pipe)
     if src is not None:
         try:
-            return SourceWeights(src / "unet")
+            return SourceWeights(src / component)
         except FileNotFoundError:
             pass
-        base = type(unet).from_pretrained(src, subfolder="unet")
+        base = type(unet).from_pretrained(src, subfolder=component)
         return {n: p.detach() for n, p in base.named_parameters()}
     raise UserError("--lora-rank needs the base UNet's files to compute the weight change, and the source "
                     "pipeline's folder could not be found: load the model from a local folder")
@@ -246,8 +248,16 @@ pipe.load_lora_weights("path/to/this/folder")
 """
 
 
-def write_lora(pipe_cls, state: dict, report: dict, folder: Path, card: str | None = None) -> None:
-    """Save LoRA factors as a diffusers/PEFT adapter that ``pipe.load_lora_weights`` applies."""
+def unet_lora_layers(state: dict, rank: int, targets: list[str]) -> dict:
+    """``save_lora_weights``'s arguments for a UNet's LoRA (the layout of every UNet pipeline in diffusers)."""
+    return {"unet_lora_layers": state,
+            "unet_lora_adapter_metadata": {"r": rank, "lora_alpha": rank, "target_modules": targets}}
+
+
+def write_lora(pipe_cls, state: dict, report: dict, folder: Path, card: str | None = None,
+               lora_layers: Callable[[dict, int, list[str]], dict] = unet_lora_layers) -> None:
+    """Save LoRA factors as a diffusers/PEFT adapter that ``pipe.load_lora_weights`` applies; ``lora_layers``: the
+    denoiser's arguments to ``pipe_cls.save_lora_weights`` (a model family's)."""
     if not state:
         raise UserError("the erased UNet does not differ from the base: no adapter to export")
     bad = first_non_finite(state.items())
@@ -255,8 +265,7 @@ def write_lora(pipe_cls, state: dict, report: dict, folder: Path, card: str | No
         raise TrainingDiverged(f"the LoRA factor {bad} holds NaN or infinite values; nothing was written")
     rank = report["rank"]
     targets = sorted({k.rsplit(".lora_", 1)[0] for k in state})
-    pipe_cls.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
-                               unet_lora_adapter_metadata={"r": rank, "lora_alpha": rank, "target_modules": targets})
+    pipe_cls.save_lora_weights(folder, safe_serialization=True, **lora_layers(state, rank, targets))
     (Path(folder) / "lora_report.json").write_text(json.dumps(report, indent=2))
     if card is not None:
         (Path(folder) / "README.md").write_text(card)

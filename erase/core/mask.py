@@ -38,14 +38,17 @@ PRESETS: dict[str, str] = {
 from .outputs import MASK_FORMAT  # noqa: E402 - one definition, readable without torch
 
 
-def select_parameters(model: nn.Module, selection: str = "all") -> dict[str, nn.Parameter]:
-    """Parameters chosen by a preset name (see ``PRESETS``) or ``re:<regex>`` over parameter names."""
-    if selection in PRESETS:
-        pattern = PRESETS[selection]
+def select_parameters(model: nn.Module, selection: str = "all",
+                      presets: dict[str, str] | None = None) -> dict[str, nn.Parameter]:
+    """Parameters chosen by a preset name or ``re:<regex>`` over parameter names. ``presets``: what the names mean
+    for this model (a model family's; default ``PRESETS``, diffusers' UNet names)."""
+    presets = PRESETS if presets is None else presets
+    if selection in presets:
+        pattern = presets[selection]
     elif selection.startswith("re:"):
         pattern = selection[3:]
     else:
-        raise UserError(f"unknown parameter selection {selection!r}: use one of {', '.join(PRESETS)} "
+        raise UserError(f"unknown parameter selection {selection!r}: use one of {', '.join(presets)} "
                         "or re:<regex over parameter names>")
     try:
         rx = re.compile(pattern)
@@ -257,13 +260,14 @@ def top_fraction_mask(scores: dict[str, torch.Tensor], keep: float = 0.5, scope:
 def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterable,
                  selection: str = "all", keep: float = 0.5, scope: str = "global",
                  clip_grad_norm: float | None = None, meta: dict | None = None, progress: bool = True,
-                 total: int | None = None, reduce: Callable[[dict, int], int] | None = None) -> Mask:
+                 total: int | None = None, reduce: Callable[[dict, int], int] | None = None,
+                 presets: dict[str, str] | None = None) -> Mask:
     """The whole engine: select parameters, accumulate the forgetting gradient, keep the top fraction.
 
     ``reduce(grads)``: under several processes, each summed its share of the batches (``loss_fn`` gives
     None for the others'); ``reduce`` sums the sums over processes in place and returns the batch count,
-    so every process ranks the same totals."""
-    params = select_parameters(model, selection)
+    so every process ranks the same totals. ``presets``: what ``selection``'s names mean (``select_parameters``)."""
+    params = select_parameters(model, selection, presets)
     grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total,
                                             allow_empty=reduce is not None)
     if reduce is not None:

@@ -42,7 +42,29 @@ class Family(Protocol):
         """Classifier-free guidance's null condition as the family samples with it, given the empty prompt's."""
 
     def denoise(self, unet, zt: "torch.Tensor", t: "torch.Tensor", cond: dict[str, "torch.Tensor"]) -> "torch.Tensor":
-        """The UNet's output (noise, velocity or sample: the scheduler's ``prediction_type``) under ``cond``."""
+        """The denoiser's output (noise, velocity or sample: the scheduler's ``prediction_type``) under ``cond``."""
+
+    # What the denoiser is, how it is trained and what its parameters are called: ``unet_family.UNetDenoising``
+    # gives a diffusers UNet's (SD, SDXL, DDPM subclass it); a transformer family overrides them.
+    denoiser_component: str  # the pipeline component the job trains and exports ("unet")
+
+    def denoiser_of(self, pipe) -> "torch.nn.Module":
+        """The module the job trains (``pipe.unet``)."""
+
+    def training_scheduler(self, pipe):
+        """The noise schedule the job trains with (``add_noise``, the training target's ``prediction_type``)."""
+
+    def native_resolution(self, pipe) -> int:
+        """The side of the images the pipeline draws, from its configs."""
+
+    def resolution_multiple(self, pipe) -> int:
+        """What a training resolution must be a multiple of (the VAE's and the denoiser's downsampling)."""
+
+    def selection_presets(self) -> dict[str, str]:
+        """``--selection``'s names (``attn2``, ``attn2+resnets``, ...) as regexes over the denoiser's parameter names."""
+
+    def lora_layers(self, state: dict, rank: int, targets: list[str]) -> dict:
+        """``pipeline_class().save_lora_weights``'s arguments for the denoiser's LoRA factors."""
 
     def usage(self, folder: str) -> str:
         """Python lines that load an exported folder with plain diffusers (for the model card)."""

@@ -33,7 +33,7 @@ from ..core import distributed as dist
 from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
-from ..core.mask import Mask, content_digest, select_parameters
+from ..core.mask import Mask, content_digest
 from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
@@ -43,7 +43,8 @@ from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
-from .prepare import accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, target_key
+from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
+                      target_key)
 from .saliency import cached_mask, make_mask  # noqa: F401 - make_mask re-exported
 from .sd.data import EpochSampler
 from .sd.recipes import Recipe
@@ -166,12 +167,12 @@ def _given_mask(opts: EraseOptions, pipe, method) -> Mask | None:
     mask = None
     if opts.mask_path is not None:
         mask = Mask.load(opts.mask_path)
-        mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
+        mask.check_model(family_of_pipe(pipe).denoiser_of(pipe), strict_fingerprint=not opts.allow_other_base)
     if opts.lora_rank:  # a rank no changed layer can use only pads the adapter
         from ..core.export import check_lora_rank
 
         check_lora_rank(opts.lora_rank, {n: m for n, m in mask.masks.items() if m.any()} if mask is not None else
-                        select_parameters(pipe.unet, method.selection or opts.recipe.selection))
+                        selected_parameters(pipe, method.selection or opts.recipe.selection))
     return mask
 
 
@@ -187,7 +188,7 @@ class EraseJob:
         self.family = family_of_pipe(pipe)
         self.method = method
         self.settings = method_settings(opts, method)
-        self.unet = pipe.unet
+        self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet for every built-in family)
         self.stepper = self.optimizer = self.trainable = None
         self.mask_seconds = 0.0
 
@@ -225,9 +226,7 @@ class EraseJob:
             self.unet.enable_xformers_memory_efficient_attention()
 
     def _scheduler(self):
-        from diffusers import DDPMScheduler
-
-        return DDPMScheduler.from_config(self.pipe.scheduler.config)
+        return self.family.training_scheduler(self.pipe)
 
     def _data(self) -> None:
         """Forget and retain latents (under several processes each draws its share; all then read them all),
@@ -266,7 +265,7 @@ class EraseJob:
         """The trainable weights (the mask's, else the method's selection), the method bound to its context,
         Adam over them, the samplers and the generator the loop draws from."""
         opts, r, method, unet = self.opts, self.recipe, self.method, self.unet
-        selection = None if self.mask is not None else select_parameters(unet, method.selection or r.selection)
+        selection = None if self.mask is not None else selected_parameters(self.pipe, method.selection or r.selection)
         self.trainable = MaskedParameters(unet, self.mask, selection)
         self.digest = mask_digest(self.mask) + "-" + _training_key(
             r, opts, self.data_digest, self.res, target_key(self.pipe) + _method_key(method, self.settings))
@@ -419,7 +418,9 @@ def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, histor
     base_name = str(opts.model or "pipelines/toy-sd")
     lora = None
     if lora_out is not None:
-        state, report = lora_from_delta(base_unet_weights(pipe, unet), dict(unet.named_parameters()),
+        family = family_of_pipe(pipe)
+        state, report = lora_from_delta(base_unet_weights(pipe, unet, family.denoiser_component),
+                                        dict(unet.named_parameters()),
                                         opts.lora_rank, names=changed)
         if not state:
             raise UserError("the erased UNet does not differ from the base: no adapter to export (drop --lora-rank)")
@@ -437,11 +438,13 @@ def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, histor
         # it goes with the old pipeline (swapped for an empty folder, then removed).
         targets.append(stale_lora)
     with atomic_dirs(targets, overwrite=opts.overwrite, mark="erase") as tmps:
+        family = family_of_pipe(pipe)
         write_pipeline(pipe, unet, tmps[0], mask=mask, recipe=rec, card=card,
-                       extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"})
+                       extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"},
+                       component=family.denoiser_component)
         if lora is not None:
-            write_lora(family_of_pipe(pipe).pipeline_class(), lora[0], lora[1], tmps[1],
-                       card=lora_card(base_name, lora[1], str(opts.out)))
+            write_lora(family.pipeline_class(), lora[0], lora[1], tmps[1],
+                       card=lora_card(base_name, lora[1], str(opts.out)), lora_layers=family.lora_layers)
     if len(targets) > 1 and lora is None:
         import shutil
 

@@ -13,6 +13,7 @@ from ..core.mask import fingerprint
 from .combine import parts
 from .family import Family
 from .options import EraseOptions
+from .prepare import family_of_pipe
 from .sd import data as D
 from .sd.recipes import Recipe
 
@@ -44,7 +45,7 @@ def image_latents(pipe, recipe: Recipe, opts: EraseOptions, work: Path, kind: st
         # concept alone would draw them (the same cache folder), then put together.
         groups = ([(p["forget_prompts"], p["n_forget"]) for p in parts(recipe)] if kind == "forget"
                   else [(prompts, n)])
-        fingerprint_ = fingerprint(dict(pipe.unet.named_parameters()))
+        fingerprint_ = fingerprint(dict(family_of_pipe(pipe).denoiser_of(pipe).named_parameters()))
         seed = opts.seed + (0 if kind == "forget" else 10**6)
         imgs = D.Captioned([], [])
         for group_prompts, group_n in groups:
@@ -76,7 +77,7 @@ def no_images(pipe, recipe: Recipe, res: int, method) -> Encoded:
     n = recipe.n_forget
     caps = [recipe.forget_prompts[i % len(recipe.forget_prompts)] for i in range(n)]
     side = res // pipe.vae_scale_factor
-    zeros = torch.zeros(n, pipe.unet.config.in_channels, side, side)
+    zeros = torch.zeros(n, family_of_pipe(pipe).denoiser_of(pipe).config.in_channels, side, side)
     return Encoded(zeros, zeros, caps, f"none: {method.name} samples x_t with the model being trained")
 
 

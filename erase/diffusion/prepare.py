@@ -18,6 +18,15 @@ def denoiser(family: Family, unet):
     return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
 
 
+def selected_parameters(pipe, selection: str) -> dict:
+    """The denoiser's parameters ``selection`` names, in its family's words (for a UNet, ``attn2`` is its
+    cross-attention)."""
+    from ..core.mask import select_parameters
+
+    family = family_of_pipe(pipe)
+    return select_parameters(family.denoiser_of(pipe), selection, family.selection_presets())
+
+
 def given_pipeline(pipe, device, progress: bool):
     """A pipeline handed over in memory, checked as ``load_pipeline`` checks a folder: a text-to-image family's
     class, float32 weights (the job trains in float32; lower precision is ``mixed_precision``)."""
@@ -34,17 +43,18 @@ def given_pipeline(pipe, device, progress: bool):
 
 
 def native_resolution(pipe) -> int:
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+    """The side of the images the model draws (its family says how to read it from its configs)."""
+    return family_of_pipe(pipe).native_resolution(pipe)
 
 
 def check_resolution(pipe, resolution: int | None) -> int:
-    """The training resolution: the model's by default; else one its VAE and UNet can take."""
+    """The training resolution: the model's by default; else one its VAE and denoiser can take."""
     if resolution is None:
         return native_resolution(pipe)
-    factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    factor = family_of_pipe(pipe).resolution_multiple(pipe)
     if resolution % factor:
         raise UserError(f"--resolution {resolution}: this model needs a multiple of {factor} (its VAE downsamples "
-                        f"by {pipe.vae_scale_factor} and its UNet by {factor // pipe.vae_scale_factor}); the "
+                        f"by {pipe.vae_scale_factor} and its denoiser by {factor // pipe.vae_scale_factor}); the "
                         f"model's own is {native_resolution(pipe)}")
     return resolution
 

@@ -14,26 +14,27 @@ import torch
 from ..core import distributed as dist
 from ..core.atomic import output_lock
 from ..core.errors import UserError
-from ..core.mask import Mask, compute_mask, fingerprint, select_parameters
+from ..core.mask import Mask, compute_mask, fingerprint
 from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
 from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
 from .losses import guided_forgetting_loss
 from .options import EraseOptions, check_common
-from .prepare import accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, target_key
+from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
+                      target_key)
 from .sd.recipes import Recipe
 
 
 def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
              progress: bool = True, scope: str = "global", resolution: int | None = None) -> Mask:
     """SalUn's saliency mask: guided denoising MSE of the forget images under their prompts."""
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    unet, dev = pipe.unet, pipe.unet.device
+    family = family_of_pipe(pipe)
+    sched = family.training_scheduler(pipe)
+    unet = family.denoiser_of(pipe)
+    dev = unet.device
     gen = torch.Generator().manual_seed(seed + 7)
-    eps = denoiser(family_of_pipe(pipe), unet)
+    eps = denoiser(family, unet)
     bs = recipe.batch_size
     order = list(range(len(captions)))
     batches = [order[i:i + bs] for i in range(0, len(order), bs)]
@@ -48,12 +49,12 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     kind = sched.config.prediction_type
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
             "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
-            "family": family_of_pipe(pipe).name, "prediction_type": sched.config.prediction_type,
+            "family": family.name, "prediction_type": sched.config.prediction_type,
             "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or native_resolution(pipe)}
     if dist.world() == 1:
         return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
-                            meta=meta, progress=progress, total=len(batches))
+                            meta=meta, progress=progress, total=len(batches), presets=family.selection_presets())
     # Under several processes each takes every N-th batch; the noise of every batch is still drawn in
     # order (cheap), so each batch sees the noise it sees in one process, and the sums are added up.
     mine = set(dist.share(range(len(batches))))
@@ -68,7 +69,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     meta["processes"] = dist.world()
     return compute_mask(unet, my_loss, list(enumerate(batches)), selection=recipe.selection, keep=recipe.keep,
                         scope=scope, meta=meta, progress=progress and dist.is_main(), total=len(batches),
-                        reduce=dist.sum_gradients)
+                        reduce=dist.sum_gradients, presets=family.selection_presets())
 
 
 def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
@@ -126,7 +127,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
                 mean, std, caps, _ = image_latents(pipe, recipe, opts, wd.path, "forget", res)
             bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
             if gradient_checkpointing:
-                pipe.unet.enable_gradient_checkpointing()
+                family_of_pipe(pipe).denoiser_of(pipe).enable_gradient_checkpointing()
             mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res,
                             progress=main)
             mask.meta["mixed_precision"] = mixed_precision
@@ -164,7 +165,7 @@ def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forge
     if accelerator.is_main_process and cached.exists():
         old = Mask.load(cached)
         reuse = (old.meta.get("recipe_key") == key and
-                 old.meta.get("fingerprint") == fingerprint(select_parameters(pipe.unet, recipe.selection)))
+                 old.meta.get("fingerprint") == fingerprint(selected_parameters(pipe, recipe.selection)))
     if dist.broadcast(reuse):
         return Mask.load(cached)
     make = per_concept_mask if opts.mask_per_concept else mask_for

@@ -1,6 +1,7 @@
 """A new model family is one class and one ``register`` call: a family defined here, in the test folder, for a
 pipeline class diffusers has never heard of, goes through ``salun mask`` -> ``salun erase`` -> export -> load
-without a change to ``erase/``; the job asks it for the prompts' conditions and the denoiser's output."""
+without a change to ``erase/``; the job asks it for the prompts' conditions, the denoiser's output, the training
+schedule and what a ``--selection`` name means."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,14 @@ class ShoutingFamily(StableDiffusionFamily):
 
     def usage(self, folder: str) -> str:
         return f'pipe = ShoutingPipeline.from_pretrained("{folder}")'
+
+    def training_scheduler(self, pipe):
+        self.asked["schedule"] = self.asked.get("schedule", 0) + 1
+        return super().training_scheduler(pipe)
+
+    def selection_presets(self) -> dict[str, str]:
+        # this family's "cross-attention" is, for the test's sake, the UNet's self-attention
+        return {**super().selection_presets(), "attn2": r"(^|\.)attn1\."}
 
 
 @pytest.fixture
@@ -87,3 +96,17 @@ def test_an_unregistered_pipeline_class_is_refused_in_one_line(tmp_path):
     ShoutingPipeline(**base.components).save_pretrained(folder, safe_serialization=True)
     with pytest.raises(Exception, match="is a ShoutingPipeline; salun supports"):
         load_pipeline(folder)
+
+
+def test_the_family_says_what_a_selection_means_and_how_to_train(shouting, tmp_path):
+    """ESD-x trains what "attn2" selects: the family's presets, not the UNet names the job might assume."""
+    family, folder = shouting
+    recipe = load_recipe("circle", n_forget=2, n_retain=2, gen_steps=2, steps=1, batch_size=2)
+    erase(EraseOptions(recipe=recipe, out=tmp_path / "esd", model=str(folder), method="esd-x",
+                       method_options={"sample-steps": 2}, work_dir=tmp_path / "work", progress=False))
+    assert family.asked.get("schedule", 0) >= 1
+    base, erased = load_pipeline(folder), load_pipeline(tmp_path / "esd")
+    before = dict(base.unet.named_parameters())
+    moved = [n for n, p in erased.unet.named_parameters() if not torch.equal(p, before[n])]
+    assert moved and all(".attn1." in n for n in moved), moved[:3]
+

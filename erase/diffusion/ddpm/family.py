@@ -1,8 +1,10 @@
 """The class-conditional DDPM family: pixel space, class labels as the condition (the last class is null)."""
 from __future__ import annotations
 
+from ..unet_family import UNetDenoising
 
-class ClassConditionalDDPMFamily:
+
+class ClassConditionalDDPMFamily(UNetDenoising):
     name = "ddpm"
     title = "class-conditional DDPM"
     pipeline_classes = ("ClassConditionalDDPMPipeline",)

@@ -5,8 +5,10 @@ from the scheduler's config by ``erase.diffusion.losses``, so one family serves 
 """
 from __future__ import annotations
 
+from ..unet_family import UNetDenoising
 
-class StableDiffusionFamily:
+
+class StableDiffusionFamily(UNetDenoising):
     name = "sd"
     title = "Stable Diffusion 1.x/2.x"
     pipeline_classes = ("StableDiffusionPipeline",)

@@ -7,8 +7,10 @@ the null condition of classifier-free guidance is all zeros (a prompt "" is enco
 """
 from __future__ import annotations
 
+from ..unet_family import UNetDenoising
 
-class StableDiffusionXLFamily:
+
+class StableDiffusionXLFamily(UNetDenoising):
     name = "sdxl"
     title = "Stable Diffusion XL"
     pipeline_classes = ("StableDiffusionXLPipeline",)
