@@ -71,7 +71,8 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
 VERSIONED = ("erase/toy/erasure_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/toy/quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
              "erase/diffusion/job.py", "erase/diffusion/latents.py", "erase/diffusion/saliency.py",
-             "erase/diffusion/prepare.py", "erase/diffusion/generate.py", "erase/diffusion/methods", "erase/core/mask.py",
+             "erase/diffusion/prepare.py", "erase/diffusion/generate.py", "erase/diffusion/methods",
+             "erase/diffusion/unet_family.py", "erase/diffusion/sd/family.py", "erase/core/mask.py",
              "erase/core/masked_optim.py", "erase/core/stats.py", "prompts/toy.json", "prompts/toy-nudity.json",
              "prompts/toy-i2p.csv", "pipelines/toy-judge/config.json")
 
