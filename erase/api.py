@@ -163,7 +163,7 @@ def audit_concept(models, concept: str | list[str], *, out: str | Path | None = 
     kept as long as the result)."""
     from .audit.concept import audit_prompt_concept, audit_toy_concept
     from .audit.models import model_refs
-    from .diffusion.sd.recipes import load_recipe
+    from .diffusion.recipes import load_recipe
 
     concepts = [concept] if isinstance(concept, (str, Path)) else list(concept)
     if len(concepts) != 1 and not all("toy" in load_recipe(str(c)).extra for c in concepts):

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from erase.core.stats import separated  # noqa: E402
 
 from erase.diffusion.methods import METHODS  # noqa: E402
-from erase.diffusion.sd.recipes import load_recipe  # noqa: E402
+from erase.diffusion.recipes import load_recipe  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 
 # Every method gets the same budget: four settings, each scored on the tuning split. Trained methods: the
@@ -388,7 +388,7 @@ def update_recipe(concept: str, chosen: dict, tuning: dict) -> None:
     """Ship each method's chosen setting for this toy concept in its recipe (``"methods"``), beside the
     fixed ones already there (``load_recipe(concept, method=m)`` applies them)."""
     from erase.core.atomic import write_text_atomic
-    from erase.diffusion.sd.recipes import available, load_recipe as load
+    from erase.diffusion.recipes import available, load_recipe as load
 
     path = available()[concept]
     raw = json.loads(path.read_text())

@@ -77,7 +77,7 @@ def run_erase(concepts: list, out: Path, model: str | None = None, method: str =
     """One whole `salun erase` job (a fresh work folder: the wall time includes drawing the images)."""
     from erase.diffusion.concepts import combine
     from erase.diffusion.job import EraseOptions, erase
-    from erase.diffusion.sd.recipes import load_recipe
+    from erase.diffusion.recipes import load_recipe
 
     recipes = [load_recipe(str(c), method=method, **{**TINY, **(overrides or {})}) for c in concepts]
     recipe = combine(recipes) if len(recipes) > 1 else recipes[0]
@@ -155,7 +155,7 @@ def concept_masks(recipes: dict[str, Path], work: Path) -> dict:
     from erase.diffusion.prepare import family_of_pipe
     from erase.diffusion.saliency import mask_for, per_concept_mask
     from erase.diffusion.pipeline import load_pipeline
-    from erase.diffusion.sd.recipes import load_recipe
+    from erase.diffusion.recipes import load_recipe
 
     recipe = combine([load_recipe(str(recipes[s]), **TINY) for s in SETS[4]])
     pipe = load_pipeline(str(TOY_SD))

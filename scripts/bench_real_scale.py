@@ -246,7 +246,7 @@ def _image_folders(a) -> tuple[Path, Path]:
 
 
 def _phase_erase(a, lora_rank: int | None) -> dict:
-    from erase.diffusion.sd.recipes import load_recipe
+    from erase.diffusion.recipes import load_recipe
     from erase.diffusion.job import EraseOptions, erase
 
     forget, retain = _image_folders(a)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from erase.diffusion.sd.recipes import load_recipe  # noqa: E402
+from erase.diffusion.recipes import load_recipe  # noqa: E402
 from erase.diffusion.job import EraseOptions, erase  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 from erase.toy.quality import erasure_rates  # noqa: E402

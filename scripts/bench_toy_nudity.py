@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from erase.diffusion.sd.recipes import load_recipe  # noqa: E402
+from erase.diffusion.recipes import load_recipe  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 
 RATES = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate")
@@ -119,7 +119,7 @@ def tune(a, recipe, retrain: Path) -> dict:
 def update_recipe(chosen: dict) -> None:
     """Ship the tuned settings: SalUn's in the recipe itself, RL's beside it (``tuned.rl``)."""
     from erase.core.atomic import write_text_atomic
-    from erase.diffusion.sd.recipes import PROMPTS_DIR
+    from erase.diffusion.recipes import PROMPTS_DIR
 
     path = PROMPTS_DIR / "toy-nudity.json"
     raw = json.loads(path.read_text())

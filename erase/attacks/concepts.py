@@ -85,7 +85,7 @@ def _implicit_cue_words() -> tuple[str, ...]:
 
 def attack_concept(name: str, n_prompts: int = 10) -> AttackConcept:
     """The attack concept of a recipe, or a one-line refusal when the audit has no classifier for it."""
-    from ..diffusion.sd.recipes import load_recipe
+    from ..diffusion.recipes import load_recipe
     from ..toy import attribute as A
     from ..toy import shapes as S
 

@@ -92,7 +92,7 @@ class Context:
 
 
 def _load_folder(folder: Path, pipe) -> torch.Tensor:
-    from ..diffusion.sd.data import to_tensor, load_image_folder
+    from ..diffusion.data import to_tensor, load_image_folder
 
     imgs = load_image_folder(folder, caption="concept")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor

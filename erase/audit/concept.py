@@ -22,7 +22,7 @@ from ..core.errors import UserError
 from ..diffusion.generate import as_uint8, generate, grid, to_pil
 from ..core.mask import fingerprint
 from ..diffusion.pipeline import check_device
-from ..diffusion.sd.recipes import load_recipe
+from ..diffusion.recipes import load_recipe
 from .fid import frechet_distance, judge_features
 from .models import ModelRef, model_refs
 
@@ -265,7 +265,7 @@ def audit_prompt_concept(models: Sequence[Any], concept: str, out: Path, classif
     """
     import torch
 
-    from ..diffusion.sd.data import to_tensor, load_image_folder
+    from ..diffusion.data import to_tensor, load_image_folder
     from .classifiers import IMAGENETTE_TO_IMAGENET, ClipModel, InceptionFeatures
     from .concept_classifiers import ClassifierContext, classifier_kind
 

@@ -154,7 +154,7 @@ def _add_audit_attack_parser(asub) -> None:
 def _cmd_audit_concept(args) -> int:
     from ..core.checks import finite_float, image_size, positive_int
     from ..diffusion.pipeline import check_device
-    from ..diffusion.sd.recipes import load_recipe
+    from ..diffusion.recipes import load_recipe
 
     # Every setting is checked before a model is loaded or anything is written.
     for option in ("per_colour", "retain_per_pair", "per_class", "steps"):

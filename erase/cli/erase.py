@@ -38,7 +38,7 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe(args, mask_only: bool = False, method: str | None = None, **overrides):
-    from ..diffusion.sd.recipes import custom_recipe, load_recipe
+    from ..diffusion.recipes import custom_recipe, load_recipe
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
                   **overrides)

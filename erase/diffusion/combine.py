@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..core.errors import UserError
 
 if TYPE_CHECKING:
-    from .sd.recipes import Recipe
+    from .recipes import Recipe
 
 # The settings that shape training: a joint run takes the first concept's and says where others differ.
 TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "gen_steps", "gen_guidance")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from .combine import check_concepts, combine, norm_prompt, own_steps, parts  # noqa: F401 - re-exported
-from .sd.recipes import Recipe, json_kind
+from .recipes import Recipe, json_kind
 
 def with_replay(recipe: Recipe, earlier: list[dict]) -> Recipe:
     """``recipe`` (one concept or several) plus the concepts erased before, replayed: each earlier concept's

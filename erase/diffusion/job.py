@@ -46,8 +46,8 @@ from .options import EraseOptions, check_options, method_settings  # noqa: F401 
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
                       target_key)
 from .saliency import cached_mask, make_mask  # noqa: F401 - make_mask re-exported
-from .sd.data import EpochSampler
-from .sd.recipes import Recipe
+from .data import EpochSampler
+from .recipes import Recipe
 
 LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")
 
@@ -413,7 +413,7 @@ def _quick_audit(pipe, recipe: Recipe) -> dict:
 def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, history, summary, changed, lora_out) -> None:
     """The pipeline folder and, with --lora-rank, its ``-lora`` folder: both or neither."""
     from ..core.export import base_unet_weights, lora_card, lora_from_delta, write_lora, write_pipeline
-    from .sd.card import erased_card
+    from .card import erased_card
 
     base_name = str(opts.model or "pipelines/toy-sd")
     lora = None

@@ -14,8 +14,8 @@ from .combine import parts
 from .family import Family
 from .options import EraseOptions
 from .prepare import family_of_pipe
-from .sd import data as D
-from .sd.recipes import Recipe
+from . import data as D
+from .recipes import Recipe
 
 
 class Encoded(NamedTuple):

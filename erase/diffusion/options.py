@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..core import checks
 from ..core.errors import UserError
 from .pipeline import check_device
-from .sd.recipes import Recipe
+from .recipes import Recipe
 
 if TYPE_CHECKING:
     from .methods import Method

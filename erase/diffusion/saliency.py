@@ -23,7 +23,7 @@ from .losses import guided_forgetting_loss
 from .options import EraseOptions, check_common
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
                       target_key)
-from .sd.recipes import Recipe
+from .recipes import Recipe
 
 
 def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,

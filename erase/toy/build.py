@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..core.atomic import atomic_dir
 from ..core.outputs import guard_output
-from ..diffusion.sd.data import EpochSampler
+from ..diffusion.data import EpochSampler
 from ..core.errors import UserError
 from . import shapes as S
 from . import attribute as A

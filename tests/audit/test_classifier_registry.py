@@ -9,7 +9,7 @@ import torch
 import erase.audit.concept_classifiers as C
 from erase.cli import main
 from erase.core.errors import UserError
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_SD
 
 RECIPE = {"name": "red-things", "description": "a test concept for the classifier registry",

@@ -14,7 +14,7 @@ from erase.diffusion.family import families, family_of
 from erase.diffusion.job import erase
 from erase.diffusion.methods import METHODS
 from erase.diffusion.options import EraseOptions
-from erase.diffusion.sd.recipes import custom_recipe
+from erase.diffusion.recipes import custom_recipe
 from fixture_models.tiny_pipelines import tiny_pipeline
 
 UNET = ("unet", "diffusion_pytorch_model.safetensors")

@@ -15,7 +15,7 @@ from erase.diffusion.job import EraseOptions, erase
 from erase.diffusion.pipeline import load_pipeline
 from erase.diffusion.saliency import make_mask
 from erase.diffusion.sd.family import StableDiffusionFamily
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_SD
 
 

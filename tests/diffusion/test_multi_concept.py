@@ -10,7 +10,7 @@ from erase.core.errors import UserError
 from erase.core.mask import Mask
 from erase.diffusion.concepts import combine, entry, read_history, replayed, with_replay
 from erase.diffusion.job import EraseOptions, erase
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_SD
 
 TINY = dict(n_forget=4, n_retain=4, steps=2, batch_size=4, gen_steps=2)

@@ -14,7 +14,7 @@ from erase.diffusion.methods import METHODS
 from erase.diffusion.methods.esd import output_to_eps
 from erase.diffusion.methods.fmn import concept_positions
 from erase.diffusion.options import EraseOptions
-from erase.diffusion.sd.recipes import custom_recipe, load_recipe
+from erase.diffusion.recipes import custom_recipe, load_recipe
 from fixture_models.tiny_pipelines import tiny_pipeline
 
 UNET = ("unet", "diffusion_pytorch_model.safetensors")

@@ -10,7 +10,7 @@ from erase.cli import main
 from erase.core.errors import UserError
 from erase.diffusion import job  # noqa: F401 - the job's imports paid at collection, not in a timed refusal
 from erase.diffusion.concepts import combine, parts, read_history
-from erase.diffusion.sd.recipes import available, check_recipe, load_recipe
+from erase.diffusion.recipes import available, check_recipe, load_recipe
 from erase.toy import TOY_SD
 
 CIRCLE = {"forget_prompts": ["a red circle"], "misaligned_prompts": ["a red square"],

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-import erase.diffusion.sd.data as D
+import erase.diffusion.data as D
 import erase.diffusion.losses as losses
 from erase.core.atomic import output_lock
 from erase.core.checkpoints import TrainingDiverged, save_checkpoint
@@ -18,7 +18,7 @@ from erase.cli import main
 from erase.core.errors import UserError
 from erase.core.mask import Mask
 from erase.core.masked_optim import MaskedParameters
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.diffusion.job import EraseOptions, erase
 from erase.toy import TOY_SD
 
@@ -307,7 +307,7 @@ def test_mask_command_takes_memory_options_and_needs_only_forget_prompts(tmp_pat
 
 
 def test_card_and_recipe_record_what_was_used(tmp_path):
-    from erase.diffusion.sd.recipes import custom_recipe
+    from erase.diffusion.recipes import custom_recipe
 
     rec = custom_recipe(["a red circle"], ["a red square"], ["a blue star"], n_forget=4, n_retain=4, batch_size=4,
                         gen_steps=2, epochs=1.0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import erase.diffusion.job as job
-import erase.diffusion.sd.data as D
+import erase.diffusion.data as D
 import erase.diffusion.pipeline as pipeline
 from erase.cli import main
 from erase.core.checkpoints import TrainingDiverged
@@ -85,7 +85,7 @@ def test_bad_method_options_are_refused_before_any_model_loads(tmp_path, capsys,
 
 def test_a_recipes_method_settings_are_checked_too(tmp_path, capsys, monkeypatch, no_model):
     from erase.diffusion.options import EraseOptions, check_options
-    from erase.diffusion.sd.recipes import custom_recipe
+    from erase.diffusion.recipes import custom_recipe
 
     monkeypatch.chdir(tmp_path)
     prompts = {"forget_prompts": ["a red circle"], "misaligned_prompts": ["a red square"],

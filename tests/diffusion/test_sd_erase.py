@@ -9,7 +9,7 @@ import erase.diffusion.losses as losses
 from erase.cli import main
 from erase.core.errors import UserError
 from erase.core.mask import Mask
-from erase.diffusion.sd.recipes import custom_recipe, load_recipe
+from erase.diffusion.recipes import custom_recipe, load_recipe
 from erase.diffusion.job import EraseOptions, TrainingDiverged, erase
 from erase.toy import TOY_SD
 

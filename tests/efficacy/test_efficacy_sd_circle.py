@@ -2,7 +2,7 @@
 import pytest
 
 from erase.diffusion.job import EraseOptions, erase
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_JUDGE, TOY_SD
 from erase.toy.quality import erasure_rates
 

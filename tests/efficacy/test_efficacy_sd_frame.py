@@ -3,7 +3,7 @@ removes the frame from prompts that ask for it and keeps plain prompts drawn rig
 import pytest
 
 from erase.diffusion.job import EraseOptions, erase
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_JUDGE, TOY_SD
 from erase.toy.quality import attribute_erasure_rates
 

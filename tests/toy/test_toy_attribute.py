@@ -7,7 +7,7 @@ import pytest
 
 import erase.audit.nudity as nud
 from erase.cli import main
-from erase.diffusion.sd.recipes import PROMPTS_DIR, load_recipe
+from erase.diffusion.recipes import PROMPTS_DIR, load_recipe
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD
 from erase.toy import attribute as A
 from erase.toy import shapes as S

@@ -1,5 +1,5 @@
 """A recipe the toy model cannot read (the real nudity recipe) is named in a warning, not run in silence."""
-from erase.diffusion.sd.recipes import load_recipe
+from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_SD
 from erase.toy.vocabulary import unknown_words, warn_unknown_words
 

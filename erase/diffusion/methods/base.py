@@ -96,7 +96,7 @@ class Context:
     unet: Any  # the UNet being trained (the pipeline's)
     bank: Any  # prompt -> condition dict (erase.diffusion.latents.TextBank)
     scheduler: Any  # the training noise schedule
-    recipe: Any  # erase.diffusion.sd.recipes.Recipe
+    recipe: Any  # erase.diffusion.recipes.Recipe
     options: dict  # the method's options, defaults filled in
     frozen: Callable | None = None  # eps(z_t, t, cond) of a frozen copy of the base UNet (needs_frozen)
     extra: dict = field(default_factory=dict)

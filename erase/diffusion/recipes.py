@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from ...core import checks
-from ...defaults import MASK_KEEP
-from ...core.errors import UserError
+from ..core import checks
+from ..defaults import MASK_KEEP
+from ..core.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parents[3] / "prompts"
 
@@ -112,7 +112,7 @@ def load_recipe(name: str, method: str | None = None, **overrides) -> Recipe:
     if isinstance(listed, list) and listed and all(isinstance(c, str) for c in listed):
         # a recipe that names several concepts erased together ({"concepts": ["circle", "triangle"]}),
         # with its own settings over theirs
-        from ..combine import combine
+        from .combine import combine
 
         if name in listed:
             raise UserError(f"recipe {name!r} lists itself among its concepts")
@@ -160,7 +160,7 @@ RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_
                "methods_tuned")
 # What a recipe listing concepts may set besides them: each concept brings its own prompts, data and notes.
 CONCEPTS_KEYS = ("name", "description", "concepts", "retain_prompts", *SETTINGS)
-# A "forget_dataset" / "retain_dataset": erase.diffusion.sd.data.load_hub_dataset's spec.
+# A "forget_dataset" / "retain_dataset": erase.diffusion.data.load_hub_dataset's spec.
 DATASET_KEYS = ("path", "name", "split", "image_column", "label_column", "label_prompts", "max_per_label")
 TOY_KEYS = ("shape", "attribute")
 
@@ -267,7 +267,7 @@ def _toy(value: object, label: str) -> None:
     toy = _dict(value, label)
     _keys(toy, TOY_KEYS, label)
     if "shape" in toy:
-        from ...toy.shapes import SHAPES
+        from ..toy.shapes import SHAPES
 
         if not isinstance(toy["shape"], str) or toy["shape"] not in SHAPES:
             raise UserError(f'{label} "shape" must be one of the toy shapes ({", ".join(SHAPES)}), '
@@ -278,7 +278,7 @@ def _toy(value: object, label: str) -> None:
 
 def _methods(value: object, label: str) -> None:
     """Settings per method: each a method's name, holding training settings and that method's options."""
-    from ..methods import METHODS
+    from .methods import METHODS
 
     for m, settings in _dict(value, label).items():
         if m not in METHODS:

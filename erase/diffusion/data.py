@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ...core.atomic import disk_errors
-from ...core.errors import UserError
+from ..core.atomic import disk_errors
+from ..core.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -51,7 +51,7 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
     ``shard``: every process of a multi-process launch calls this, each draws its share of the missing
     images (an image depends only on its prompt and seed), and all return once the folder is complete.
     """
-    from ...core import distributed as dist
+    from ..core import distributed as dist
 
     if not prompts or any(not p.strip() for p in prompts):
         raise UserError("an empty prompt list (or an empty prompt) cannot make forget/retain images")
@@ -84,7 +84,7 @@ def generate_image_folder(pipe, prompts: Sequence[str], n: int, out: Path, seed:
 
 
 def _draw(pipe, todo: list[dict], out: Path, batch_size: int, steps: int, guidance: float, height, width, bar):
-    from ..generate import generate, to_pil
+    from .generate import generate, to_pil
 
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
