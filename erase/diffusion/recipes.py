@@ -14,7 +14,7 @@ from ..core import checks
 from ..defaults import MASK_KEEP
 from ..core.errors import UserError
 
-PROMPTS_DIR = Path(__file__).resolve().parents[3] / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
 
 @dataclass
