@@ -74,11 +74,8 @@ def _erase_args(out: Path, model: str, concept, forget_prompts, misaligned_promp
     from .cli import build_parser
 
     args = build_parser().parse_args(["erase", "--out", str(out)])
-    known = sorted(k for k in vars(args) if k not in _NOT_SETTINGS)
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise UserError(f"erase_concept() got an unknown setting {unknown[0]!r}; settings are salun erase's options "
-                        f"by their Python names: {', '.join(known)}")
+    _known("erase_concept", settings, tuple(sorted(k for k in vars(args) if k not in _NOT_SETTINGS)),
+           "settings are salun erase's options by their Python names")
     concepts = [concept] if isinstance(concept, (str, Path)) else list(concept or [])
     as_list = lambda v: [v] if isinstance(v, str) else (list(v) if v is not None else None)  # noqa: E731
     for k, v in {"model": model, "concept": [str(c) for c in concepts] or None, "overwrite": overwrite,
@@ -166,11 +163,12 @@ def audit_concept(models, concept: str | list[str], *, out: str | Path | None = 
     from .diffusion.recipes import load_recipe
 
     concepts = [concept] if isinstance(concept, (str, Path)) else list(concept)
-    if len(concepts) != 1 and not all("toy" in load_recipe(str(c)).extra for c in concepts):
+    toy = all("toy" in load_recipe(str(c)).extra for c in concepts)  # each recipe read once
+    if len(concepts) != 1 and not toy:
         raise UserError("audit_concept() takes several concepts for toy shapes only; audit the others one at a time")
     refs = model_refs(models)
     folder, tmp = _audit_folder(out, "concept")
-    if all("toy" in load_recipe(str(c)).extra for c in concepts):
+    if toy:
         from .toy import TOY_JUDGE
 
         judge = settings.pop("judge_dir", None) or TOY_JUDGE
@@ -206,7 +204,8 @@ def audit_nudity(models, prompts: str = "i2p", *, out: str | Path | None = None,
     return AuditResult(report=report, path=folder, _tmp=tmp)
 
 
-def _known(function: str, settings: dict, names: tuple[str, ...]) -> None:
+def _known(function: str, settings: dict, names: tuple[str, ...], which: str = "its settings") -> None:
+    """Refuse, in one line naming the known ones, a setting ``function`` does not take (before any work)."""
     unknown = sorted(set(settings) - set(names))
     if unknown:
-        raise UserError(f"{function}() got an unknown setting {unknown[0]!r}; its settings: {', '.join(names)}")
+        raise UserError(f"{function}() got an unknown setting {unknown[0]!r}; {which}: {', '.join(names)}")

@@ -24,7 +24,7 @@ from ..core.mask import fingerprint
 from ..diffusion.pipeline import check_device
 from ..diffusion.recipes import load_recipe
 from .fid import frechet_distance, judge_features
-from .models import ModelRef, model_refs
+from .models import ModelRef, folders, model_refs
 
 AUDIT = "audit concept"  # the command whose outputs these reports are (their marker)
 
@@ -72,7 +72,7 @@ def audit_toy_concept(models: Sequence[Any], concept: str | list[str], out: Path
         shapes.append(shape)
     shape = shapes[0]
     refs = model_refs(models)
-    paths = [r.source for r in refs if not r.in_memory]
+    paths = folders(refs)
     out = Path(out)
     kinds = {_kind(r) for r in refs}
     if len(kinds) > 1:
@@ -279,7 +279,7 @@ def audit_prompt_concept(models: Sequence[Any], concept: str, out: Path, classif
     refs = model_refs(models)
     for model in refs:  # a bad last model fails before any classifier is loaded or image drawn
         model.check()
-    guard_output(out, AUDIT, reads=[*(r.source for r in refs if not r.in_memory), reference], overwrite=overwrite, own=legacy_report(AUDIT))
+    guard_output(out, AUDIT, reads=[*folders(refs), reference], overwrite=overwrite, own=legacy_report(AUDIT))
     imagenet_class = recipe.extra.get("imagenet_class")
     if imagenet_class is not None:
         labels = list(IMAGENETTE_TO_IMAGENET)

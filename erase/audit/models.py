@@ -32,10 +32,6 @@ class ModelRef:
         """What the report records as its path."""
         return f"<in memory: {self.name}>" if self.in_memory else str(self.source)
 
-    @property
-    def reads(self) -> list[str]:
-        """The folders an output must not be written over or inside."""
-        return [] if self.in_memory else [str(self.source)]
 
     def check(self) -> None:
         """The cheap checks before any work (a missing or incomplete folder fails in one line); none in memory."""
@@ -75,3 +71,9 @@ def model_refs(models: Any) -> list[ModelRef]:
     if not out:
         raise UserError("give at least one --model")
     return out
+
+
+def folders(refs: list[ModelRef]) -> list[str]:
+    """The models given as folders or hub ids (those in memory have none): what an output must not be written over
+    or inside, and what the checks that read a model's files look at."""
+    return [r.source for r in refs if not r.in_memory]

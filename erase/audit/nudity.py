@@ -345,10 +345,10 @@ def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Seq
     from ..core.mask import fingerprint
     from ..diffusion.pipeline import check_device
     from .concept import unique_name, library_versions
-    from .models import model_refs
+    from .models import folders, model_refs
 
     refs = model_refs(models)
-    paths = [r.source for r in refs if not r.in_memory]
+    paths = folders(refs)
     classes = list(classes) if classes else list(classes_of(detector))  # classes_of refuses an unknown detector
     check_settings(n_per_prompt, steps, size, threshold, batch_size, limit, classes)
     check_detector(detector, paths, size, classes)
