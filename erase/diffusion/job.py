@@ -416,9 +416,9 @@ def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, histor
     from .card import erased_card
 
     base_name = str(opts.model or "pipelines/toy-sd")
+    family = family_of_pipe(pipe)
     lora = None
     if lora_out is not None:
-        family = family_of_pipe(pipe)
         state, report = lora_from_delta(base_unet_weights(pipe, unet, family.denoiser_component),
                                         dict(unet.named_parameters()),
                                         opts.lora_rank, names=changed)
@@ -430,7 +430,7 @@ def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, histor
     options["extra_card"] = {k: v for k, v in opts.extra_card.items() if k != "history"}  # history: below
     erasures = opts.extra_card.get("history", []) + [entry(recipe.to_dict(), summary, {**options, "model": base_name})]
     rec = {"recipe": recipe.to_dict(), "options": options, "summary": summary, "history": erasures}
-    card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family_of_pipe(pipe), method)
+    card = erased_card(base_name, recipe, summary, opts, opts.extra_card, family, method)
     targets = [Path(opts.out)] + ([lora_out] if lora_out is not None else [])
     stale_lora = Path(str(opts.out) + "-lora")
     if lora_out is None and opts.overwrite and (stale_lora / "lora_report.json").exists():
@@ -438,7 +438,6 @@ def _export(opts: EraseOptions, method, pipe, unet, recipe: Recipe, mask, histor
         # it goes with the old pipeline (swapped for an empty folder, then removed).
         targets.append(stale_lora)
     with atomic_dirs(targets, overwrite=opts.overwrite, mark="erase") as tmps:
-        family = family_of_pipe(pipe)
         write_pipeline(pipe, unet, tmps[0], mask=mask, recipe=rec, card=card,
                        extra_files={"training_log.jsonl": "\n".join(json.dumps(h) for h in history) + "\n"},
                        component=family.denoiser_component)
