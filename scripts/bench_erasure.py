@@ -260,7 +260,9 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
     tuning: dict = {}
     grid_of = {m: (grid_for(m)[-1:] if a.smoke else grid_for(m)) for m in methods}
     for m in methods:
-        recipe = load_recipe(concept, method=m)  # the method's fixed toy settings (batch, sampling), if any
+        # the method's fixed toy settings (batch, sampling), if any; the training length the grid scales is the
+        # concept's own, never a length chosen by an earlier tuning and shipped in the recipe
+        recipe = dataclasses.replace(load_recipe(concept, method=m), steps=recipe0.steps, epochs=recipe0.epochs)
         if a.smoke:
             recipe = dataclasses.replace(recipe, n_forget=2, n_retain=2, steps=2, gen_steps=4, batch_size=2)
         for setting in grid_of[m]:
@@ -400,7 +402,9 @@ def update_recipe(concept: str, chosen: dict, tuning: dict) -> None:
             methods.setdefault(m, {})["preserve-scale"] = t["preserve-scale"]
             continue
         methods.setdefault(m, {})["lr"] = t["lr"]
-        base = load(concept, method=m)
+        base = load(concept)  # the concept's own length, the one the grid scaled
+        for k in ("steps", "epochs"):
+            methods[m].pop(k, None)
         if t["length"] != 1.0:  # the chosen training length, in the unit the recipe counts it in
             if base.steps is not None:
                 methods[m]["steps"] = max(1, round(base.steps * t["length"]))
