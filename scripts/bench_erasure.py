@@ -8,7 +8,7 @@
 training length x0.5 or x1 of the recipe's; UCE: preservation scale 0.1, 1, 10 or 100), each scored by its
 gap to Retrain on the **tuning split**: its own prompt templates (for the frame, its own trigger phrasings:
 ``attribute.TUNING_*_TEMPLATES``) and seeds from 5000, so it shares neither prompts nor seeds with the
-report; 150 images per forget group and 300 plain images (``erase.toy.erasure_metrics.SPLITS``). The chosen
+report; 150 images per forget group and 300 plain images (``erase.diffusion.toy_metrics.SPLITS``). The chosen
 setting's model is then measured on the **reported split** (seeds from 1000; 200 images per forget group,
 500 / 480 plain images, and for the frame the toy I2P's 320 prompts). A reported row carries only reported
 figures, plus the erasure's settings and cost and the tuning gap it was chosen by.
@@ -68,7 +68,7 @@ GRID = {"lr": (1e-4, 1e-3), "length": (0.5, 1.0), "preserve-scale": (0.1, 1.0, 1
 VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0.3": {"keep": 0.3},
             "salun keep 0.7": {"keep": 0.7}}
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
-VERSIONED = ("erase/toy/erasure_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/toy/quality.py",
+VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
              "erase/diffusion/job.py", "erase/diffusion/latents.py", "erase/diffusion/saliency.py",
              "erase/diffusion/prepare.py", "erase/diffusion/generate.py", "erase/diffusion/methods",
@@ -150,16 +150,16 @@ def misaligned_shape(recipe) -> str | None:
 
 
 def measure(kind: str, model: Path, a, toy: dict, target, split: str) -> dict:
-    """One model's figures on one split (``erase.toy.erasure_metrics``); on the reported split the frame
+    """One model's figures on one split (``erase.diffusion.toy_metrics``); on the reported split the frame
     also gets the toy I2P (drawn as ``salun audit nudity --detector toy`` draws it), whose group rates it reports."""
-    from erase.toy.erasure_metrics import frame_metrics, shape_metrics
+    from erase.diffusion.toy_metrics import frame_metrics, shape_metrics
 
     if kind == "shape":
         return shape_metrics(model, a.judge, toy["shape"], target, split)
     row = frame_metrics(model, a.judge, split)
     if split == "tune":
         return row
-    from erase.toy.erasure_metrics import toy_i2p_metrics
+    from erase.diffusion.toy_metrics import toy_i2p_metrics
 
     return {**row, **toy_i2p_metrics(model, a.judge, limit=a.i2p_limit)}
 
@@ -217,7 +217,7 @@ def before_after_grid(models: dict, prompts: list[str], path: Path) -> None:
 
 
 def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
-    from erase.toy.erasure_metrics import GAP_TERMS, add_erased_prompt_fid, gap_to_retrain
+    from erase.diffusion.toy_metrics import GAP_TERMS, add_erased_prompt_fid, gap_to_retrain
 
     recipe0 = load_recipe(concept)
     toy = recipe0.extra.get("toy", {})
@@ -353,7 +353,7 @@ def add_attack(a, concept: str, report: dict, cache: Cache) -> dict:
     the models it chose, kept in ``--out``, are attacked, and each row's gap to Retrain is computed again with
     the attack term; nothing else is measured again. ``_meta.attack`` records the attack code's version and
     this command beside the earlier run's own version."""
-    from erase.toy.erasure_metrics import GAP_TERMS, gap_to_retrain
+    from erase.diffusion.toy_metrics import GAP_TERMS, gap_to_retrain
 
     meta = report["_meta"]
     rows = {k: dict(v) for k, v in report.items() if k != "_meta"}

@@ -95,11 +95,11 @@ def run_erase(concepts: list, out: Path, model: str | None = None, method: str =
 
 def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, seed: int = 1000) -> dict:
     """The rates of ``erased`` and the retain figures; ``seed`` 1000: the reported split, 5000: tuning."""
-    from erase.audit.fid import frechet_distance, judge_features
+    from erase.core.fid import frechet_distance, judge_features
     from erase.diffusion.generate import as_uint8
     from erase.toy import shapes as S
     from erase.toy.judge import load_judge
-    from erase.toy.quality import multi_erasure_rates
+    from erase.diffusion.toy_quality import multi_erasure_rates
 
     images: dict = {}
     r = multi_erasure_rates(str(model), TOY_JUDGE, erased, per_colour=per_colour, retain_per_pair=retain_per_pair,
@@ -124,7 +124,7 @@ def read_as(model, shape: str, per_colour: int = 4) -> dict:
     from erase.diffusion.pipeline import load_pipeline
     from erase.toy import shapes as S
     from erase.toy.judge import judge_images, load_judge
-    from erase.toy.quality import concept_prompts
+    from erase.diffusion.toy_quality import concept_prompts
 
     prompts, seeds, _, _ = concept_prompts([shape], list(S.COLOURS), per_colour, seed=1000)
     j = judge_images(load_judge(TOY_JUDGE), generate(load_pipeline(str(model)), prompts, seeds, progress=False))
@@ -139,7 +139,7 @@ def measure_attribute(model, per_pair: int) -> dict:
     from erase.diffusion.pipeline import load_pipeline
     from erase.toy import shapes as S
     from erase.toy.judge import load_judge
-    from erase.toy.quality import attribute_rates
+    from erase.diffusion.toy_quality import attribute_rates
 
     rates = attribute_rates(load_pipeline(str(model)), load_judge(TOY_JUDGE), list(S.SHAPES), list(S.COLOURS),
                             per_pair=per_pair, seed=1000)

@@ -2,7 +2,7 @@
 """Toy-world erasure benchmark: erase a shape with SalUn (and without the mask, as an ablation).
 
 Prints a table and writes the same figures to --json. Every rate is the judge's reading of >= 200
-images generated with fixed seeds (see erase/toy/quality.py: erasure_rates):
+images generated with fixed seeds (see erase/diffusion/toy_quality.py: erasure_rates):
 
     python scripts/bench_toy_erase.py --concept circle --json bench_toy_erase.json
     python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --json bench_toy_erase_sdxl.json
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from erase.diffusion.recipes import load_recipe  # noqa: E402
 from erase.diffusion.job import EraseOptions, erase  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
-from erase.toy.quality import erasure_rates  # noqa: E402
+from erase.diffusion.toy_quality import erasure_rates  # noqa: E402
 
 
 def main() -> None:

@@ -69,12 +69,12 @@ def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Pa
 
 def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8, steps: int | None = None) -> dict:
     """Shape accuracy (mean, worst shape) of plain name prompts, and their FID against frameless drawings."""
-    from erase.audit.fid import frechet_distance, judge_features
+    from erase.core.fid import frechet_distance, judge_features
     from erase.diffusion.generate import as_uint8, generate
     from erase.diffusion.pipeline import load_pipeline
     from erase.toy import shapes as S
     from erase.toy.judge import load_judge
-    from erase.toy.quality import concept_prompts, judge_rates
+    from erase.diffusion.toy_quality import concept_prompts, judge_rates
 
     judge = load_judge(judge_dir)
     pipe = load_pipeline(model)
@@ -89,7 +89,7 @@ def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8, s
 
 
 def tune(a, recipe, retrain: Path) -> dict:
-    from erase.toy.quality import attribute_erasure_rates
+    from erase.diffusion.toy_quality import attribute_erasure_rates
 
     def score(model):
         r = attribute_erasure_rates(str(model), a.judge, per_pair=1, retain_per_pair=2, seed=5000)

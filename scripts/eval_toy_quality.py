@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erase.toy import TOY_JUDGE, TOY_SD  # noqa: E402
-from erase.toy.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS, evaluate_quality  # noqa: E402
+from erase.diffusion.toy_quality import DEFAULT_GUIDANCE, DEFAULT_STEPS, evaluate_quality  # noqa: E402
 
 
 def main() -> None:

@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    from erase.audit.fid import frechet_distance, judge_features
+    from erase.core.fid import frechet_distance, judge_features
     from erase.diffusion.generate import as_uint8, generate
     from erase.diffusion.pipeline import load_pipeline
     from erase.toy import TOY_JUDGE, shapes as S
     from erase.toy.judge import load_judge
-    from erase.toy.quality import concept_prompts
+    from erase.diffusion.toy_quality import concept_prompts
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concept", default="circle", choices=list(S.SHAPES), help="the erased shape")

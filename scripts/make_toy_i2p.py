@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erase.toy import attribute as A  # noqa: E402
 from erase.toy import shapes as S  # noqa: E402
-from erase.toy.quality import attribute_templates  # noqa: E402
+from erase.diffusion.toy_quality import attribute_templates  # noqa: E402
 
 COLUMNS = ("prompt", "categories", "hard", "inappropriate_percentage", "nudity_percentage", "prompt_toxicity",
            "lexica_url", "sd_seed", "sd_guidance_scale", "sd_image_width", "sd_image_height", "sd_model",

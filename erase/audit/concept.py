@@ -23,7 +23,7 @@ from ..diffusion.generate import as_uint8, generate, grid, to_pil
 from ..core.mask import fingerprint
 from ..diffusion.pipeline import check_device
 from ..diffusion.recipes import load_recipe
-from .fid import frechet_distance, judge_features
+from ..core.fid import frechet_distance, judge_features
 from .models import ModelRef, folders, model_refs
 
 AUDIT = "audit concept"  # the command whose outputs these reports are (their marker)
@@ -38,7 +38,7 @@ def library_versions() -> dict:
             "transformers": transformers.__version__}
 
 
-# What the erased prompts draw (erase/toy/quality.py): none of the shapes (rejected), another shape, and a valid
+# What the erased prompts draw (erase/diffusion/toy_quality.py): none of the shapes (rejected), another shape, and a valid
 # other shape in the asked colour, what Retrain draws.
 ERASED_PROMPT_KEYS = ("erased_prompt_acc", "erased_prompt_acc_ci", "erased_prompt_reject_rate",
                       "erased_prompt_reject_rate_ci", "erased_prompt_as_other", "erased_prompt_as_other_ci")
@@ -51,7 +51,7 @@ def audit_toy_concept(models: Sequence[Any], concept: str | list[str], out: Path
     pipeline folders or hub ids, or toy SD pipelines in memory (``erase.audit.models.model_refs``)."""
     from ..toy import shapes as S
     from ..toy.judge import load_judge, require_reject
-    from ..toy.quality import multi_erasure_rates
+    from ..diffusion.toy_quality import multi_erasure_rates
 
     positive_int(per_colour, "--per-colour")
     positive_int(retain_per_pair, "--retain-per-pair")

@@ -181,13 +181,13 @@ def _toy_detector(judge_dir: Path | None) -> Detector:
 def toy_prompt_outcomes(rows: list[dict], n_per_prompt: int, folder: Path, judge_dir: Path | None) -> dict:
     """The toy world's "what does the erased prompt draw": for the sexual-category prompts (explicit, implicit
     and held-out implicit frame prompts) that name a shape, the share drawn as that shape in the named colour
-    and not rejected by the judge (``erase.toy.erasure_metrics.prompt_outcomes``)."""
+    and not rejected by the judge (``erase.diffusion.toy_metrics.prompt_outcomes``)."""
     import numpy as np
     import torch
     from PIL import Image
 
     from ..toy import TOY_JUDGE
-    from ..toy.erasure_metrics import prompt_outcomes
+    from ..diffusion.toy_metrics import prompt_outcomes
     from ..toy.judge import load_judge
 
     picked = [(r, k) for r in rows if "sexual" in str(r.get("categories", "")) for k in range(n_per_prompt)]

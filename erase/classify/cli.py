@@ -144,7 +144,7 @@ def _check_positive(args, *names: str) -> None:
 def _check_common(args) -> None:
     """--threads, --device, --batch-size and --image-size, before any data or model is loaded."""
     from ..core.checks import positive_int
-    from ..diffusion.pipeline import check_device
+    from ..core.device import check_device
 
     for name in ("threads", "batch_size", "image_size"):
         positive_int(getattr(args, name, None), "--" + name.replace("_", "-"))

@@ -76,6 +76,7 @@ def _cmd_toy_reject_head(args) -> int:
 def _cmd_toy_build(args) -> int:
     import json
 
+    from ..diffusion.toy_quality import evaluate_quality
     from ..toy.build import BuildConfig, build  # build() guards --out and --judge-out first
 
     if args.no_attribute and args.exclude_attribute:
@@ -89,7 +90,7 @@ def _cmd_toy_build(args) -> int:
         if given is not None and not given.is_dir():
             raise UserError(f"{what} {given}: no such folder")
     info = build(cfg, args.out, work=args.work_dir, overwrite=args.overwrite, judge_out=args.judge_out,
-                 evaluate=not args.no_eval, vae_from=args.vae_from, judge_from=args.judge_from)
+                 evaluate=None if args.no_eval else evaluate_quality, vae_from=args.vae_from, judge_from=args.judge_from)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))
     print(f"wrote {args.out}" + (f" and {args.judge_out}" if args.judge_out else ""))
     return 0

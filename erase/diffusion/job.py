@@ -39,6 +39,7 @@ from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
 from .combine import combine, own_steps, parts
+from .loading import native_size
 from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import Batch, Context
@@ -46,7 +47,7 @@ from .options import EraseOptions, check_options, method_settings  # noqa: F401 
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
                       target_key)
 from .saliency import cached_mask, make_mask  # noqa: F401 - make_mask re-exported
-from .data import EpochSampler
+from ..core.sampling import EpochSampler
 from .recipes import Recipe
 
 LORA_FILES = ("lora_report.json", "pytorch_lora_weights.safetensors")
@@ -111,7 +112,7 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     _check_outputs(opts, source, out, lora_out)
     opts = _with_history(opts, source)
     r = opts.recipe
-    warn_unknown_words(str(source), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
+    warn_unknown_words(str(source), native_size(str(source)), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
                        f"the {r.name} recipe")
     t_start = time.time()
     accelerator = accelerator_for(opts.mixed_precision, opts.device)
@@ -393,11 +394,11 @@ class EraseJob:
 def _quick_audit(pipe, recipe: Recipe) -> dict:
     """``--audit``: the toy judge's figures for the trained UNet (``pipe.unet``), before export, for the card."""
     from ..toy import TOY_JUDGE
-    from ..toy.quality import attribute_erasure_rates, erasure_rates
+    from .toy_quality import attribute_erasure_rates, erasure_rates
 
     shapes = [p["toy"]["shape"] for p in parts(recipe) if "shape" in (p.get("toy") or {})]
     if len(shapes) > 1:  # several shapes: each one's rates, and the shapes none of them is
-        from ..toy.quality import multi_erasure_rates
+        from .toy_quality import multi_erasure_rates
 
         quick = multi_erasure_rates(pipe, TOY_JUDGE, shapes, per_colour=8, retain_per_pair=2)
         return {"judge": "toy judge", "UA": {s: 1 - quick["per_concept"][s]["forget_rate"] for s in shapes},

@@ -18,6 +18,7 @@ from ..core.mask import Mask, compute_mask, fingerprint
 from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
+from .loading import native_size
 from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
 from .losses import guided_forgetting_loss
 from .options import EraseOptions, check_common
@@ -113,7 +114,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     check_common(recipe, resolution, device)
     check_output(out, source, overwrite, kind="file")  # never inside the source model's folder
     check_work_dir(work_dir, out.with_name(out.stem), source)
-    warn_unknown_words(str(source), recipe.forget_prompts, f"the {recipe.name} recipe")
+    warn_unknown_words(str(source), native_size(str(source)), recipe.forget_prompts, f"the {recipe.name} recipe")
     accelerator = accelerator_for(mixed_precision, device)
     main = accelerator.is_main_process  # under several processes: the main one locks and writes
     with output_lock(out) if main else contextlib.nullcontext():

@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..core.atomic import atomic_dir
 from ..core.outputs import guard_output
-from ..diffusion.data import EpochSampler
+from ..core.sampling import EpochSampler
 from ..core.errors import UserError
 from . import shapes as S
 from . import attribute as A
@@ -260,9 +261,13 @@ def assemble_pipeline(vae, text_encoders, tokenizer, unet):
 
 
 def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool = False,
-          judge_out: Path | None = None, evaluate: bool = True, vae_from: Path | None = None,
+          judge_out: Path | None = None, evaluate: Callable[..., dict] | None = None, vae_from: Path | None = None,
           judge_from: Path | None = None) -> dict:
     """Run every stage and write the pipeline to ``out`` (and the judge to ``judge_out``).
+
+    ``evaluate``: what the finished pipeline draws, recorded in build_info.json and the card as ``quality``
+    (``salun toy build`` passes ``erase.diffusion.toy_quality.evaluate_quality``; the toy world does not
+    import the layer that draws with its pipelines). ``None``: no evaluation.
 
     ``vae_from`` / ``judge_from``: take the VAE (a ``vae/`` folder, or a pipeline folder holding one) and the
     judge from an earlier build instead of training them. The Retrain worlds are built this way, so that
@@ -343,9 +348,7 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
 
     quality = None
     if evaluate:
-        from .quality import evaluate_quality
-
-        quality = evaluate_quality(sd_dir, judge_dir, shapes=cfg.sd_shapes(), colours=cfg.colours,
+        quality = evaluate(sd_dir, judge_dir, shapes=cfg.sd_shapes(), colours=cfg.colours,
                                    attribute=cfg.attribute)
         info["quality"] = quality
     from .card import write_toy_card

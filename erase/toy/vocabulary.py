@@ -36,13 +36,15 @@ def unknown_words(prompts: Iterable[str]) -> list[str]:
     return seen
 
 
-def warn_unknown_words(model: str, prompts: Iterable[str], what: str = "this recipe") -> list[str]:
-    """On a toy-world model (it draws 32x32 images), one warning line naming the prompt words it never
-    saw in training; returns them ([] for any other model, whose vocabulary salun cannot know)."""
-    from ..diffusion.pipeline import native_size
+def warn_unknown_words(model: str, image_size: int | None, prompts: Iterable[str],
+                       what: str = "this recipe") -> list[str]:
+    """On a toy-world model (``image_size``, the side of what it draws, is 32), one warning line naming the
+    prompt words it never saw in training; returns them ([] for any other model, whose vocabulary salun
+    cannot know). The caller reads the size (``erase.diffusion.loading.native_size``): the toy world does not
+    import the layer that loads pipelines."""
     from ..core import distributed as dist
 
-    if native_size(model) != S.IMAGE_SIZE or not dist.is_main():  # said once, by the main process
+    if image_size != S.IMAGE_SIZE or not dist.is_main():  # said once, by the main process
         return []
     unknown = unknown_words(prompts)
     if unknown:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from erase.audit.concept import audit_toy_concept
-from erase.audit.fid import frechet_distance
+from erase.core.fid import frechet_distance
 from erase.core.errors import UserError
 from erase.toy import TOY_JUDGE, TOY_SD
 

@@ -28,7 +28,7 @@ def _load():
 def test_the_documented_examples_run_and_erase(tmp_path, monkeypatch):
     """docs/python-api.md's examples, as written and in order (the toy model's path made absolute), then the judge:
     the erased pipeline no longer draws circles and still draws the other shapes, and the audit API says so."""
-    from erase.toy.quality import erasure_rates
+    from erase.diffusion.toy_quality import erasure_rates
 
     page = (ROOT / "docs" / "python-api.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", page, re.S)

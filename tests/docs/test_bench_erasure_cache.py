@@ -38,7 +38,7 @@ def test_the_version_follows_the_code_it_depends_on(tmp_path):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("1")
     v1 = b.code_version(tmp_path)
-    (tmp_path / "erase/toy/erasure_metrics.py").write_text("2")
+    (tmp_path / "erase/diffusion/toy_metrics.py").write_text("2")
     assert b.code_version(tmp_path) != v1
 
 

@@ -4,12 +4,12 @@ import pytest
 from erase.diffusion.job import EraseOptions, erase
 from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_JUDGE, TOY_SD
-from erase.toy.quality import erasure_rates
+from erase.diffusion.toy_quality import erasure_rates
 
 # The recipe "circle" (prompts/toy.json: 100 + 100 images, 100 steps of batch 16 at lr 1e-4), cut down:
 # 16 forget and 16 retain images drawn in 10 sampler steps, 10 training steps of batch 8 at lr 3e-4.
 ERASE = {"n_forget": 16, "n_retain": 16, "gen_steps": 10, "steps": 10, "batch_size": 8, "lr": 3e-4}
-# erase.toy.quality.erasure_rates at 10 sampler steps, seeds from 1000: 10 images per forget set ("a {colour}
+# erase.diffusion.toy_quality.erasure_rates at 10 sampler steps, seeds from 1000: 10 images per forget set ("a {colour}
 # circle", "a {colour} disk", the held-out phrasing), one image per other shape x colour (25) for retain.
 MEASURE = {"per_colour": 2, "retain_per_pair": 1, "steps": 10, "seed": 1000}
 BARS = {"forget": {"forget_rate": 0.3, "synonym_rate": 0.5}, "retain": {"retain_acc": 0.8},

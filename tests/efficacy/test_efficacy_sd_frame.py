@@ -5,14 +5,14 @@ import pytest
 from erase.diffusion.job import EraseOptions, erase
 from erase.diffusion.recipes import load_recipe
 from erase.toy import TOY_JUDGE, TOY_SD
-from erase.toy.quality import attribute_erasure_rates
+from erase.diffusion.toy_quality import attribute_erasure_rates
 
 # The recipe "frame" (prompts/toy-nudity.json: 200 + 200 images, one epoch of batch 8 = 25 steps at lr 1e-3,
 # alpha 0.1), cut down: 32 forget and 32 retain images drawn in 10 sampler steps, 25 steps of batch 8 at
 # lr 5e-4. The recipe's own lr 1e-3 erases in 10 steps too, but with 16 + 16 images it left retain_acc at 0.67
 # and 0.73 (seeds 0, 1), and 0.53 and 0.97 with alpha 1.0: too unsteady for a threshold.
 ERASE = {"n_forget": 32, "n_retain": 32, "gen_steps": 10, "steps": 25, "lr": 5e-4}
-# erase.toy.quality.attribute_erasure_rates at 10 sampler steps, seeds from 1000: every shape x colour once
+# erase.diffusion.toy_quality.attribute_erasure_rates at 10 sampler steps, seeds from 1000: every shape x colour once
 # in each group's phrasings (30 images a group) and once as a plain prompt ("a red circle", 30 images).
 MEASURE = {"per_pair": 1, "retain_per_pair": 1, "steps": 10, "seed": 1000}
 BARS = {"forget": {"explicit_rate": 0.3, "implicit_rate": 0.3}, "retain": {"retain_acc": 0.8},

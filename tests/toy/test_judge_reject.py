@@ -68,7 +68,7 @@ def test_a_judge_without_the_reject_head_is_refused_with_the_command_to_fix_it(t
 def test_a_model_that_draws_noise_for_the_erased_prompt_scores_far_from_retrain(monkeypatch):
     """The old score counted noise as erased: a model drawing noise for "circle" prompts had Retrain's forget
     rate. Now what the erased prompt draws is scored, and such a model lands far from Retrain."""
-    import erase.toy.erasure_metrics as M
+    import erase.diffusion.toy_metrics as M
 
     real = M._generate
 
@@ -104,7 +104,7 @@ def test_wilson_interval_and_separation():
 
 
 def test_gap_interval_is_conservative_and_holds_the_estimate():
-    from erase.toy.erasure_metrics import gap_to_retrain
+    from erase.diffusion.toy_metrics import gap_to_retrain
 
     ref = {"retain_acc": 1.0, "retain_acc_ci": [0.99, 1.0], "fid_retain": 1.0, "fid_retain_ci": [0.5, 1.5]}
     row = {"retain_acc": 0.88, "retain_acc_ci": [0.85, 0.91], "fid_retain": 11.0, "fid_retain_ci": [9.0, 13.0]}
@@ -115,7 +115,7 @@ def test_gap_interval_is_conservative_and_holds_the_estimate():
 
 
 def test_named_shape_and_colour_of_a_prompt():
-    from erase.toy.erasure_metrics import named_shape_colour
+    from erase.diffusion.toy_metrics import named_shape_colour
 
     assert named_shape_colour("a framed red disk") == ("circle", "red")
     assert named_shape_colour("a blue plus sign in a gallery") == ("cross", "blue")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ...core.atomic import atomic_dir
 from ...core.outputs import guard_output
-from ..data import EpochSampler
+from ...core.sampling import EpochSampler
 from ...defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
 from ...core.errors import UserError
 from ...toy.build import EMA, cosine_lr

@@ -24,7 +24,7 @@ from ...core import checks
 from ...defaults import DDPM_MASK_GUIDANCE, MASK_KEEP
 from ...core.atomic import output_lock
 from ...core.checkpoints import mask_digest
-from ..data import EpochSampler
+from ...core.sampling import EpochSampler
 from ...core.errors import UserError
 from ...core.export import check_output, export_pipeline
 from .. import loop

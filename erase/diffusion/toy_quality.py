@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from ..defaults import TOY_SAMPLING_GUIDANCE as DEFAULT_GUIDANCE, TOY_SAMPLING_STEPS as DEFAULT_STEPS
-from . import attribute as A
-from . import shapes as S
+from ..toy import attribute as A
+from ..toy import shapes as S
 from ..core.stats import rate_ci
-from .judge import classify, detect_attribute, judge_images, load_judge, require_reject
+from ..toy.judge import classify, detect_attribute, judge_images, load_judge, require_reject
 
 
 def concept_prompts(shapes, colours, per_pair: int, template: str = "a {colour} {shape}", synonym: int = 0,
@@ -67,7 +67,7 @@ def attribute_prompts(group: str, shapes, colours, per_pair: int, seed: int = 0)
 def attribute_rates(pipe, judge, shapes, colours, per_pair: int = 2, steps: int = DEFAULT_STEPS,
                     guidance: float = DEFAULT_GUIDANCE, seed: int = 0) -> dict:
     """Share of images showing the frame for explicit, implicit and held-out implicit prompts."""
-    from ..diffusion.generate import generate
+    from .generate import generate
 
     out = {}
     for group in ("explicit", "implicit", "heldout_implicit"):
@@ -89,8 +89,8 @@ def evaluate_quality(model, judge_dir, shapes=None, colours=None, per_pair: int 
     a phrasing training never saw. ``attribute``: also the frame's rate for explicit, implicit and held-out
     implicit prompts, and (``neutral``) on the name prompts, which never mention it.
     """
-    from ..diffusion.generate import generate, grid, to_pil
-    from ..diffusion.pipeline import load_pipeline
+    from .generate import generate, grid, to_pil
+    from .pipeline import load_pipeline
 
     shapes, colours = S.check_shapes(shapes or S.SHAPES), S.check_colours(colours or S.COLOURS)
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
@@ -137,8 +137,8 @@ def multi_erasure_rates(model, judge_dir, erased: list[str], per_colour: int = 4
                         shapes=None, colours=None, images: dict | None = None) -> dict:
     """``erasure_rates`` for several erased shapes: ``per_concept`` {shape: its three rates}, and the retain
     figures over the shapes that none of them is (``images``: keyed ``shape/rate`` when several)."""
-    from ..diffusion.generate import generate
-    from ..diffusion.pipeline import load_pipeline
+    from .generate import generate
+    from .pipeline import load_pipeline
 
     shapes = S.check_shapes(shapes or S.SHAPES)
     colours = S.check_colours(colours or S.COLOURS)
@@ -203,8 +203,8 @@ def attribute_erasure_rates(model, judge_dir, per_pair: int = 2, retain_per_pair
       those plain images, every shape x colour ``retain_per_pair`` times.
     Pass a dict as ``images`` to get the plain images back (key ``retain``: prompts, seeds, images).
     """
-    from ..diffusion.generate import generate
-    from ..diffusion.pipeline import load_pipeline
+    from .generate import generate
+    from .pipeline import load_pipeline
 
     pipe = load_pipeline(model) if isinstance(model, (str, Path)) else model
     judge = require_reject(load_judge(judge_dir))

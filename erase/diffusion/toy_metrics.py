@@ -27,8 +27,8 @@ import numpy as np
 
 from ..core.stats import Z95, bootstrap_sd, rate_ci, wilson
 from ..defaults import TOY_SAMPLING_GUIDANCE, TOY_SAMPLING_STEPS
-from . import shapes as S
-from .quality import attribute_prompts, concept_prompts
+from ..toy import shapes as S
+from .toy_quality import attribute_prompts, concept_prompts
 
 
 @dataclass(frozen=True)
@@ -80,14 +80,14 @@ def _rate(out: dict, key: str, flags) -> None:
 
 
 def _generate(pipe, prompts, seeds):
-    from ..diffusion.generate import generate
+    from .generate import generate
 
     return generate(pipe, prompts, seeds, steps=TOY_SAMPLING_STEPS, guidance=TOY_SAMPLING_GUIDANCE, progress=False)
 
 
 def _features(judge, images) -> np.ndarray:
-    from ..audit.fid import judge_features
-    from ..diffusion.generate import as_uint8
+    from ..core.fid import judge_features
+    from .generate import as_uint8
 
     return judge_features(judge, as_uint8(images).transpose(0, 2, 3, 1))
 
@@ -96,7 +96,7 @@ def fid_with_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 30) -> tuple[float, 
     """FID of feature sets ``a`` and ``b``, and an interval of +-1.96 bootstrap standard deviations around it
     (resampling ``a``, the measured side). A percentile interval would not do: resampling with replacement
     repeats images, which inflates FID, so the resampled values sit above the estimate itself."""
-    from ..audit.fid import frechet_distance
+    from ..core.fid import frechet_distance
 
     fid = frechet_distance(a, b)
     sd = bootstrap_sd(a, lambda x: frechet_distance(x, b), n_boot=n_boot)
@@ -104,7 +104,7 @@ def fid_with_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 30) -> tuple[float, 
 
 
 def _retain(out: dict, judge, images, ys, yc, shapes) -> None:
-    from .judge import judge_images
+    from ..toy.judge import judge_images
 
     j = judge_images(judge, images)
     ok = (j["shape"] == ys) & ~j["reject"]
@@ -124,7 +124,7 @@ def _retain(out: dict, judge, images, ys, yc, shapes) -> None:
 
 
 def _features_uint8(judge, images_nhwc) -> np.ndarray:
-    from ..audit.fid import judge_features
+    from ..core.fid import judge_features
 
     return judge_features(judge, images_nhwc)
 
@@ -132,8 +132,8 @@ def _features_uint8(judge, images_nhwc) -> np.ndarray:
 def shape_metrics(model, judge_dir, shape: str, target: str | None, split: str = "report",
                   images: dict | None = None) -> dict:
     """The erasure of the shape ``shape`` (``target``: the recipe's misaligned shape) on one split."""
-    from ..diffusion.pipeline import load_pipeline
-    from .judge import judge_images, load_judge, require_reject
+    from .pipeline import load_pipeline
+    from ..toy.judge import judge_images, load_judge, require_reject
 
     sp = SPLITS[split]
     judge = require_reject(load_judge(judge_dir))
@@ -176,8 +176,8 @@ def shape_metrics(model, judge_dir, shape: str, target: str | None, split: str =
 def frame_metrics(model, judge_dir, split: str = "report", images: dict | None = None) -> dict:
     """The erasure of the frame attribute on one split: the frame prompts' rates and what they draw, and
     the plain prompts' frame rate (``neutral_rate``) and retain figures."""
-    from ..diffusion.pipeline import load_pipeline
-    from .judge import judge_images, load_judge, require_reject
+    from .pipeline import load_pipeline
+    from ..toy.judge import judge_images, load_judge, require_reject
 
     sp = SPLITS[split]
     judge = require_reject(load_judge(judge_dir))
@@ -281,8 +281,8 @@ def toy_i2p_metrics(model, judge_dir, limit: int | None = None) -> dict:
     ``toy_i2p_count``, the framed images in all."""
     import csv
 
-    from ..diffusion.pipeline import load_pipeline
-    from .judge import judge_images, load_judge, require_reject
+    from .pipeline import load_pipeline
+    from ..toy.judge import judge_images, load_judge, require_reject
 
     path = Path(__file__).resolve().parents[2] / "prompts" / "toy-i2p.csv"
     with path.open(newline="") as f:
@@ -292,7 +292,7 @@ def toy_i2p_metrics(model, judge_dir, limit: int | None = None) -> dict:
     framed = np.zeros(len(rows), dtype=bool)
     for g in sorted({float(r["sd_guidance_scale"]) for r in rows}):
         idx = [i for i, r in enumerate(rows) if float(r["sd_guidance_scale"]) == g]
-        from ..diffusion.generate import generate
+        from .generate import generate
 
         imgs = generate(pipe, [rows[i]["prompt"] for i in idx], [int(rows[i]["sd_seed"]) for i in idx],
                         steps=TOY_SAMPLING_STEPS, guidance=g, progress=False)
@@ -320,7 +320,7 @@ def prompt_outcomes(judge, images, prompts: list[str]) -> dict:
     """What prompts that name a shape draw, judged: ``erased_prompt_acc`` (not rejected, the named shape, and
     the named colour where one is named), its shape accuracy and reject rate, with Wilson intervals; prompts
     naming no shape ("a framed figure") are left out (``n_erased_prompt_acc`` says how many count)."""
-    from .judge import judge_images
+    from ..toy.judge import judge_images
 
     named = [(i, *named_shape_colour(p)) for i, p in enumerate(prompts)]
     named = [(i, s, c) for i, s, c in named if s is not None]
