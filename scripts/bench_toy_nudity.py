@@ -4,148 +4,112 @@ with SalUn and with RL (the same loss on every weight, no mask), and audit them 
 the shipped Retrain model (trained without the attribute in its pictures) on the toy I2P.
 
     python scripts/bench_toy_nudity.py --json bench_toy_nudity.json --out bench-toy-nudity
-    python scripts/bench_toy_nudity.py --tune --json tune_toy_nudity.json     # the tuning grid (settings)
-    python scripts/bench_toy_nudity.py --smoke --json /tmp/nudity.json --out /tmp/nudity   # seconds: the path only
+    python scripts/bench_toy_nudity.py --tune --update-recipe --json tune.json   # choose the settings (below)
+    python scripts/bench_toy_nudity.py --smoke --json /tmp/nudity.json --out /tmp/nudity   # the path only
 
-``--json`` (the benchmark): ``{"rows": {row: figures}, "smoke", "under_load", "threads"}``; ``--under-load``
-records that other jobs shared the machine, so ``seconds`` is not a cost figure.
+``--json`` (the benchmark): ``{"rows": {row: figures}, "settings", "smoke", "under_load", "threads"}``;
+``--under-load`` records that other jobs shared the machine, so ``seconds`` is not a cost figure.
 
-Reported figures (every row: base, salun, rl, retrain):
+Reported figures (every row: base, salun, rl, retrain), every rate ``k`` with ``k_ci`` (Wilson 95%) and
+``n_k``:
 - ``explicit_rate``, ``implicit_rate``, ``heldout_implicit_rate``, ``neutral_rate``: share of the toy I2P's
   images in each prompt group that the toy detector calls framed (80 prompts per group, each with its own
-  seed and guidance: ``salun audit nudity --prompts toy-i2p --detector toy``);
-- ``toy_i2p_count``: detections over the whole toy I2P (320 prompts), counted as NudeNet's are;
-- ``retain_acc`` / ``worst_retain_acc``: the judge's shape accuracy on plain name prompts ("a red circle",
-  every shape x colour x 8 seeds from 1000; worst shape); ``fid_retain``: FID of those images against
-  fresh drawings without frames, on the judge's features (the toy stand-in for Inception);
-- ``seconds``: the whole erasure (drawing the 200 + 200 images, the mask, training, export), each method
-  in its own work folder;
-- ``gap_to_retrain``: mean absolute difference of the four rates and retain_acc to Retrain's.
+  seed and guidance: ``salun audit nudity --prompts toy-i2p --detector toy``); ``toy_i2p_count``: detections
+  over the whole toy I2P (320 prompts), counted as NudeNet's are; ``i2p_erased_prompt_acc``: the audit's
+  share of the toy I2P's frame prompts that still draw the shape and colour they name;
+- the reported split of ``erase.diffusion.toy_metrics`` (``frame_metrics``, the harness of
+  ``scripts/bench_erasure.py``): ``erased_prompt_acc`` / ``erased_prompt_reject_rate`` (300 explicit and
+  implicit frame prompts must still draw the named shape in the named colour), ``retain_acc``,
+  ``worst_retain_acc``, ``retain_colour_acc``, ``retain_reject_rate`` and ``fid_retain`` on 480 plain name
+  prompts, ``plain_frame_rate`` (frames drawn for those), ``erased_prompt_fid`` against Retrain's images of
+  the same prompts and seeds;
+- ``gap_to_retrain`` (with ``gap_to_retrain_ci`` and ``gap_terms``): the harness's one score over the rates
+  above, retain, worst shape, what the erased prompts draw and both FIDs;
+- ``seconds``: the whole erasure (drawing the 200 + 200 images, the mask, training, export).
 The audit's report.md, report.json and nudity_bars.png (the four models' per-class counts) go to --out.
 
-Tuning (``--tune``): SalUn and RL get the same grid (lr; one epoch, as the recipe says), scored by the same gap to Retrain
-measured on a tuning split, the attribute's prompt phrasings over every shape x colour with seeds from 5000
-and plain prompts with seeds from 5000, never the toy I2P or the seeds of the reported figures. The chosen
-settings live in prompts/toy-nudity.json (SalUn: the recipe; RL: its ``tuned.rl`` entry).
+Settings: SalUn's and RL's come from the recipe (``prompts/toy-nudity.json``, ``"methods"``), chosen by the
+erasure benchmark's tuning (``--tune`` runs it for these two methods: ``scripts/bench_erasure.py --concept
+frame``, the same grid for both, scored on a tuning split with its own templates and seeds, never the toy
+I2P or the prompts reported here).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from erase.diffusion.recipes import load_recipe  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 
+METHODS = ("salun", "rl")
 RATES = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate")
-GAP_KEYS = RATES + ("retain_acc",)
-GRID_LR = (1e-4, 3e-4, 1e-3)
-GRID_EPOCHS = (1,)  # the recipe mirrors nudity.json: one epoch
 GROUP_OF = {"explicit_rate": "explicit", "implicit_rate": "implicit", "heldout_implicit_rate": "heldout-implicit",
             "neutral_rate": "neutral"}
 
 
-def gap(row: dict, ref: dict) -> float:
-    return sum(abs(row[k] - ref[k]) for k in GAP_KEYS) / len(GAP_KEYS)
-
-
-def erase_one(recipe, method: str, lr: float, epochs: float, out: Path, work: Path, seed: int,
-              steps: int | None = None) -> dict:
+def erase_one(recipe, method: str, out: Path, work: Path, seed: int) -> dict:
     from erase.diffusion.job import EraseOptions, erase
 
-    r = dataclasses.replace(recipe, lr=lr, epochs=epochs, steps=steps)
     t0 = time.time()
-    summary = erase(EraseOptions(recipe=r, out=out, model=str(TOY_SD), use_mask=method == "salun", seed=seed,
+    summary = erase(EraseOptions(recipe=recipe, out=out, model=str(TOY_SD), method=method, seed=seed,
                                  overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(time.time() - t0, 1), "steps": summary["steps"],
-            "trainable_weights": summary["trainable_weights"], "lr": lr, "epochs": epochs}
+            "trainable_weights": summary["trainable_weights"], "lr": recipe.lr, "epochs": recipe.epochs}
 
 
-def plain_metrics(model, judge_dir: Path, seed: int = 1000, per_pair: int = 8, steps: int | None = None) -> dict:
-    """Shape accuracy (mean, worst shape) of plain name prompts, and their FID against frameless drawings."""
-    from erase.core.fid import frechet_distance, judge_features
-    from erase.diffusion.generate import as_uint8, generate
-    from erase.diffusion.pipeline import load_pipeline
-    from erase.toy import shapes as S
-    from erase.toy.judge import load_judge
-    from erase.diffusion.toy_quality import concept_prompts, judge_rates
+def audit_rates(m: dict) -> dict:
+    """One model's toy I2P figures from the nudity audit's report, with their counts and intervals."""
+    from erase.core.stats import wilson
 
-    judge = load_judge(judge_dir)
-    pipe = load_pipeline(model)
-    prompts, seeds, ys, yc = concept_prompts(list(S.SHAPES), list(S.COLOURS), per_pair, seed=seed)
-    images = generate(pipe, prompts, seeds, progress=False, **({"steps": steps} if steps else {}))
-    r = judge_rates(judge, images, ys, yc, list(S.SHAPES))
-    ref = S.draw_set(len(prompts), seed=4242)
-    fid = frechet_distance(judge_features(judge, as_uint8(images).transpose(0, 2, 3, 1)),
-                           judge_features(judge, ref.images))
-    return {"retain_acc": r["shape_acc"], "worst_retain_acc": min(r["per_shape"].values()),
-            "retain_colour_acc": r["colour_acc"], "fid_retain": fid, "n_retain": r["n"]}
+    row: dict = {}
+    for k in RATES:
+        g = m["per_group"][GROUP_OF[k]]
+        row[k] = g["share_with_nudity"]
+        row[f"{k}_ci"] = list(wilson(g["images_with_nudity"], g["images"]))
+        row[f"n_{k}"] = g["images"]
+    row["toy_i2p_count"], row["toy_i2p_per_class"] = m["total"], m["per_class"]
+    e = m.get("erased_prompts") or {}
+    if "erased_prompt_acc" in e:
+        row["i2p_erased_prompt_acc"] = e["erased_prompt_acc"]
+        row["i2p_erased_prompt_acc_ci"] = e["erased_prompt_acc_ci"]
+        row["n_i2p_erased_prompt_acc"] = e["n_erased_prompt_acc"]
+    return row
 
 
-def tune(a, recipe, retrain: Path) -> dict:
-    from erase.diffusion.toy_quality import attribute_erasure_rates
+def harness_metrics(model, judge: Path, split: str) -> dict:
+    """The erasure benchmark's frame figures on ``split``; its plain prompts' frame rate is renamed, so that
+    ``neutral_rate`` stays the toy I2P's."""
+    from erase.diffusion.toy_metrics import frame_metrics
 
-    def score(model):
-        r = attribute_erasure_rates(str(model), a.judge, per_pair=1, retain_per_pair=2, seed=5000)
-        return {k: r[k] for k in GAP_KEYS}
-
-    root = Path(tempfile.mkdtemp(prefix="tune_toy_nudity_"))
-    ref = score(retrain)
-    rows = {"retrain": ref, "base": score(TOY_SD)}
-    print(f"tuning split: retrain {ref}\n              base    {rows['base']}")
-    best = {}
-    for method in ("salun", "rl"):
-        for lr in GRID_LR:
-            for epochs in GRID_EPOCHS:
-                out = root / f"{method}-{lr:g}-{epochs}"
-                info = erase_one(recipe, method, lr, epochs, out, root / ".work", a.seed)
-                r = {**score(out), **info}
-                r["gap"] = gap(r, ref)
-                rows[f"{method} lr={lr:g} epochs={epochs}"] = r
-                print(f"{method:<6} lr {lr:<7g} epochs {epochs}: gap {r['gap']:.4f}  "
-                      + "  ".join(f"{k} {r[k]:.3f}" for k in GAP_KEYS), flush=True)
-                if method not in best or r["gap"] < best[method]["gap"]:
-                    best[method] = {"lr": lr, "epochs": epochs, "gap": r["gap"]}
-    print("chosen (lowest gap to Retrain on the tuning split):", json.dumps(best))
-    return {"grid": {"lr": GRID_LR, "epochs": GRID_EPOCHS}, "rows": rows, "chosen": best}
+    r = frame_metrics(model, judge, split)
+    for k in ("neutral_rate", "neutral_rate_ci", "n_neutral_rate"):
+        r[k.replace("neutral_rate", "plain_frame_rate")] = r.pop(k)
+    return r
 
 
-def update_recipe(chosen: dict) -> None:
-    """Ship the tuned settings: SalUn's in the recipe itself, RL's beside it (``tuned.rl``)."""
-    from erase.core.atomic import write_text_atomic
-    from erase.diffusion.recipes import PROMPTS_DIR
-
-    path = PROMPTS_DIR / "toy-nudity.json"
-    raw = json.loads(path.read_text())
-    r = raw["recipes"]["frame"]
-    r["lr"], r["epochs"] = chosen["salun"]["lr"], chosen["salun"]["epochs"]
-    r["tuned"] = {"how": "python scripts/bench_toy_nudity.py --tune --update-recipe: lowest mean |rate difference| "
-                         "to Retrain on the tuning split (seeds from 5000), same grid for both methods",
-                  "grid": {"lr": list(GRID_LR), "epochs": list(GRID_EPOCHS)},
-                  "salun": chosen["salun"], "rl": chosen["rl"]}
-    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
-    print(f"wrote the chosen settings into {path}")
-
-
-def bench(a, recipe, retrain: Path) -> dict:
+def bench(a) -> dict:
     from erase.audit.nudity import audit_nudity
+    from erase.diffusion.toy_metrics import GAP_TERMS, add_erased_prompt_fid, gap_to_retrain
 
     root = a.keep_outputs or Path(tempfile.mkdtemp(prefix="bench_toy_nudity_"))
-    rl = recipe.extra.get("tuned", {}).get("rl", {})
-    settings = {"salun": (recipe.lr, recipe.epochs), "rl": (rl.get("lr", recipe.lr), rl.get("epochs", recipe.epochs))}
     erased = {}
-    for method, (lr, epochs) in settings.items():
+    for method in METHODS:
+        recipe = load_recipe("frame", method=method)
+        if a.smoke:
+            recipe = dataclasses.replace(recipe, n_forget=4, n_retain=4, batch_size=4, gen_steps=5, steps=1)
         out = root / f"frame-{method}"
-        erased[method] = (out, erase_one(recipe, method, lr, epochs, out, root / f".work-{method}", a.seed,
-                                         steps=1 if a.smoke else None))
+        erased[method] = (out, erase_one(recipe, method, out, root / f".work-{method}", a.seed))
         print(f"erased with {method}: {erased[method][1]}", flush=True)
-    models = {"base": TOY_SD, "salun": erased["salun"][0], "rl": erased["rl"][0], "retrain": retrain}
+    models = {"base": TOY_SD, "salun": erased["salun"][0], "rl": erased["rl"][0], "retrain": a.retrain}
     # The audit names each model by its folder; give them the row names.
     named = root / "models"
     named.mkdir(exist_ok=True)
@@ -156,23 +120,33 @@ def bench(a, recipe, retrain: Path) -> dict:
     prompts = smoke_prompts(root) if a.smoke else "toy-i2p"
     report = audit_nudity([str(named / n) for n in models], prompts, a.out, detector="toy", judge_dir=a.judge,
                           steps=5 if a.smoke else 25)
+    split = "smoke" if a.smoke else "report"
     rows = {}
     for name in models:
-        m = report["models"][name]
-        row = {k: m["per_group"][GROUP_OF[k]]["share_with_nudity"] for k in RATES}
-        row["toy_i2p_count"] = m["total"]
-        row["toy_i2p_per_class"] = m["per_class"]
-        row.update(plain_metrics(str(models[name]), a.judge, per_pair=1 if a.smoke else 8,
-                                 steps=5 if a.smoke else None))
+        row = audit_rates(report["models"][name])
+        row.update(harness_metrics(str(models[name]), a.judge, split))
         if name in erased:
             row.update(erased[name][1])
         rows[name] = row
-    for name in ("base", "salun", "rl"):
-        rows[name]["gap_to_retrain"] = gap(rows[name], rows["retrain"])
+    terms = GAP_TERMS[("frame", "report")]
+    for name, row in rows.items():
+        add_erased_prompt_fid(row, rows["retrain"])
+        row.update(gap_to_retrain(row, rows["retrain"], terms))
     base_count = rows["base"]["toy_i2p_count"]
     for name in ("salun", "rl", "retrain"):
         rows[name]["toy_i2p_count_cut"] = 1 - rows[name]["toy_i2p_count"] / base_count if base_count else None
-    return rows
+    return {name: {k: v for k, v in row.items() if k != "features"} for name, row in rows.items()}
+
+
+def tune(a) -> int:
+    """SalUn's and RL's settings, chosen by the erasure benchmark's tuning for the frame (same grid, tuning split)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_erasure.py"), "--concept", "frame", "--methods",
+           ",".join(METHODS), "--no-variants", "--out", str(a.out), "--retrain", f"frame={a.retrain}",
+           "--judge", str(a.judge), "--seed", str(a.seed)]
+    cmd += (["--json", str(a.json)] if a.json else []) + (["--update-recipes"] if a.update_recipe else []) + \
+        (["--under-load"] if a.under_load else [])
+    print("tuning with the erasure benchmark:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
 
 
 def smoke_prompts(root: Path) -> str:
@@ -198,13 +172,12 @@ def smoke_prompts(root: Path) -> str:
 
 def print_table(rows: dict) -> None:
     head = (f"{'model':<8}{'explicit':>9}{'implicit':>9}{'held-out':>9}{'neutral':>9}{'I2P count':>10}"
-            f"{'retain':>8}{'worst':>7}{'FID':>7}{'gap':>7}{'s':>6}")
+            f"{'erased ok':>10}{'retain':>8}{'worst':>7}{'FID':>7}{'gap':>7}{'s':>6}")
     print(head)
     for name, r in rows.items():
-        g = r.get("gap_to_retrain")
         print(f"{name:<8}" + "".join(f"{r[k]:>9.1%}" for k in RATES) + f"{r['toy_i2p_count']:>10}"
-              f"{r['retain_acc']:>8.1%}{r['worst_retain_acc']:>7.1%}{r['fid_retain']:>7.2f}"
-              + (f"{g:>7.3f}" if g is not None else f"{'-':>7}")
+              f"{r['erased_prompt_acc']:>10.1%}{r['retain_acc']:>8.1%}{r['worst_retain_acc']:>7.1%}"
+              f"{r['fid_retain']:>7.2f}{r['gap_to_retrain']:>7.3f}"
               + (f"{r['seconds']:>6.0f}" if "seconds" in r else f"{'-':>6}"))
 
 
@@ -214,37 +187,40 @@ def main() -> None:
                    help="the Retrain model (default %(default)s)")
     p.add_argument("--judge", type=Path, default=TOY_JUDGE)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tune", action="store_true", help="run the tuning grid instead of the reported benchmark")
+    p.add_argument("--tune", action="store_true",
+                   help="choose SalUn's and RL's settings instead of the reported benchmark: runs "
+                        "scripts/bench_erasure.py --concept frame --methods salun,rl (its tuning split and grid); "
+                        "--out is then its work folder and --json its figures")
     p.add_argument("--update-recipe", action="store_true",
-                   help="with --tune: write the chosen settings into prompts/toy-nudity.json (SalUn: the recipe's lr "
-                        "and epochs; RL: its tuned.rl entry)")
+                   help="with --tune: write the chosen settings into prompts/toy-nudity.json (\"methods\")")
     p.add_argument("--out", type=Path, default=Path("bench-toy-nudity"),
                    help="the audit's folder (report.md, report.json, nudity_bars.png, images/)")
     p.add_argument("--keep-outputs", type=Path, default=None, help="keep the erased pipelines here")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--smoke", action="store_true",
-                   help="the smallest run (4 + 4 drawn images, 1 step, one toy I2P prompt per group, 30 plain "
-                        "prompts): proves the path, measures nothing")
+                   help="the smallest run (4 + 4 drawn images, 1 step, one toy I2P prompt per group, a handful of "
+                        "harness images): proves the path, measures nothing")
     p.add_argument("--under-load", action="store_true",
                    help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
     if a.smoke and a.tune:
         p.error("--smoke runs the benchmark, not the tuning grid")
-    recipe = load_recipe("frame", **({"n_forget": 4, "n_retain": 4, "batch_size": 4, "gen_steps": 5} if a.smoke else {}))
+    if a.update_recipe and not a.tune:
+        p.error("--update-recipe goes with --tune")
     if a.tune:
-        result = tune(a, recipe, a.retrain)
-        if a.update_recipe:
-            update_recipe(result["chosen"])
-    else:
-        rows = bench(a, recipe, a.retrain)
-        print_table(rows)
-        import torch
+        sys.exit(tune(a))
+    rows = bench(a)
+    print_table(rows)
+    import torch
 
-        result = {"rows": rows, "smoke": a.smoke, "under_load": a.under_load, "threads": torch.get_num_threads(),
-                  "argv": sys.argv[1:]}
+    settings = {m: {k: rows[m][k] for k in ("lr", "epochs", "steps")} for m in METHODS}
+    result = {"rows": rows, "settings": settings, "smoke": a.smoke, "under_load": a.under_load,
+              "threads": torch.get_num_threads(), "argv": sys.argv[1:]}
     if a.json:
+        from erase.core.atomic import write_text_atomic
+
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(a.json, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ def _toy_nudity(d):
     assert list(d["rows"]) == ["base", "salun", "rl", "retrain"]
     for name, r in d["rows"].items():
         assert {"explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate", "toy_i2p_count",
-                "retain_acc", "worst_retain_acc", "fid_retain"} <= set(r)
-        if name != "retrain":
-            assert "gap_to_retrain" in r
+                "retain_acc", "worst_retain_acc", "fid_retain", "erased_prompt_acc", "erased_prompt_fid",
+                "gap_to_retrain", "gap_to_retrain_ci"} <= set(r)
+        assert {f"{k}_ci" for k in ("explicit_rate", "neutral_rate", "retain_acc", "erased_prompt_acc")} <= set(r)
+        assert "features" not in r
     assert {"seconds", "trainable_weights", "toy_i2p_count_cut"} <= set(d["rows"]["salun"])
 
 
