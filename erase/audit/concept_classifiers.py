@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..core.errors import UserError
+from ..core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class ClassifierKind:
     check: Callable[[Any, str | None], None] = _no_check  # (recipe, --clip-weights): refuse in one line, before loading
 
 
-CLASSIFIERS: dict[str, ClassifierKind] = {}
+CLASSIFIERS: Registry[ClassifierKind] = Registry("concept classifier")
 
 
 def register_classifier(kind: ClassifierKind) -> ClassifierKind:
@@ -54,11 +55,7 @@ def register_classifier(kind: ClassifierKind) -> ClassifierKind:
     no-op). ``auto`` is not a name a classifier can take."""
     if kind.name == "auto":
         raise ValueError("'auto' is --classifier's choice of a registered classifier, not a classifier's name")
-    taken = CLASSIFIERS.get(kind.name)
-    if taken is not None and taken is not kind:
-        raise ValueError(f"a concept classifier {kind.name!r} is already registered")
-    CLASSIFIERS[kind.name] = kind
-    return kind
+    return CLASSIFIERS.register(kind.name, kind)
 
 
 def classifier_kind(name: str, recipe) -> ClassifierKind:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..core.errors import UserError
+from ..core.registry import Registry
 from ..defaults import TOY_SAMPLING_STEPS
 from ..diffusion.pipeline import native_size
 
@@ -56,24 +57,18 @@ class DetectorKind:
     erased_prompts: Callable[[list[dict], int, Path, Path | None], dict] | None = None
 
 
-DETECTORS: dict[str, DetectorKind] = {}
+DETECTORS: Registry[DetectorKind] = Registry("detector")
 
 
 def register_detector(kind: DetectorKind) -> DetectorKind:
     """Add ``kind`` to the registry; a second detector under a taken name is refused (the same one again is a
     no-op)."""
-    taken = DETECTORS.get(kind.name)
-    if taken is not None and taken is not kind:
-        raise ValueError(f"a detector {kind.name!r} is already registered")
-    DETECTORS[kind.name] = kind
-    return kind
+    return DETECTORS.register(kind.name, kind)
 
 
 def detector_kind(name: str) -> DetectorKind:
     """The registered detector ``name``, or a one-line refusal naming those there are."""
-    if name not in DETECTORS:
-        raise UserError(f"unknown --detector {name!r}: choose {' or '.join(DETECTORS)}")
-    return DETECTORS[name]
+    return DETECTORS.choose(name, "--detector")
 
 
 def classes_of(name: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..core.errors import UserError
+from ..core.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -70,17 +71,13 @@ class Family(Protocol):
         """Python lines that load an exported folder with plain diffusers (for the model card)."""
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("model family", same=lambda a, b: type(a) is type(b))
 
 
 def register(family: Family) -> Family:
     """Add a family to the registry (each family package calls this once, at import). A second family under a
     name already taken, or claiming a pipeline class another family serves, is refused: silently replacing one
     would route every model of that class to the newcomer."""
-    old = FAMILIES.get(family.name)
-    if old is not None and type(old) is not type(family):
-        raise ValueError(f"a model family named {family.name!r} is already registered ({type(old).__name__}); "
-                         f"{type(family).__name__} needs a name of its own")
     for other in FAMILIES.values():
         if other.name == family.name:
             continue
@@ -88,8 +85,7 @@ def register(family: Family) -> Family:
         if clash:
             raise ValueError(f"{', '.join(sorted(clash))} is served by the {other.name!r} family already; the "
                              f"{family.name!r} family cannot claim it too")
-    FAMILIES[family.name] = family
-    return family
+    return FAMILIES.register(family.name, family)
 
 
 def _load_builtin() -> None:

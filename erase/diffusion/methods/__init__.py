@@ -12,7 +12,18 @@ from .rl import RandomLabel
 from .salun import SalUn
 from .uce import UCE
 
-METHODS: dict[str, Method] = {m.name: m for m in (SalUn(), RandomLabel(), ESDx(), ESDu(), UCE(), FMN())}
+from ...core.registry import Registry
+
+METHODS: Registry[Method] = Registry("method", same=lambda a, b: type(a) is type(b))
+
+
+def register_method(method: Method) -> Method:
+    """Add an erasure method (an instance of a ``base.Method``); a second method under a taken name is refused."""
+    return METHODS.register(method.name, method)
+
+
+for _m in (SalUn(), RandomLabel(), ESDx(), ESDu(), UCE(), FMN()):
+    register_method(_m)
 DEFAULT_METHOD = "salun"
 
 
@@ -25,4 +36,5 @@ def method_options() -> dict[str, tuple[list[str], "Option"]]:
     return out
 
 
-__all__ = ["Batch", "Context", "Method", "Option", "TrainedMethod", "METHODS", "DEFAULT_METHOD", "method_options"]
+__all__ = ["Batch", "Context", "Method", "Option", "TrainedMethod", "METHODS", "DEFAULT_METHOD", "method_options",
+           "register_method"]
