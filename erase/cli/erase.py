@@ -130,6 +130,9 @@ def add_erase_parsers(sub) -> None:
     e.add_argument("--allow-other-base", action="store_true",
                    help="accept a --mask computed on other weights of the same architecture")
     e.add_argument("--retain-data", type=Path, default=None, help="a local image folder of what must be kept")
+    e.add_argument("--preserve-prompt", action="append", default=None,
+                   help="with --distill: a prompt whose outputs stay the base's (repeatable; replaces the recipe's "
+                        "\"preserve_prompts\")")
     e.add_argument("--n-retain", type=int, default=None)
     e.add_argument("--mask-per-concept", action="store_true",
                    help="with several --concept: one mask per concept from its own forget images, combined by union "
@@ -308,6 +311,8 @@ def erase_options(args) -> EraseOptions:
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
                      guidance_w=args.guidance_w)
+    if args.preserve_prompt:
+        recipe.preserve_prompts = args.preserve_prompt
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
                         use_mask=not args.no_mask, mask_per_concept=args.mask_per_concept,
                         replay=not args.no_replay, method=args.method, method_options=given, steps=args.steps, seed=args.seed, work_dir=args.work_dir,
@@ -317,6 +322,13 @@ def erase_options(args) -> EraseOptions:
                         lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
+    if args.preserve_prompt:
+        from ..diffusion.options import method_settings, resolve_method
+
+        m = resolve_method(opts)
+        if not m.uses_preserve(method_settings(opts, m)):
+            raise UserError(f"--preserve-prompt: the prompts --distill keeps; --method {m.name} without --distill > 0 "
+                            "does not use them")
     _refuse_early(opts)
     return opts
 
@@ -397,7 +409,8 @@ def _cmd_erase_ddpm(args) -> int:
     if forget is None:
         raise UserError(f"{args.model} is a class-conditional DDPM: say which class to erase with --forget-class")
     sd_only = {"--forget-prompt": args.forget_prompt, "--misaligned-prompt": args.misaligned_prompt,
-               "--retain-prompt": args.retain_prompt, "--forget-data": args.forget_data,
+               "--retain-prompt": args.retain_prompt, "--preserve-prompt": args.preserve_prompt,
+               "--forget-data": args.forget_data,
                "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
                "--resolution": args.resolution, "--xformers": args.xformers,
                "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay}

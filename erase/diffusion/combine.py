@@ -70,10 +70,18 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
     gone = {norm_prompt(p) for r in recipes for p in r.forget_prompts}
     gone |= {norm_prompt(p) for e in earlier for p in e.get("forget_prompts", [])}
     retain: list[str] = []
+    preserve: list[str] = []
+    # a concept's preserve prompts name what it keeps, which may be another concept erased in the same run
+    # ("a circle that is red" kept by the triangle's recipe): those go, found by the toy shape's word
+    erased_words = {p["toy"]["shape"] for r in recipes for p in parts(r) if "shape" in (p.get("toy") or {})}
     for r in recipes:
         retain += [p for p in r.retain_prompts if norm_prompt(p) not in gone and p not in retain]
+        preserve += [p for p in r.preserve_prompts if norm_prompt(p) not in gone and p not in preserve
+                     and not erased_words & set(norm_prompt(p).split())]
     if len(recipes) == 1:
-        return replace(first, retain_prompts=retain) if retain != first.retain_prompts else first
+        changed = {k: v for k, v in (("retain_prompts", retain), ("preserve_prompts", preserve))
+                   if v != getattr(first, k)}
+        return replace(first, **changed) if changed else first
     forget = [p for r in recipes for p in r.forget_prompts]
     # a mask alone needs no misaligned prompts: a concept given without them leaves the list empty
     misaligned = ([r.misaligned_for(p) for r in recipes for p in r.forget_prompts]
@@ -82,7 +90,7 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
     # a recipe that lists several concepts brings each of them: every concept is one part, drawn on its own
     extra["concepts"] = [p for r in recipes for p in parts(r)]
     return replace(first, name="+".join(r.name for r in recipes), forget_prompts=forget,
-                   misaligned_prompts=misaligned, retain_prompts=retain,
+                   misaligned_prompts=misaligned, retain_prompts=retain, preserve_prompts=preserve,
                    description="Several concepts erased together: " + " ".join(
                        f"({i + 1}) {r.name}: {r.description}" for i, r in enumerate(recipes)),
                    n_forget=sum(r.n_forget for r in recipes), n_retain=max(r.n_retain for r in recipes),

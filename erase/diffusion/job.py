@@ -87,9 +87,12 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
-def _method_key(method, settings: dict) -> list:
-    """SalUn's and RL's keys are unchanged (their checkpoints still resume); other methods add theirs."""
-    return [] if method.salun_loss else [method.name, settings]
+def _method_key(method, settings: dict, preserve: list[str]) -> list:
+    """SalUn's and RL's keys are unchanged for the paper's loss (their checkpoints still resume); their own
+    options, once set (``--distill``, with the prompts it keeps), and other methods' settings join the key."""
+    if method.salun_loss:
+        return [settings, preserve] if any(settings.values()) else []
+    return [method.name, settings]
 
 
 def _total_steps(recipe: Recipe, opts: EraseOptions, n_forget: int) -> int:
@@ -112,8 +115,8 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     _check_outputs(opts, source, out, lora_out)
     opts = _with_history(opts, source)
     r = opts.recipe
-    warn_unknown_words(str(source), native_size(str(source)), [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts],
-                       f"the {r.name} recipe")
+    words = [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts, *r.preserve_prompts]
+    warn_unknown_words(str(source), native_size(str(source)), words, f"the {r.name} recipe")
     t_start = time.time()
     accelerator = accelerator_for(opts.mixed_precision, opts.device)
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
@@ -247,7 +250,8 @@ class EraseJob:
         self.data_digest = self.forget_digest + ("-" + content_digest(self.retain.mean, self.retain.std)
                                                  if self.retain else "")
         self.misaligned = [r.misaligned_for(c) for c in f.captions]
-        self.bank = TextBank(self.family, self.pipe, f.captions + self.misaligned +
+        self.preserve = r.preserve_prompts if method.uses_preserve(self.settings) else []
+        self.bank = TextBank(self.family, self.pipe, f.captions + self.misaligned + self.preserve +
                              (self.retain.captions if self.retain else []), self.accelerator.device, self.res)
 
     def _mask(self) -> None:
@@ -269,10 +273,11 @@ class EraseJob:
         selection = None if self.mask is not None else selected_parameters(self.pipe, method.selection or r.selection)
         self.trainable = MaskedParameters(unet, self.mask, selection)
         self.digest = mask_digest(self.mask) + "-" + _training_key(
-            r, opts, self.data_digest, self.res, target_key(self.pipe) + _method_key(method, self.settings))
+            r, opts, self.data_digest, self.res,
+            target_key(self.pipe) + _method_key(method, self.settings, self.preserve))
         self.scheduler = self._scheduler()
         frozen = None
-        if method.needs_frozen:  # the base's own predictions, before any step (same device and dtype)
+        if method.needs_frozen_for(self.settings):  # the base's own predictions, before any step (same device, dtype)
             frozen = denoiser(self.family, copy.deepcopy(unet).requires_grad_(False).eval())
         self.stepper = method.bind(Context(self.family, self.pipe, unet, self.bank, self.scheduler, r, self.settings,
                                            frozen))
@@ -298,6 +303,9 @@ class EraseJob:
         z0, noise, t = noise_batch(f.mean, f.std, idx, scale, sched, gen, dev, dtype)
         prompts = [f.captions[i] for i in idx]
         forget = Batch(z0, noise, t, self.bank(prompts), self.bank([self.misaligned[i] for i in idx]), prompts)
+        if self.preserve:  # one preserve prompt per image (drawn only then: the paper's loss keeps its stream)
+            pick = torch.randint(0, len(self.preserve), (len(idx),), generator=gen).tolist()
+            forget.preserve = self.bank([self.preserve[i] for i in pick])
         if not r:
             return forget, None
         ridx = samplers["retain"].next()

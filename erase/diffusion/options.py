@@ -111,6 +111,8 @@ def check_options(opts: EraseOptions) -> "Method":
         raise UserError("--resume and --restart contradict each other")
     for name, (_, opt, value) in given_method_settings(opts, method).items():
         opt.check(value, name)
+    if method.uses_preserve(method_settings(opts, method)):
+        r.check_preserve()
     check_xformers(opts.xformers, opts.device)
     if method.closed_form:
         _closed_form_work_dir(opts)

@@ -38,6 +38,8 @@ class Recipe:
     gen_guidance: float = 7.5
     forget_dataset: dict | None = None
     retain_dataset: dict | None = None
+    # prompts whose predictions the frozen base keeps (SalUn/RL's --distill): what must not change, no images needed
+    preserve_prompts: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,7 +50,22 @@ class Recipe:
             raise UserError(f"recipe {self.name!r}: misaligned prompts must be a non-empty list of non-empty prompts")
         if any(not str(v).strip() for v in self.retain_prompts):
             raise UserError(f"recipe {self.name!r}: an empty retain prompt")
+        if any(not str(v).strip() for v in self.preserve_prompts):
+            raise UserError(f"recipe {self.name!r}: an empty preserve prompt")
         checks.fraction(self.keep, "--keep")
+
+    def check_preserve(self) -> None:
+        """Preserve prompts are what must not change: one that is also a forget prompt would ask for both."""
+        from .combine import norm_prompt
+
+        if not self.preserve_prompts:
+            raise UserError(f"recipe {self.name!r} has no preserve prompts: --distill keeps the base's predictions "
+                            "on them (add \"preserve_prompts\": [...] to a recipe file, or --preserve-prompt)")
+        forget = {norm_prompt(p) for p in self.forget_prompts}
+        both = [p for p in self.preserve_prompts if norm_prompt(p) in forget]
+        if both:
+            raise UserError(f"recipe {self.name!r}: the preserve prompt {both[0]!r} is also a forget prompt; a prompt "
+                            "cannot be both erased and kept")
 
     def check_for_erasure(self, retain_data: bool = False, uses_retain: bool = True) -> None:
         """What training needs beyond the mask: a misaligned prompt, and retain prompts (or a retain image
@@ -156,10 +173,10 @@ SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "steps", "epochs", "batch_siz
             "keep", "gen_steps", "gen_guidance")
 # Every key a recipe may have, in the order the shipped recipes write them.
 RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_prompts", "retain_prompts",
-               "forget_dataset", "retain_dataset", *SETTINGS, "imagenet_class", "toy", "tuned", "methods",
+               "preserve_prompts", "forget_dataset", "retain_dataset", *SETTINGS, "imagenet_class", "toy", "tuned", "methods",
                "methods_tuned")
 # What a recipe listing concepts may set besides them: each concept brings its own prompts, data and notes.
-CONCEPTS_KEYS = ("name", "description", "concepts", "retain_prompts", *SETTINGS)
+CONCEPTS_KEYS = ("name", "description", "concepts", "retain_prompts", "preserve_prompts", *SETTINGS)
 # A "forget_dataset" / "retain_dataset": erase.diffusion.data.load_hub_dataset's spec.
 DATASET_KEYS = ("path", "name", "split", "image_column", "label_column", "label_prompts", "max_per_label")
 TOY_KEYS = ("shape", "attribute")
@@ -340,7 +357,7 @@ def check_recipe(raw: object, source: str) -> dict:
             _prompts(raw["misaligned_prompts"], label("misaligned_prompts"))
     # each other key's own check, in the order a reader meets them
     value_checks: dict[str, Callable[[object, str], object]] = {
-        "retain_prompts": _prompts, "name": _text, "description": lambda v, where: _text(v, where, empty=True),
+        "retain_prompts": _prompts, "preserve_prompts": _prompts, "name": _text, "description": lambda v, where: _text(v, where, empty=True),
         **{k: (lambda v, where, k=k: _setting(k, v, where)) for k in SETTINGS},
         "forget_dataset": _dataset, "retain_dataset": _dataset, "imagenet_class": _text, "toy": _toy,
         "methods": _methods,

@@ -14,6 +14,9 @@ in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the jo
 - ``needs_images``: it learns from forget images (else the job draws none: ESD samples its own x_t);
   ``uses_retain``: it has a retain term weighted by ``alpha`` (else no retain images are drawn);
 - ``needs_frozen``: it compares with a frozen copy of the base UNet (``Context.frozen``);
+  ``needs_frozen_for(options)``: the same, decided by its settings (SalUn's ``--distill``);
+  ``uses_preserve(options)``: each forget batch carries preserve prompts' conditions (``Batch.preserve``), and
+  the recipe must have preserve prompts;
 - ``closed_form``: no training loop; ``edit(ctx)`` changes the weights directly (UCE);
 - ``options``: its own settings, ``{name: Option}``, given as ``--<name>`` on the command line;
 - ``bind(ctx)``: the object whose ``losses`` the loop calls, with what it needs from the context.
@@ -38,6 +41,7 @@ class Batch:
     cond: dict
     misaligned: dict | None = None
     prompts: list[str] | None = None  # the forget batch's prompts (FMN finds the concept's tokens in them)
+    preserve: dict | None = None  # (forget batches) conditions of preserve prompts, one per image (--distill)
 
 
 def _finite(value: int | float) -> bool:
@@ -117,6 +121,10 @@ class Method(Protocol):
     closed_form: bool
     options: dict[str, Option]
 
+    def needs_frozen_for(self, options: dict) -> bool: ...
+
+    def uses_preserve(self, options: dict) -> bool: ...
+
     def bind(self, ctx: Context) -> "Method": ...
 
     def losses(self, eps: Callable, scheduler, forget: Batch, retain: Batch | None, alpha: float
@@ -143,6 +151,14 @@ class TrainedMethod:
     needs_frozen = False
     closed_form = False
     options: dict[str, Option] = {}
+
+    def needs_frozen_for(self, options: dict) -> bool:
+        """Whether the job must give ``bind`` a frozen copy of the base, with these settings."""
+        return self.needs_frozen
+
+    def uses_preserve(self, options: dict) -> bool:
+        """Whether each forget batch must carry preserve prompts' conditions, with these settings."""
+        return False
 
     def bind(self, ctx: Context) -> "TrainedMethod":
         return self

@@ -4,10 +4,15 @@ the unmasked ablation the paper reports as RL).
 At the same ``z_t`` and ``t``, the output under the forget prompt is pulled toward the frozen output
 under a misaligned prompt (or class); ``alpha`` times the ordinary denoising loss on retain images keeps
 the rest of the model.
+
+``--distill B`` (0, the paper's loss, by default) adds ``B ||e(z_t | c_p) - e0(z_t | c_p)||^2``: at the forget
+batch's own ``z_t``, the outputs under the recipe's preserve prompts ``c_p`` (one drawn per image) are held to
+a frozen copy of the base's. It needs no images, and it ties every prompt but the erased one to what the base
+did exactly where the forget term moves the weights.
 """
 from __future__ import annotations
 
-from .base import Batch, TrainedMethod
+from .base import Batch, Context, Option, TrainedMethod
 
 
 class RandomLabel(TrainedMethod):
@@ -16,11 +21,31 @@ class RandomLabel(TrainedMethod):
     uses_mask = False
     accepts_mask = False
     salun_loss = True
+    options = {
+        "distill": Option(0.0, float, "SalUn/RL: weight of holding the outputs under the recipe's preserve prompts "
+                                      "to the frozen base's, at the forget batch's noisy latents (0: the paper's "
+                                      "loss)", low=0),
+    }
+    distill = 0.0
+    frozen = None
+
+    def needs_frozen_for(self, options: dict) -> bool:
+        return options.get("distill", 0.0) > 0
+
+    def uses_preserve(self, options: dict) -> bool:
+        return options.get("distill", 0.0) > 0
+
+    def bind(self, ctx: Context) -> "RandomLabel":
+        bound = type(self)()
+        bound.distill = ctx.options.get("distill", 0.0)
+        bound.frozen = ctx.frozen
+        return bound
 
     def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
         import torch
+        import torch.nn.functional as F
 
-        from ..losses import denoising_loss, misaligned_loss
+        from ..losses import denoising_loss, misaligned_loss, noisy
 
         l_forget = misaligned_loss(eps, scheduler, forget.z0, forget.cond, forget.misaligned, forget.t, forget.noise)
         l_retain = torch.zeros(())
@@ -28,4 +53,11 @@ class RandomLabel(TrainedMethod):
         if retain is not None:
             l_retain = denoising_loss(eps, scheduler, retain.z0, retain.cond, retain.t, retain.noise)
             loss = loss + alpha * l_retain
-        return {"loss": loss, "forget": l_forget, "retain": l_retain}
+        out = {"loss": loss, "forget": l_forget, "retain": l_retain}
+        if self.distill > 0:
+            zt = noisy(scheduler, forget.z0, forget.noise, forget.t)
+            with torch.no_grad():
+                target = self.frozen(zt, forget.t, forget.preserve)
+            out["preserve"] = F.mse_loss(eps(zt, forget.t, forget.preserve).float(), target.float())
+            out["loss"] = loss + self.distill * out["preserve"]
+        return out
