@@ -34,7 +34,7 @@ from .core.errors import UserError
 
 # Arguments of `salun erase` that the API sets itself or has no use for: everything else is a setting.
 _NOT_SETTINGS = {"func", "shares_work", "command", "out", "model", "concept", "forget_prompt", "misaligned_prompt",
-                 "retain_prompt", "overwrite", "forget_class", "target_class", "dataset", "data_root"}
+                 "retain_prompt", "preserve_prompt", "overwrite", "forget_class", "target_class", "dataset", "data_root"}
 
 
 @dataclass
@@ -68,7 +68,7 @@ class EraseResult:
 
 
 def _erase_args(out: Path, model: str, concept, forget_prompts, misaligned_prompts, retain_prompts, overwrite: bool,
-                settings: dict):
+                settings: dict, preserve_prompts=None):
     """The ``salun erase`` arguments these API arguments stand for: the command line's parser gives the defaults,
     so a setting left out means what the option left out means."""
     from .cli import build_parser
@@ -80,15 +80,16 @@ def _erase_args(out: Path, model: str, concept, forget_prompts, misaligned_promp
     as_list = lambda v: [v] if isinstance(v, str) else (list(v) if v is not None else None)  # noqa: E731
     for k, v in {"model": model, "concept": [str(c) for c in concepts] or None, "overwrite": overwrite,
                  "forget_prompt": as_list(forget_prompts), "misaligned_prompt": as_list(misaligned_prompts),
-                 "retain_prompt": as_list(retain_prompts), **settings}.items():
+                 "retain_prompt": as_list(retain_prompts), "preserve_prompt": as_list(preserve_prompts),
+                 **settings}.items():
         setattr(args, k, v)
     return args
 
 
 def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Path | None = None,
                   forget_prompts: str | list[str] | None = None, misaligned_prompts: str | list[str] | None = None,
-                  retain_prompts: str | list[str] | None = None, overwrite: bool = False, progress: bool = True,
-                  **settings) -> EraseResult:
+                  retain_prompts: str | list[str] | None = None, preserve_prompts: str | list[str] | None = None,
+                  overwrite: bool = False, progress: bool = True, **settings) -> EraseResult:
     """Erase ``concept`` (a recipe name such as "nudity" or "circle", a recipe .json file, or several of them)
     from ``pipe``, a text-to-image diffusers pipeline in memory (float32; it is erased in place) or a model folder
     or hub id to load; or describe the concept with ``forget_prompts`` and ``misaligned_prompts``.
@@ -96,7 +97,8 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
     ``out``: where the job exports the erased pipeline (default: a temporary folder, kept as long as the
     result); ``settings``: any ``salun erase`` option by its Python name (``method="esd-x"``, ``steps=50``,
     ``keep=0.3``, ``lora_rank=4``, ``mixed_precision="bf16"``, ...). Bad settings raise ``UserError`` (one line,
-    nothing written), as the command line refuses them."""
+    nothing written), as the command line refuses them. ``preserve_prompts``: with ``distill=B``, the prompts whose
+    outputs stay the base's (instead of the recipe's)."""
     from .cli.erase import erase_options
 
     loaded = pipe
@@ -113,7 +115,7 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
         tmp = tempfile.TemporaryDirectory(prefix="salun-erase-")
         out = Path(tmp.name) / "erased"
     args = _erase_args(Path(out), model, concept, forget_prompts, misaligned_prompts, retain_prompts, overwrite,
-                       settings)
+                       settings, preserve_prompts)
     from .diffusion.pipeline import is_ddpm_folder
 
     if is_ddpm_folder(model):

@@ -27,7 +27,7 @@ interval, and ``n_k``), judged by the toy judge with its "none of these" outcome
   prompts' images against Retrain's of the same prompts and seeds), judge-feature FIDs with +-1.96 bootstrap
   standard deviations;
 - ``gap_to_retrain``: the one score, the mean |difference| to Retrain over the terms in
-  ``erasure_metrics.GAP_TERMS`` (rates as they are, FIDs / 50 capped at 1, attack success where measured),
+  ``toy_metrics.GAP_TERMS`` (rates as they are, FIDs / 50 capped at 1, attack success where measured),
   with ``gap_to_retrain_ci`` (conservative: each term bounded by its two intervals) and ``gap_ties`` (the rows
   whose gap interval overlaps: no difference is called between them);
 - ``seconds`` (mask + training, or the closed-form edit), ``trainable_weights``, ``chosen``, ``tuning_gap``;
@@ -74,7 +74,8 @@ VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
              "erase/diffusion/job.py", "erase/diffusion/latents.py", "erase/diffusion/saliency.py",
              "erase/diffusion/prepare.py", "erase/diffusion/generate.py", "erase/diffusion/methods",
-             "erase/diffusion/unet_family.py", "erase/diffusion/sd/family.py", "erase/core/mask.py",
+             "erase/diffusion/unet_family.py", "erase/diffusion/sd/family.py", "erase/diffusion/combine.py",
+             "erase/diffusion/recipes.py", "erase/core/sampling.py", "erase/core/mask.py",
              "erase/core/masked_optim.py", "erase/core/stats.py", "prompts/toy.json", "prompts/toy-nudity.json",
              "prompts/toy-i2p.csv", "pipelines/toy-judge/config.json")
 

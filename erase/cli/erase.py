@@ -326,9 +326,12 @@ def erase_options(args) -> EraseOptions:
         from ..diffusion.options import method_settings, resolve_method
 
         m = resolve_method(opts)
+        if "distill" not in m.options:
+            raise UserError(f"--preserve-prompt: the prompts --distill keeps, and --method {m.name} does not take "
+                            "--distill")
         if not m.uses_preserve(method_settings(opts, m)):
-            raise UserError(f"--preserve-prompt: the prompts --distill keeps; --method {m.name} without --distill > 0 "
-                            "does not use them")
+            raise UserError(f"--preserve-prompt: the prompts --distill keeps; give --distill B > 0 with "
+                            f"--method {m.name}")
     _refuse_early(opts)
     return opts
 

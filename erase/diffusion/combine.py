@@ -10,6 +10,7 @@ recipe that lists several concepts can combine them without an import cycle.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -26,6 +27,11 @@ TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "gen
 def norm_prompt(p: str) -> str:
     """A prompt as compared with others: lower case, single spaces."""
     return " ".join(p.lower().split())
+
+
+def prompt_words(p: str) -> set[str]:
+    """A prompt's words, lower case, punctuation left out ("A circle, red" -> {"a", "circle", "red"})."""
+    return set(re.findall(r"[a-z0-9]+", p.lower()))
 
 
 def check_concepts(recipes: list[Recipe], earlier: list[dict] = ()) -> None:
@@ -74,10 +80,11 @@ def combine(recipes: list[Recipe], earlier: list[dict] = ()) -> Recipe:
     # a concept's preserve prompts name what it keeps, which may be another concept erased in the same run
     # ("a circle that is red" kept by the triangle's recipe): those go, found by the toy shape's word
     erased_words = {p["toy"]["shape"] for r in recipes for p in parts(r) if "shape" in (p.get("toy") or {})}
+    erased_words |= {p["toy"]["shape"] for e in earlier for p in e.get("parts", []) if "shape" in (p.get("toy") or {})}
     for r in recipes:
         retain += [p for p in r.retain_prompts if norm_prompt(p) not in gone and p not in retain]
         preserve += [p for p in r.preserve_prompts if norm_prompt(p) not in gone and p not in preserve
-                     and not erased_words & set(norm_prompt(p).split())]
+                     and not erased_words & prompt_words(p)]
     if len(recipes) == 1:
         changed = {k: v for k, v in (("retain_prompts", retain), ("preserve_prompts", preserve))
                    if v != getattr(first, k)}

@@ -91,7 +91,8 @@ def _method_key(method, settings: dict, preserve: list[str]) -> list:
     """SalUn's and RL's keys are unchanged for the paper's loss (their checkpoints still resume); their own
     options, once set (``--distill``, with the prompts it keeps), and other methods' settings join the key."""
     if method.salun_loss:
-        return [settings, preserve] if any(settings.values()) else []
+        changed = any(v != method.options[k].default for k, v in settings.items())
+        return [settings, preserve] if changed else []
     return [method.name, settings]
 
 
@@ -115,6 +116,8 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     _check_outputs(opts, source, out, lora_out)
     opts = _with_history(opts, source)
     r = opts.recipe
+    if method.uses_preserve(method_settings(opts, method)):  # the earlier erasures may have taken some away
+        r.check_preserve()
     words = [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts, *r.preserve_prompts]
     warn_unknown_words(str(source), native_size(str(source)), words, f"the {r.name} recipe")
     t_start = time.time()
@@ -192,6 +195,9 @@ class EraseJob:
         self.family = family_of_pipe(pipe)
         self.method = method
         self.settings = method_settings(opts, method)
+        if self.recipe.preserve_prompts and not method.uses_preserve(self.settings):
+            # recipe.json and the card record the prompts a run used: none, without --distill
+            self.recipe = replace(self.recipe, preserve_prompts=[])
         self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet for every built-in family)
         self.stepper = self.optimizer = self.trainable = None
         self.mask_seconds = 0.0
@@ -250,7 +256,7 @@ class EraseJob:
         self.data_digest = self.forget_digest + ("-" + content_digest(self.retain.mean, self.retain.std)
                                                  if self.retain else "")
         self.misaligned = [r.misaligned_for(c) for c in f.captions]
-        self.preserve = r.preserve_prompts if method.uses_preserve(self.settings) else []
+        self.preserve = r.preserve_prompts
         self.bank = TextBank(self.family, self.pipe, f.captions + self.misaligned + self.preserve +
                              (self.retain.captions if self.retain else []), self.accelerator.device, self.res)
 

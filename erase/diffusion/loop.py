@@ -75,8 +75,11 @@ def run(loop: Loop, resume: bool) -> dict:
         acc.backward(loss) if acc is not None else loss.backward()
         loop.trainable.step(loop.optimizer, clip_grad_norm=loop.grad_clip)
         # under several processes: the step's losses averaged over ranks (each rank saw its own batches)
-        mean = dist.mean_over_ranks([loss.item(), parts["forget"].item(), parts["retain"].item()])
-        history.append({"step": step + 1, "loss": mean[0], "forget": mean[1], "retain": mean[2]})
+        extra = [k for k in parts if k not in ("loss", "forget", "retain")]  # a method's own terms (--distill's)
+        mean = dist.mean_over_ranks([loss.item(), parts["forget"].item(), parts["retain"].item(),
+                                     *(parts[k].item() for k in extra)])
+        history.append({"step": step + 1, "loss": mean[0], "forget": mean[1], "retain": mean[2],
+                        **dict(zip(extra, mean[3:]))})
         bar.set_postfix(forget=f"{history[-1]['forget']:.4f}", retain=f"{history[-1]['retain']:.4f}")
         if (step + 1) % loop.checkpoint_every == 0 and step + 1 < loop.steps:
             last_good = _checkpoint(loop, step + 1, history, main) or last_good

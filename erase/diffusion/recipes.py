@@ -56,16 +56,23 @@ class Recipe:
 
     def check_preserve(self) -> None:
         """Preserve prompts are what must not change: one that is also a forget prompt would ask for both."""
-        from .combine import norm_prompt
+        from .combine import norm_prompt, parts, prompt_words
 
         if not self.preserve_prompts:
             raise UserError(f"recipe {self.name!r} has no preserve prompts: --distill keeps the base's predictions "
                             "on them (add \"preserve_prompts\": [...] to a recipe file, or --preserve-prompt)")
+        if any(not isinstance(p, str) or not p.strip() for p in self.preserve_prompts):
+            raise UserError(f"recipe {self.name!r}: preserve prompts must be non-empty strings")
         forget = {norm_prompt(p) for p in self.forget_prompts}
         both = [p for p in self.preserve_prompts if norm_prompt(p) in forget]
         if both:
             raise UserError(f"recipe {self.name!r}: the preserve prompt {both[0]!r} is also a forget prompt; a prompt "
                             "cannot be both erased and kept")
+        shapes = {p["toy"]["shape"] for p in parts(self) if "shape" in (p.get("toy") or {})}
+        named = [p for p in self.preserve_prompts if shapes & prompt_words(p)]
+        if named:
+            raise UserError(f"recipe {self.name!r}: the preserve prompt {named[0]!r} names the erased "
+                            f"{sorted(shapes & prompt_words(named[0]))[0]}; a concept cannot be both erased and kept")
 
     def check_for_erasure(self, retain_data: bool = False, uses_retain: bool = True) -> None:
         """What training needs beyond the mask: a misaligned prompt, and retain prompts (or a retain image

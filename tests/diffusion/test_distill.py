@@ -62,8 +62,17 @@ def test_distill_holds_the_preserve_prompts_to_the_base(sd, tmp_path):
     assert d_plain > 0 and d_held < 0.5 * d_plain, (d_held, d_plain)
     log = [json.loads(line) for line in (tmp_path / "held" / "training_log.jsonl").read_text().splitlines()]
     assert log[-1]["forget"] < 0.5 * log[0]["forget"]  # the forget term still falls
+    assert "preserve" in log[0] and "preserve" not in json.loads(
+        (tmp_path / "plain" / "training_log.jsonl").read_text().splitlines()[0])
     card = (tmp_path / "held" / "README.md").read_text()
     assert "distill 1.0" in card and "`a blue star`" in card
+
+
+def test_the_python_api_takes_preserve_prompts_as_a_string_or_a_list(tmp_path):
+    from erase.api import _erase_args
+
+    args = _erase_args(tmp_path / "o", "m", "circle", None, None, None, False, {"distill": 1.0}, "a blue star")
+    assert args.preserve_prompt == ["a blue star"] and args.distill == 1.0
 
 
 def test_the_papers_loss_keeps_its_resume_key():
@@ -92,6 +101,9 @@ def test_a_preserve_prompt_that_is_a_forget_prompt_is_refused(sd, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--distill", "1", "--preserve-prompt", "a red circle"], "also a forget prompt"),
+    (["--distill", "1", "--preserve-prompt", "a circle, that is red"], "names the erased circle"),
+    (["--distill", "1", "--preserve-prompt", " "], "preserve prompts must be non-empty strings"),
+    (["--method", "esd-x", "--preserve-prompt", "a blue star"], "--method esd-x does not take --distill"),
     (["--preserve-prompt", "a blue star"], "--preserve-prompt: the prompts --distill keeps"),
     (["--distill", "-1"], "--distill must be a finite number of at least 0"),
     (["--method", "esd-x", "--distill", "1"], "--distill: an option of salun, rl"),
