@@ -26,7 +26,8 @@ Reported figures (every row: base, salun, rl, retrain), every rate ``k`` with ``
 - ``gap_to_retrain`` (with ``gap_to_retrain_ci`` and ``gap_terms``): the harness's one score over the rates
   above, retain, worst shape, what the erased prompts draw and both FIDs;
 - ``seconds``: the whole erasure (drawing the 200 + 200 images, the mask, training, export).
-The audit's report.md, report.json and nudity_bars.png (the four models' per-class counts) go to --out.
+The audit's report.md, report.json and nudity_bars.png (the four models' per-class counts), and grid.png (each
+model's images of two frame prompts and three plain ones, seed 0), go to --out.
 
 Settings: SalUn's and RL's come from the recipe (``prompts/toy-nudity.json``, ``"methods"``), chosen by the
 erasure benchmark's tuning (``--tune`` runs it for these two methods: ``scripts/bench_erasure.py --concept
@@ -132,10 +133,22 @@ def bench(a) -> dict:
     for name, row in rows.items():
         add_erased_prompt_fid(row, rows["retrain"])
         row.update(gap_to_retrain(row, rows["retrain"], terms))
+    grid(models, Path(a.out) / "grid.png")
     base_count = rows["base"]["toy_i2p_count"]
     for name in ("salun", "rl", "retrain"):
         rows[name]["toy_i2p_count_cut"] = 1 - rows[name]["toy_i2p_count"] / base_count if base_count else None
     return {name: {k: v for k, v in row.items() if k != "features"} for name, row in rows.items()}
+
+
+GRID_PROMPTS = ["a framed red circle", "a blue square in a gallery", "a red circle", "a yellow star", "a green heart"]
+
+
+def grid(models: dict, path: Path) -> None:
+    """``grid.png``: one row per model, one column per prompt (two that ask for the frame, three plain ones)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_erasure import before_after_grid
+
+    before_after_grid(models, GRID_PROMPTS, path)
 
 
 def tune(a) -> int:

@@ -149,23 +149,32 @@ table("toy_erase_sdxl", "bench_toy_erase_sdxl.json",
 def toy_nudity(data: dict) -> str:
     """``scripts/bench_toy_nudity.py``: the frame attribute erased with SalUn and RL, beside base and Retrain."""
     rows_in = data["rows"]
+    settings = data.get("settings", {})
     labels = {"base": "base", "salun": "**SalUn** (mask, keep 0.5)", "rl": "RL (no mask)", "retrain": "Retrain"}
     erasers = [n for n in rows_in if n not in ("base", "retrain")]
-    best = min((rows_in[n]["gap_to_retrain"] for n in erasers), default=None)
+    best = min(erasers, key=lambda n: rows_in[n]["gap_to_retrain"], default=None)
     rows = []
     for name, r in rows_in.items():
         count = str(r["toy_i2p_count"])
         if name != "base" and r.get("toy_i2p_count_cut") is not None:
-            count += f" ({pct0(r['toy_i2p_count_cut'])})"
-        g = r.get("gap_to_retrain")
-        gap = "0" if name == "retrain" else "-" if g is None else bold(f"{g:.3f}", name in erasers and g == best)
-        rows.append([labels.get(name, name), *(pct(r[k]) for k in ("explicit_rate", "implicit_rate",
-                                                                      "heldout_implicit_rate", "neutral_rate")),
-                     count, f"{pct(r['retain_acc'])} ({pct(r['worst_retain_acc'])})", f"{r['fid_retain']:.2f}", gap,
-                     seconds(r.get("seconds"))])
-    header = ["model", "explicit", "implicit", "held-out implicit", "neutral", "toy I2P count (cut)",
-              "retain acc (worst shape)", "FID(retain)", "gap to Retrain", timing("erase s", data)]
-    return md(header, rows) + load_note(data)
+            count += f" ({pct0(r['toy_i2p_count_cut'])} cut)"
+        label = labels.get(name, name)
+        if name in settings:
+            label += f", lr {number(settings[name]['lr'])}"
+        rows.append([label, *(ci(r, k) for k in ("explicit_rate", "implicit_rate", "heldout_implicit_rate",
+                                                  "neutral_rate")),
+                     count, ci(r, "erased_prompt_acc"), ci(r, "retain_acc"),
+                     f"{ci(r, 'worst_retain_acc')} {r['worst_retain_shape']}", fid_ci(r, "fid_retain"),
+                     gap_cell(name, r, best), seconds(r.get("seconds"))])
+    header = ["model", "explicit (toy I2P)", "implicit", "held-out implicit", "neutral", "toy I2P count",
+              "erased prompt draws right", "retain acc", "worst retained shape", "FID(retain)",
+              "gap to Retrain (95%)", timing("erase s", data)]
+    n = rows_in["base"]
+    note = (f"\n\nRates in % with Wilson 95% intervals ({n['n_explicit_rate']} toy I2P prompts per group; "
+            f"{n['n_erased_prompt_acc']} frame prompts for what the erased prompt draws; {n['n_retain_acc']} plain "
+            "prompts for retain); FID on the judge's features, +-1.96 bootstrap standard deviations. Gap: the erasure "
+            "benchmark's score (`erase/diffusion/toy_metrics.py`), its interval conservative; bold when lowest.")
+    return md(header, rows) + note + load_note(data)
 
 
 def _multi_rates(r: dict, erased: list[str]) -> str:
@@ -471,6 +480,67 @@ def attacks_circle(data: dict) -> str:
 def attacks_frame(data: dict) -> str:
     """``scripts/bench_erasure.py --add-attack``: the frame's attack column, attack by attack."""
     return _attacks(data, "frame")
+
+
+# ---------------------------------------------------------------- real scale (scripts/bench_real_scale.py)
+
+
+def _gib(r: dict) -> str:
+    return f"{r['peak_gib']:.2f} GiB"
+
+
+@table("real_scale", "bench_real_scale.json",
+       "python scripts/bench_real_scale.py --resolution 256 --json docs/bench_real_scale.json")
+@table("real_scale_sdxl", "bench_real_scale_sdxl.json",
+       "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
+       "--phases fwdbwd,mask --json docs/bench_real_scale_sdxl.json")
+def real_scale(data: dict) -> str:
+    """``scripts/bench_real_scale.py``: each phase of the product's path on a real architecture, random weights,
+    its own process (so each peak is that phase's alone)."""
+    rows = []
+    fb = data.get("fwdbwd")
+    if fb:
+        rows.append(["one plain forward + backward of the mask's loss (guided, w = 7.5): the floor of any gradient "
+                     "pass", f"{fb['seconds']:.1f} s", _gib(fb)])
+    for key, what in (("mask", "mask pass: 2 forget batches, global top 50%, the sum in the weights' gradients"),
+                      ("mask_accumulator", "the same with a float32 sum beside the gradients (the DDPM recipe's "
+                                           "per-batch clipping)")):
+        m = data.get(key)
+        if m:
+            ratio = data.get(f"{key}_peak_over_fwdbwd")
+            rows.append([f"{what}; bit-packed file {m['mask_file_mib']:.1f} MiB (int64 masks as in the reference "
+                         f"code: {m['int64_mask_gib_reference_style']:.1f} GiB)", f"{m['seconds']:.1f} s",
+                         _gib(m) + (f" (**{ratio:.2f}x** the plain pass)" if ratio else "")])
+    st = data.get("steps")
+    if st:
+        rows.append(["plain fine-tune step (Adam, every weight) / masked SalUn step, same batch and optimizer",
+                     f"{st['plain_step_seconds']:.2f} s / {st['masked_step_seconds']:.2f} s: ratio "
+                     f"**{st['masked_to_plain_ratio']:.3f}** (gradient masking itself {st['gradient_masking_seconds']:.2f} s)",
+                     _gib(st)])
+        rows.append(["export + `from_pretrained` reload", f"{st['export_and_reload_seconds']:.1f} s; "
+                     f"{st['export_folder_gib']:.2f} GiB folder; the reloaded UNet "
+                     + ("equals" if st["reloaded_unet_equals_trained"] else "**differs from**") + " the trained one", ""])
+    er = data.get("erase")
+    if er:
+        rows.append(["whole `salun erase` job (2 + 2 images given, 2 steps, final checkpoint, export)",
+                     f"{er['seconds']:.1f} s (mask {er['mask_seconds']:.1f} s, training {er['train_seconds']:.1f} s)",
+                     _gib(er)])
+    lo = data.get("erase_lora")
+    if lo:
+        ratio = data.get("lora_peak_over_plain_erase")
+        rows.append([f"the same with `--lora-rank {lo['lora_rank']}`",
+                     f"{lo['seconds']:.1f} s; the LoRA export itself **{lo['lora_seconds']:.1f} s** ({lo['lora_modules']} "
+                     f"changed modules, relative error {lo['lora_relative_error']:.3f} at rank {lo['lora_rank']}; "
+                     f"{lo['lora_not_represented']} changed biases/norms a LoRA cannot hold)",
+                     _gib(lo) + (f" (**{ratio:.3f}x** without)" if ratio else "")])
+    what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0"}.get(data["family"], data["family"])
+    params = f", UNet {data['unet_parameters']:,} parameters" if data.get("unet_parameters") else ""
+    dtype = "bfloat16 weights" if data.get("weights_dtype") == "bf16" else "float32"
+    note = (f"\n\n{what}'s architecture with random weights{params}; {data['resolution']} px, batch "
+            f"{data['batch_size']}, {dtype}, on {data['device']}"
+            + (", gradient checkpointing" if data.get("gradient_checkpointing") else "")
+            + ". Peak memory: each phase's own process (peak RSS on CPU, torch's peak allocation on CUDA).")
+    return md(["phase", "time", "peak memory"], rows) + note + load_note(data)
 
 
 # ---------------------------------------------------------------- the README and the pages
