@@ -302,6 +302,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         lr = tuning[chosen["salun"]]["lr"]
         length = tuning[chosen["salun"]]["length"]
         for name, change in VARIANTS.items():
+            if a.variant and name not in a.variant:
+                continue
             out = root / "models" / name.replace(" ", "_")
             info = cache.get(f"{concept}|erase|{name}|lr={lr}|length={length}",
                              lambda: erase_one(recipe0, "salun", {"lr": lr, "length": length, **change}, out,
@@ -450,7 +452,9 @@ def main() -> None:
     p.add_argument("--judge", type=Path, default=TOY_JUDGE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-variants", dest="variants", action="store_false",
-                   help="leave out SalUn's selection and keep variants")
+                   help="leave out SalUn's variants (selection, keep, distill)")
+    p.add_argument("--variant", action="append", default=None, choices=list(VARIANTS),
+                   help="run only these of SalUn's variants (repeatable; default: all of them)")
     p.add_argument("--attack", action="store_true",
                    help="add the attack_success column: one `salun audit attack` over every row (its positive "
                         "control must be lifted by each attack; success is the best over budgets)")
