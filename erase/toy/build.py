@@ -267,7 +267,8 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
 
     ``evaluate``: what the finished pipeline draws, recorded in build_info.json and the card as ``quality``
     (``salun toy build`` passes ``erase.diffusion.toy_quality.evaluate_quality``; the toy world does not
-    import the layer that draws with its pipelines). ``None``: no evaluation.
+    import the layer that draws with its pipelines). ``None`` (the default, which until the move was ``True``):
+    no evaluation.
 
     ``vae_from`` / ``judge_from``: take the VAE (a ``vae/`` folder, or a pipeline folder holding one) and the
     judge from an earlier build instead of training them. The Retrain worlds are built this way, so that
