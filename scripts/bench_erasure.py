@@ -68,7 +68,8 @@ GRID = {"lr": (1e-4, 1e-3), "length": (0.5, 1.0), "preserve-scale": (0.1, 1.0, 1
 VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0.3": {"keep": 0.3},
             "salun keep 0.7": {"keep": 0.7},
             # issue 27's first ingredient: the preserve prompts' outputs held to the frozen base's
-            "salun distill 1": {"distill": 1.0}, "salun distill 10": {"distill": 10.0}}
+            "salun distill 1": {"distill": 1.0}, "salun distill 10": {"distill": 10.0},
+            "salun forget-t-max 600": {"forget-t-max": 600}}
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
 VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",

@@ -222,6 +222,9 @@ class EraseJob:
                                  self.accelerator.device, self.res)
             self.scheduler = self._scheduler()
             return
+        # the forget term's timestep window, refused before any image is drawn if the schedule lacks it
+        n_train = self.pipe.scheduler.config.num_train_timesteps
+        self.forget_t = self.method.forget_timesteps(self.settings, n_train)
         self._data()
         self._mask()
         self._optimizer()
@@ -306,7 +309,7 @@ class EraseJob:
         scale, sched = self.pipe.vae.config.scaling_factor, self.scheduler
         dev, dtype = self.accelerator.device, self.unet.dtype
         idx = samplers["forget"].next()
-        z0, noise, t = noise_batch(f.mean, f.std, idx, scale, sched, gen, dev, dtype)
+        z0, noise, t = noise_batch(f.mean, f.std, idx, scale, sched, gen, dev, dtype, self.forget_t)
         prompts = [f.captions[i] for i in idx]
         forget = Batch(z0, noise, t, self.bank(prompts), self.bank([self.misaligned[i] for i in idx]), prompts)
         if self.preserve:  # one preserve prompt per image (drawn only then: the paper's loss keeps its stream)

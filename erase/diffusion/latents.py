@@ -100,8 +100,11 @@ class TextBank:
         return {k: v.expand(n, *v.shape[1:]) for k, v in self._null.items()}
 
 
-def noise_batch(mean, std, idx, scale, sched, gen, device, dtype):
+def noise_batch(mean, std, idx, scale, sched, gen, device, dtype, t_range: tuple[int, int] | None = None):
+    """Clean latents drawn from the encoded images' distributions, their noise and timesteps (``t_range``: the
+    half-open window ``[lo, hi)`` they come from; the whole schedule by default, with the same random draws)."""
     z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
     noise = torch.randn(z0.shape, generator=gen)
-    t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+    lo, hi = t_range or (0, sched.config.num_train_timesteps)
+    t = torch.randint(lo, hi, (len(idx),), generator=gen)
     return z0.to(device, dtype), noise.to(device, dtype), t.to(device)

@@ -25,11 +25,11 @@ def sd(tmp_path_factory):
     return tiny_pipeline("sd", tmp_path_factory.mktemp("distill") / "sd")
 
 
-def _opts(model, out, distill: float | None, preserve=PRESERVE, **kw):
+def _opts(model, out, distill: float | None, preserve=PRESERVE, options: dict | None = None, **kw):
     recipe = custom_recipe(["a red circle", "a blue circle"], ["a red square", "a blue square"], ["a green star"],
                            n_forget=4, n_retain=4, batch_size=2, gen_steps=2, lr=3e-3, alpha=0.0)
     recipe.preserve_prompts = list(preserve)
-    given = {} if distill is None else {"distill": distill}
+    given = {**({} if distill is None else {"distill": distill}), **(options or {})}
     return EraseOptions(recipe=recipe, out=out, model=str(model), method="salun", method_options=given,
                         progress=False, steps=8, **kw)
 
@@ -57,7 +57,7 @@ def test_distill_holds_the_preserve_prompts_to_the_base(sd, tmp_path):
     what it buys an erasure is measured on the toy world by scripts/bench_erasure.py)."""
     plain = erase(_opts(sd, tmp_path / "plain", None))
     held = erase(_opts(sd, tmp_path / "held", 1.0))
-    assert plain["method_options"] == {"distill": 0.0} and held["method_options"] == {"distill": 1.0}
+    assert plain["method_options"]["distill"] == 0.0 and held["method_options"]["distill"] == 1.0
     d_plain, d_held = _drift(sd, tmp_path / "plain", PRESERVE), _drift(sd, tmp_path / "held", PRESERVE)
     assert d_plain > 0 and d_held < 0.5 * d_plain, (d_held, d_plain)
     log = [json.loads(line) for line in (tmp_path / "held" / "training_log.jsonl").read_text().splitlines()]
@@ -65,7 +65,7 @@ def test_distill_holds_the_preserve_prompts_to_the_base(sd, tmp_path):
     assert "preserve" in log[0] and "preserve" not in json.loads(
         (tmp_path / "plain" / "training_log.jsonl").read_text().splitlines()[0])
     card = (tmp_path / "held" / "README.md").read_text()
-    assert "distill 1.0" in card and "`a blue star`" in card
+    assert "distill 1.0" in card and "`a blue star`" in card and "preserve prompts held" not in (tmp_path / "plain" / "README.md").read_text()
 
 
 def test_the_python_api_takes_preserve_prompts_as_a_string_or_a_list(tmp_path):
@@ -114,3 +114,36 @@ def test_cli_refuses_bad_distill_input_in_one_line(sd, tmp_path, capsys, argv, m
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_forget_t_max_draws_the_forget_timesteps_below_it(sd, tmp_path, monkeypatch):
+    """--forget-t-max (ANT's window): the forget batches' timesteps stay below it; the default draws the same
+    timesteps as the paper's loss did (same random stream), and a window past the schedule is refused."""
+    import erase.diffusion.job as J
+
+    seen: list = []
+    real = J.noise_batch
+
+    def spy(*a, **kw):
+        out = real(*a, **kw)
+        seen.append((a[8] if len(a) > 8 else kw.get("t_range"), out[2].tolist()))
+        return out
+
+    monkeypatch.setattr(J, "noise_batch", spy)
+    s = erase(_opts(sd, tmp_path / "w", None, options={"forget-t-max": 300}))
+    assert s["method_options"]["forget-t-max"] == 300
+    forget = [ts for window, ts in seen if window == (0, 300)]
+    assert len(forget) == 8 and all(t < 300 for ts in forget for t in ts)
+    card = (tmp_path / "w" / "README.md").read_text()
+    assert "forget-t-max 300" in card
+    with pytest.raises(UserError, match="--forget-t-max must be a whole number in \\[1, 1000\\]"):
+        erase(_opts(sd, tmp_path / "x", None, options={"forget-t-max": 1001}))
+    assert not (tmp_path / "x").exists()
+    assert _method_key(METHODS["salun"], {"distill": 0.0, "forget-t-max": 1000}, []) == []
+
+
+def test_the_forget_window_refuses_a_schedule_shorter_than_it():
+    with pytest.raises(UserError, match="has 500 timesteps"):
+        METHODS["salun"].forget_timesteps({"forget-t-max": 800}, 500)
+    assert METHODS["salun"].forget_timesteps({"forget-t-max": 800}, 1000) == (0, 800)
+    assert METHODS["esd-x"].forget_timesteps({}, 1000) == (0, 1000)

@@ -16,7 +16,8 @@ in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the jo
 - ``needs_frozen``: it compares with a frozen copy of the base UNet (``Context.frozen``);
   ``needs_frozen_for(options)``: the same, decided by its settings (SalUn's ``--distill``);
   ``uses_preserve(options)``: each forget batch carries preserve prompts' conditions (``Batch.preserve``), and
-  the recipe must have preserve prompts;
+  the recipe must have preserve prompts; ``forget_timesteps(options, n_train)``: the window ``[lo, hi)`` the
+  forget batch's timesteps come from (refusing one outside the model's schedule);
 - ``closed_form``: no training loop; ``edit(ctx)`` changes the weights directly (UCE);
 - ``options``: its own settings, ``{name: Option}``, given as ``--<name>`` on the command line;
 - ``bind(ctx)``: the object whose ``losses`` the loop calls, with what it needs from the context.
@@ -125,6 +126,8 @@ class Method(Protocol):
 
     def uses_preserve(self, options: dict) -> bool: ...
 
+    def forget_timesteps(self, options: dict, n_train: int) -> tuple[int, int]: ...
+
     def bind(self, ctx: Context) -> "Method": ...
 
     def losses(self, eps: Callable, scheduler, forget: Batch, retain: Batch | None, alpha: float
@@ -159,6 +162,10 @@ class TrainedMethod:
     def uses_preserve(self, options: dict) -> bool:
         """Whether each forget batch must carry preserve prompts' conditions, with these settings."""
         return False
+
+    def forget_timesteps(self, options: dict, n_train: int) -> tuple[int, int]:
+        """The window ``[lo, hi)`` of timesteps the forget batches are drawn from: the whole schedule."""
+        return 0, n_train
 
     def bind(self, ctx: Context) -> "TrainedMethod":
         return self
