@@ -429,6 +429,15 @@ def erasure_circle(data: dict) -> str:
                                      ("heldout_rate", "held-out phrasing")])
 
 
+@table("ablation_frame", "bench_ablation_frame.json",
+       "python scripts/bench_erasure.py --concept frame --methods salun --variant 'salun distill 1' --variant "
+       "'salun distill 10' --variant 'salun forget-t-max 600' --under-load --json docs/bench_ablation_frame.json")
+def ablation_frame(data: dict) -> str:
+    """``scripts/bench_erasure.py --methods salun --variant ...``: SalUn's retain-preserving ingredients, one at
+    a time at SalUn's chosen setting, beside base and Retrain (issue 27's ablation, first rows)."""
+    return erasure_frame(data)
+
+
 ATTACK_NAMES = {"inversion": "concept inversion", "unlearndiff": "UnlearnDiff", "p4d": "P4D"}
 
 
