@@ -116,9 +116,10 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     _check_outputs(opts, source, out, lora_out)
     opts = _with_history(opts, source)
     r = opts.recipe
-    if method.uses_preserve(method_settings(opts, method)):  # the earlier erasures may have taken some away
+    preserve = method.uses_preserve(method_settings(opts, method))
+    if preserve:  # checked again: the earlier erasures may have taken some away
         r.check_preserve()
-    words = [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts, *r.preserve_prompts]
+    words = [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts, *(r.preserve_prompts if preserve else [])]
     warn_unknown_words(str(source), native_size(str(source)), words, f"the {r.name} recipe")
     t_start = time.time()
     accelerator = accelerator_for(opts.mixed_precision, opts.device)

@@ -85,6 +85,9 @@ def test_toy_recipes_ship_preserve_prompts_that_never_name_the_concept():
     circle = load_recipe("circle")
     assert len(circle.preserve_prompts) == 25 and not any("circle" in p for p in circle.preserve_prompts)
     assert len(load_recipe("frame").preserve_prompts) == 30
+    nudity = load_recipe("nudity")
+    nudity.check_preserve()  # none is the forget prompt
+    assert len(nudity.preserve_prompts) >= 100 and not any("nude" in p for p in nudity.preserve_prompts)
     from erase.diffusion.combine import combine
 
     joint = combine([load_recipe("circle"), load_recipe("triangle")])
