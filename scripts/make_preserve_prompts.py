@@ -58,6 +58,7 @@ def main() -> None:
         rebuilt[k] = v
         if k == "retain_prompts":
             rebuilt["preserve_prompts"] = ps
+    rebuilt.setdefault("preserve_prompts", ps)  # (a recipe without retain prompts: at the end)
     raw["recipes"]["nudity"] = rebuilt
     write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
     print(f"wrote {len(ps)} preserve prompts into {path}")

@@ -311,7 +311,7 @@ def erase_options(args) -> EraseOptions:
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
                      guidance_w=args.guidance_w)
-    if args.preserve_prompt:
+    if args.preserve_prompt is not None:  # (an empty list from the Python API is refused by the check, not ignored)
         recipe.preserve_prompts = args.preserve_prompt
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,
                         use_mask=not args.no_mask, mask_per_concept=args.mask_per_concept,
@@ -322,7 +322,7 @@ def erase_options(args) -> EraseOptions:
                         lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
                         audit=args.audit)
-    if args.preserve_prompt:
+    if args.preserve_prompt is not None:
         from ..diffusion.options import method_settings, resolve_method
 
         m = resolve_method(opts)

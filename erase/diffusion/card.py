@@ -43,14 +43,10 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                     f"  mask guidance w {recipe.guidance_w}, {summary['n_forget']} forget / {summary['n_retain']} retain "
                     f"images,\n  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary['train_seconds']} s "
                     "of training")
-        changed = {k: v for k, v in settings.items()
-                   if method is not None and k in method.options and v != method.options[k].default}
+        changed = [f"{k} {v}" + (_preserve_note(recipe) if k == "distill" else "") for k, v in settings.items()
+                   if method is not None and k in method.options and v != method.options[k].default]
         if changed:  # the paper's loss, changed by these options (issue 27's ingredients)
-            training += ";\n  " + ", ".join(f"{k} {v}" for k, v in changed.items())
-        if settings.get("distill"):
-            training += (f" (the outputs under {len(recipe.preserve_prompts)} preserve prompts held to the frozen "
-                         "base's: " + ", ".join(f"`{p}`" for p in recipe.preserve_prompts[:3])
-                         + ("..." if len(recipe.preserve_prompts) > 3 else "") + ")")
+            training += ";\n  " + ", ".join(changed)
     files = ("`mask.safetensors` (bit-packed mask and its metadata), " if m else "") + \
         "`recipe.json` (every setting),\n  `training_log.jsonl` (losses per step)"
     if family is not None:
@@ -101,6 +97,13 @@ pipeline_tag: text-to-image
 {usage}
 ```
 """
+
+
+def _preserve_note(recipe) -> str:
+    """What ``--distill`` held: the number of preserve prompts and the first few."""
+    ps = recipe.preserve_prompts
+    return (f" (the outputs under {len(ps)} preserve prompts held to the frozen base's: "
+            + ", ".join(f"`{p}`" for p in ps[:3]) + ("..." if len(ps) > 3 else "") + ")")
 
 
 def _overlaps(overlap: dict) -> str:

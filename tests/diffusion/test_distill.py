@@ -139,14 +139,24 @@ def test_forget_t_max_draws_the_forget_timesteps_below_it(sd, tmp_path, monkeypa
     assert len(forget) == 8 and all(t < 300 for ts in forget for t in ts)
     card = (tmp_path / "w" / "README.md").read_text()
     assert "forget-t-max 300" in card
-    with pytest.raises(UserError, match="--forget-t-max must be a whole number in \\[1, 1000\\]"):
+    with pytest.raises(UserError, match="--forget-t-max 1001: this model's noise schedule has 1000 timesteps"):
         erase(_opts(sd, tmp_path / "x", None, options={"forget-t-max": 1001}))
     assert not (tmp_path / "x").exists()
-    assert _method_key(METHODS["salun"], {"distill": 0.0, "forget-t-max": 1000}, []) == []
+    assert _method_key(METHODS["salun"], {"distill": 0.0, "forget-t-max": 0}, []) == []
+    # the default window is the whole schedule, drawn with the very same random numbers as before the option
+    from diffusers import DDPMScheduler
+
+    from erase.diffusion.latents import noise_batch
+
+    mean, std, sched = torch.zeros(4, 4, 8, 8), torch.ones(4, 4, 8, 8), DDPMScheduler()
+    draws = [noise_batch(mean, std, [0, 1, 2], 1.0, sched, torch.Generator().manual_seed(3), "cpu", torch.float32, w)
+             for w in (None, METHODS["salun"].forget_timesteps({"forget-t-max": 0}, 1000))]
+    assert all(torch.equal(a, b) for a, b in zip(*draws))
 
 
 def test_the_forget_window_refuses_a_schedule_shorter_than_it():
     with pytest.raises(UserError, match="has 500 timesteps"):
         METHODS["salun"].forget_timesteps({"forget-t-max": 800}, 500)
     assert METHODS["salun"].forget_timesteps({"forget-t-max": 800}, 1000) == (0, 800)
+    assert METHODS["salun"].forget_timesteps({"forget-t-max": 0}, 500) == (0, 500)
     assert METHODS["esd-x"].forget_timesteps({}, 1000) == (0, 1000)

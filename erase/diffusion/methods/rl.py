@@ -5,7 +5,8 @@ At the same ``z_t`` and ``t``, the output under the forget prompt is pulled towa
 under a misaligned prompt (or class); ``alpha`` times the ordinary denoising loss on retain images keeps
 the rest of the model.
 
-``--forget-t-max T`` (1000, every step, by default) draws the forget batch's timesteps below ``T`` only: ANT's
+``--forget-t-max T`` (0, every step of the schedule, by default) draws the forget batch's timesteps below ``T``
+only (the ``--distill`` term, at the same ``z_t``, shares them): ANT's
 observation (Li et al., 2025) that the early, high-noise steps form an image's structure, which an erasure need
 not touch. ``--distill B`` (0, the paper's loss, by default) adds ``B ||e(z_t | c_p) - e0(z_t | c_p)||^2``: at the forget
 batch's own ``z_t``, the outputs under the recipe's preserve prompts ``c_p`` (one drawn per image) are held to
@@ -27,9 +28,9 @@ class RandomLabel(TrainedMethod):
         "distill": Option(0.0, float, "SalUn/RL: weight of holding the outputs under the recipe's preserve prompts "
                                       "to the frozen base's, at the forget batch's noisy latents (0: the paper's "
                                       "loss)", low=0),
-        "forget-t-max": Option(1000, int, "SalUn/RL: the forget term trains on timesteps below this one only, leaving "
-                                          "the early, structure-forming steps alone (1000: every step, the paper's)",
-                               low=1, high=1000),
+        "forget-t-max": Option(0, int, "SalUn/RL: the forget batches' timesteps are drawn below this one only, "
+                                       "leaving the early, structure-forming steps alone (0: every step of the "
+                                       "model's schedule, the paper's)", low=0),
     }
     distill = 0.0
     frozen = None
@@ -41,7 +42,9 @@ class RandomLabel(TrainedMethod):
         return options.get("distill", 0.0) > 0
 
     def forget_timesteps(self, options: dict, n_train: int) -> tuple[int, int]:
-        t_max = options.get("forget-t-max", self.options["forget-t-max"].default)
+        t_max = options.get("forget-t-max", 0)
+        if not t_max:
+            return 0, n_train
         if t_max > n_train:
             from ...core.errors import UserError
 
