@@ -69,7 +69,15 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             "salun keep 0.7": {"keep": 0.7},
             # issue 27's first ingredient: the preserve prompts' outputs held to the frozen base's
             "salun distill 1": {"distill": 1.0}, "salun distill 10": {"distill": 10.0},
-            "salun forget-t-max 600": {"forget-t-max": 600}}
+            "salun forget-t-max 600": {"forget-t-max": 600},
+            # the contrastive saliency map: weights the retain images need ranked lower
+            "salun contrast 1": {"mask_contrast": 1.0}, "salun contrast 10": {"mask_contrast": 10.0},
+            # distill resists the forget term: a stronger forget term beside it, and the combinations
+            "salun distill 1 lr 3e-3": {"distill": 1.0, "lr": 3e-3},
+            "salun distill 1 length 2": {"distill": 1.0, "length": 2.0},
+            "salun distill 1 keep 0.3": {"distill": 1.0, "keep": 0.3},
+            "salun distill 1 attn2+resnets": {"distill": 1.0, "selection": "attn2+resnets"},
+            "salun distill 1 contrast 1": {"distill": 1.0, "mask_contrast": 1.0}}
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
 VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",

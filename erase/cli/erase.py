@@ -29,6 +29,10 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", default=None,
                    help="UNet weights to consider: all, attn2 (cross-attention), attn, resnets, or re:<regex>")
     p.add_argument("--keep", type=float, default=None, help=f"fraction of selected weights in the mask (default {MASK_KEEP})")
+    p.add_argument("--mask-contrast", type=float, default=None,
+                   help="spare what must be kept: rank weights by forget saliency / (1 + C x retain saliency), the "
+                        "retain saliency (from the retain images' denoising loss) scaled to mean 1; 0, the default, "
+                        "is the paper's forget-only map. Needs retain prompts or data")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", type=Path, default=None,
@@ -41,7 +45,7 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
     from ..diffusion.recipes import custom_recipe, load_recipe
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
-                  **overrides)
+                  mask_contrast=args.mask_contrast, **overrides)
     if args.concept:
         from ..diffusion.combine import combine
 
@@ -204,7 +208,8 @@ def _cmd_mask(args) -> int:
         if forget is None:
             raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
         given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
-                                "--forget-prompt": args.forget_prompt}.items() if v]
+                                "--forget-prompt": args.forget_prompt,
+                                "--mask-contrast": args.mask_contrast is not None}.items() if v]
         if given or args.scope != "global":
             raise UserError(f"{', '.join(given) or '--scope tensor'}: not used by the DDPM path (its mask ranks "
                             "all UNet weights globally)")
@@ -287,17 +292,18 @@ def _refuse_contradictions(args) -> None:
         raise UserError("--mask and --no-mask contradict each other")
     if args.mask and ablation:
         raise UserError(f"--mask: the {m.name} method trains without a mask")
-    if args.mask and (args.keep is not None or args.selection is not None):
-        raise UserError("--keep and --selection shape a saliency mask: with --mask the mask file already fixes them "
-                        "(its metadata records them)")
+    if args.mask and (args.keep is not None or args.selection is not None or args.mask_contrast is not None):
+        raise UserError("--keep, --selection and --mask-contrast shape a saliency mask: with --mask the mask file "
+                        "already fixes them (its metadata records them)")
     if args.no_mask and m.unmasked is None and not ablation:
         pairs = [(n, o.unmasked) for n, o in METHODS.items() if o.unmasked]
         raise UserError(f"--no-mask: --method {args.method} has no saliency mask to drop (--no-mask turns "
                         + ", ".join(f"{n} into its unmasked ablation, --method {u}" for n, u in pairs) + ")")
-    if args.no_mask and args.keep is not None:
-        raise UserError("--keep is the share of weights in the mask: with --no-mask there is no mask")
-    if ablation and args.keep is not None:
-        raise UserError(f"--keep is the share of weights in the mask: --method {m.name} trains without one")
+    for flag, value in (("--keep", args.keep), ("--mask-contrast", args.mask_contrast)):
+        if value is not None and args.no_mask:
+            raise UserError(f"{flag} shapes the saliency mask: with --no-mask there is no mask")
+        if value is not None and ablation:
+            raise UserError(f"{flag} shapes the saliency mask: --method {m.name} trains without one")
 
 
 def erase_options(args) -> EraseOptions:
@@ -346,7 +352,7 @@ def _method_options_given(args) -> dict:
 # The options each kind of method has no use for: given anyway, they are refused, not ignored.
 _RETAIN = {"alpha": "--alpha", "n_retain": "--n-retain", "retain_data": "--retain-data",
            "retain_prompt": "--retain-prompt"}
-_MASK_SHAPE = {"keep": "--keep", "guidance_w": "--guidance-w"}
+_MASK_SHAPE = {"keep": "--keep", "guidance_w": "--guidance-w", "mask_contrast": "--mask-contrast"}
 _TRAINING = {"lr": "--lr", "steps": "--steps", "n_forget": "--n-forget", "batch_size": "--batch-size",
              "forget_data": "--forget-data", "resume": "--resume", "restart": "--restart",
              "gradient_checkpointing": "--gradient-checkpointing", "mixed_precision": "--mixed-precision"}
@@ -416,7 +422,8 @@ def _cmd_erase_ddpm(args) -> int:
                "--forget-data": args.forget_data,
                "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
                "--resolution": args.resolution, "--xformers": args.xformers,
-               "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay}
+               "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay,
+               "--mask-contrast": args.mask_contrast is not None}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:
         raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")

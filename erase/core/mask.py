@@ -67,7 +67,8 @@ def sums_in_gradients(clip_grad_norm: float | None, params: dict[str, nn.Paramet
 
 def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss_fn: Callable[[object], torch.Tensor],
                          batches: Iterable, clip_grad_norm: float | None = None, progress: bool = True,
-                         total: int | None = None, allow_empty: bool = False) -> tuple[dict[str, torch.Tensor], int]:
+                         total: int | None = None, allow_empty: bool = False, what: str = "forget"
+                         ) -> tuple[dict[str, torch.Tensor], int]:
     """Sum the gradient of ``loss_fn(batch)`` over all batches at the current weights.
 
     Without clipping, and for float32 weights, the sum is accumulated in the weights' own ``.grad``
@@ -88,12 +89,13 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
     in_place = sums_in_gradients(clip_grad_norm, params)
     acc = {} if in_place else {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     n_batches = 0
-    for batch in tqdm(batches, desc="saliency", disable=not progress, total=total, dynamic_ncols=True):
+    for batch in tqdm(batches, desc="saliency" if what == "forget" else f"{what} saliency", disable=not progress,
+                      total=total, dynamic_ncols=True):
         loss = loss_fn(batch)
         if loss is None:  # another process's batch (several processes share the batches)
             continue
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the forgetting loss is {loss.item()} on batch {n_batches}")
+            raise FloatingPointError(f"the {what} saliency's loss is {loss.item()} on batch {n_batches}")
         loss.backward()
         n_batches += 1
         if in_place:
@@ -106,7 +108,7 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
                 acc[n].add_(g.float())
             params[n].grad = None
     if n_batches == 0 and not allow_empty:
-        raise UserError("no forget data: the saliency needs at least one batch")
+        raise UserError(f"no {what} data: the saliency needs at least one batch")
     if in_place:
         for n in names:
             g = params[n].grad
@@ -257,27 +259,63 @@ def top_fraction_mask(scores: dict[str, torch.Tensor], keep: float = 0.5, scope:
     return masks
 
 
+def contrast_scores(forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor], contrast: float
+                    ) -> dict[str, torch.Tensor]:
+    """Saliency that spares what must be kept: ``|g_f| / (1 + contrast * |g_r| / mean|g_r|)``, in place of
+    ``forget`` (``retain`` is emptied as it goes, so the peak stays at two gradient sums).
+
+    The retain gradient is scaled by its mean magnitude over every selected weight, so ``contrast`` reads the
+    same whatever the losses' scales: at 1, a weight as salient for the retain loss as the average weight has
+    its forget saliency halved. Non-negative, so ranking and thresholds work as on the paper's map, which
+    ``contrast`` 0 gives exactly."""
+    total = sum(t.numel() for t in retain.values())
+    mean = sum(float(t.abs().sum(dtype=torch.float64)) for t in retain.values()) / max(1, total)
+    for n in list(forget):
+        r = retain.pop(n)
+        # a retain loss with no gradient at all leaves the forget map as it is, not a division by zero
+        forget[n] = forget[n].abs().div_(r.abs().mul_(contrast / mean).add_(1)) if mean > 0 else forget[n].abs()
+        del r
+    return forget
+
+
 def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterable,
                  selection: str = "all", keep: float = 0.5, scope: str = "global",
                  clip_grad_norm: float | None = None, meta: dict | None = None, progress: bool = True,
                  total: int | None = None, reduce: Callable[[dict, int], int] | None = None,
-                 presets: dict[str, str] | None = None) -> Mask:
+                 presets: dict[str, str] | None = None,
+                 spare: tuple[Callable[[object], torch.Tensor], Iterable, int] | None = None,
+                 contrast: float = 0.0) -> Mask:
     """The whole engine: select parameters, accumulate the forgetting gradient, keep the top fraction.
 
     ``reduce(grads)``: under several processes, each summed its share of the batches (``loss_fn`` gives
     None for the others'); ``reduce`` sums the sums over processes in place and returns the batch count,
-    so every process ranks the same totals. ``presets``: what ``selection``'s names mean (``select_parameters``)."""
+    so every process ranks the same totals. ``presets``: what ``selection``'s names mean (``select_parameters``).
+    ``spare = (retain_loss_fn, retain_batches, count)`` with ``contrast`` > 0: the retain loss's gradient sum
+    is taken too and weights salient for it are ranked lower (``contrast_scores``)."""
     params = select_parameters(model, selection, presets)
     grads, n_batches = accumulate_gradients(model, params, loss_fn, batches, clip_grad_norm, progress, total,
                                             allow_empty=reduce is not None)
     if reduce is not None:
         n_batches = reduce(grads, n_batches)
+    n_retain = None
+    if contrast > 0:
+        if spare is None:
+            raise UserError("--mask-contrast needs retain data: the retain saliency is what it spares")
+        retain_fn, retain_batches, retain_total = spare
+        kept, n_retain = accumulate_gradients(model, params, retain_fn, retain_batches, clip_grad_norm, progress,
+                                              retain_total, allow_empty=reduce is not None, what="retain")
+        if reduce is not None:
+            n_retain = reduce(kept, n_retain)
+        grads = contrast_scores(grads, kept, contrast)
     masks = top_fraction_mask(grads, keep, scope, consume=True)
     in_place = sums_in_gradients(clip_grad_norm, params)
     info = {"selection": selection, "keep": keep, "scope": scope, "clip_grad_norm": clip_grad_norm,
             "gradient_sum": "in the weights' gradients" if in_place else
             "float32 accumulator beside the gradients (per-batch clipping or half-precision weights)",
             "n_batches": n_batches, "fingerprint": fingerprint(params), **(meta or {})}
+    if contrast > 0:
+        info.update({"mask_contrast": contrast, "n_retain_batches": n_retain,
+                     "score": "|forget grad| / (1 + contrast * |retain grad| / its mean)"})
     for p in model.parameters():
         p.requires_grad_(False)
     return Mask(masks, info)

@@ -10,6 +10,8 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     mask_line = (f"{m['kept']:,} of {m['total']:,} selected UNet weights ({m['kept_fraction']:.1%}) in "
                  f"{m['tensors']} tensors; selection `{recipe.selection}`, keep {recipe.keep}, "
                  f"{'global' if m.get('scope', 'global') == 'global' else 'per-tensor'} ranking"
+                 + (f"; contrastive, sparing the retain images' salient weights (forget saliency / (1 + "
+                    f"{m['mask_contrast']:g} x retain saliency / its mean))" if m.get("mask_contrast") else "")
                  + (f"; the union of one mask per concept (overlap, shared / either: {_overlaps(m['overlap'])})"
                     if m.get("combined") else "")
                  if m else "none: every selected weight was trainable (ablation)" if method is None or method.salun_loss

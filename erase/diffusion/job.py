@@ -255,14 +255,23 @@ class EraseJob:
             if r.alpha > 0 and method.uses_retain:
                 self.retain = image_latents(self.pipe, r, opts, self.work, "retain", self.res)
                 self.retain_source = self.retain.source
+            # a contrastive mask spares what the retain images need: it draws them even where training does not
+            self.mask_retain = self.retain
+            if self.retain is None and self._contrast_mask():
+                self.mask_retain = image_latents(self.pipe, r, opts, self.work, "retain", self.res)
         f = self.forget
         self.forget_digest = content_digest(f.mean, f.std)
-        self.data_digest = self.forget_digest + ("-" + content_digest(self.retain.mean, self.retain.std)
-                                                 if self.retain else "")
+        self.retain_digest = (content_digest(self.mask_retain.mean, self.mask_retain.std) if self.mask_retain
+                              else "")
+        self.data_digest = self.forget_digest + ("-" + self.retain_digest if self.retain else "")
         self.misaligned = [r.misaligned_for(c) for c in f.captions]
         self.preserve = r.preserve_prompts
         self.bank = TextBank(self.family, self.pipe, f.captions + self.misaligned + self.preserve +
-                             (self.retain.captions if self.retain else []), self.accelerator.device, self.res)
+                             (self.mask_retain.captions if self.mask_retain else []), self.accelerator.device, self.res)
+
+    def _contrast_mask(self) -> bool:
+        """Whether this run computes a contrastive saliency mask (``--mask-contrast``), which needs retain images."""
+        return self.mask is None and self.opts.use_mask and self.recipe.mask_contrast > 0
 
     def _mask(self) -> None:
         """A given mask decides selection and keep (the record says what was used); else SalUn's, reused from
@@ -270,10 +279,11 @@ class EraseJob:
         t0 = time.time()
         if self.mask is not None:
             self.recipe = replace(self.recipe, selection=self.mask.meta.get("selection", self.recipe.selection),
-                                  keep=self.mask.meta.get("keep", self.recipe.keep))
+                                  keep=self.mask.meta.get("keep", self.recipe.keep),
+                                  mask_contrast=self.mask.meta.get("mask_contrast", 0.0))
         elif self.opts.use_mask:
             self.mask = cached_mask(self.pipe, self.recipe, self.opts, self.forget, self.forget_digest, self.bank,
-                                    self.work, self.res, self.accelerator)
+                                    self.work, self.res, self.accelerator, self.mask_retain, self.retain_digest)
         self.mask_seconds = time.time() - t0
 
     def _optimizer(self) -> None:
@@ -399,7 +409,8 @@ class EraseJob:
         if mask is not None:
             stats = {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
                      "scope": mask.meta.get("scope", "global"),
-                     **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap") if k in mask.meta}}
+                     **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap", "mask_contrast", "n_retain")
+                        if k in mask.meta}}
         return {"method": self.method.name, **({"method_options": self.settings} if self.settings else {}),
                 "family": self.family.name, "pipeline_class": type(self.pipe).__name__,
                 "prediction_type": self.scheduler.config.prediction_type, "steps": self.steps,

@@ -51,11 +51,15 @@ class EraseOptions:
 
 
 
-def check_common(recipe: Recipe, resolution: int | None, device: str | None) -> None:
+def check_common(recipe: Recipe, resolution: int | None, device: str | None, retain_data: bool = False) -> None:
     """Checks shared by ``salun mask`` and ``salun erase``, before any model is loaded."""
     checks.positive_int(recipe.batch_size, "--batch-size")
     checks.positive_int(recipe.n_forget, "--n-forget")
     checks.fraction(recipe.keep, "--keep")
+    checks.finite_float(recipe.mask_contrast, "--mask-contrast", low=0)
+    if recipe.mask_contrast > 0 and not (recipe.retain_prompts or recipe.retain_dataset or retain_data):
+        raise UserError(f"--mask-contrast {recipe.mask_contrast:g} spares the weights the retain images need: "
+                        f"recipe {recipe.name!r} has none (give --retain-prompt, or 0 for the paper's mask)")
     checks.finite_float(recipe.guidance_w, "--guidance-w")
     checks.image_size(resolution, "--resolution")
     check_device(device)
@@ -90,7 +94,7 @@ def check_options(opts: EraseOptions) -> "Method":
     r = opts.recipe
     no_mask = not opts.use_mask
     method = resolve_method(opts)
-    check_common(r, opts.resolution, opts.device)
+    check_common(r, opts.resolution, opts.device, retain_data=opts.retain_data is not None)
     checks.positive_int(opts.steps, "--steps")
     checks.positive_int(r.steps, "--steps")
     checks.positive_float(r.epochs, "--epochs")

@@ -34,6 +34,8 @@ class Recipe:
     guidance_w: float = 7.5  # the mask loss's guidance: pred = (1 + w) e(c) - w e(null)
     selection: str = "all"
     keep: float = MASK_KEEP
+    # SalUn's mask: how much the retain loss's saliency counts against a weight (0: the paper's forget-only map)
+    mask_contrast: float = 0.0
     gen_steps: int = 50  # sampler steps when the base model draws the forget/retain images
     gen_guidance: float = 7.5
     forget_dataset: dict | None = None
@@ -53,6 +55,7 @@ class Recipe:
         if any(not str(v).strip() for v in self.preserve_prompts):
             raise UserError(f"recipe {self.name!r}: an empty preserve prompt")
         checks.fraction(self.keep, "--keep")
+        checks.finite_float(self.mask_contrast, "--mask-contrast", low=0)
 
     def check_preserve(self) -> None:
         """Preserve prompts are what must not change: one that is also a forget prompt would ask for both."""
@@ -177,7 +180,7 @@ def _build(raw: dict, overrides: dict, method: str | None = None) -> Recipe:
 
 # The training settings: a recipe's, a method's within its "methods", and a recipe listing concepts may set them.
 SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "steps", "epochs", "batch_size", "guidance_w", "selection",
-            "keep", "gen_steps", "gen_guidance")
+            "keep", "mask_contrast", "gen_steps", "gen_guidance")
 # Every key a recipe may have, in the order the shipped recipes write them.
 RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_prompts", "retain_prompts",
                "preserve_prompts", "forget_dataset", "retain_dataset", *SETTINGS, "imagenet_class", "toy", "tuned", "methods",
@@ -255,7 +258,7 @@ def _setting(key: str, value: object, label: str) -> None:
         _text(value, label)
     elif key in ("lr", "epochs"):
         checks.positive_float(_number(value, label), label)
-    elif key == "alpha":
+    elif key in ("alpha", "mask_contrast"):
         checks.finite_float(_number(value, label), label, low=0)
     elif key == "keep":
         checks.fraction(_number(value, label), label)

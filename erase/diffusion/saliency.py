@@ -20,7 +20,7 @@ from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
 from .loading import native_size
 from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
-from .losses import guided_forgetting_loss
+from .losses import denoising_loss, guided_forgetting_loss
 from .options import EraseOptions, check_common
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
                       target_key)
@@ -28,24 +28,43 @@ from .recipes import Recipe
 
 
 def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
-             progress: bool = True, scope: str = "global", resolution: int | None = None) -> Mask:
-    """SalUn's saliency mask: guided denoising MSE of the forget images under their prompts."""
+             progress: bool = True, scope: str = "global", resolution: int | None = None,
+             retain: Encoded | None = None) -> Mask:
+    """SalUn's saliency mask: guided denoising MSE of the forget images under their prompts. With the recipe's
+    ``mask_contrast`` > 0, ``retain`` (the retain images) gives the plain denoising loss's saliency, which
+    ranks the weights the retained images need lower (``erase.core.mask.contrast_scores``)."""
     family = family_of_pipe(pipe)
     sched = family.training_scheduler(pipe)
     unet = family.denoiser_of(pipe)
     dev = unet.device
-    gen = torch.Generator().manual_seed(seed + 7)
+    scale = pipe.vae.config.scaling_factor
     eps = denoiser(family, unet)
     bs = recipe.batch_size
-    order = list(range(len(captions)))
-    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+
+    def ctx():
+        return accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
+
+    def in_batches(n):
+        order = list(range(n))
+        return [order[i:i + bs] for i in range(0, n, bs)]
+
+    gen = torch.Generator().manual_seed(seed + 7)
 
     def loss_fn(idx):
-        z0, noise, t = noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, dev, unet.dtype)
+        z0, noise, t = noise_batch(mean, std, idx, scale, sched, gen, dev, unet.dtype)
         cond = bank([captions[i] for i in idx])
-        ctx = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
-        with ctx:
+        with ctx():
             return guided_forgetting_loss(eps, sched, z0, cond, bank.null(len(idx)), t, noise, recipe.guidance_w)
+
+    contrast = recipe.mask_contrast
+    if contrast > 0 and retain is None:
+        raise UserError(f"--mask-contrast {contrast:g} needs the retain images: give retain prompts or data")
+    retain_gen = torch.Generator().manual_seed(seed + 8)  # its own stream: the forget batches see the paper's noise
+
+    def retain_fn(idx):
+        z0, noise, t = noise_batch(retain.mean, retain.std, idx, scale, sched, retain_gen, dev, unet.dtype)
+        with ctx():
+            return denoising_loss(eps, sched, z0, bank([retain.captions[i] for i in idx]), t, noise)
 
     kind = sched.config.prediction_type
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
@@ -53,28 +72,42 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
             "family": family.name, "prediction_type": sched.config.prediction_type,
             "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or native_resolution(pipe)}
+    if contrast > 0:
+        meta.update({"retain_prompts": sorted(set(retain.captions)), "n_retain": len(retain.captions)})
+    forget_batches = in_batches(len(captions))
+    retain_batches = in_batches(len(retain.captions)) if contrast > 0 else []
+    common = dict(selection=recipe.selection, keep=recipe.keep, scope=scope, meta=meta,
+                  presets=family.selection_presets(), contrast=contrast)
     if dist.world() == 1:
-        return compute_mask(unet, loss_fn, batches, selection=recipe.selection, keep=recipe.keep, scope=scope,
-                            meta=meta, progress=progress, total=len(batches), presets=family.selection_presets())
+        return compute_mask(unet, loss_fn, forget_batches, progress=progress, total=len(forget_batches),
+                            spare=(retain_fn, retain_batches, len(retain_batches)) if contrast > 0 else None,
+                            **common)
     # Under several processes each takes every N-th batch; the noise of every batch is still drawn in
     # order (cheap), so each batch sees the noise it sees in one process, and the sums are added up.
-    mine = set(dist.share(range(len(batches))))
+    def sharded(fn, batches, draw):
+        mine = set(dist.share(range(len(batches))))
 
-    def my_loss(item):
-        k, idx = item
-        if k in mine:
-            return loss_fn(idx)
-        noise_batch(mean, std, idx, pipe.vae.config.scaling_factor, sched, gen, "cpu", torch.float32)
-        return None
+        def my_loss(item):
+            k, idx = item
+            if k in mine:
+                return fn(idx)
+            draw(idx)
+            return None
+        return my_loss, list(enumerate(batches)), len(batches)
 
     meta["processes"] = dist.world()
-    return compute_mask(unet, my_loss, list(enumerate(batches)), selection=recipe.selection, keep=recipe.keep,
-                        scope=scope, meta=meta, progress=progress and dist.is_main(), total=len(batches),
-                        reduce=dist.sum_gradients, presets=family.selection_presets())
+    spare = None
+    if contrast > 0:
+        spare = sharded(retain_fn, retain_batches, lambda idx: noise_batch(retain.mean, retain.std, idx, scale, sched,
+                                                                           retain_gen, "cpu", torch.float32))
+    mine_fn, items, total = sharded(loss_fn, forget_batches,
+                                    lambda idx: noise_batch(mean, std, idx, scale, sched, gen, "cpu", torch.float32))
+    return compute_mask(unet, mine_fn, items, progress=progress and dist.is_main(), total=total,
+                        reduce=dist.sum_gradients, spare=spare, **common)
 
 
 def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: int, accelerator=None,
-                     progress: bool = True, resolution: int | None = None) -> Mask:
+                     progress: bool = True, resolution: int | None = None, retain: Encoded | None = None) -> Mask:
     """One mask per concept (from its own forget images), combined by union; the metadata says how many
     weights each concept's mask holds and how much each pair of masks overlaps (shared / either)."""
     masks = {}
@@ -82,7 +115,7 @@ def per_concept_mask(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, 
         own = set(part["forget_prompts"])
         idx = [i for i, c in enumerate(captions) if c in own]
         masks[part["concept"]] = mask_for(pipe, recipe, mean[idx], std[idx], [captions[i] for i in idx], bank, seed,
-                                          accelerator, progress, resolution=resolution)
+                                          accelerator, progress, resolution=resolution, retain=retain)
     first = next(iter(masks.values()))
     union = {n: torch.zeros_like(m) for n, m in first.masks.items()}
     for m in masks.values():
@@ -126,11 +159,13 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
             opts = EraseOptions(recipe=recipe, out=out, model=model, seed=seed, forget_data=forget_data)
             with dist.main_first(all_drawn(opts, recipe)):
                 mean, std, caps, _ = image_latents(pipe, recipe, opts, wd.path, "forget", res)
-            bank = TextBank(family_of_pipe(pipe), pipe, caps, pipe.device, res)
+                retain = (image_latents(pipe, recipe, opts, wd.path, "retain", res) if recipe.mask_contrast > 0
+                          else None)
+            bank = TextBank(family_of_pipe(pipe), pipe, caps + (retain.captions if retain else []), pipe.device, res)
             if gradient_checkpointing:
                 family_of_pipe(pipe).denoiser_of(pipe).enable_gradient_checkpointing()
             mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res,
-                            progress=main)
+                            progress=main, retain=retain)
             mask.meta["mixed_precision"] = mixed_precision
             if main:
                 mask.save(out)
@@ -150,15 +185,19 @@ def mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mi
     hash covers other images under the same captions, the resolution and the VAE)."""
     what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
             len(captions), data, resolution, mixed_precision, how, *target]
+    if recipe.mask_contrast > 0:  # (keys of the paper's masks stay as they were: their caches stay valid)
+        what.append(["contrast", recipe.mask_contrast])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forget_digest: str, bank: TextBank,
-                work: Path, res: int, accelerator) -> Mask:
+                work: Path, res: int, accelerator, retain: Encoded | None = None, retain_digest: str = "") -> Mask:
     """The job's mask: one made in this work folder from the same recipe, data and seed is reused, else it is
-    computed (every process its share of the gradient sums, added up across them) and kept there."""
+    computed (every process its share of the gradient sums, added up across them) and kept there. ``retain``:
+    the retain images, which a contrastive mask (``mask_contrast`` > 0) spares."""
     cached = work / "mask.safetensors"
-    key = mask_key(recipe, opts.seed, forget.captions, forget_digest, res, opts.mixed_precision, target_key(pipe),
+    data = forget_digest + (f"-{retain_digest}" if recipe.mask_contrast > 0 else "")
+    key = mask_key(recipe, opts.seed, forget.captions, data, res, opts.mixed_precision, target_key(pipe),
                    "per-concept union" if opts.mask_per_concept else "global")
     # Only the main process judges the cache (the others' encodings of the images need not be bit-identical
     # on other devices) and says.
@@ -171,7 +210,7 @@ def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forge
         return Mask.load(cached)
     make = per_concept_mask if opts.mask_per_concept else mask_for
     mask = make(pipe, recipe, forget.mean, forget.std, forget.captions, bank, opts.seed, accelerator, opts.progress,
-                resolution=res)
+                resolution=res, retain=retain)
     mask.meta["recipe_key"] = key
     mask.meta["mixed_precision"] = opts.mixed_precision
     if accelerator.is_main_process:

@@ -65,6 +65,11 @@ BAD = [
     (["--keep", "1.5"], "--keep must be in (0, 1]"),
     (["--guidance-w", "inf"], "--guidance-w must be a finite number"),
     (["--no-mask", "--keep", "0.3"], "with --no-mask there is no mask"),
+    (["--mask-contrast", "-1"], "--mask-contrast must be a finite number of at least 0"),
+    (["--mask-contrast", "nan"], "--mask-contrast must be a finite number"),
+    (["--no-mask", "--mask-contrast", "1"], "--mask-contrast shapes the saliency mask: with --no-mask"),
+    (["--method", "rl", "--mask-contrast", "1"], "--method rl trains without one"),
+    (["--method", "esd-x", "--mask-contrast", "1"], "--mask-contrast: --method esd-x uses no saliency mask"),
     (["--resume", "--restart"], "contradict"),
     (["--device", "cuda"], "no usable CUDA GPU"),
     (["--device", "tpu9"], "not a torch device"),
@@ -105,6 +110,7 @@ def test_refusals_of_outputs_and_work_folders(tmp_path, capsys, monkeypatch):
     _refused(capsys, ["mask", "--concept", "circle", "--out", "d", "--overwrite"], "is a folder")
     Mask({"conv_in.weight": torch.ones(1, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
     _refused(capsys, [*base, "--out", "o", "--mask", "m.safetensors", "--keep", "0.3"], "mask file already fixes")
+    _refused(capsys, [*base, "--out", "o", "--mask", "m.safetensors", "--mask-contrast", "1"], "mask file already fixes")
 
 
 def test_damaged_images_and_captions_name_the_file(tmp_path, capsys, monkeypatch):
