@@ -124,7 +124,7 @@ def add_erase_parsers(sub) -> None:
                         "on every selected weight, the paper's RL; the same as --no-mask), esd-x / esd-u (ESD's "
                         "negative guidance on cross-attention / on every other weight; --mask gives a masked ESD), "
                         "uce (closed-form cross-attention edit, no training), fmn (Forget-Me-Not attention "
-                        "re-steering). A recipe may carry settings per method (prompts/*.json \"methods\")")
+                        "re-steering), ant (ANT: the concept's guidance kept on early steps, reversed on late ones). A recipe may carry settings per method (prompts/*.json \"methods\")")
     group = e.add_argument_group("method options (each taken only by the methods named)")
     for key, (takers, opt) in method_options().items():
         group.add_argument(f"--{key}", type=opt.type, default=None,

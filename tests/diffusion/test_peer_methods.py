@@ -134,11 +134,12 @@ def test_refusals(sd, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("name", ["esd-x", "esd-u", "uce", "fmn"])
+@pytest.mark.parametrize("name", ["esd-x", "esd-u", "uce", "fmn", "ant"])
 def test_every_peer_exports_a_loadable_pipeline_with_its_record(sd, tmp_path, name):
     from diffusers import StableDiffusionPipeline
 
-    kw = {"method_options": {"sample-steps": 4}} if name.startswith("esd") else {}
+    kw = ({"method_options": {"sample-steps": 4}} if name.startswith("esd") else
+          {"method_options": {"sample-steps": 4, "early-steps": 1}} if name == "ant" else {})
     erase(_opts(sd, tmp_path / name, name, **kw))
     rec = json.loads((tmp_path / name / "recipe.json").read_text())
     assert rec["summary"]["method"] == name and rec["options"]["method"] == name

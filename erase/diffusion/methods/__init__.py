@@ -1,10 +1,12 @@
 """Erasure methods for diffusion models, one module each behind ``base.Method``; ``METHODS`` is the registry.
 
 SalUn (the default) and RL train on forget and retain images; ESD-x/ESD-u train toward a negatively
-guided frozen copy; UCE edits cross-attention in closed form; FMN re-steers cross-attention.
+guided frozen copy; UCE edits cross-attention in closed form; FMN re-steers cross-attention; ANT
+reverses the guidance on late steps only, keeping the early ones.
 """
 from __future__ import annotations
 
+from .ant import ANT
 from .base import Batch, Context, Method, Option, TrainedMethod
 from .esd import ESDu, ESDx
 from .fmn import FMN
@@ -22,7 +24,7 @@ def register_method(method: Method) -> Method:
     return METHODS.register(method.name, method)
 
 
-for _m in (SalUn(), RandomLabel(), ESDx(), ESDu(), UCE(), FMN()):
+for _m in (SalUn(), RandomLabel(), ESDx(), ESDu(), UCE(), FMN(), ANT()):
     register_method(_m)
 DEFAULT_METHOD = "salun"
 

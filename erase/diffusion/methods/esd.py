@@ -61,18 +61,28 @@ class ESD(TrainedMethod):
     def _x_t(self, eps, scheduler, forget: Batch):
         """Sample x_t under the concept with the model being trained: DDIM from ``forget.noise`` for k steps of
         the schedule, k read from the batch's drawn timestep (so resume replays it exactly)."""
+        k = int(forget.t[0]) * self.sample_steps // scheduler.config.num_train_timesteps  # 0 .. sample_steps - 1
+        return self._sample(eps, scheduler, forget, [k])[0]
+
+    def _sample(self, eps, scheduler, forget: Batch, stops: list[int]) -> list[tuple]:
+        """``(x_k, t_k)`` for each ``k`` in ``stops``: the state after k DDIM steps of the ``sample_steps``
+        schedule, from ``forget.noise`` under the concept, on one trajectory (no gradient)."""
         import torch
 
         n_train = scheduler.config.num_train_timesteps
         stride = n_train // self.sample_steps
         schedule = torch.arange(self.sample_steps - 1, -1, -1) * stride  # high noise -> low, as DDIM samples
-        k = int(forget.t[0]) * self.sample_steps // n_train  # 0 .. sample_steps - 1
         acp = scheduler.alphas_cumprod.float()
         x = forget.noise
         n = x.shape[0]
         null = self.null(n)
+        at = {}
         with torch.no_grad():
-            for i in range(k):
+            for i in range(max(stops) + 1):
+                if i in stops:
+                    at[i] = (x, schedule[i].repeat(n).to(x.device))
+                if i == max(stops):
+                    break
                 t = schedule[i].repeat(n).to(x.device)
                 out_c, out_u = eps(x, t, forget.cond), eps(x, t, null)
                 out = out_u + self.sample_guidance * (out_c - out_u)
@@ -80,7 +90,7 @@ class ESD(TrainedMethod):
                 a, a_prev = acp[schedule[i]], acp[schedule[i + 1]] if i + 1 < self.sample_steps else torch.tensor(1.0)
                 x0 = (x.float() - (1 - a).sqrt() * e) / a.sqrt()
                 x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * e).to(forget.noise.dtype)
-        return x, schedule[k].repeat(n).to(x.device)
+        return [at[k] for k in stops]
 
     def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
         import torch

@@ -1,0 +1,103 @@
+"""ANT (issue 27's peer): the guidance of the concept kept on early steps and reversed on late ones, the
+unconditional output held to the base's. Here: its targets by hand against a stand-in denoiser, ESD's sampler
+unchanged by the shared trajectory code, the training log's terms, and the refusals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from erase.cli import main
+from erase.core.errors import UserError
+from erase.diffusion.job import erase
+from erase.diffusion.methods import METHODS, Batch, Context
+from erase.diffusion.options import EraseOptions
+from erase.diffusion.recipes import custom_recipe
+from fixture_models.tiny_pipelines import tiny_pipeline
+
+
+class _Bank:
+    @staticmethod
+    def null(n):
+        return {"h": torch.zeros(n, 1)}
+
+
+def _eps(scale):
+    """A stand-in denoiser: e(x, t, c) = scale * x + c (a condition is one number per image)."""
+    return lambda x, t, cond: scale * x + cond["h"].view(-1, 1, 1, 1)
+
+
+def _bind(options):
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    ant = METHODS["ant"]
+    opts = {k: o.default for k, o in ant.options.items()} | options
+    return ant.bind(Context(None, None, None, _Bank(), sched, None, opts, frozen=_eps(1.0))), sched
+
+
+def test_the_targets_keep_the_guidance_early_and_reverse_it_late():
+    ant, sched = _bind({"sample-steps": 10, "early-steps": 3, "sample-guidance": 0.0, "null-weight": 0.0})
+    noise = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    cond = {"h": torch.full((1, 1), 2.0)}
+    batch = Batch(torch.zeros_like(noise), noise, torch.tensor([530]), cond)
+    # the frozen model's guidance direction is e0(c) - e0(null) = 2 everywhere: early target x + 2, late x - 2
+    (xe, te), (xl, tl) = ant._sample(_eps(1.0), sched, batch, [530 % 3, 3 + 530 * 7 // 1000])
+    trained = _eps(1.0)  # the base itself: early loss 0 (its guidance is kept), late loss (2 - -2)^2 = 16
+    out = ant.losses(trained, sched, batch, None, 0.0)
+    assert out["early"].item() == pytest.approx(0.0, abs=1e-10)
+    assert out["forget"].item() == pytest.approx(16.0, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(16.0, rel=1e-5)  # late + 1.0 x early, null weight 0
+    assert int(tl[0]) < int(te[0])  # the late step is less noisy
+
+
+def test_the_null_terms_hold_the_unconditional_output():
+    ant, sched = _bind({"sample-steps": 10, "early-steps": 3, "null-weight": 0.5, "early-weight": 2.0})
+    noise = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    batch = Batch(torch.zeros_like(noise), noise, torch.tensor([10]), {"h": torch.zeros(1, 1)})
+    out = ant.losses(_eps(1.5), sched, batch, None, 0.0)
+    assert out["late_null"].item() > 0 and out["early_null"].item() > 0
+    want = out["forget"] + 0.5 * out["late_null"] + 2.0 * (out["early"] + 0.5 * out["early_null"])
+    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_no_early_steps_is_a_late_reversal_alone():
+    ant, sched = _bind({"sample-steps": 10, "early-steps": 0, "null-weight": 0.0})
+    noise = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    out = ant.losses(_eps(1.0), sched, Batch(noise * 0, noise, torch.tensor([999]), {"h": torch.ones(1, 1)}), None, 0)
+    assert "early" not in out and out["loss"].item() == pytest.approx(out["forget"].item())
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return tiny_pipeline("sd", tmp_path_factory.mktemp("ant") / "sd")
+
+
+def test_an_ant_run_logs_its_terms_and_records_its_settings(sd, tmp_path):
+    recipe = custom_recipe(["a red circle"], ["a red square"], [], n_forget=2, batch_size=1, gen_steps=2, lr=1e-3)
+    erase(EraseOptions(recipe=recipe, out=tmp_path / "o", model=str(sd), method="ant", progress=False, steps=3,
+                       method_options={"sample-steps": 4, "early-steps": 1}))
+    log = [json.loads(line) for line in (tmp_path / "o" / "training_log.jsonl").read_text().splitlines()]
+    assert {"early", "early_null", "late_null"} <= set(log[0])
+    rec = json.loads((tmp_path / "o" / "recipe.json").read_text())
+    assert rec["summary"]["method_options"]["early-steps"] == 1
+    assert "Set You Straight" in (tmp_path / "o" / "README.md").read_text()
+
+
+def test_refusals(tmp_path, capsys, monkeypatch):
+    with pytest.raises(UserError, match="give fewer than --sample-steps 10"):
+        _bind({"sample-steps": 10, "early-steps": 10})
+    monkeypatch.chdir(tmp_path)
+    for extra, message in [(["--early-steps", "-1"], "--early-steps must be a whole number of at least 0"),
+                           (["--null-weight", "nan"], "--null-weight must be"),
+                           (["--method", "salun", "--early-steps", "3"], "--early-steps: an option of ant")]:
+        argv = ["erase", "--concept", "circle", "--out", "o", *(["--method", "ant"] if "--method" not in extra else []),
+                *extra]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)
+    from erase.toy import TOY_DDPM
+
+    assert main(["erase", "--model", str(TOY_DDPM), "--forget-class", "circle", "--method", "ant", "--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "ant" in err and err.count("\n") == 1, err
