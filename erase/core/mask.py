@@ -321,6 +321,17 @@ def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], ba
     return Mask(masks, info)
 
 
+def intersection(masks: list[Mask], meta: dict | None = None) -> Mask:
+    """The weights every mask keeps (ANT's "heavy hitters": salient in every view), with each view's count."""
+    first = masks[0]
+    both = {n: m.clone() for n, m in first.masks.items()}
+    for m in masks[1:]:
+        for n in both:
+            both[n] &= m.masks[n]
+    return Mask(both, {**first.meta, "combined": f"intersection of {len(masks)} masks",
+                       "per_view_kept": [m.kept for m in masks], **(meta or {})})
+
+
 def fingerprint(params: dict[str, torch.Tensor], samples: int = 4096) -> str:
     """A short hash of names, shapes and a strided sample of float32 values: cheap even at 860M weights."""
     h = hashlib.sha256()

@@ -33,7 +33,7 @@ from ..core import distributed as dist
 from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
-from ..core.mask import Mask, content_digest
+from ..core.mask import Mask, compute_mask, content_digest, intersection
 from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
@@ -290,17 +290,20 @@ class EraseJob:
         """The trainable weights (the mask's, else the method's selection), the method bound to its context,
         Adam over them, the samplers and the generator the loop draws from."""
         opts, r, method, unet = self.opts, self.recipe, self.method, self.unet
-        selection = None if self.mask is not None else selected_parameters(self.pipe, method.selection or r.selection)
-        self.trainable = MaskedParameters(unet, self.mask, selection)
-        self.digest = mask_digest(self.mask) + "-" + _training_key(
-            r, opts, self.data_digest, self.res,
-            target_key(self.pipe) + _method_key(method, self.settings, self.preserve))
         self.scheduler = self._scheduler()
         frozen = None
         if method.needs_frozen_for(self.settings):  # the base's own predictions, before any step (same device, dtype)
             frozen = denoiser(self.family, copy.deepcopy(unet).requires_grad_(False).eval())
         self.stepper = method.bind(Context(self.family, self.pipe, unet, self.bank, self.scheduler, r, self.settings,
                                            frozen))
+        views = method.mask_views(self.settings) if self.mask is None else 0
+        if views:  # a mask of the method's own loss (ANT's heavy hitters), at the base weights
+            self.mask = self._method_mask(views)
+        selection = None if self.mask is not None else selected_parameters(self.pipe, method.selection or r.selection)
+        self.trainable = MaskedParameters(unet, self.mask, selection)
+        self.digest = mask_digest(self.mask) + "-" + _training_key(
+            r, opts, self.data_digest, self.res,
+            target_key(self.pipe) + _method_key(method, self.settings, self.preserve))
         if opts.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
@@ -313,6 +316,31 @@ class EraseJob:
         if self.retain:
             self.samplers["retain"] = EpochSampler(len(self.retain.captions), r.batch_size, rank_seed + 2)
         self.gen = torch.Generator().manual_seed(rank_seed + 3)
+
+    def _method_mask(self, views: int) -> Mask:
+        """The intersection of ``views`` saliency masks of the bound method's own loss at the base weights, each
+        from ``mask_batches`` batches of its own random draws (seeds apart from training's), each keeping the
+        recipe's ``keep`` of the selected weights."""
+        t0 = time.time()
+        r, method, eps = self.recipe, self.method, denoiser(self.family, self.unet)
+        masks = []
+        for v in range(views):
+            samplers = {"forget": EpochSampler(len(self.forget.captions), r.batch_size, self.opts.seed + 101 + v)}
+            gen = torch.Generator().manual_seed(self.opts.seed + 201 + v)
+
+            def loss_fn(_):
+                forget, retain = self._draw(samplers, gen)
+                return self.stepper.losses(eps, self.scheduler, forget, retain, r.alpha)["loss"]
+
+            masks.append(compute_mask(self.unet, loss_fn, range(method.mask_batches),
+                                      selection=method.selection or r.selection, keep=r.keep,
+                                      presets=self.family.selection_presets(),
+                                      progress=self.opts.progress and self.accelerator.is_main_process,
+                                      total=method.mask_batches))
+        mask = intersection(masks, {"loss": f"{method.name}'s own", "views": views,
+                                    "batches_per_view": method.mask_batches})
+        self.mask_seconds += time.time() - t0
+        return mask
 
     def _draw(self, samplers: dict, gen: torch.Generator) -> tuple[Batch, Batch | None]:
         """One step's forget batch (with its misaligned prompts' conditions) and retain batch."""
@@ -409,7 +437,8 @@ class EraseJob:
         if mask is not None:
             stats = {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
                      "scope": mask.meta.get("scope", "global"),
-                     **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap", "mask_contrast", "n_retain")
+                     **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap", "mask_contrast", "n_retain",
+                                                  "per_view_kept")
                         if k in mask.meta}}
         return {"method": self.method.name, **({"method_options": self.settings} if self.settings else {}),
                 "family": self.family.name, "pipeline_class": type(self.pipe).__name__,

@@ -76,7 +76,7 @@ def sd(tmp_path_factory):
 def test_an_ant_run_logs_its_terms_and_records_its_settings(sd, tmp_path):
     recipe = custom_recipe(["a red circle"], ["a red square"], [], n_forget=2, batch_size=1, gen_steps=2, lr=1e-3)
     erase(EraseOptions(recipe=recipe, out=tmp_path / "o", model=str(sd), method="ant", progress=False, steps=3,
-                       method_options={"sample-steps": 4, "early-steps": 1}))
+                       method_options={"sample-steps": 4, "early-steps": 1, "heavy-hitters": 0}))
     log = [json.loads(line) for line in (tmp_path / "o" / "training_log.jsonl").read_text().splitlines()]
     assert {"early", "early_null", "late_null"} <= set(log[0])
     rec = json.loads((tmp_path / "o" / "recipe.json").read_text())
@@ -101,3 +101,37 @@ def test_refusals(tmp_path, capsys, monkeypatch):
     assert main(["erase", "--model", str(TOY_DDPM), "--forget-class", "circle", "--method", "ant", "--out", "o"]) == 2
     err = capsys.readouterr().err
     assert "ant" in err and err.count("\n") == 1, err
+
+
+def test_heavy_hitters_train_the_intersection_of_its_own_saliency_masks(sd, tmp_path):
+    from safetensors.torch import load_file
+
+    from erase.core.mask import Mask
+
+    recipe = custom_recipe(["a red circle", "a blue circle"], ["a red square", "a blue square"], [], n_forget=2,
+                           batch_size=1, gen_steps=2, lr=1e-3)
+    summary = erase(EraseOptions(recipe=recipe, out=tmp_path / "o", model=str(sd), method="ant", progress=False,
+                                 steps=3, method_options={"sample-steps": 4, "early-steps": 1, "heavy-hitters": 3}))
+    mask = Mask.load(tmp_path / "o" / "mask.safetensors")
+    views = mask.meta["per_view_kept"]
+    assert len(views) == 3 and mask.kept <= min(views) and mask.kept > 0
+    assert mask.kept < max(views)  # the views differ: their intersection is smaller than one of them
+    assert summary["mask"]["per_view_kept"] == views
+    base = load_file(sd / "unet" / "diffusion_pytorch_model.safetensors")
+    new = load_file(tmp_path / "o" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(base[k], new[k]) for k in base)
+    for k in base:  # only the heavy hitters moved
+        if k in mask.masks:
+            assert torch.equal(base[k][~mask.masks[k]], new[k][~mask.masks[k]])
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "the intersection of 3 masks of the method's own loss" in card
+
+
+def test_a_given_mask_and_heavy_hitters_contradict(tmp_path, capsys):
+    from erase.core.mask import Mask
+
+    Mask({"conv_in.weight": torch.ones(1, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
+    assert main(["erase", "--concept", "circle", "--method", "ant", "--mask", str(tmp_path / "m.safetensors"),
+                 "--heavy-hitters", "3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--heavy-hitters shapes ant's own mask: a given --mask replaces it" in err and err.count("\n") == 1

@@ -46,7 +46,7 @@ def _run(kind, model, out, method, **kw):
         if method.startswith("esd"):  # a short sampling schedule for x_t keeps the tiny runs quick
             kw.setdefault("method_options", {"sample-steps": 4})
         if method == "ant":
-            kw.setdefault("method_options", {"sample-steps": 4, "early-steps": 1})
+            kw.setdefault("method_options", {"sample-steps": 4, "early-steps": 1, "heavy-hitters": 1})
         return erase(_opts(model, out, method, **kw))
     from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
 

@@ -139,7 +139,7 @@ def test_every_peer_exports_a_loadable_pipeline_with_its_record(sd, tmp_path, na
     from diffusers import StableDiffusionPipeline
 
     kw = ({"method_options": {"sample-steps": 4}} if name.startswith("esd") else
-          {"method_options": {"sample-steps": 4, "early-steps": 1}} if name == "ant" else {})
+          {"method_options": {"sample-steps": 4, "early-steps": 1, "heavy-hitters": 1}} if name == "ant" else {})
     erase(_opts(sd, tmp_path / name, name, **kw))
     rec = json.loads((tmp_path / name / "recipe.json").read_text())
     assert rec["summary"]["method"] == name and rec["options"]["method"] == name

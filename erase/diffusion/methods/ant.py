@@ -14,8 +14,12 @@ at a late step (after the first ``early-steps`` of the ``sample-steps`` schedule
 loss = late + ``null-weight`` x its null term + ``early-weight`` x (early + ``null-weight`` x its null term).
 No anchor concept and no images. The paper's SD v1.4 settings: 50 sampling steps, the first 7 early,
 guidance 3 while sampling, eta 1, early weight 1, null weight 0.5, one trajectory a step; every UNet weight
-may train, restricted by its saliency map (the intersection of gradient-saliency masks over paraphrases and
-seeds). That map is not built here yet: give one with ``--mask`` (a ``salun mask`` file) for a masked ANT.
+may train, restricted by its "heavy hitters": the weights salient for its own loss in every one of several
+views (the paper's: paraphrases of the concept x 5 seeds, 10 iterations each, half of each tensor's weights
+kept per view). Here ``heavy-hitters`` views (5) each sum the loss's gradient at the base weights over 10
+batches of their own draws (the recipe's forget prompts are the paraphrases), keep the recipe's ``keep`` of the
+selected weights globally, and are intersected; ``--mask FILE`` replaces it, ``--heavy-hitters 0`` trains
+every selected weight.
 
 The two steps are read from the batch's drawn timestep (so resume replays them exactly): the late step
 spreads it over the late part of the schedule, the early one is its remainder modulo ``early-steps``.
@@ -43,7 +47,13 @@ class ANT(ESD):
                                       "(the structure-forming ones); later steps reverse it", low=0),
         "early-weight": Option(1.0, float, "ANT: weight of the early steps' terms", low=0),
         "null-weight": Option(0.5, float, "ANT: weight of holding the unconditional output to the base's", low=0),
+        "heavy-hitters": Option(5, int, "ANT: its weights are those salient for its own loss in every one of this "
+                                        "many views (masks of the recipe's keep, each from 10 batches of its own "
+                                        "draws, intersected); 0: every selected weight", low=0, high=100),
     }
+
+    def mask_views(self, options: dict) -> int:
+        return options.get("heavy-hitters", 0)
 
     def bind(self, ctx: Context) -> "ANT":
         bound = super().bind(ctx)

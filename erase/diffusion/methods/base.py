@@ -17,7 +17,9 @@ in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the jo
   ``needs_frozen_for(options)``: the same, decided by its settings (SalUn's ``--distill``);
   ``uses_preserve(options)``: each forget batch carries preserve prompts' conditions (``Batch.preserve``), and
   the recipe must have preserve prompts; ``forget_timesteps(options, n_train)``: the window ``[lo, hi)`` the
-  forget batch's timesteps come from (refusing one outside the model's schedule);
+  forget batch's timesteps come from (refusing one outside the model's schedule); ``mask_views(options)``: the
+  number of saliency masks of its own loss the job intersects into its trainable weights (ANT's heavy hitters;
+  0 for every other method), ``mask_batches`` batches each, unless a ``--mask`` is given;
 - ``closed_form``: no training loop; ``edit(ctx)`` changes the weights directly (UCE);
 - ``options``: its own settings, ``{name: Option}``, given as ``--<name>`` on the command line;
 - ``bind(ctx)``: the object whose ``losses`` the loop calls, with what it needs from the context.
@@ -124,6 +126,8 @@ class Method(Protocol):
 
     def needs_frozen_for(self, options: dict) -> bool: ...
 
+    def mask_views(self, options: dict) -> int: ...
+
     def uses_preserve(self, options: dict) -> bool: ...
 
     def forget_timesteps(self, options: dict, n_train: int) -> tuple[int, int]: ...
@@ -153,6 +157,7 @@ class TrainedMethod:
     uses_retain = True
     needs_frozen = False
     closed_form = False
+    mask_batches = 10
     options: dict[str, Option] = {}
 
     def needs_frozen_for(self, options: dict) -> bool:
@@ -166,6 +171,11 @@ class TrainedMethod:
     def forget_timesteps(self, options: dict, n_train: int) -> tuple[int, int]:
         """The window ``[lo, hi)`` of timesteps the forget batches are drawn from: the whole schedule."""
         return 0, n_train
+
+    def mask_views(self, options: dict) -> int:
+        """How many saliency masks of the method's own loss (at the base weights, ``mask_batches`` batches each,
+        each view its own random draws) the job intersects into the weights it trains; 0: none of its own."""
+        return 0
 
     def bind(self, ctx: Context) -> "TrainedMethod":
         return self
