@@ -77,7 +77,11 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             "salun distill 1 length 2": {"distill": 1.0, "length": 2.0},
             "salun distill 1 keep 0.3": {"distill": 1.0, "keep": 0.3},
             "salun distill 1 attn2+resnets": {"distill": 1.0, "selection": "attn2+resnets"},
-            "salun distill 1 contrast 1": {"distill": 1.0, "mask_contrast": 1.0}}
+            "salun distill 1 contrast 1": {"distill": 1.0, "mask_contrast": 1.0},
+            # the contrast's trend past 10, and its combinations
+            "salun contrast 30": {"mask_contrast": 30.0}, "salun contrast 100": {"mask_contrast": 100.0},
+            "salun contrast 10 keep 0.3": {"mask_contrast": 10.0, "keep": 0.3},
+            "salun contrast 10 distill 1": {"mask_contrast": 10.0, "distill": 1.0}}
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
 VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",

@@ -430,11 +430,14 @@ def erasure_circle(data: dict) -> str:
 
 
 @table("ablation_frame", "bench_ablation_frame.json",
-       "python scripts/bench_erasure.py --concept frame --methods salun --variant 'salun distill 1' --variant "
-       "'salun distill 10' --variant 'salun forget-t-max 600' --under-load --json docs/bench_ablation_frame.json")
+       "python scripts/bench_erasure.py --concept frame --methods salun,ant --variant 'salun distill 1' "
+       "--variant 'salun distill 10' --variant 'salun forget-t-max 600' --variant 'salun contrast 1' "
+       "--variant 'salun contrast 10' --variant 'salun distill 1 lr 3e-3' --variant 'salun distill 1 length "
+       "2' --variant 'salun distill 1 keep 0.3' --variant 'salun distill 1 attn2+resnets' --variant 'salun "
+       "distill 1 contrast 1' --json docs/bench_ablation_frame.json")
 def ablation_frame(data: dict) -> str:
-    """``scripts/bench_erasure.py --methods salun --variant ...``: SalUn's retain-preserving ingredients, one at
-    a time at SalUn's chosen setting, beside base and Retrain (issue 27's ablation, first rows)."""
+    """``scripts/bench_erasure.py --methods salun,ant --variant ...``: SalUn's retain-preserving ingredients, alone
+    and combined, at SalUn's chosen setting, beside ANT (tuned on the same grid), base and Retrain (issue 27)."""
     return erasure_frame(data)
 
 
