@@ -364,6 +364,9 @@ def _refuse_unused(args) -> None:
     if m is None or m.salun_loss:  # an unknown method is refused by the checks that list the methods
         return
     unused = dict(_MASK_SHAPE)
+    settings = {k: o.default for k, o in m.options.items()} | _method_options_given(args)
+    if m.mask_views(settings):  # a mask of its own loss (ANT's heavy hitters): each view keeps --keep
+        unused.pop("keep")
     if not m.uses_retain:
         unused.update({k: v for k, v in _RETAIN.items() if not (k == "retain_prompt" and m.closed_form)})
     if m.selection is not None:
@@ -374,7 +377,7 @@ def _refuse_unused(args) -> None:
         unused.update({"forget_data": "--forget-data"})
     for k, flag in unused.items():
         v = getattr(args, k, None)
-        if v not in (None, False, "no"):
+        if v is not None and v is not False and v != "no":  # (0 is a value given: `0 in (False,)` is true)
             why = ("is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
                    f"trains its own weights ({m.selection})" if k == "selection" else
                    "has no retain term" if k in _RETAIN else

@@ -116,7 +116,7 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
             params[n].grad = None
     bad = [n for n in names if not bool(torch.isfinite(acc[n]).all())]
     if bad:  # NaN bit patterns would rank above every finite score: never a silent mask
-        raise FloatingPointError(f"the forgetting gradient is NaN or infinite in {len(bad)} tensors (e.g. {bad[0]}); "
+        raise FloatingPointError(f"the {what} saliency's gradient is NaN or infinite in {len(bad)} tensors (e.g. {bad[0]}); "
                                  "try --mixed-precision no")
     return acc, n_batches
 

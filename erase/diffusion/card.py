@@ -14,8 +14,7 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                     f"{m['mask_contrast']:g} x retain saliency / its mean))" if m.get("mask_contrast") else "")
                  + (f"; the union of one mask per concept (overlap, shared / either: {_overlaps(m['overlap'])})"
                     if m.get("overlap") else "")
-                 + (f"; the intersection of {len(m['per_view_kept'])} masks of the method's own loss, each from its "
-                    f"own random draws (each kept {', '.join(f'{k:,}' for k in m['per_view_kept'])})"
+                 + (f"; {m['combined']} (each kept {', '.join(f'{k:,}' for k in m['per_view_kept'])})"
                     if m.get("per_view_kept") else "")
                  if m else "none: every selected weight was trainable (ablation)" if method is None or method.salun_loss
                  else "none: the method edits cross-attention key and value projections" if method.closed_form

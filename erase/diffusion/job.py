@@ -33,7 +33,7 @@ from ..core import distributed as dist
 from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
-from ..core.mask import Mask, compute_mask, content_digest, intersection
+from ..core.mask import Mask, compute_mask, content_digest, fingerprint, intersection
 from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
@@ -320,9 +320,35 @@ class EraseJob:
     def _method_mask(self, views: int) -> Mask:
         """The intersection of ``views`` saliency masks of the bound method's own loss at the base weights, each
         from ``mask_batches`` batches of its own random draws (seeds apart from training's), each keeping the
-        recipe's ``keep`` of the selected weights."""
+        recipe's ``keep`` of the selected weights. The main process computes it and keeps it in the work folder,
+        keyed by what shaped it: the other processes, and a resumed run, load that one (never a recomputation,
+        which other kernels could round differently)."""
         t0 = time.time()
-        r, method, eps = self.recipe, self.method, denoiser(self.family, self.unet)
+        r, method = self.recipe, self.method
+        selection = method.selection or r.selection
+        key = hashlib.sha256(json.dumps([method.name, sorted(self.settings.items()), views, method.mask_batches,
+                                         r.keep, selection, r.batch_size, self.opts.seed, self.data_digest,
+                                         sorted(set(self.forget.captions)), self.res, self.opts.mixed_precision,
+                                         fingerprint(selected_parameters(self.pipe, selection))],
+                                        default=str).encode()).hexdigest()[:16]
+        cached = self.work / "method-mask.safetensors"
+        reuse = False
+        if self.accelerator.is_main_process and cached.exists():
+            reuse = Mask.load(cached).meta.get("recipe_key") == key
+        if not dist.broadcast(reuse):
+            if self.accelerator.is_main_process:
+                self._own_mask(views, key).save(cached)
+            dist.barrier()
+        mask = Mask.load(cached)
+        if mask.kept == 0:
+            raise UserError(f"{method.name}'s own mask is empty: no weight is salient in all {views} views; lower "
+                            "--heavy-hitters or raise --keep")
+        self.mask_seconds += time.time() - t0
+        return mask
+
+    def _own_mask(self, views: int, key: str) -> Mask:
+        r, method = self.recipe, self.method
+        eps = denoiser(self.family, self.unet)
         masks = []
         for v in range(views):
             samplers = {"forget": EpochSampler(len(self.forget.captions), r.batch_size, self.opts.seed + 101 + v)}
@@ -330,17 +356,17 @@ class EraseJob:
 
             def loss_fn(_):
                 forget, retain = self._draw(samplers, gen)
-                return self.stepper.losses(eps, self.scheduler, forget, retain, r.alpha)["loss"]
+                with self.accelerator.autocast():
+                    return self.stepper.losses(eps, self.scheduler, forget, retain, r.alpha)["loss"]
 
             masks.append(compute_mask(self.unet, loss_fn, range(method.mask_batches),
                                       selection=method.selection or r.selection, keep=r.keep,
-                                      presets=self.family.selection_presets(),
-                                      progress=self.opts.progress and self.accelerator.is_main_process,
+                                      presets=self.family.selection_presets(), progress=self.opts.progress,
                                       total=method.mask_batches))
-        mask = intersection(masks, {"loss": f"{method.name}'s own", "views": views,
-                                    "batches_per_view": method.mask_batches})
-        self.mask_seconds += time.time() - t0
-        return mask
+        return intersection(masks, {"loss": f"{method.name}'s own", "views": views,
+                                    "combined": f"the intersection of {views} saliency masks of {method.name}'s own "
+                                                "loss, each from its own random draws",
+                                    "batches_per_view": method.mask_batches, "recipe_key": key})
 
     def _draw(self, samplers: dict, gen: torch.Generator) -> tuple[Batch, Batch | None]:
         """One step's forget batch (with its misaligned prompts' conditions) and retain batch."""

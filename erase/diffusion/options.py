@@ -115,9 +115,9 @@ def check_options(opts: EraseOptions) -> "Method":
         raise UserError("--resume and --restart contradict each other")
     for name, (_, opt, value) in given_method_settings(opts, method).items():
         opt.check(value, name)
-    own = [k for k, v in opts.method_options.items() if method.mask_views({k: v})]
+    own = [name for name, (k, _, v) in given_method_settings(opts, method).items() if method.mask_views({k: v})]
     if opts.mask_path is not None and own:  # a given mask replaces the method's own: its setting would be ignored
-        raise UserError(f"--{own[0]} shapes {method.name}'s own mask: a given --mask replaces it")
+        raise UserError(f"{own[0]} shapes {method.name}'s own mask: a given --mask replaces it")
     if method.uses_preserve(method_settings(opts, method)):
         r.check_preserve()
     check_xformers(opts.xformers, opts.device)

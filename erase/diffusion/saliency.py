@@ -196,7 +196,9 @@ def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forge
     computed (every process its share of the gradient sums, added up across them) and kept there. ``retain``:
     the retain images, which a contrastive mask (``mask_contrast`` > 0) spares."""
     cached = work / "mask.safetensors"
-    data = forget_digest + (f"-{retain_digest}" if recipe.mask_contrast > 0 else "")
+    data = forget_digest
+    if recipe.mask_contrast > 0:  # the retain images' content and their captions (the retain loss's conditions)
+        data += "-" + retain_digest + "-" + hashlib.sha256(json.dumps(sorted(retain.captions)).encode()).hexdigest()[:8]
     key = mask_key(recipe, opts.seed, forget.captions, data, res, opts.mixed_precision, target_key(pipe),
                    "per-concept union" if opts.mask_per_concept else "global")
     # Only the main process judges the cache (the others' encodings of the images need not be bit-identical

@@ -124,7 +124,7 @@ def test_heavy_hitters_train_the_intersection_of_its_own_saliency_masks(sd, tmp_
         if k in mask.masks:
             assert torch.equal(base[k][~mask.masks[k]], new[k][~mask.masks[k]])
     card = (tmp_path / "o" / "README.md").read_text()
-    assert "the intersection of 3 masks of the method's own loss" in card
+    assert "the intersection of 3 saliency masks of ant's own loss" in card
 
 
 def test_a_given_mask_and_heavy_hitters_contradict(tmp_path, capsys):
@@ -135,3 +135,53 @@ def test_a_given_mask_and_heavy_hitters_contradict(tmp_path, capsys):
                  "--heavy-hitters", "3", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--heavy-hitters shapes ant's own mask: a given --mask replaces it" in err and err.count("\n") == 1
+
+
+def test_the_two_steps_come_from_the_batch_timestep(monkeypatch):
+    """The early step is the timestep's remainder modulo early-steps, the late one spreads it over the rest."""
+    from erase.diffusion.methods.ant import ANT
+
+    seen = []
+    real = ANT._sample
+    monkeypatch.setattr(ANT, "_sample", lambda self, eps, sched, batch, stops: seen.append(list(stops)) or
+                        real(self, eps, sched, batch, stops))
+    ant, sched = _bind({"sample-steps": 10, "early-steps": 3})
+    noise = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    for t in (0, 530, 999):
+        ant.losses(_eps(1.0), sched, Batch(noise * 0, noise, torch.tensor([t]), {"h": torch.ones(1, 1)}), None, 0)
+    assert seen == [[0, 3], [530 % 3, 3 + 530 * 7 // 1000], [999 % 3, 9]]
+
+
+def test_esds_sampler_is_the_one_it_was():
+    """ESD's x_t, through the shared trajectory code, equals a plain DDIM loop written out here."""
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    esd = METHODS["esd-x"].bind(Context(None, None, None, _Bank(), sched, None, {"negative-guidance": 1.0,
+                                        "sample-steps": 10, "sample-guidance": 3.0}, frozen=_eps(1.0)))
+    eps = lambda x, t, c: 0.3 * x + c["h"].view(-1, 1, 1, 1) * (t.float().view(-1, 1, 1, 1) / 1000)  # noqa: E731
+    noise = torch.randn(2, 1, 2, 2, generator=torch.Generator().manual_seed(3))
+    cond = {"h": torch.tensor([[1.0], [2.0]])}
+    acp = sched.alphas_cumprod.float()
+    for t0 in (0, 450, 999):
+        x_t, t = esd._x_t(eps, sched, Batch(noise * 0, noise, torch.tensor([t0, t0]), cond))
+        k, x = t0 * 10 // 1000, noise
+        steps = [900 - 100 * i for i in range(10)]
+        for i in range(k):
+            tt = torch.tensor([steps[i]] * 2)
+            out = eps(x, tt, _Bank.null(2)) + 3.0 * (eps(x, tt, cond) - eps(x, tt, _Bank.null(2)))
+            a = acp[steps[i]]
+            a_prev = acp[steps[i + 1]] if i + 1 < 10 else torch.tensor(1.0)
+            x0 = (x - (1 - a).sqrt() * out) / a.sqrt()
+            x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * out
+        assert torch.allclose(x_t, x) and int(t[0]) == steps[k]
+
+
+def test_keep_shapes_the_heavy_hitters_and_is_refused_without_them(tmp_path):
+    from erase.api import _erase_args
+    from erase.cli.erase import erase_options
+
+    opts = erase_options(_erase_args(tmp_path / "o", None, "circle", None, None, None, False,
+                                     {"method": "ant", "keep": 0.3}, None))
+    assert opts.recipe.keep == 0.3
+    with pytest.raises(UserError, match="--keep: --method ant uses no saliency mask of its own"):
+        erase_options(_erase_args(tmp_path / "o", None, "circle", None, None, None, False,
+                                  {"method": "ant", "keep": 0.3, "heavy_hitters": 0}, None))

@@ -122,3 +122,13 @@ def test_salun_mask_computes_the_contrastive_mask_alone(sd, tmp_path):
     # an erase given this mask records its contrast, as it records its keep and selection
     out = erase(_opts(sd, tmp_path / "given", 0.0, mask_path=tmp_path / "m.safetensors"))
     assert out["mask"]["mask_contrast"] == 1.0
+
+
+def test_retain_data_given_at_contrast_zero_changes_nothing():
+    forget_x, retain_x = torch.tensor([[1.01, 1.0]]), torch.tensor([[5.0, 0.0]])
+    m = _two_weight_model()
+    plain = compute_mask(m, lambda x: m(x).sum(), [forget_x], keep=0.5, progress=False)
+    m = _two_weight_model()
+    given = compute_mask(m, lambda x: m(x).sum(), [forget_x], keep=0.5, progress=False, contrast=0.0,
+                         spare=(lambda x: m(x).pow(2).sum(), [retain_x], 1))
+    assert torch.equal(plain.masks["weight"], given.masks["weight"]) and "mask_contrast" not in given.meta
