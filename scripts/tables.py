@@ -441,6 +441,16 @@ def ablation_frame(data: dict) -> str:
     return erasure_frame(data)
 
 
+@table("ablation_circle", "bench_ablation_circle.json",
+       "python scripts/bench_erasure.py --concept circle --methods salun,ant --variant 'salun keep 0.3' --variant "
+       "'salun distill 1' --variant 'salun contrast 10' --variant 'salun contrast 100' --variant 'salun contrast 10 "
+       "keep 0.3' --json docs/bench_ablation_circle.json")
+def ablation_circle(data: dict) -> str:
+    """``scripts/bench_erasure.py --concept circle --methods salun,ant --variant ...``: the frame ablation's best
+    ingredients on the circle, beside ANT (tuned on the same grid), base and Retrain (issue 27)."""
+    return erasure_circle(data)
+
+
 ATTACK_NAMES = {"inversion": "concept inversion", "unlearndiff": "UnlearnDiff", "p4d": "P4D"}
 
 
