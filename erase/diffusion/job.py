@@ -33,7 +33,7 @@ from ..core import distributed as dist
 from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
-from ..core.mask import Mask, compute_mask, content_digest, fingerprint, intersection
+from ..core.mask import Mask, compute_mask, content_digest, intersection
 from ..core.masked_optim import MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
@@ -46,7 +46,7 @@ from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
                       target_key)
-from .saliency import cached_mask, make_mask  # noqa: F401 - make_mask re-exported
+from .saliency import cached_mask, make_mask, reusable  # noqa: F401 - make_mask re-exported
 from ..core.sampling import EpochSampler
 from .recipes import Recipe
 
@@ -328,16 +328,12 @@ class EraseJob:
         selection = method.selection or r.selection
         key = hashlib.sha256(json.dumps([method.name, sorted(self.settings.items()), views, method.mask_batches,
                                          r.keep, selection, r.batch_size, self.opts.seed, self.data_digest,
-                                         sorted(set(self.forget.captions)), self.res, self.opts.mixed_precision,
-                                         fingerprint(selected_parameters(self.pipe, selection))],
+                                         sorted(set(self.forget.captions)), self.res, self.opts.mixed_precision],
                                         default=str).encode()).hexdigest()[:16]
         cached = self.work / "method-mask.safetensors"
-        reuse = False
-        if self.accelerator.is_main_process and cached.exists():
-            reuse = Mask.load(cached).meta.get("recipe_key") == key
-        if not dist.broadcast(reuse):
+        if not reusable(cached, key, selected_parameters(self.pipe, selection), self.accelerator):
             if self.accelerator.is_main_process:
-                self._own_mask(views, key).save(cached)
+                self._own_mask(views, selection, key).save(cached)
             dist.barrier()
         mask = Mask.load(cached)
         if mask.kept == 0:
@@ -346,7 +342,7 @@ class EraseJob:
         self.mask_seconds += time.time() - t0
         return mask
 
-    def _own_mask(self, views: int, key: str) -> Mask:
+    def _own_mask(self, views: int, selection: str, key: str) -> Mask:
         r, method = self.recipe, self.method
         eps = denoiser(self.family, self.unet)
         masks = []
@@ -360,7 +356,7 @@ class EraseJob:
                     return self.stepper.losses(eps, self.scheduler, forget, retain, r.alpha)["loss"]
 
             masks.append(compute_mask(self.unet, loss_fn, range(method.mask_batches),
-                                      selection=method.selection or r.selection, keep=r.keep,
+                                      selection=selection, keep=r.keep,
                                       presets=self.family.selection_presets(), progress=self.opts.progress,
                                       total=method.mask_batches))
         return intersection(masks, {"loss": f"{method.name}'s own", "views": views,

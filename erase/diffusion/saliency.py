@@ -190,6 +190,17 @@ def mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mi
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
+def reusable(path: Path, key: str, params: dict, accelerator) -> bool:
+    """Whether the mask kept at ``path`` was made under ``key`` (what shaped it) from these very weights. Only
+    the main process judges (the others' encodings of the images need not be bit-identical on other devices)
+    and says, to every process."""
+    reuse = False
+    if accelerator.is_main_process and path.exists():
+        old = Mask.load(path)
+        reuse = old.meta.get("recipe_key") == key and old.meta.get("fingerprint") == fingerprint(params)
+    return dist.broadcast(reuse)
+
+
 def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forget_digest: str, bank: TextBank,
                 work: Path, res: int, accelerator, retain: Encoded | None = None, retain_digest: str = "") -> Mask:
     """The job's mask: one made in this work folder from the same recipe, data and seed is reused, else it is
@@ -201,14 +212,7 @@ def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forge
         data += "-" + retain_digest + "-" + hashlib.sha256(json.dumps(sorted(retain.captions)).encode()).hexdigest()[:8]
     key = mask_key(recipe, opts.seed, forget.captions, data, res, opts.mixed_precision, target_key(pipe),
                    "per-concept union" if opts.mask_per_concept else "global")
-    # Only the main process judges the cache (the others' encodings of the images need not be bit-identical
-    # on other devices) and says.
-    reuse = False
-    if accelerator.is_main_process and cached.exists():
-        old = Mask.load(cached)
-        reuse = (old.meta.get("recipe_key") == key and
-                 old.meta.get("fingerprint") == fingerprint(selected_parameters(pipe, recipe.selection)))
-    if dist.broadcast(reuse):
+    if reusable(cached, key, selected_parameters(pipe, recipe.selection), accelerator):
         return Mask.load(cached)
     make = per_concept_mask if opts.mask_per_concept else mask_for
     mask = make(pipe, recipe, forget.mean, forget.std, forget.captions, bank, opts.seed, accelerator, opts.progress,
