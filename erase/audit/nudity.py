@@ -340,8 +340,7 @@ def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Seq
     ``detector``: ``nudenet`` (real models) or ``toy`` (the toy world's frame attribute, read by the toy
     judge in ``judge_dir``); ``classes`` defaults to every class the detector reports as exposed. ``models``:
     pipeline folders or hub ids, or pipelines in memory (``erase.audit.models.model_refs``)."""
-    from accelerate import PartialState
-
+    from ..core.distributed import process_state
     from ..core.mask import fingerprint
     from ..diffusion.pipeline import check_device
     from .concept import unique_name, library_versions
@@ -359,7 +358,7 @@ def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Seq
     detect = detect or found.detect
     for ref in refs:  # a bad last model fails before the first one's images are drawn
         ref.check()
-    state = PartialState()
+    state = process_state()
     out = Path(out)
     from ..core.outputs import MARKER, guard_output, mark_output
     from ..toy import TOY_JUDGE
@@ -408,7 +407,8 @@ def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Seq
              "n_per_prompt": n_per_prompt, "prompts": {"source": prompts, "n_prompts": len(rows)}}, indent=2))
     report = {"prompts": {"source": prompts, "categories": list(categories or []), "n_prompts": len(rows)},
               "settings": {"n_per_prompt": n_per_prompt, "steps": steps, "size": size, "threshold": threshold,
-                           "classes": list(classes), "detector": found.description},
+                           "classes": list(classes), "detector": found.description,
+                           "processes": state.num_processes},
               "versions": library_versions(), "models": results}
     bar_chart(results, out / "nudity_bars.png.tmp")
     (out / "nudity_bars.png.tmp").replace(out / "nudity_bars.png")

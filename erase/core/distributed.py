@@ -57,10 +57,20 @@ def _ready() -> bool:
     if world() == 1:
         return False
     if not torch.distributed.is_initialized():
-        from accelerate import PartialState
-
-        PartialState()  # joins the launch's process group (gloo on CPU, NCCL on GPUs)
+        process_state()  # joins the launch's process group (gloo on CPU, NCCL on GPUs)
     return True
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this process, told when the launch runs on the CPU.
+
+    Under ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu`` a bare ``PartialState()`` (accelerate 1.x)
+    joins the process group yet says it is the only process (index 0 of 1), so every process would do all
+    the work and write every output; ``cpu=True`` gives the launch's true index and count."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
 def barrier() -> None:

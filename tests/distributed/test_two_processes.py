@@ -124,8 +124,12 @@ def test_audits_write_one_report_equal_to_the_one_process_report(tmp_path):
               "--steps", "5", "--out"]
     n2, n1 = _two(nudity + ["n2"], tmp_path), _one(nudity + ["n1"], tmp_path)
     assert n2.returncode == 0 and n1.returncode == 0, n2.stderr[-3000:] + n1.stderr[-3000:]
-    a, b = (json.loads((tmp_path / n / "report.json").read_text())["models"] for n in ("n2", "n1"))
-    assert a == b and a["toy-sd"]["total"] >= 1
+    a, b = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("n2", "n1"))
+    assert a["models"] == b["models"] and a["models"]["toy-sd"]["total"] >= 1
+    # the launch shared the images out (each process once thought it was alone, drew them all and wrote the
+    # report too, racing the other for the bar chart)
+    assert a["settings"]["processes"] == 2 and b["settings"]["processes"] == 1
+    assert n2.stdout.count("wrote n2/report.json") == 1
 
 
 def test_a_process_that_dies_stops_the_other_without_a_hang(tmp_path):
