@@ -81,7 +81,13 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             # the contrast's trend past 10, and its combinations
             "salun contrast 30": {"mask_contrast": 30.0}, "salun contrast 100": {"mask_contrast": 100.0},
             "salun contrast 10 keep 0.3": {"mask_contrast": 10.0, "keep": 0.3},
-            "salun contrast 10 distill 1": {"mask_contrast": 10.0, "distill": 1.0}}
+            "salun contrast 10 distill 1": {"mask_contrast": 10.0, "distill": 1.0},
+            "salun contrast 100 keep 0.3": {"mask_contrast": 100.0, "keep": 0.3}}
+# SalUn's retain-preserving ingredients (issue 27), chosen like any setting: the same budget of four, each at
+# SalUn's chosen learning rate and length and scored on the tuning split beside the paper's map. One is
+# adopted (and shipped by --update-recipes) only when its tuning gap interval lies below the paper's.
+INGREDIENTS = ("salun contrast 10", "salun contrast 100", "salun contrast 10 keep 0.3",
+               "salun contrast 100 keep 0.3")
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
 VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
@@ -156,6 +162,20 @@ def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: i
                                  seed=seed, overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1), "steps": summary["steps"],
             "trainable_weights": summary["trainable_weights"], **setting}
+
+
+def smoke(recipe):
+    """The smallest erasure (--smoke): it checks the script works; its figures mean nothing."""
+    return dataclasses.replace(recipe, n_forget=2, n_retain=2, steps=2, gen_steps=4, batch_size=2)
+
+
+def choose_ingredients(tuning: dict, paper: str) -> tuple[str, bool]:
+    """The ingredient setting with the lowest tuning gap, and whether it replaces the paper's map: only when its
+    gap interval lies wholly below the paper's (a tie keeps the paper's SalUn)."""
+    best = min(INGREDIENTS, key=lambda n: tuning[n]["gap_to_retrain"])
+    adopt = (tuning[best]["gap_to_retrain"] < tuning[paper]["gap_to_retrain"]
+             and separated(tuning[best]["gap_to_retrain_ci"], tuning[paper]["gap_to_retrain_ci"]))
+    return best, adopt
 
 
 def misaligned_shape(recipe) -> str | None:
@@ -280,7 +300,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         # concept's own, never a length chosen by an earlier tuning and shipped in the recipe
         recipe = dataclasses.replace(load_recipe(concept, method=m), steps=recipe0.steps, epochs=recipe0.epochs)
         if a.smoke:
-            recipe = dataclasses.replace(recipe, n_forget=2, n_retain=2, steps=2, gen_steps=4, batch_size=2)
+            recipe = smoke(recipe)
         for setting in grid_of[m]:
             name = setting_name(m, setting)
             out = root / "models" / name.replace(" ", "_")
@@ -311,17 +331,44 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         info_of[m] = {k: tuning[name][k] for k in ("seconds", "steps", "trainable_weights", *grid_of[m][0])}
         info_of[m].update(chosen=name, tuning_gap=tuning[name]["gap_to_retrain"],
                           tuning_gap_ci=tuning[name].get("gap_to_retrain_ci"))
-    if "salun" in methods and a.variants and not a.smoke:
-        lr = tuning[chosen["salun"]]["lr"]
-        length = tuning[chosen["salun"]]["length"]
-        for name, change in VARIANTS.items():
-            if a.variant and name not in a.variant:
-                continue
-            out = root / "models" / name.replace(" ", "_")
-            info = cache.get(f"{concept}|erase|{name}|lr={lr}|length={length}",
-                             lambda: erase_one(recipe0, "salun", {"lr": lr, "length": length, **change}, out,
-                                               root / ".work", a.seed))
+    def variant(name: str) -> tuple[Path, dict]:
+        """SalUn with one of ``VARIANTS`` at SalUn's chosen learning rate and length (erased once, cached)."""
+        lr, length = tuning[chosen["salun"]]["lr"], tuning[chosen["salun"]]["length"]
+        out = root / "models" / name.replace(" ", "_")
+        info = cache.get(f"{concept}|erase|{name}|lr={lr}|length={length}" + ("|smoke" if a.smoke else ""),
+                         lambda: erase_one(smoke(recipe0) if a.smoke else recipe0, "salun", {"lr": lr, "length": length, **VARIANTS[name]}, out,
+                                           root / ".work", a.seed))
+        return out, info
+
+    ingredients = None
+    if "salun" in methods and a.tune_ingredients:
+        paper = chosen["salun"]
+        for name in INGREDIENTS:
+            out, info = variant(name)
+            row = {**metrics(out, tune_split), **info}
+            row.update(score(row, ref_tune, tune_split))
+            tuning[name] = {k: v for k, v in row.items() if k != "features"}
+            print(f"[tune {concept}] {name:<36} gap {row['gap_to_retrain']:.3f}  retain {row['retain_acc']:.2f}  "
+                  f"erased-prompt {row['erased_prompt_acc']:.2f}  {info['seconds']:.0f}s", flush=True)
+        best, adopt = choose_ingredients(tuning, paper)
+        ingredients = {"paper": paper, "candidates": list(INGREDIENTS), "best": best, "adopted": adopt,
+                       "settings": {k: v for k, v in VARIANTS[best].items()} if adopt else {},
+                       "gap": {n: round(tuning[n]["gap_to_retrain"], 4) for n in (paper, *INGREDIENTS)},
+                       "gap_ci": {n: tuning[n]["gap_to_retrain_ci"] for n in (paper, *INGREDIENTS)},
+                       "rule": "lowest tuning gap among the four, adopted only if its interval lies below the "
+                               "paper map's"}
+        print(f"[tune {concept}] ingredients: best {best}, " + ("adopted" if adopt else
+                                                             "not adopted (its interval overlaps the paper's)"))
+    if "salun" in methods and (a.variants or ingredients):
+        names = [n for n in VARIANTS if a.variants and not a.smoke and (not a.variant or n in a.variant)]
+        if ingredients and ingredients["best"] not in names:
+            names.append(ingredients["best"])  # the tuned ingredients always get their reported row
+        for name in names:
+            out, info = variant(name)
             full[name], models[name], info_of[name] = metrics(out, report_split), out, info
+            if ingredients and name == ingredients["best"]:
+                info_of[name] = {**info, "chosen": name, "tuning_gap": tuning[name]["gap_to_retrain"],
+                                 "tuning_gap_ci": tuning[name].get("gap_to_retrain_ci")}
     if a.attack:
         column = cache.get(f"{concept}|attack|{code_version(files=ATTACK_VERSIONED)}|" + ",".join(sorted(str(Path(m).resolve()) for m in models.values())),
                            lambda: attack_column(concept, models, retrain, root / "attack", a))
@@ -350,7 +397,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
                                         "a yellow star", "a green heart"])
     before_after_grid(models, prompts, root / "grid.png")
     return {"rows": rows, "tuning": tuning, "chosen": chosen, "grid": str(root / "grid.png"), "controls": controls,
-            "version": cache.version, "splits": {"tune": tune_split, "report": report_split}}
+            "version": cache.version, "splits": {"tune": tune_split, "report": report_split},
+            "ingredients": ingredients}
 
 
 def compare_rows(rows: dict) -> None:
@@ -404,9 +452,10 @@ def add_attack(a, concept: str, report: dict, cache: Cache) -> dict:
                               "attack": {"version": version, "command": command, "under_load": a.under_load}}}
 
 
-def update_recipe(concept: str, chosen: dict, tuning: dict) -> None:
+def update_recipe(concept: str, chosen: dict, tuning: dict, ingredients: dict | None = None) -> None:
     """Ship each method's chosen setting for this toy concept in its recipe (``"methods"``), beside the
-    fixed ones already there (``load_recipe(concept, method=m)`` applies them)."""
+    fixed ones already there (``load_recipe(concept, method=m)`` applies them); with ``ingredients`` (from
+    ``--tune-ingredients``), SalUn's adopted mask contrast and keep, or the paper's map when none was."""
     from erase.core.atomic import write_text_atomic
     from erase.diffusion.recipes import available, load_recipe as load
 
@@ -431,7 +480,14 @@ def update_recipe(concept: str, chosen: dict, tuning: dict) -> None:
     r["methods_tuned"] = {"how": "python scripts/bench_erasure.py --concept " + concept + " --methods all "
                           "--update-recipes: lowest gap to Retrain on the tuning split (its own templates, seeds "
                           "from 5000), the same four settings for every method", "grid": GRID,
-                          "gap": {m: round(tuning[n]["gap_to_retrain"], 4) for m, n in chosen.items()}}
+                          "gap": {**r.get("methods_tuned", {}).get("gap", {}),  # a run of some methods only
+                                  **{m: round(tuning[n]["gap_to_retrain"], 4) for m, n in chosen.items()}}}
+    if ingredients is not None and "salun" in methods:
+        for k in ("mask_contrast", "keep"):
+            methods["salun"].pop(k, None)
+        methods["salun"].update(ingredients["settings"])
+        r["methods_tuned"]["salun_ingredients"] = {k: ingredients[k] for k in ("candidates", "best", "adopted",
+                                                                                "gap", "rule")}
     write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
     print(f"wrote the chosen settings into {path}")
 
@@ -468,6 +524,10 @@ def main() -> None:
                    help="leave out SalUn's variants (selection, keep, distill)")
     p.add_argument("--variant", action="append", default=None, choices=list(VARIANTS),
                    help="run only these of SalUn's variants (repeatable; default: all of them)")
+    p.add_argument("--tune-ingredients", action="store_true",
+                   help="choose SalUn's retain-preserving ingredients (mask contrast 10 or 100, with or without "
+                        "keep 0.3) on the tuning split, at SalUn's chosen lr and length; the best gets a reported "
+                        "row, and --update-recipes ships it only if its gap interval lies below the paper map's")
     p.add_argument("--attack", action="store_true",
                    help="add the attack_success column: one `salun audit attack` over every row (its positive "
                         "control must be lifted by each attack; success is the best over budgets)")
@@ -520,14 +580,16 @@ def main() -> None:
         results[concept] = bench_concept(a, concept, methods, cache)
         print_table(concept, results[concept]["rows"])
         if a.update_recipes and not a.smoke:
-            update_recipe(concept, results[concept]["chosen"], results[concept]["tuning"])
+            update_recipe(concept, results[concept]["chosen"], results[concept]["tuning"],
+                          results[concept]["ingredients"])
         if a.json:
             from erase.core.atomic import write_text_atomic
 
             meta = {"version": cache.version, "under_load": a.under_load, "command": "python scripts/" + " ".join([Path(sys.argv[0]).name,
                                                                                      *sys.argv[1:]])}
             write_text_atomic(a.json, json.dumps({**{c: {**r["rows"], "_meta": {**meta, "controls": r["controls"],
-                                                                               "chosen": r["chosen"]}}
+                                                                               "chosen": r["chosen"],
+                                                                               "ingredients": r["ingredients"]}}
                                                      for c, r in results.items()}}, indent=2))
             write_text_atomic(a.json.with_name(a.json.stem + ".tuning.json"), json.dumps(
                 {c: {"tuning": r["tuning"], "chosen": r["chosen"], "_meta": meta} for c, r in results.items()},

@@ -81,3 +81,18 @@ def test_add_attack_adds_the_column_and_scores_it_without_measuring_again(tmp_pa
     (out / "circle" / "models" / "salun_lr=0.001_length=1").rmdir()
     with pytest.raises(SystemExit, match="not in"):
         b.add_attack(a, "circle", report, b.Cache(tmp_path / "cache2.json", "v"))
+
+
+def test_an_ingredient_replaces_the_papers_map_only_when_its_gap_interval_lies_below():
+    b = _bench()
+
+    def tuning(best_gap, best_ci):
+        t = {n: {"gap_to_retrain": 0.3, "gap_to_retrain_ci": [0.25, 0.35]} for n in b.INGREDIENTS}
+        t["paper"] = {"gap_to_retrain": 0.2, "gap_to_retrain_ci": [0.15, 0.25]}
+        t[b.INGREDIENTS[2]] = {"gap_to_retrain": best_gap, "gap_to_retrain_ci": best_ci}
+        return t
+
+    assert b.choose_ingredients(tuning(0.05, [0.02, 0.1]), "paper") == (b.INGREDIENTS[2], True)
+    assert b.choose_ingredients(tuning(0.15, [0.1, 0.2]), "paper") == (b.INGREDIENTS[2], False)  # overlaps: a tie
+    assert b.choose_ingredients(tuning(0.25, [0.2, 0.3]), "paper") == (b.INGREDIENTS[2], False)  # worse
+    assert all(n in b.VARIANTS for n in b.INGREDIENTS)  # each has its reported row's settings

@@ -88,6 +88,9 @@ def _erasure(d):
             assert lo <= r[k] <= hi
         assert r["gap_to_retrain_ci"][0] <= r["gap_to_retrain"] <= r["gap_to_retrain_ci"][1]
     assert rows["retrain"]["gap_to_retrain"] == 0 and rows["salun"]["chosen"].startswith("salun ")
+    ing = rows["_meta"]["ingredients"]  # --tune-ingredients: four more settings, the best one reported
+    assert set(ing["gap"]) == {ing["paper"], *ing["candidates"]} and ing["best"] in rows
+    assert round(rows[ing["best"]]["tuning_gap"], 4) == ing["gap"][ing["best"]]
 
 
 # script: (arguments, where {json} is the JSON to write and {out} a scratch folder; the check of its JSON)
@@ -101,7 +104,8 @@ CASES = {
     "bench_real_scale.py": (["--smoke", "--workdir", "{out}", "--json", "{json}"], _real_scale),
     "bench_distributed.py": (["--smoke", "--json", "{json}"], _distributed),
     "bench_cli_startup.py": (["--runs", "1", "--json", "{json}"], _cli_startup),
-    "bench_erasure.py": (["--smoke", "--concept", "circle", "--methods", "salun", "--json", "{json}", "--out", "{out}"],
+    "bench_erasure.py": (["--smoke", "--concept", "circle", "--methods", "salun", "--tune-ingredients", "--json",
+                          "{json}", "--out", "{out}"],
                          _erasure),
 }
 
