@@ -8,6 +8,12 @@ masked-out weights. Here the gradient outside the mask is zeroed, and then:
 - with any other optimizer or with weight decay, the masked-out entries are written back from a saved
   copy after every step, so they stay bit-identical whatever the optimizer does.
 Tensors with no salient entry are frozen outright (no gradient, no optimizer state).
+
+``MaskedAdam`` goes further and pays only for the mask: its two moments hold the masked entries alone, and
+(in one process) each partially masked tensor's gradient is gathered into a vector of its masked entries as
+soon as backward has it, so no full gradient outlives its tensor's turn in the backward pass. Its update is
+torch's own Adam function applied to those entries, so the weights it trains are bit-identical to
+``torch.optim.Adam`` over the masked gradients.
 """
 from __future__ import annotations
 
@@ -25,11 +31,10 @@ class MaskedParameters:
         for p in named.values():
             p.requires_grad_(False)
         self.params: dict[str, nn.Parameter] = {}
-        # 1 where the weight may move, 0 where it must not, in the weight's own dtype: multiplying by it
-        # is one vectorised pass (a bool mask or masked_fill_ is 10-15x slower on CPU). Costs one
-        # weight-sized buffer per partially masked tensor.
-        self.gates: dict[str, torch.Tensor] = {}
-        self.frozen: dict[str, torch.Tensor] = {}  # base values outside the mask, kept only if needed
+        # True where a partially masked tensor's weight may move: one byte per weight, not a float copy
+        self.where: dict[str, torch.Tensor] = {}
+        self._gates: dict[str, torch.Tensor] | None = None  # float gates, made only for optimizers that need them
+        self.frozen: dict[str, torch.Tensor] = {}  # base values outside the mask, kept only if needed (attach)
         if mask is None:
             chosen = selection if selection is not None else named
             self.params = dict(chosen)
@@ -43,28 +48,38 @@ class MaskedParameters:
                 p = named[n]
                 self.params[n] = p
                 if not bool(m.all()):
-                    m = m.to(p.device)
-                    self.gates[n] = m.to(p.dtype)
-                    self.frozen[n] = p.detach()[~m].clone()
+                    self.where[n] = m.to(p.device, torch.bool)
         for p in self.params.values():
             p.requires_grad_(True)
+
+    @property
+    def gates(self) -> dict[str, torch.Tensor]:
+        """1 where the weight may move, 0 where it must not, in the weight's own dtype: multiplying by it is one
+        vectorised pass (masked_fill_ is 10-15x slower on CPU). A weight-sized buffer per partially masked
+        tensor, so it is made only when an optimizer other than ``MaskedAdam`` asks (``mask_gradients``)."""
+        if self._gates is None:
+            self._gates = {n: m.to(self.params[n].dtype) for n, m in self.where.items()}
+        return self._gates
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params.values())
 
     def n_trainable(self) -> int:
-        return sum(int(self.gates[n].sum()) if n in self.gates else p.numel() for n, p in self.params.items())
+        return sum(int(self.where[n].sum()) if n in self.where else p.numel() for n, p in self.params.items())
 
     def attach(self, optimizer) -> None:
-        """Decide, for this optimizer, whether masked-out weights need writing back after each step."""
-        if keeps_zero_grad_weights(optimizer):
-            self.frozen = {}  # exact without it; free the copy
-        elif self.gates and not self.frozen:
-            raise ValueError("this optimizer can move weights with zero gradient, and the base copy is gone")
+        """Decide, for this optimizer, whether masked-out weights need writing back after each step (before any
+        step: the base values outside the mask are copied now, and only then)."""
+        if isinstance(getattr(optimizer, "optimizer", optimizer), MaskedAdam) or keeps_zero_grad_weights(optimizer):
+            self.frozen = {}  # exact without it: no copy
+        elif not self.frozen:
+            self.frozen = {n: p.detach()[~self.where[n]].clone() for n, p in self.params.items() if n in self.where}
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradient outside the mask (so the optimizer's moments there stay zero too)."""
+        if not self.where:
+            return
         for n, gate in self.gates.items():
             g = self.params[n].grad
             if g is not None:
@@ -74,13 +89,19 @@ class MaskedParameters:
     def restore(self) -> None:
         """Write the base values back outside the mask (only kept when the optimizer needs it)."""
         for n, values in self.frozen.items():
-            self.params[n].data.masked_scatter_(self.gates[n] == 0, values)
+            self.params[n].data.masked_scatter_(~self.where[n], values)
 
     def step(self, optimizer, clip_grad_norm: float | None = None) -> None:
-        """mask gradients -> (clip the masked gradient's norm) -> optimizer step -> restore: one masked update."""
-        self.mask_gradients()
+        """mask gradients -> (clip the masked gradient's norm) -> optimizer step -> restore: one masked update.
+        ``MaskedAdam`` reads the masked entries itself: the gradients are masked here only to clip them."""
+        masked_adam = isinstance(getattr(optimizer, "optimizer", optimizer), MaskedAdam)
         if clip_grad_norm is not None:
+            if masked_adam and getattr(optimizer, "optimizer", optimizer).gathers:
+                raise ValueError("clipping needs the full gradients: make MaskedAdam with gather=False")
+            self.mask_gradients()
             torch.nn.utils.clip_grad_norm_(self.parameters(), clip_grad_norm)
+        elif not masked_adam:
+            self.mask_gradients()
         optimizer.step()
         self.restore()
 
@@ -94,6 +115,78 @@ class MaskedParameters:
             raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[0]}")
         for n, p in self.params.items():
             p.data.copy_(state[n].to(p.device, p.dtype))
+
+
+class MaskedAdam(torch.optim.Optimizer):
+    """Adam over a ``MaskedParameters``, with state for the masked entries only.
+
+    Each partially masked tensor's moments are vectors of its masked entries (in the tensor's row-major
+    order); a fully salient tensor keeps ordinary moments. With ``gather`` (one process, no clipping), a
+    hook takes each such tensor's masked gradient entries the moment backward has accumulated its gradient and
+    drops the full gradient; otherwise (a data-parallel launch, whose gradients are complete only after
+    backward, or clipping) they are taken at the step. The update is ``torch.optim.adam.adam``, the very
+    function ``torch.optim.Adam`` runs, on the gathered entries, which are then written back in place."""
+
+    def __init__(self, trainable: MaskedParameters, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, gather: bool = True):
+        super().__init__(trainable.parameters(), {"lr": lr, "betas": betas, "eps": eps})
+        self.where = {trainable.params[n]: m for n, m in trainable.where.items()}
+        self.gathers = gather and bool(self.where)
+        self._gathered: dict[torch.Tensor, torch.Tensor] = {}
+        self._hooks = [p.register_post_accumulate_grad_hook(self._gather) for p in self.where] if self.gathers \
+            else []
+
+    @torch.no_grad()
+    def _gather(self, p: torch.Tensor) -> None:
+        g = p.grad.masked_select(self.where[p])
+        before = self._gathered.get(p)
+        self._gathered[p] = g if before is None else before.add_(g)  # a second backward adds, as .grad would
+        p.grad = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._gathered.clear()
+        super().zero_grad(set_to_none=set_to_none)
+
+    def close(self) -> None:
+        """Remove the gradient hooks (they hold this optimizer and its state alive)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks, self._gathered = [], {}
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ARG002 - the Optimizer signature
+        from torch.optim.adam import adam
+
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                m = self.where.get(p)
+                g = self._gathered.pop(p, None)
+                if g is None:
+                    if p.grad is None:
+                        continue
+                    g = p.grad if m is None else p.grad.masked_select(m)
+                state = self.state[p]
+                if not state:  # as torch.optim.Adam starts its state (the step count a float32 tensor)
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+                values = p if m is None else p.masked_select(m)
+                adam([values], [g], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], amsgrad=False,
+                     beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
+                if m is not None:
+                    p.masked_scatter_(m, values)
+        return None
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Also a checkpoint of the old layout (``torch.optim.Adam``'s full-sized moments over masked gradients,
+        zero outside the mask): converted exactly, by taking the masked entries."""
+        super().load_state_dict(state_dict)
+        for p, m in self.where.items():
+            st = self.state.get(p, {})
+            for k in ("exp_avg", "exp_avg_sq"):
+                if k in st and st[k].shape == p.shape:
+                    st[k] = st[k].masked_select(m)
 
 
 def keeps_zero_grad_weights(optimizer) -> bool:

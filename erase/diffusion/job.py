@@ -34,7 +34,7 @@ from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
 from ..core.mask import Mask, compute_mask, content_digest, intersection
-from ..core.masked_optim import MaskedParameters
+from ..core.masked_optim import MaskedAdam, MaskedParameters
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
@@ -307,7 +307,9 @@ class EraseJob:
         if opts.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
-        optimizer = torch.optim.Adam(self.trainable.parameters(), lr=r.lr)
+        # Adam with state for the masked entries only; in one process the full gradients are gathered and
+        # dropped tensor by tensor during backward (a data-parallel launch completes them only after it)
+        optimizer = MaskedAdam(self.trainable, lr=r.lr, gather=self.accelerator.num_processes == 1)
         self.trainable.attach(optimizer)
         self.prepared_unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
         self.steps = _total_steps(r, opts, len(self.forget.captions))
@@ -424,6 +426,7 @@ class EraseJob:
             self.stepper.close()
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
+            getattr(self.optimizer, "optimizer", self.optimizer).close()  # its gradient hooks hold its state
         self.stepper = self.optimizer = self.trainable = self.prepared_unet = None
         if not self.method.closed_form:
             self.accelerator.free_memory()

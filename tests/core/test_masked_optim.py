@@ -35,3 +35,70 @@ def test_only_masked_weights_move(make_opt):
         assert torch.equal(p.detach()[~m], base[n][~m]), n  # bit-identical outside the mask
         moved += int((p.detach()[m] != base[n][m]).sum())
     assert moved > 0.9 * mask.kept  # and the salient weights did train
+
+
+def _train(make_opt, steps=4, backwards=1, resume_at=None):
+    """Five masked Adam steps on the toy UNet under a keep-0.3 mask; the weights after, and the optimizer."""
+    from erase.core.masked_optim import MaskedAdam
+
+    torch.manual_seed(0)
+    unet = make_unet()
+    z, t, ctx = torch.randn(4, 4, 8, 8), torch.randint(0, 1000, (4,)), torch.randn(4, 77, 64)
+    mask = compute_mask(unet, lambda b: unet(z, t, ctx).sample.pow(2).mean(), [0], selection="all", keep=0.3,
+                        progress=False)
+    tp = MaskedParameters(unet, mask)
+    opt = make_opt(tp)
+    tp.attach(opt)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        if step == resume_at:  # a checkpoint of this optimizer's state loaded into a fresh MaskedAdam
+            saved = opt.state_dict()
+            if isinstance(opt, MaskedAdam):
+                opt.close()  # the interrupted run's hooks go with it
+            opt = MaskedAdam(tp, lr=1e-2)
+            opt.load_state_dict(saved)
+        opt.zero_grad(set_to_none=True)
+        for _ in range(backwards):
+            unet(torch.randn(4, 4, 8, 8, generator=gen), t, ctx).sample.pow(2).mean().backward()
+        tp.step(opt)
+    return {n: p.detach().clone() for n, p in unet.named_parameters()}, opt, tp
+
+
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("backwards", [1, 2])
+def test_masked_adam_trains_bit_identically_to_adam_with_state_for_the_mask_alone(gather, backwards):
+    from erase.core.masked_optim import MaskedAdam
+
+    plain, adam, _ = _train(lambda tp: torch.optim.Adam(tp.parameters(), lr=1e-2), backwards=backwards)
+    lean, opt, tp = _train(lambda tp: MaskedAdam(tp, lr=1e-2, gather=gather), backwards=backwards)
+    assert all(torch.equal(plain[n], lean[n]) for n in plain)
+    full = sum(s["exp_avg"].numel() for s in adam.state.values())
+    kept = sum(s["exp_avg"].numel() for s in opt.state.values())
+    assert kept == tp.n_trainable() < 0.5 * full  # the moments cover the masked entries only
+    assert not tp._gates and not tp.frozen  # no float gate, no base copy
+    if gather:
+        assert all(p.grad is None for p in opt.where)  # no full gradient kept for a partly masked tensor
+    opt.close()
+
+
+def test_masked_adam_resumes_from_its_own_state_and_converts_the_old_layout():
+    from erase.core.masked_optim import MaskedAdam
+
+    straight, _, _ = _train(lambda tp: MaskedAdam(tp, lr=1e-2))
+    resumed, _, _ = _train(lambda tp: MaskedAdam(tp, lr=1e-2), resume_at=2)
+    assert all(torch.equal(straight[n], resumed[n]) for n in straight)
+    # a checkpoint written by torch.optim.Adam over masked gradients (full-sized moments, zero outside the mask)
+    old, _, _ = _train(lambda tp: torch.optim.Adam(tp.parameters(), lr=1e-2), resume_at=2)
+    assert all(torch.equal(straight[n], old[n]) for n in straight)
+
+
+def test_clipping_with_gathered_gradients_is_refused():
+    from erase.core.masked_optim import MaskedAdam
+
+    unet = make_unet()
+    mask = compute_mask(unet, lambda b: unet(torch.randn(1, 4, 8, 8), torch.tensor([5]), torch.randn(1, 77, 64))
+                        .sample.pow(2).mean(), [0], selection="all", keep=0.3, progress=False)
+    tp = MaskedParameters(unet, mask)
+    opt = MaskedAdam(tp, lr=1e-2)
+    with pytest.raises(ValueError, match="gather=False"):
+        tp.step(opt, clip_grad_norm=1.0)

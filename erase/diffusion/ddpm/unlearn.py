@@ -31,7 +31,7 @@ from .. import loop
 from ..losses import guided_forgetting_loss
 from ..methods import METHODS, Batch
 from ...core.mask import Mask, compute_mask, content_digest, fingerprint
-from ...core.masked_optim import MaskedParameters
+from ...core.masked_optim import MaskedAdam, MaskedParameters
 from ..pipeline import check_device
 from ...core.workdir import check_work_dir, job_folders
 from . import data as D
@@ -236,7 +236,7 @@ def _run(opts: DDPMEraseOptions, pipe, device, info: dict, dataset: str, c: int,
 
     # masked training: the loop every erasure job shares (gradient clipped, as the paper's DDPM recipe)
     unet.train()
-    optimizer = torch.optim.Adam(trainable.parameters(), lr=rec["lr"])
+    optimizer = MaskedAdam(trainable, lr=rec["lr"], gather=False)  # clipping reads the full gradients
     trainable.attach(optimizer)
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     samplers = {"forget": EpochSampler(len(forget.labels), rec["batch_size"], opts.seed + 1),
