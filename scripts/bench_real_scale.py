@@ -12,6 +12,10 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
   per-batch clipping needs it, and the way every mask pass worked before);
 - ``steps``: a plain fine-tune step (Adam, every weight) against a masked SalUn step, same batch and
   optimizer, timed in one process (the ratio), then the export and a ``from_pretrained`` reload;
+- ``masked_adam`` and ``masked_lean``: masked steps alone in a process, for their peak memory: torch's Adam
+  over every tensor the mask touches (full gradients, full moments, a float32 gate per partly masked tensor:
+  the job before ``MaskedAdam``) against ``MaskedAdam`` (moments and gradients of the masked entries only,
+  a bool mask); the ``steps`` phase times both beside a plain step, in one process;
 - ``erase`` and ``erase_lora``: the whole ``salun erase`` job (load, encode 2 + 2 images, mask, 2 steps,
   final checkpoint, export) without and with ``--lora-rank 4``: peak memory and the LoRA export's time
   and relative error.
@@ -45,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # fixture_models: the real configs, built with random weights
-PHASES = ("fwdbwd", "mask", "mask_accumulator", "steps", "erase", "erase_lora")
+PHASES = ("fwdbwd", "mask", "mask_accumulator", "steps", "masked_adam", "masked_lean", "erase", "erase_lora")
 
 
 def _peak_gib(device: str) -> float:
@@ -161,7 +165,7 @@ def phase_steps(a) -> dict:
     from erase.core.export import export_pipeline
     from erase.diffusion.losses import misaligned_loss
     from erase.core.mask import Mask
-    from erase.core.masked_optim import MaskedParameters
+    from erase.core.masked_optim import MaskedAdam, MaskedParameters
 
     unet, sched, batch, (c, m, _) = _setup(a)
     if a.gradient_checkpointing:
@@ -171,13 +175,17 @@ def phase_steps(a) -> dict:
     eps = _eps(a, unet)
     masking: list[float] = []
 
-    def step(opt, masked):
-        z0, noise, t = batch()
+    batches = [batch() for _ in range(a.steps + 1)]  # the same data for each kind of step
+
+    def step(opt, masked, i):
+        z0, noise, t = batches[i]
         with _autocast(a):
             loss = misaligned_loss(eps, sched, z0, c, m, t, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if masked is not None:
+        if isinstance(opt, MaskedAdam):
+            masked.step(opt)
+        elif masked is not None:
             s = time.perf_counter()
             masked.mask_gradients()
             masking.append(time.perf_counter() - s)
@@ -188,30 +196,45 @@ def phase_steps(a) -> dict:
         if a.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def timed(masked, params) -> float:
-        opt = torch.optim.Adam(params, lr=1e-5)
+    def timed(masked, params, lean: bool = False) -> float:
+        opt = MaskedAdam(masked, lr=1e-5) if lean else torch.optim.Adam(params, lr=1e-5)
         if masked is not None:
             masked.attach(opt)
-        step(opt, masked)  # warm-up (allocates the optimizer state)
+        step(opt, masked, 0)  # warm-up (allocates the optimizer state)
         ts = []
-        for _ in range(a.steps):
+        for i in range(1, a.steps + 1):
             s = time.perf_counter()
-            step(opt, masked)
+            step(opt, masked, i)
             ts.append(time.perf_counter() - s)
+        if lean:
+            opt.close()
         del opt
         gc.collect()
         return min(ts)
 
+    def rewind() -> None:  # back to the base weights
+        base = type(unet).from_pretrained(a.src / "unet", torch_dtype=unet.dtype).to(a.device)
+        unet.load_state_dict(base.state_dict())
+        del base
+        gc.collect()
+
     for p in unet.parameters():
         p.requires_grad_(True)
     plain = timed(None, list(unet.parameters()))
-    base = type(unet).from_pretrained(a.src / "unet", torch_dtype=unet.dtype).to(a.device)  # back to the base weights
-    unet.load_state_dict(base.state_dict())
-    del base
-    gc.collect()
+    rewind()
     masked = MaskedParameters(unet, mask)
     masked_t = timed(masked, masked.parameters())
     del masked
+    rewind()
+    masked = MaskedParameters(unet, mask)
+    lean_t = timed(masked, masked.parameters(), lean=True)
+    trained = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    del masked
+    rewind()  # the old masked step once more from the base: the lean one must have made the same weights
+    masked = MaskedParameters(unet, mask)
+    timed(masked, masked.parameters())
+    lean_same = all(torch.equal(p, trained[n]) for n, p in unet.named_parameters())
+    del masked, trained
     gc.collect()
     t3 = time.time()
     cls, fam = _family(a).pipeline_class(), _family(a)
@@ -222,9 +245,53 @@ def phase_steps(a) -> dict:
     same = all(torch.equal(x, y) for x, y in zip(back.unet.state_dict().values(), unet.state_dict().values()))
     return {"plain_step_seconds": round(plain, 3), "masked_step_seconds": round(masked_t, 3),
             "masked_to_plain_ratio": round(masked_t / plain, 3),
+            "lean_masked_step_seconds": round(lean_t, 3), "lean_masked_to_plain_ratio": round(lean_t / plain, 3),
+            "lean_equals_masked_adam": bool(lean_same),
             "gradient_masking_seconds": round(min(masking), 3),
             "export_and_reload_seconds": round(time.time() - t3, 1), "reloaded_unet_equals_trained": bool(same),
             "export_folder_gib": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**30, 2)}
+
+
+def _masked_only(a, lean: bool) -> dict:
+    """A few masked steps, nothing else in the process: its peak memory is the masked step's."""
+    import torch
+    from erase.core.mask import Mask
+    from erase.core.masked_optim import MaskedAdam, MaskedParameters
+    from erase.diffusion.losses import misaligned_loss
+
+    unet, sched, batch, (c, m, _) = _setup(a)
+    if a.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    eps = _eps(a, unet)
+    masked = MaskedParameters(unet, Mask.load(a.work / "mask.safetensors"))
+    opt = MaskedAdam(masked, lr=1e-5) if lean else torch.optim.Adam(masked.parameters(), lr=1e-5)
+    masked.attach(opt)
+    ts = []
+    for _ in range(a.steps + 1):  # the first allocates the optimizer state
+        s = time.perf_counter()
+        z0, noise, t = batch()
+        with _autocast(a):
+            loss = misaligned_loss(eps, sched, z0, c, m, t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        masked.step(opt)
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        ts.append(time.perf_counter() - s)
+    state = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
+                if torch.is_tensor(v))
+    return {"step_seconds": round(min(ts[1:]), 3), "optimizer_state_gib": round(state / 2**30, 2),
+            "trainable_weights": masked.n_trainable(),
+            "weights_gib": round(sum(p.numel() * p.element_size() for p in unet.parameters()) / 2**30, 2)}
+
+
+def phase_masked_adam(a) -> dict:
+    return _masked_only(a, lean=False)
+
+
+def phase_masked_lean(a) -> dict:
+    return _masked_only(a, lean=True)
 
 
 def _image_folders(a) -> tuple[Path, Path]:
@@ -358,13 +425,16 @@ def main() -> None:
     what = "SD v1.4" if a.family == "sd" else "SDXL base 1.0"
     print(f"measuring {a.src}" + ("" if a.model else f" ({what} architecture, random weights)"), flush=True)
     phases = [x for x in a.phases.split(",") if x]
-    if "steps" in phases and "mask" not in phases and not (a.work / "mask.safetensors").exists():
-        phases.insert(phases.index("steps"), "mask")
+    needs_mask = [x for x in phases if x in ("steps", "masked_adam", "masked_lean")]
+    if needs_mask and "mask" not in phases and not (a.work / "mask.safetensors").exists():
+        phases.insert(phases.index(needs_mask[0]), "mask")
     for ph in phases:
         res[ph] = run_child(ph, a)
     for m in ("mask", "mask_accumulator"):
         if "fwdbwd" in res and m in res:
             res[f"{m}_peak_over_fwdbwd"] = round(res[m]["peak_gib"] / res["fwdbwd"]["peak_gib"], 3)
+    if "masked_adam" in res and "masked_lean" in res:
+        res["lean_peak_over_masked_adam"] = round(res["masked_lean"]["peak_gib"] / res["masked_adam"]["peak_gib"], 3)
     if "erase" in res and "erase_lora" in res:
         res["lora_peak_over_plain_erase"] = round(res["erase_lora"]["peak_gib"] / res["erase"]["peak_gib"], 3)
     print(json.dumps(res, indent=2))

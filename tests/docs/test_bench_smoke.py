@@ -60,11 +60,14 @@ def _multi(d):
 
 
 def _real_scale(d):
-    phases = ("fwdbwd", "mask", "mask_accumulator", "steps", "erase", "erase_lora")
+    phases = ("fwdbwd", "mask", "mask_accumulator", "steps", "masked_adam", "masked_lean", "erase", "erase_lora")
     assert {"family", "resolution", "under_load", *phases} <= set(d)
     assert all("peak_gib" in d[p] for p in phases)
     assert d["steps"]["reloaded_unet_equals_trained"] is True
-    assert {"mask_peak_over_fwdbwd", "lora_peak_over_plain_erase"} <= set(d)
+    assert d["steps"]["lean_equals_masked_adam"] is True  # MaskedAdam trains the very weights Adam does
+    # its moments hold the masked entries only: half the mask's tensors' size at keep 0.5, or less
+    assert d["masked_lean"]["optimizer_state_gib"] <= d["masked_adam"]["optimizer_state_gib"]
+    assert {"mask_peak_over_fwdbwd", "lora_peak_over_plain_erase", "lean_peak_over_masked_adam"} <= set(d)
 
 
 def _distributed(d):
