@@ -299,6 +299,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         # the method's fixed toy settings (batch, sampling), if any; the training length the grid scales is the
         # concept's own, never a length chosen by an earlier tuning and shipped in the recipe
         recipe = dataclasses.replace(load_recipe(concept, method=m), steps=recipe0.steps, epochs=recipe0.epochs)
+        if m == "salun":  # the paper's map, whatever ingredients the recipe ships (those are tuned beside it)
+            recipe = dataclasses.replace(recipe, mask_contrast=recipe0.mask_contrast, keep=recipe0.keep)
         if a.smoke:
             recipe = smoke(recipe)
         for setting in grid_of[m]:

@@ -378,7 +378,8 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
     meta = data[concept].get("_meta", {})
     rows = []
     for name, r in rows_in.items():
-        label = name if "chosen" not in r else f"{name} ({r['chosen'].split(' ', 1)[1]})"
+        label = name if "chosen" not in r else f"{name} (chosen on the tuning split)" if r["chosen"] == name else \
+            f"{name} ({r['chosen'].split(' ', 1)[1]})"
         rows.append([label, *(ci(r, k) for k, _ in rate_cols), ci(r, "erased_prompt_acc"),
                      ci(r, "erased_prompt_reject_rate"), ci(r, "retain_acc"),
                      f"{ci(r, 'worst_retain_acc')} {r['worst_retain_shape']}", fid_ci(r, "fid_retain"),
@@ -404,6 +405,18 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
                          + (f" ({pct(c['step0'])} at step 0 -> {pct(c['best'])}, lift {100 * c['lift']:.1f} points)"
                             if c.get("lift") is not None and c.get("step0") is not None else "")
                          for a, c in controls.items()) + ".")
+    ing = meta.get("ingredients")
+    if ing:
+        def cell(n):
+            lo, hi = ing["gap_ci"][n]
+            return f"{ing['gap'][n]:.3f} ({lo:.3f}-{hi:.3f})"
+        notes.append(f" SalUn's ingredients chosen on the tuning split (`--tune-ingredients`: four settings at SalUn's "
+                     f"chosen lr and length, tuning gap to Retrain with its 95% interval): the paper's map "
+                     f"{cell(ing['paper'])}; " + "; ".join(f"{n.removeprefix('salun ')} {cell(n)}"
+                                                          for n in ing["candidates"])
+                     + f". Best: {ing['best'].removeprefix('salun ')}, "
+                     + ("adopted (its interval lies below the paper map's)." if ing["adopted"] else
+                        "not adopted (its interval overlaps the paper map's)."))
     if meta.get("attack", {}).get("command"):
         notes.append(f" The attack column was added to this run's rows by `{meta['attack']['command']}` (attack code "
                      f"version {meta['attack']['version']}; the other figures are the run's own, version "
@@ -430,11 +443,12 @@ def erasure_circle(data: dict) -> str:
 
 
 @table("ablation_frame", "bench_ablation_frame.json",
-       "python scripts/bench_erasure.py --concept frame --methods salun,ant --variant 'salun distill 1' "
-       "--variant 'salun distill 10' --variant 'salun forget-t-max 600' --variant 'salun contrast 1' "
+       "python scripts/bench_erasure.py --concept frame --methods salun,ant --tune-ingredients --variant 'salun "
+       "distill 1' --variant 'salun distill 10' --variant 'salun forget-t-max 600' --variant 'salun contrast 1' "
        "--variant 'salun contrast 10' --variant 'salun distill 1 lr 3e-3' --variant 'salun distill 1 length "
        "2' --variant 'salun distill 1 keep 0.3' --variant 'salun distill 1 attn2+resnets' --variant 'salun "
-       "distill 1 contrast 1' --json docs/bench_ablation_frame.json")
+       "distill 1 contrast 1' --variant 'salun contrast 30' --variant 'salun contrast 100' --variant 'salun "
+       "contrast 10 keep 0.3' --variant 'salun contrast 10 distill 1' --json docs/bench_ablation_frame.json")
 def ablation_frame(data: dict) -> str:
     """``scripts/bench_erasure.py --methods salun,ant --variant ...``: SalUn's retain-preserving ingredients, alone
     and combined, at SalUn's chosen setting, beside ANT (tuned on the same grid), base and Retrain (issue 27)."""
@@ -442,7 +456,8 @@ def ablation_frame(data: dict) -> str:
 
 
 @table("ablation_circle", "bench_ablation_circle.json",
-       "python scripts/bench_erasure.py --concept circle --methods salun,ant --variant 'salun keep 0.3' --variant "
+       "python scripts/bench_erasure.py --concept circle --methods salun,ant --tune-ingredients --variant 'salun "
+       "keep 0.3' --variant "
        "'salun distill 1' --variant 'salun contrast 10' --variant 'salun contrast 100' --variant 'salun contrast 10 "
        "keep 0.3' --json docs/bench_ablation_circle.json")
 def ablation_circle(data: dict) -> str:

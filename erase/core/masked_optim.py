@@ -31,8 +31,10 @@ class MaskedParameters:
         for p in named.values():
             p.requires_grad_(False)
         self.params: dict[str, nn.Parameter] = {}
-        # True where a partially masked tensor's weight may move: one byte per weight, not a float copy
-        self.where: dict[str, torch.Tensor] = {}
+        # Where a partially masked tensor's weights may move: their flat indices (int32, or int64 past 2**31
+        # entries), not a float copy of the tensor. Gathering and scattering by a kept index is about 10x faster
+        # on CPU than by a bool mask, which finds its entries again on every call.
+        self.index: dict[str, torch.Tensor] = {}
         self._gates: dict[str, torch.Tensor] | None = None  # float gates, made only for optimizers that need them
         self.frozen: dict[str, torch.Tensor] = {}  # base values outside the mask, kept only if needed (attach)
         if mask is None:
@@ -48,7 +50,8 @@ class MaskedParameters:
                 p = named[n]
                 self.params[n] = p
                 if not bool(m.all()):
-                    self.where[n] = m.to(p.device, torch.bool)
+                    flat = m.reshape(-1).nonzero().squeeze(1)
+                    self.index[n] = flat.to(p.device, torch.int32 if m.numel() < 2**31 else torch.int64)
         for p in self.params.values():
             p.requires_grad_(True)
 
@@ -58,14 +61,20 @@ class MaskedParameters:
         vectorised pass (masked_fill_ is 10-15x slower on CPU). A weight-sized buffer per partially masked
         tensor, so it is made only when an optimizer other than ``MaskedAdam`` asks (``mask_gradients``)."""
         if self._gates is None:
-            self._gates = {n: m.to(self.params[n].dtype) for n, m in self.where.items()}
+            self._gates = {n: self.mask_of(n).to(self.params[n].dtype) for n in self.index}
         return self._gates
+
+    def mask_of(self, name: str) -> torch.Tensor:
+        """A partially masked tensor's mask (True where it may move), made from its index."""
+        p = self.params[name]
+        flat = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+        return flat.index_fill_(0, self.index[name].long(), True).view(p.shape)
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params.values())
 
     def n_trainable(self) -> int:
-        return sum(int(self.where[n].sum()) if n in self.where else p.numel() for n, p in self.params.items())
+        return sum(self.index[n].numel() if n in self.index else p.numel() for n, p in self.params.items())
 
     def attach(self, optimizer) -> None:
         """Decide, for this optimizer, whether masked-out weights need writing back after each step (before any
@@ -73,12 +82,12 @@ class MaskedParameters:
         if isinstance(getattr(optimizer, "optimizer", optimizer), MaskedAdam) or keeps_zero_grad_weights(optimizer):
             self.frozen = {}  # exact without it: no copy
         elif not self.frozen:
-            self.frozen = {n: p.detach()[~self.where[n]].clone() for n, p in self.params.items() if n in self.where}
+            self.frozen = {n: p.detach()[~self.mask_of(n)].clone() for n, p in self.params.items() if n in self.index}
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradient outside the mask (so the optimizer's moments there stay zero too)."""
-        if not self.where:
+        if not self.index:
             return
         for n, gate in self.gates.items():
             g = self.params[n].grad
@@ -89,7 +98,7 @@ class MaskedParameters:
     def restore(self) -> None:
         """Write the base values back outside the mask (only kept when the optimizer needs it)."""
         for n, values in self.frozen.items():
-            self.params[n].data.masked_scatter_(~self.where[n], values)
+            self.params[n].data.masked_scatter_(self.gates[n] == 0, values)
 
     def step(self, optimizer, clip_grad_norm: float | None = None) -> None:
         """mask gradients -> (clip the masked gradient's norm) -> optimizer step -> restore: one masked update.
@@ -130,15 +139,17 @@ class MaskedAdam(torch.optim.Optimizer):
     def __init__(self, trainable: MaskedParameters, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, gather: bool = True):
         super().__init__(trainable.parameters(), {"lr": lr, "betas": betas, "eps": eps})
-        self.where = {trainable.params[n]: m for n, m in trainable.where.items()}
-        self.gathers = gather and bool(self.where)
+        self.index = {trainable.params[n]: i for n, i in trainable.index.items()}
+        if not all(p.is_contiguous() for p in self.index):  # the update is written back through a flat view
+            raise ValueError("MaskedAdam needs contiguous weights (a channels-last model: convert it back first)")
+        self.gathers = gather and bool(self.index)
         self._gathered: dict[torch.Tensor, torch.Tensor] = {}
-        self._hooks = [p.register_post_accumulate_grad_hook(self._gather) for p in self.where] if self.gathers \
+        self._hooks = [p.register_post_accumulate_grad_hook(self._gather) for p in self.index] if self.gathers \
             else []
 
     @torch.no_grad()
     def _gather(self, p: torch.Tensor) -> None:
-        g = p.grad.masked_select(self.where[p])
+        g = p.grad.reshape(-1).index_select(0, self.index[p])
         before = self._gathered.get(p)
         self._gathered[p] = g if before is None else before.add_(g)  # a second backward adds, as .grad would
         p.grad = None
@@ -160,33 +171,33 @@ class MaskedAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
-                m = self.where.get(p)
+                i = self.index.get(p)
                 g = self._gathered.pop(p, None)
                 if g is None:
                     if p.grad is None:
                         continue
-                    g = p.grad if m is None else p.grad.masked_select(m)
+                    g = p.grad if i is None else p.grad.reshape(-1).index_select(0, i)
                 state = self.state[p]
                 if not state:  # as torch.optim.Adam starts its state (the step count a float32 tensor)
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-                values = p if m is None else p.masked_select(m)
+                values = p if i is None else p.view(-1).index_select(0, i)
                 adam([values], [g], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], amsgrad=False,
                      beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
-                if m is not None:
-                    p.masked_scatter_(m, values)
+                if i is not None:  # index_copy_ takes int64 indices: one tensor's at a time
+                    p.view(-1).index_copy_(0, i.long(), values)
         return None
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Also a checkpoint of the old layout (``torch.optim.Adam``'s full-sized moments over masked gradients,
         zero outside the mask): converted exactly, by taking the masked entries."""
         super().load_state_dict(state_dict)
-        for p, m in self.where.items():
+        for p, i in self.index.items():
             st = self.state.get(p, {})
             for k in ("exp_avg", "exp_avg_sq"):
                 if k in st and st[k].shape == p.shape:
-                    st[k] = st[k].masked_select(m)
+                    st[k] = st[k].reshape(-1).index_select(0, i)
 
 
 def keeps_zero_grad_weights(optimizer) -> bool:

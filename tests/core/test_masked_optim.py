@@ -77,7 +77,7 @@ def test_masked_adam_trains_bit_identically_to_adam_with_state_for_the_mask_alon
     assert kept == tp.n_trainable() < 0.5 * full  # the moments cover the masked entries only
     assert not tp._gates and not tp.frozen  # no float gate, no base copy
     if gather:
-        assert all(p.grad is None for p in opt.where)  # no full gradient kept for a partly masked tensor
+        assert all(p.grad is None for p in opt.index)  # no full gradient kept for a partly masked tensor
     opt.close()
 
 
