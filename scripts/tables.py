@@ -528,6 +528,9 @@ def _gib(r: dict) -> str:
 
 @table("real_scale", "bench_real_scale.json",
        "python scripts/bench_real_scale.py --resolution 256 --json docs/bench_real_scale.json")
+@table("real_scale_masked", "bench_real_scale_masked.json",
+       "python scripts/bench_real_scale.py --resolution 256 --phases fwdbwd,mask,masked_adam,masked_lean,steps,erase "
+       "--json docs/bench_real_scale_masked.json")
 @table("real_scale_sdxl", "bench_real_scale_sdxl.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases fwdbwd,mask --json docs/bench_real_scale_sdxl.json")
@@ -554,9 +557,24 @@ def real_scale(data: dict) -> str:
                      f"{st['plain_step_seconds']:.2f} s / {st['masked_step_seconds']:.2f} s: ratio "
                      f"**{st['masked_to_plain_ratio']:.3f}** (gradient masking itself {st['gradient_masking_seconds']:.2f} s)",
                      _gib(st)])
+        if "lean_masked_step_seconds" in st:
+            rows.append(["the masked step with `MaskedAdam` (state and gradients of the masked entries only), same "
+                         "batches", f"{st['lean_masked_step_seconds']:.2f} s: ratio **{st['lean_masked_to_plain_ratio']:.3f}**"
+                         " to the plain step; its weights " + ("equal" if st["lean_equals_masked_adam"] else
+                                                               "**differ from**") + " Adam's masked step's", ""])
         rows.append(["export + `from_pretrained` reload", f"{st['export_and_reload_seconds']:.1f} s; "
                      f"{st['export_folder_gib']:.2f} GiB folder; the reloaded UNet "
                      + ("equals" if st["reloaded_unet_equals_trained"] else "**differs from**") + " the trained one", ""])
+    for key, what in (("masked_adam", "masked SalUn steps alone: torch's Adam over every tensor the mask touches "
+                                      "(full gradients and moments, a float32 gate per partly masked tensor)"),
+                      ("masked_lean", "the same with `MaskedAdam` (moments and gradients of the masked entries "
+                                      "only, int32 indices)")):
+        ms = data.get(key)
+        if ms:
+            ratio = data.get("lean_peak_over_masked_adam") if key == "masked_lean" else None
+            rows.append([f"{what}; optimizer state {ms['optimizer_state_gib']:.2f} GiB for "
+                         f"{ms['trainable_weights']:,} trainable weights", f"{ms['step_seconds']:.2f} s a step",
+                         _gib(ms) + (f" (**{ratio:.3f}x** Adam's)" if ratio else "")])
     er = data.get("erase")
     if er:
         rows.append(["whole `salun erase` job (2 + 2 images given, 2 steps, final checkpoint, export)",
