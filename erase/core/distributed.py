@@ -70,7 +70,9 @@ def process_state():
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    accelerated = torch.cuda.is_available() or torch.backends.mps.is_available() or xpu
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not accelerated)
 
 
 def barrier() -> None:

@@ -17,6 +17,8 @@ torch's own Adam function applied to those entries, so the weights it trains are
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -144,8 +146,20 @@ class MaskedAdam(torch.optim.Optimizer):
             raise ValueError("MaskedAdam needs contiguous weights (a channels-last model: convert it back first)")
         self.gathers = gather and bool(self.index)
         self._gathered: dict[torch.Tensor, torch.Tensor] = {}
-        self._hooks = [p.register_post_accumulate_grad_hook(self._gather) for p in self.index] if self.gathers \
-            else []
+        self._hooks: list = []
+        if self.gathers:
+            taken = [p for p in self.index if getattr(p, "_masked_adam", lambda: None)() is not None]
+            if taken:
+                raise ValueError("another MaskedAdam gathers these weights' gradients: close() it first")
+            owner = weakref.ref(self)  # a hook left on the model must not keep this optimizer's state alive
+
+            def hook(p: torch.Tensor) -> None:
+                opt = owner()
+                if opt is not None:
+                    opt._gather(p)
+            for p in self.index:
+                p._masked_adam = owner
+                self._hooks.append(p.register_post_accumulate_grad_hook(hook))
 
     @torch.no_grad()
     def _gather(self, p: torch.Tensor) -> None:
@@ -159,10 +173,16 @@ class MaskedAdam(torch.optim.Optimizer):
         super().zero_grad(set_to_none=set_to_none)
 
     def close(self) -> None:
-        """Remove the gradient hooks (they hold this optimizer and its state alive)."""
-        for h in self._hooks:
+        """Remove the gradient hooks: the weights' gradients are theirs again (a later backward keeps them)."""
+        for h in getattr(self, "_hooks", []):  # (also from __del__ of one whose __init__ raised)
             h.remove()
+        for p in getattr(self, "index", {}):
+            if getattr(p, "_masked_adam", lambda: None)() is self:
+                del p._masked_adam
         self._hooks, self._gathered = [], {}
+
+    def __del__(self) -> None:
+        self.close()
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ARG002 - the Optimizer signature
@@ -173,6 +193,9 @@ class MaskedAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 i = self.index.get(p)
                 g = self._gathered.pop(p, None)
+                if g is not None and p.grad is not None:  # set after backward, beside the gathered one
+                    raise ValueError("a gradient was set on a weight whose gradient MaskedAdam gathers: make it "
+                                     "with gather=False to read or set full gradients")
                 if g is None:
                     if p.grad is None:
                         continue

@@ -308,10 +308,16 @@ class EraseJob:
             unet.enable_gradient_checkpointing()
         unet.train()
         # Adam with state for the masked entries only; in one process the full gradients are gathered and
-        # dropped tensor by tensor during backward (a data-parallel launch completes them only after it)
-        optimizer = MaskedAdam(self.trainable, lr=r.lr, gather=self.accelerator.num_processes == 1)
-        self.trainable.attach(optimizer)
-        self.prepared_unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
+        # dropped tensor by tensor during backward (a data-parallel launch completes them only after it, and
+        # fp16's loss scaler unscales and checks the full gradients before the step)
+        optimizer = MaskedAdam(self.trainable, lr=r.lr, gather=self.accelerator.num_processes == 1
+                               and getattr(self.accelerator, "scaler", None) is None)
+        try:
+            self.trainable.attach(optimizer)
+            self.prepared_unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
+        except BaseException:
+            optimizer.close()  # no gradient hook left on the model
+            raise
         self.steps = _total_steps(r, opts, len(self.forget.captions))
         rank_seed = opts.seed + 1000 * self.accelerator.process_index  # each process draws its own batches
         self.samplers = {"forget": EpochSampler(len(self.forget.captions), r.batch_size, rank_seed + 1)}

@@ -102,3 +102,30 @@ def test_clipping_with_gathered_gradients_is_refused():
     opt = MaskedAdam(tp, lr=1e-2)
     with pytest.raises(ValueError, match="gather=False"):
         tp.step(opt, clip_grad_norm=1.0)
+
+
+def test_a_closed_or_dropped_masked_adam_leaves_the_gradients_alone():
+    import gc
+
+    from erase.core.masked_optim import MaskedAdam
+
+    unet = make_unet()
+    z, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([5]), torch.randn(1, 77, 64)
+    mask = compute_mask(unet, lambda b: unet(z, t, ctx).sample.pow(2).mean(), [0], selection="all", keep=0.3,
+                        progress=False)
+    tp = MaskedParameters(unet, mask)
+    opt = MaskedAdam(tp, lr=1e-2)
+    with pytest.raises(ValueError, match="close"):  # two gatherers of one gradient: one would get None
+        MaskedAdam(tp, lr=1e-2)
+    partly = next(iter(opt.index))
+    for drop in (opt.close, None):
+        if drop is None:  # dropped without close(): its hooks do nothing and hold nothing
+            opt = MaskedAdam(tp, lr=1e-2)
+            del opt
+            gc.collect()
+        else:
+            drop()
+        unet(z, t, ctx).sample.pow(2).mean().backward()
+        assert partly.grad is not None  # a later backward keeps its full gradient
+        unet.zero_grad(set_to_none=True)
+    MaskedAdam(tp, lr=1e-2).close()  # and a new one may gather again

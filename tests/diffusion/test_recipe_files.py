@@ -165,7 +165,8 @@ def test_every_shipped_recipe_passes_the_schema_and_loads(method):
         assert r.name == name and r.forget_prompts == raw["forget_prompts"]
         assert r.misaligned_prompts == raw["misaligned_prompts"] and r.retain_prompts == raw["retain_prompts"]
         assert r.lr == own.get("lr", raw["lr"]) and r.batch_size == own.get("batch_size", raw["batch_size"])
-        assert r.keep == raw["keep"] and r.alpha == raw["alpha"]
+        assert r.keep == own.get("keep", raw["keep"]) and r.alpha == raw["alpha"]
+        assert r.mask_contrast == own.get("mask_contrast", raw.get("mask_contrast", 0.0))
 
 
 # ---------------------------------------------------------------- erased models' histories
