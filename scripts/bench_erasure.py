@@ -354,7 +354,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
                   f"erased-prompt {row['erased_prompt_acc']:.2f}  {info['seconds']:.0f}s", flush=True)
         best, adopt = choose_ingredients(tuning, paper)
         ingredients = {"paper": paper, "candidates": list(INGREDIENTS), "best": best, "adopted": adopt,
-                       "settings": {k: v for k, v in VARIANTS[best].items()} if adopt else {},
+                       "settings": dict(VARIANTS[best]) if adopt else {},
                        "gap": {n: round(tuning[n]["gap_to_retrain"], 4) for n in (paper, *INGREDIENTS)},
                        "gap_ci": {n: tuning[n]["gap_to_retrain_ci"] for n in (paper, *INGREDIENTS)},
                        "rule": "lowest tuning gap among the four, adopted only if its interval lies below the "

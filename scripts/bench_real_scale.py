@@ -158,31 +158,51 @@ def phase_mask_accumulator(a) -> dict:
     return phase_mask(a, clip=float("inf"))
 
 
-def phase_steps(a) -> dict:
-    import gc
-
-    import torch
-    from erase.core.export import export_pipeline
+def _training(a):
+    """The UNet in training mode, the batch maker, and ``backward(opt, batch)``: SalUn's misaligned loss on the
+    batch, the optimizer's gradients cleared, then backward (the step the ``steps`` and ``masked_*`` phases
+    share)."""
     from erase.diffusion.losses import misaligned_loss
-    from erase.core.mask import Mask
-    from erase.core.masked_optim import MaskedAdam, MaskedParameters
 
     unet, sched, batch, (c, m, _) = _setup(a)
     if a.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    mask = Mask.load(a.work / "mask.safetensors")
     eps = _eps(a, unet)
+
+    def backward(opt, drawn) -> None:
+        z0, noise, t = drawn
+        with _autocast(a):
+            loss = misaligned_loss(eps, sched, z0, c, m, t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    return unet, batch, backward
+
+
+def _sync(a) -> None:
+    """Wait for the device, so a step's time is its own."""
+    import torch
+
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def phase_steps(a) -> dict:
+    import gc
+
+    import torch
+    from erase.core.export import export_pipeline
+    from erase.core.mask import Mask
+    from erase.core.masked_optim import MaskedAdam, MaskedParameters
+
+    unet, batch, backward = _training(a)
+    mask = Mask.load(a.work / "mask.safetensors")
     masking: list[float] = []
 
     batches = [batch() for _ in range(a.steps + 1)]  # the same data for each kind of step
 
     def step(opt, masked, i):
-        z0, noise, t = batches[i]
-        with _autocast(a):
-            loss = misaligned_loss(eps, sched, z0, c, m, t, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(opt, batches[i])
         if isinstance(opt, MaskedAdam):
             masked.step(opt)
         elif masked is not None:
@@ -193,8 +213,7 @@ def phase_steps(a) -> dict:
             masked.restore()
         else:
             opt.step()
-        if a.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(a)
 
     def timed(masked, params, lean: bool = False) -> float:
         opt = MaskedAdam(masked, lr=1e-5) if lean else torch.optim.Adam(params, lr=1e-5)
@@ -258,27 +277,17 @@ def _masked_only(a, lean: bool) -> dict:
     import torch
     from erase.core.mask import Mask
     from erase.core.masked_optim import MaskedAdam, MaskedParameters
-    from erase.diffusion.losses import misaligned_loss
 
-    unet, sched, batch, (c, m, _) = _setup(a)
-    if a.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    eps = _eps(a, unet)
+    unet, batch, backward = _training(a)
     masked = MaskedParameters(unet, Mask.load(a.work / "mask.safetensors"))
     opt = MaskedAdam(masked, lr=1e-5) if lean else torch.optim.Adam(masked.parameters(), lr=1e-5)
     masked.attach(opt)
     ts = []
     for _ in range(a.steps + 1):  # the first allocates the optimizer state
         s = time.perf_counter()
-        z0, noise, t = batch()
-        with _autocast(a):
-            loss = misaligned_loss(eps, sched, z0, c, m, t, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(opt, batch())
         masked.step(opt)
-        if a.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(a)
         ts.append(time.perf_counter() - s)
     state = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
                 if torch.is_tensor(v))

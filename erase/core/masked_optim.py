@@ -81,7 +81,7 @@ class MaskedParameters:
     def attach(self, optimizer) -> None:
         """Decide, for this optimizer, whether masked-out weights need writing back after each step (before any
         step: the base values outside the mask are copied now, and only then)."""
-        if isinstance(getattr(optimizer, "optimizer", optimizer), MaskedAdam) or keeps_zero_grad_weights(optimizer):
+        if isinstance(unwrapped(optimizer), MaskedAdam) or keeps_zero_grad_weights(optimizer):
             self.frozen = {}  # exact without it: no copy
         elif not self.frozen:
             self.frozen = {n: p.detach()[~self.mask_of(n)].clone() for n, p in self.params.items() if n in self.index}
@@ -105,9 +105,9 @@ class MaskedParameters:
     def step(self, optimizer, clip_grad_norm: float | None = None) -> None:
         """mask gradients -> (clip the masked gradient's norm) -> optimizer step -> restore: one masked update.
         ``MaskedAdam`` reads the masked entries itself: the gradients are masked here only to clip them."""
-        masked_adam = isinstance(getattr(optimizer, "optimizer", optimizer), MaskedAdam)
+        masked_adam = isinstance(unwrapped(optimizer), MaskedAdam)
         if clip_grad_norm is not None:
-            if masked_adam and getattr(optimizer, "optimizer", optimizer).gathers:
+            if masked_adam and unwrapped(optimizer).gathers:
                 raise ValueError("clipping needs the full gradients: make MaskedAdam with gather=False")
             self.mask_gradients()
             torch.nn.utils.clip_grad_norm_(self.parameters(), clip_grad_norm)
@@ -223,13 +223,18 @@ class MaskedAdam(torch.optim.Optimizer):
                     st[k] = st[k].reshape(-1).index_select(0, i)
 
 
+def unwrapped(optimizer):
+    """The optimizer itself, out of accelerate's wrapper if it has one."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
 def keeps_zero_grad_weights(optimizer) -> bool:
     """True if a weight whose gradient is always exactly zero never moves under this optimizer.
 
     Adam/AdamW/SGD (plain or momentum) without weight decay: their state starts at zero and only
     accumulates gradients, so the update of such a weight is exactly 0.
     """
-    opt = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps optimizers
+    opt = unwrapped(optimizer)
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)):
         return False
     # In half precision Adam's eps rounds to 0 and 0/0 gives NaN: keep the write-back there.

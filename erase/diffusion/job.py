@@ -34,7 +34,7 @@ from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
 from ..core.mask import Mask, compute_mask, content_digest, intersection
-from ..core.masked_optim import MaskedAdam, MaskedParameters
+from ..core.masked_optim import MaskedAdam, MaskedParameters, unwrapped
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
@@ -432,7 +432,7 @@ class EraseJob:
             self.stepper.close()
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            getattr(self.optimizer, "optimizer", self.optimizer).close()  # its gradient hooks hold its state
+            unwrapped(self.optimizer).close()  # its gradient hooks go with it
         self.stepper = self.optimizer = self.trainable = self.prepared_unet = None
         if not self.method.closed_form:
             self.accelerator.free_memory()
