@@ -22,6 +22,7 @@ from ..core.checkpoints import (checkpoint_history, diverged, latest_checkpoint,
 from ..core.errors import UserError
 from ..core.masked_optim import MaskedParameters
 from .methods import Batch, Method
+from .methods.base import weighted
 
 
 @dataclass
@@ -66,13 +67,8 @@ def run(loop: Loop, resume: bool) -> dict:
     t0 = time.time()
     for step in bar:
         forget, retain = loop.draw(loop.samplers, loop.gen)
-        with acc.autocast() if acc is not None else contextlib.nullcontext():
-            parts = loop.method.losses(loop.eps, loop.scheduler, forget, retain, loop.alpha)
+        parts = _backward(loop, forget, retain, step, last_good)
         loss = parts["loss"]
-        if not torch.isfinite(loss):
-            raise diverged(f"loss became {loss.item()}", step, last_good, loop.hint)
-        loop.optimizer.zero_grad(set_to_none=True)
-        acc.backward(loss) if acc is not None else loss.backward()
         loop.trainable.step(loop.optimizer, clip_grad_norm=loop.grad_clip)
         # under several processes: the step's losses averaged over ranks (each rank saw its own batches)
         extra = [k for k in parts if k not in ("loss", "forget", "retain")]  # a method's own terms (--distill's)
@@ -91,6 +87,48 @@ def run(loop: Loop, resume: bool) -> dict:
         # straight to exporting.
         _checkpoint(loop, loop.steps, history, main)
     return {"history": history, "seconds": seconds, "start": start}
+
+
+def _backward(loop: Loop, forget, retain, step: int, last_good) -> dict:
+    """One step's loss and its gradient. A method that gives its loss as separate terms has each term
+    backpropagated as soon as it is computed, so only one forward pass's activations are alive at a time (the
+    same gradient: each weight's contributions are added as one backward would add them). Under several
+    processes the terms go in one graph, so that the gradients are all-reduced once a step."""
+    acc = loop.accelerator
+    autocast = acc.autocast if acc is not None else contextlib.nullcontext
+    backward = acc.backward if acc is not None else torch.Tensor.backward
+    terms = _terms(loop, forget, retain)
+    if terms is None:
+        with autocast():
+            parts = loop.method.losses(loop.eps, loop.scheduler, forget, retain, loop.alpha)
+        _finite_or_stop(parts["loss"], step, last_good, loop.hint)
+        loop.optimizer.zero_grad(set_to_none=True)
+        backward(parts["loss"])
+        return parts
+    loop.optimizer.zero_grad(set_to_none=True)
+    parts, loss = {"retain": torch.zeros(())}, None
+    for term in terms:
+        with autocast():
+            value = term.value()
+        part = weighted(term, value)
+        _finite_or_stop(part, step, last_good, loop.hint)
+        backward(part)
+        parts[term.key] = value.detach()
+        loss = part.detach() if loss is None else loss + part.detach()
+    parts["loss"] = loss
+    return parts
+
+
+def _terms(loop: Loop, forget, retain) -> list | None:
+    """The method's loss terms, to backpropagate one at a time (one process only), or None."""
+    if loop.accelerator is not None and loop.accelerator.num_processes > 1:
+        return None
+    return loop.method.terms(loop.eps, loop.scheduler, forget, retain, loop.alpha)
+
+
+def _finite_or_stop(loss: torch.Tensor, step: int, last_good, hint: str) -> None:
+    if not torch.isfinite(loss):
+        raise diverged(f"loss became {loss.item()}", step, last_good, hint)
 
 
 def _checkpoint(loop: Loop, step: int, history: list[dict], main: bool) -> Path | None:

@@ -22,7 +22,9 @@ in ``METHODS`` (``__init__.py``), as in ``erase/classify/methods/``. What the jo
   0 for every other method), ``mask_batches`` batches each, unless a ``--mask`` is given;
 - ``closed_form``: no training loop; ``edit(ctx)`` changes the weights directly (UCE);
 - ``options``: its own settings, ``{name: Option}``, given as ``--<name>`` on the command line;
-- ``bind(ctx)``: the object whose ``losses`` the loop calls, with what it needs from the context.
+- ``bind(ctx)``: the object whose ``losses`` the loop calls, with what it needs from the context;
+  ``terms(...)``: the same step's loss as separate ``Term``s (or None), which the loop backpropagates one at a
+  time so that only one term's activations are alive at once.
 """
 from __future__ import annotations
 
@@ -45,6 +47,35 @@ class Batch:
     misaligned: dict | None = None
     prompts: list[str] | None = None  # the forget batch's prompts (FMN finds the concept's tokens in them)
     preserve: dict | None = None  # (forget batches) conditions of preserve prompts, one per image (--distill)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a step's loss, ``weight * value()``: computed only when the loop asks, so that the one before
+    it has been backpropagated (its activations freed) by then."""
+    key: str
+    weight: float
+    value: Callable[[], "torch.Tensor"]
+
+
+def weighted(term: Term, value: "torch.Tensor") -> "torch.Tensor":
+    """``weight * value``, with a weight of 1 left out (the product would be the same number)."""
+    return value if term.weight == 1 else term.weight * value
+
+
+def total_of(terms: list[Term]) -> dict:
+    """Every term computed in one graph: ``{"loss": their weighted sum, key: each value}``, the sum taken in the
+    terms' order (the loop's term-by-term backward adds the same numbers in the same order)."""
+    import torch
+
+    out: dict = {"retain": torch.zeros(())}
+    loss = None
+    for term in terms:
+        out[term.key] = term.value()
+        part = weighted(term, out[term.key])
+        loss = part if loss is None else loss + part
+    out["loss"] = loss
+    return out
 
 
 def _finite(value: int | float) -> bool:
@@ -138,6 +169,10 @@ class Method(Protocol):
                ) -> dict[str, "torch.Tensor"]:
         """``{"loss": the total to minimise, "forget": ..., "retain": ...}`` for one step."""
 
+    def terms(self, eps: Callable, scheduler, forget: Batch, retain: Batch | None, alpha: float
+              ) -> list[Term] | None:
+        """The same loss as ``Term``s to backpropagate one at a time, or None (``losses`` in one graph)."""
+
     def edit(self, ctx: Context) -> list[str]:
         """Closed-form methods: change the UNet's weights in place; returns the names of those changed."""
 
@@ -163,6 +198,10 @@ class TrainedMethod:
     def needs_frozen_for(self, options: dict) -> bool:
         """Whether the job must give ``bind`` a frozen copy of the base, with these settings."""
         return self.needs_frozen
+
+    def terms(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> list[Term] | None:
+        """None: the loop computes ``losses`` in one graph (a method whose terms share a forward pass)."""
+        return None
 
     def uses_preserve(self, options: dict) -> bool:
         """Whether each forget batch must carry preserve prompts' conditions, with these settings."""

@@ -15,7 +15,7 @@ did exactly where the forget term moves the weights.
 """
 from __future__ import annotations
 
-from .base import Batch, Context, Option, TrainedMethod
+from .base import Batch, Context, Option, Term, TrainedMethod, total_of
 
 
 class RandomLabel(TrainedMethod):
@@ -58,23 +58,27 @@ class RandomLabel(TrainedMethod):
         bound.frozen = ctx.frozen
         return bound
 
-    def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
+    def terms(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> list[Term]:
+        """The forget term, ``alpha`` times the retain term and ``distill`` times the preserve term: each its own
+        forward pass, so the loop backpropagates them one at a time."""
         import torch
         import torch.nn.functional as F
 
         from ..losses import denoising_loss, misaligned_loss, noisy
 
-        l_forget = misaligned_loss(eps, scheduler, forget.z0, forget.cond, forget.misaligned, forget.t, forget.noise)
-        l_retain = torch.zeros(())
-        loss = l_forget
+        out = [Term("forget", 1.0, lambda: misaligned_loss(eps, scheduler, forget.z0, forget.cond, forget.misaligned,
+                                                           forget.t, forget.noise))]
         if retain is not None:
-            l_retain = denoising_loss(eps, scheduler, retain.z0, retain.cond, retain.t, retain.noise)
-            loss = loss + alpha * l_retain
-        out = {"loss": loss, "forget": l_forget, "retain": l_retain}
+            out.append(Term("retain", alpha, lambda: denoising_loss(eps, scheduler, retain.z0, retain.cond, retain.t,
+                                                                    retain.noise)))
         if self.distill > 0:
-            zt = noisy(scheduler, forget.z0, forget.noise, forget.t)
-            with torch.no_grad():
-                target = self.frozen(zt, forget.t, forget.preserve)
-            out["preserve"] = F.mse_loss(eps(zt, forget.t, forget.preserve).float(), target.float())
-            out["loss"] = loss + self.distill * out["preserve"]
+            def preserve() -> torch.Tensor:
+                zt = noisy(scheduler, forget.z0, forget.noise, forget.t)
+                with torch.no_grad():
+                    target = self.frozen(zt, forget.t, forget.preserve)
+                return F.mse_loss(eps(zt, forget.t, forget.preserve).float(), target.float())
+            out.append(Term("preserve", self.distill, preserve))
         return out
+
+    def losses(self, eps, scheduler, forget: Batch, retain: Batch | None, alpha: float) -> dict:
+        return total_of(self.terms(eps, scheduler, forget, retain, alpha))
