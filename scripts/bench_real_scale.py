@@ -5,9 +5,10 @@ the product's path.
 Every phase runs in a process of its own, so that each peak memory figure (the process's peak RSS on
 CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent prints them side by side:
 
-- ``fwdbwd``: one plain forward + backward of the mask's loss (guided noise MSE, w = 7.5) on one batch:
-  the floor any gradient pass over the UNet costs;
-- ``mask``: the mask pass (``compute_mask`` over 2 forget batches, global top 50%) and the mask file;
+- ``fwdbwd``: one plain forward + backward of the mask's loss (guided noise MSE, w = 7.5) on one batch, in one
+  graph: what one gradient of that loss costs the plain way;
+- ``mask``: the mask pass as the job runs it (``compute_mask`` over 2 forget batches, global top 50%, the two
+  guided terms backpropagated one after the other) and the mask file;
 - ``mask_accumulator``: the same with a separate float32 accumulator (the way the DDPM recipe's
   per-batch clipping needs it, and the way every mask pass worked before);
 - ``steps``: a plain fine-tune step (Adam, every weight) against a masked SalUn step, same batch and
@@ -129,7 +130,7 @@ def phase_fwdbwd(a) -> dict:
 
 
 def phase_mask(a, clip: float | None = None) -> dict:
-    from erase.diffusion.losses import guided_forgetting_loss
+    from erase.diffusion.losses import each_under, guided_forgetting_terms
     from erase.core.mask import compute_mask
 
     unet, sched, batch, (c, _, u) = _setup(a)
@@ -137,10 +138,9 @@ def phase_mask(a, clip: float | None = None) -> dict:
         unet.enable_gradient_checkpointing()
     eps = _eps(a, unet)
 
-    def loss_fn(_):
+    def loss_fn(_):  # the job's mask pass: the two guided terms backpropagated one after the other
         z0, noise, t = batch()
-        with _autocast(a):
-            return guided_forgetting_loss(eps, sched, z0, c, u, t, noise, 7.5)
+        return each_under(lambda: _autocast(a), guided_forgetting_terms(eps, sched, z0, c, u, t, noise, 7.5))
 
     t0 = time.perf_counter()
     mask = compute_mask(unet, loss_fn, [0, 1], keep=0.5, clip_grad_norm=clip, progress=False)

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
@@ -69,7 +69,9 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
                          batches: Iterable, clip_grad_norm: float | None = None, progress: bool = True,
                          total: int | None = None, allow_empty: bool = False, what: str = "forget"
                          ) -> tuple[dict[str, torch.Tensor], int]:
-    """Sum the gradient of ``loss_fn(batch)`` over all batches at the current weights.
+    """Sum the gradient of ``loss_fn(batch)`` over all batches at the current weights. ``loss_fn`` may give an
+    iterable of losses instead of one: each is backpropagated before the next is computed (a loss split into
+    terms whose forward passes need not be alive together).
 
     Without clipping, and for float32 weights, the sum is accumulated in the weights' own ``.grad``
     (backward adds into it): no second weight-sized buffer, so the pass costs what one plain
@@ -91,12 +93,13 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
     n_batches = 0
     for batch in tqdm(batches, desc="saliency" if what == "forget" else f"{what} saliency", disable=not progress,
                       total=total, dynamic_ncols=True):
-        loss = loss_fn(batch)
-        if loss is None:  # another process's batch (several processes share the batches)
+        out = loss_fn(batch)
+        if out is None:  # another process's batch (several processes share the batches)
             continue
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the {what} saliency's loss is {loss.item()} on batch {n_batches}")
-        loss.backward()
+        for loss in [out] if torch.is_tensor(out) else out:  # terms: each backpropagated before the next exists
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the {what} saliency's loss is {loss.item()} on batch {n_batches}")
+            loss.backward()
         n_batches += 1
         if in_place:
             continue
@@ -155,12 +158,34 @@ def global_threshold(scores: Iterable[torch.Tensor], keep: float) -> tuple[float
     return value, k, total
 
 
+class PackedMasks(Mapping):
+    """A mask's tensors kept bit-packed (1 bit a weight, 8x less than bool tensors), each unpacked when read:
+    what a job keeps of its mask while it trains, beside the model."""
+
+    def __init__(self, masks: Mapping[str, torch.Tensor]):
+        self.packed = {n: pack_bits(m) for n, m in masks.items()}
+        self.shapes = {n: tuple(m.shape) for n, m in masks.items()}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return unpack_bits(self.packed[name], self.shapes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+
 @dataclass
 class Mask:
     """A saliency mask: one boolean tensor per selected parameter, plus where it came from."""
 
-    masks: dict[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor]  # a dict of bool tensors, or ``PackedMasks`` (``packed()``)
     meta: dict = field(default_factory=dict)
+
+    def packed(self) -> "Mask":
+        """The same mask holding its tensors bit-packed (read back one tensor at a time)."""
+        return self if isinstance(self.masks, PackedMasks) else Mask(PackedMasks(self.masks), self.meta)
 
     @property
     def kept(self) -> int:
@@ -179,8 +204,11 @@ class Mask:
         """Bit-packed safetensors (1 bit a weight), written atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {n: pack_bits(m) for n, m in self.masks.items()}
-        shapes = {n: list(m.shape) for n, m in self.masks.items()}
+        if isinstance(self.masks, PackedMasks):
+            tensors, shapes = dict(self.masks.packed), {n: list(s) for n, s in self.masks.shapes.items()}
+        else:
+            tensors = {n: pack_bits(m) for n, m in self.masks.items()}
+            shapes = {n: list(m.shape) for n, m in self.masks.items()}
         meta = {"format": MASK_FORMAT, "shapes": json.dumps(shapes)}
         meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in self.meta.items()})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process

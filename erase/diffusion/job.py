@@ -304,6 +304,8 @@ class EraseJob:
         self.digest = mask_digest(self.mask) + "-" + _training_key(
             r, opts, self.data_digest, self.res,
             target_key(self.pipe) + _method_key(method, self.settings, self.preserve))
+        if self.mask is not None:  # the trainable view holds what training needs: keep the mask as bits (8x less)
+            self.mask = self.mask.packed()
         if opts.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()

@@ -9,7 +9,7 @@ clean sample (``sample``). The misaligned loss compares two outputs and needs no
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,34 @@ def guided_forgetting_loss(eps: Eps, scheduler, z0, cond, uncond, t, noise, w: f
     zt = noisy(scheduler, z0, noise, t)
     pred = (1 + w) * eps(zt, t, cond) - w * eps(zt, t, uncond)
     return F.mse_loss(pred.float(), training_target(scheduler, z0, noise, t).float())
+
+
+def guided_forgetting_terms(eps: Eps, scheduler, z0, cond, uncond, t, noise, w: float) -> Iterator[torch.Tensor]:
+    """``guided_forgetting_loss``'s gradient in two backward passes, one forward pass's activations alive at a
+    time: yields the loss with the gradient through ``eps(z_t | c)`` only, then (once that is backpropagated)
+    the same loss with the gradient through ``eps(z_t | null)`` only. The unconditional output is computed
+    first without a graph (a third forward pass): both passes need it. Their two gradients add up to the one
+    loss's gradient (to float rounding: the weights' sums are added in another order)."""
+    zt = noisy(scheduler, z0, noise, t)
+    target = training_target(scheduler, z0, noise, t).float()
+    with torch.no_grad():
+        e_u = eps(zt, t, uncond)
+    e_c = eps(zt, t, cond)
+    yield F.mse_loss(((1 + w) * e_c - w * e_u).float(), target)
+    e_c = e_c.detach()
+    e_u = eps(zt, t, uncond)
+    yield F.mse_loss(((1 + w) * e_c - w * e_u).float(), target)
+
+
+def each_under(ctx: Callable, terms: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The terms, each computed under a fresh ``ctx()`` (autocast) that is left before the caller backpropagates
+    it: a generator's ``with`` would stay entered while it waits at ``yield``."""
+    while True:
+        with ctx():
+            term = next(terms, None)
+        if term is None:
+            return
+        yield term
 
 
 def misaligned_loss(eps: Eps, scheduler, z0, cond_forget, cond_misaligned, t, noise) -> torch.Tensor:

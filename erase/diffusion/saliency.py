@@ -20,7 +20,7 @@ from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
 from .loading import native_size
 from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
-from .losses import denoising_loss, guided_forgetting_loss
+from .losses import denoising_loss, each_under, guided_forgetting_terms
 from .options import EraseOptions, check_common
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
                       target_key)
@@ -53,8 +53,8 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     def loss_fn(idx):
         z0, noise, t = noise_batch(mean, std, idx, scale, sched, gen, dev, unet.dtype)
         cond = bank([captions[i] for i in idx])
-        with ctx():
-            return guided_forgetting_loss(eps, sched, z0, cond, bank.null(len(idx)), t, noise, recipe.guidance_w)
+        return each_under(ctx, guided_forgetting_terms(eps, sched, z0, cond, bank.null(len(idx)), t, noise,
+                                                recipe.guidance_w))
 
     contrast = recipe.mask_contrast
     if contrast > 0 and retain is None:
