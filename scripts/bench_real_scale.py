@@ -31,9 +31,9 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
 memory is each phase's own either way).
 
 Random weights say nothing about erasure quality; they prove names, shapes, memory, time and export.
-``--weights-dtype bf16`` keeps the UNet's weights (and so its gradients and Adam's moments) in bfloat16,
-which ``salun erase`` does not do (it loads float32 and autocasts with ``--mixed-precision bf16``): its
-figures are a lower bound for the real job.
+``--weights-dtype bf16`` keeps the UNet's weights in bfloat16: in the ``erase`` phases that is ``salun erase
+--weights-dtype bf16`` (float32 masters for the masked entries); in the step phases the moments stay in bf16
+beside the weights, without masters, so those figures are a lower bound for the job.
 """
 from __future__ import annotations
 
@@ -339,14 +339,18 @@ def _phase_erase(a, lora_rank: int | None) -> dict:
     from erase.diffusion.recipes import load_recipe
     from erase.diffusion.job import EraseOptions, erase
 
+    import shutil
+
     forget, retain = _image_folders(a)
     recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2)
     name = "erase-lora" if lora_rank else "erase"
+    shutil.rmtree(a.work / f"{name}.work", ignore_errors=True)  # the whole job: no mask or image cached by a run before
     summary = erase(EraseOptions(recipe=recipe, out=a.work / name, model=str(a.src), steps=2,
                                  resolution=a.resolution, forget_data=forget, retain_data=retain,
                                  work_dir=a.work / f"{name}.work", overwrite=True, lora_rank=lora_rank,
                                  device=a.device, mixed_precision=a.mixed_precision,
-                                 gradient_checkpointing=a.gradient_checkpointing, progress=False))
+                                 gradient_checkpointing=a.gradient_checkpointing, progress=False,
+                                 weights_dtype=a.weights_dtype))
     res = {"seconds": summary["seconds"], "mask_seconds": summary["mask_seconds"],
            "train_seconds": summary["train_seconds"]}
     if lora_rank:

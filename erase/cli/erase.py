@@ -158,6 +158,10 @@ def add_erase_parsers(sub) -> None:
     e.add_argument("--xformers", action=argparse.BooleanOptionalAction, default=None,
                    help="xformers attention (the optional gpu extra); default: on when installed and on CUDA, "
                         "else torch SDPA")
+    e.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="hold the UNet's weights in this precision while training (bf16 halves them; the masked "
+                        "entries keep float32 master copies, the forward pass computes in bf16, and the exported "
+                        "UNet is bf16: weights outside the mask equal the base's bf16 rounding)")
     e.add_argument("--lora-rank", type=int, default=None,
                    help="also export the UNet change as a LoRA of this rank to <out>-lora")
     e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")
@@ -327,7 +331,7 @@ def erase_options(args) -> EraseOptions:
                         xformers=args.xformers, resolution=args.resolution, overwrite=args.overwrite,
                         lora_rank=args.lora_rank, allow_other_base=args.allow_other_base,
                         forget_data=args.forget_data, retain_data=args.retain_data, device=args.device,
-                        audit=args.audit)
+                        audit=args.audit, weights_dtype=args.weights_dtype)
     if args.preserve_prompt is not None:
         from ..diffusion.options import method_settings, resolve_method
 
@@ -355,7 +359,8 @@ _RETAIN = {"alpha": "--alpha", "n_retain": "--n-retain", "retain_data": "--retai
 _MASK_SHAPE = {"keep": "--keep", "guidance_w": "--guidance-w", "mask_contrast": "--mask-contrast"}
 _TRAINING = {"lr": "--lr", "steps": "--steps", "n_forget": "--n-forget", "batch_size": "--batch-size",
              "forget_data": "--forget-data", "resume": "--resume", "restart": "--restart",
-             "gradient_checkpointing": "--gradient-checkpointing", "mixed_precision": "--mixed-precision"}
+             "gradient_checkpointing": "--gradient-checkpointing", "mixed_precision": "--mixed-precision",
+             "weights_dtype": "--weights-dtype"}
 
 
 def _refuse_unused(args) -> None:
@@ -377,7 +382,7 @@ def _refuse_unused(args) -> None:
         unused.update({"forget_data": "--forget-data"})
     for k, flag in unused.items():
         v = getattr(args, k, None)
-        if v is not None and v is not False and v != "no":  # (0 is a value given: `0 in (False,)` is true)
+        if v is not None and v is not False and v not in ("no", "fp32"):  # (0 is a value given: `0 in (False,)` is true)
             why = ("is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
                    f"trains its own weights ({m.selection})" if k == "selection" else
                    "has no retain term" if k in _RETAIN else
@@ -426,7 +431,7 @@ def _cmd_erase_ddpm(args) -> int:
                "--retain-data": args.retain_data, "--lora-rank": args.lora_rank, "--selection": args.selection,
                "--resolution": args.resolution, "--xformers": args.xformers,
                "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay,
-               "--mask-contrast": args.mask_contrast is not None}
+               "--mask-contrast": args.mask_contrast is not None, "--weights-dtype": args.weights_dtype != "fp32"}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:
         raise UserError(f"{', '.join(given) or 'these options'}: Stable Diffusion options, not used by the DDPM path")

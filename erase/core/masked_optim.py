@@ -136,7 +136,12 @@ class MaskedAdam(torch.optim.Optimizer):
     hook takes each such tensor's masked gradient entries the moment backward has accumulated its gradient and
     drops the full gradient; otherwise (a data-parallel launch, whose gradients are complete only after
     backward, or clipping) they are taken at the step. The update is ``torch.optim.adam.adam``, the very
-    function ``torch.optim.Adam`` runs, on the gathered entries, which are then written back in place."""
+    function ``torch.optim.Adam`` runs, on the gathered entries, which are then written back in place.
+
+    Weights held in a lower precision (``--weights-dtype bf16``) get a float32 master copy of their masked
+    entries (in the state, so checkpoints keep it): gradients are gathered in float32, Adam updates the master
+    and the weight takes its rounding, so small steps accumulate instead of rounding away; the entries outside
+    the mask are never written."""
 
     def __init__(self, trainable: MaskedParameters, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, gather: bool = True):
@@ -144,11 +149,14 @@ class MaskedAdam(torch.optim.Optimizer):
         self.index = {trainable.params[n]: i for n, i in trainable.index.items()}
         if not all(p.is_contiguous() for p in self.index):  # the update is written back through a flat view
             raise ValueError("MaskedAdam needs contiguous weights (a channels-last model: convert it back first)")
-        self.gathers = gather and bool(self.index)
+        # low-precision weights: every trainable one gathers (its gradient summed in float32, not its own dtype)
+        self.low = {p for p in trainable.parameters() if p.dtype != torch.float32}
+        hooked = list(self.index) + [p for p in trainable.parameters() if p in self.low and p not in self.index]
+        self.gathers = gather and bool(hooked)
         self._gathered: dict[torch.Tensor, torch.Tensor] = {}
         self._hooks: list = []
         if self.gathers:
-            taken = [p for p in self.index if getattr(p, "_masked_adam", lambda: None)() is not None]
+            taken = [p for p in hooked if getattr(p, "_masked_adam", lambda: None)() is not None]
             if taken:
                 raise ValueError("another MaskedAdam gathers these weights' gradients: close() it first")
             owner = weakref.ref(self)  # a hook left on the model must not keep this optimizer's state alive
@@ -157,16 +165,22 @@ class MaskedAdam(torch.optim.Optimizer):
                 opt = owner()
                 if opt is not None:
                     opt._gather(p)
-            for p in self.index:
+            for p in hooked:
                 p._masked_adam = owner
                 self._hooks.append(p.register_post_accumulate_grad_hook(hook))
 
     @torch.no_grad()
     def _gather(self, p: torch.Tensor) -> None:
-        g = p.grad.reshape(-1).index_select(0, self.index[p])
+        g = self._masked_grad(p)
         before = self._gathered.get(p)
         self._gathered[p] = g if before is None else before.add_(g)  # a second backward adds, as .grad would
         p.grad = None
+
+    def _masked_grad(self, p: torch.Tensor) -> torch.Tensor:
+        """The gradient's masked entries (all of a fully salient tensor's), in float32 for low-precision weights."""
+        i = self.index.get(p)
+        g = p.grad if i is None else p.grad.reshape(-1).index_select(0, i)
+        return g.float() if p in self.low else g
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._gathered.clear()
@@ -176,7 +190,7 @@ class MaskedAdam(torch.optim.Optimizer):
         """Remove the gradient hooks: the weights' gradients are theirs again (a later backward keeps them)."""
         for h in getattr(self, "_hooks", []):  # (also from __del__ of one whose __init__ raised)
             h.remove()
-        for p in getattr(self, "index", {}):
+        for p in [*getattr(self, "index", {}), *getattr(self, "low", ())]:
             if getattr(p, "_masked_adam", lambda: None)() is self:
                 del p._masked_adam
         self._hooks, self._gathered = [], {}
@@ -199,17 +213,21 @@ class MaskedAdam(torch.optim.Optimizer):
                 if g is None:
                     if p.grad is None:
                         continue
-                    g = p.grad if i is None else p.grad.reshape(-1).index_select(0, i)
+                    g = self._masked_grad(p)
                 state = self.state[p]
                 if not state:  # as torch.optim.Adam starts its state (the step count a float32 tensor)
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-                values = p if i is None else p.view(-1).index_select(0, i)
+                    if p in self.low:  # the masked entries' float32 master, from the weights as they are
+                        state["master"] = (p if i is None else p.view(-1).index_select(0, i)).float()
+                values = state["master"] if p in self.low else p if i is None else p.view(-1).index_select(0, i)
                 adam([values], [g], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], amsgrad=False,
                      beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
                 if i is not None:  # index_copy_ takes int64 indices: one tensor's at a time
-                    p.view(-1).index_copy_(0, i.long(), values)
+                    p.view(-1).index_copy_(0, i.long(), values.to(p.dtype))
+                elif p in self.low:
+                    p.copy_(values.view_as(p))
         return None
 
     def load_state_dict(self, state_dict: dict) -> None:

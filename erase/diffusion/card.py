@@ -41,11 +41,12 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
         training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}"
                     + (f", {opts_text}" if opts_text else "")
                     + (f", {summary['n_forget']} forget images" if method.needs_images else "") + ", seed "
-                    f"{opts.seed}, mixed precision {opts.mixed_precision}; {summary['train_seconds']} s of training")
+                    f"{opts.seed}, mixed precision {opts.mixed_precision}{_weights_note(opts)}; {summary['train_seconds']} s of training")
     else:
         training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha},\n"
                     f"  mask guidance w {recipe.guidance_w}, {summary['n_forget']} forget / {summary['n_retain']} retain "
-                    f"images,\n  seed {opts.seed}, mixed precision {opts.mixed_precision}; {summary['train_seconds']} s "
+                    f"images,\n  seed {opts.seed}, mixed precision {opts.mixed_precision}{_weights_note(opts)}; "
+                    f"{summary['train_seconds']} s "
                     "of training")
         changed = [f"{k} {v}" + (_preserve_note(recipe) if k == "distill" else "") for k, v in settings.items()
                    if method is not None and k in method.options and v != method.options[k].default]
@@ -122,3 +123,11 @@ training in which only masked UNet weights move (all others are bit-identical to
 _RL = """Erased with [salun](https://arxiv.org/abs/2310.12508)'s RL method (random label: the loss of Fan et al.,
 ICLR 2024, without the saliency mask): every selected UNet weight was trained to answer the forget
 prompts as it answers their misaligned prompts, with a retain loss on other images."""
+
+
+def _weights_note(opts) -> str:
+    """What ``--weights-dtype bf16`` did to the weights (nothing is said for float32, the default)."""
+    if getattr(opts, "weights_dtype", "fp32") == "fp32":
+        return ""
+    return (", UNet weights held in bf16 (the masked entries trained on float32 master copies and rounded; "
+            "the exported UNet is bf16)")

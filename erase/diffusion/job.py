@@ -44,8 +44,8 @@ from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
 from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
-from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
-                      target_key)
+from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe, load_for_job, native_resolution,
+                      selected_parameters, target_key)
 from .saliency import cached_mask, make_mask, reusable  # noqa: F401 - make_mask re-exported
 from ..core.sampling import EpochSampler
 from .recipes import Recipe
@@ -84,6 +84,8 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
     what = [recipe.lr, recipe.alpha, recipe.batch_size, opts.seed, recipe.forget_prompts, recipe.misaligned_prompts,
             recipe.retain_prompts, data, resolution, opts.mixed_precision, opts.use_mask,
             None if opts.use_mask else recipe.selection, *target]
+    if opts.weights_dtype != "fp32":  # (fp32 runs keep their keys: their checkpoints still resume)
+        what.append(["weights", opts.weights_dtype])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
@@ -122,7 +124,11 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     words = [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts, *(r.preserve_prompts if preserve else [])]
     warn_unknown_words(str(source), native_size(str(source)), words, f"the {r.name} recipe")
     t_start = time.time()
+    if opts.weights_dtype == "bf16" and opts.mixed_precision == "no":  # bf16 weights compute in bf16
+        opts = replace(opts, mixed_precision="bf16")
     accelerator = accelerator_for(opts.mixed_precision, opts.device)
+    if opts.weights_dtype == "bf16":
+        check_compute_dtype(accelerator.device, torch.bfloat16, "--weights-dtype bf16")
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)
@@ -227,6 +233,8 @@ class EraseJob:
         n_train = self.pipe.scheduler.config.num_train_timesteps
         self.forget_t = self.method.forget_timesteps(self.settings, n_train)
         self._data()
+        if self.opts.weights_dtype == "bf16":  # after the base drew the images (the same as an fp32 run's)
+            self.unet.to(torch.bfloat16)
         self._mask()
         self._optimizer()
 

@@ -36,6 +36,7 @@ class EraseOptions:
     restart: bool = False  # discard an earlier run's checkpoints in the work folder
     checkpoint_every: int = 50
     mixed_precision: str = "no"  # no | fp16 | bf16
+    weights_dtype: str = "fp32"  # fp32 | bf16: the UNet's weights while training (bf16: float32 masters, bf16 compute)
     gradient_checkpointing: bool = False
     xformers: bool | None = None  # None: use xformers when installed and on CUDA, else torch SDPA
     resolution: int | None = None
@@ -121,6 +122,7 @@ def check_options(opts: EraseOptions) -> "Method":
     if method.uses_preserve(method_settings(opts, method)):
         r.check_preserve()
     check_xformers(opts.xformers, opts.device)
+    check_weights_dtype(opts, method)
     if method.closed_form:
         _closed_form_work_dir(opts)
     if opts.mask_per_concept:
@@ -161,6 +163,22 @@ def slow_settings(opts: EraseOptions) -> list[str]:
             lines.append(f"{name} {value} is {value / opt.default:.0f}x the default {opt.default}: each training "
                          f"step takes roughly {value / opt.default:.0f}x as long")
     return lines
+
+
+def check_weights_dtype(opts: EraseOptions, method: "Method") -> None:
+    """``--weights-dtype bf16`` computes in bf16 (autocast follows the weights): it refuses what contradicts that,
+    and a LoRA, whose delta from the float32 base would carry every weight's bf16 rounding."""
+    if opts.weights_dtype not in ("fp32", "bf16"):
+        raise UserError(f"--weights-dtype {opts.weights_dtype!r}: choose fp32 or bf16")
+    if opts.weights_dtype == "fp32":
+        return
+    if method.closed_form:
+        raise UserError(f"--weights-dtype: --method {method.name} is closed-form: it trains nothing")
+    if opts.mixed_precision == "fp16":
+        raise UserError("--weights-dtype bf16 computes in bf16: drop --mixed-precision fp16 (or give bf16)")
+    if opts.lora_rank is not None:
+        raise UserError("--lora-rank with --weights-dtype bf16: the adapter would hold every weight's bf16 rounding, "
+                        "not only the erasure; export a LoRA from an fp32 run")
 
 
 def check_xformers(xformers: bool | None, device: str | None) -> None:

@@ -78,6 +78,20 @@ def check_mixed_precision(accelerator, mixed_precision: str) -> None:
         raise UserError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
 
 
+def check_compute_dtype(device, dtype, flag: str) -> None:
+    """Refuse, in one line, a weights dtype this device cannot compute in (a GPU without bf16, an old MPS): tried
+    on a matrix product and a convolution, the UNet's two kinds of work."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"{flag}: {torch.cuda.get_device_name(device)} cannot compute in bf16; use fp32")
+    try:
+        x = torch.ones(1, 2, 4, 4, dtype=dtype, device=device)
+        torch.nn.functional.conv2d(x, torch.ones(2, 2, 3, 3, dtype=dtype, device=device), padding=1)
+        x.view(4, 8) @ torch.ones(8, 2, dtype=dtype, device=device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"{flag}: this {device.type} device cannot compute in {dtype} ({str(e).splitlines()[0]}); "
+                        "use fp32") from e
+
+
 def check_prediction_type(pipe) -> None:
     kind = pipe.scheduler.config.get("prediction_type", "epsilon")
     if kind not in ("epsilon", "v_prediction", "sample"):
