@@ -232,8 +232,19 @@ class MaskedAdam(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Also a checkpoint of the old layout (``torch.optim.Adam``'s full-sized moments over masked gradients,
-        zero outside the mask): converted exactly, by taking the masked entries."""
+        zero outside the mask): converted exactly, by taking the masked entries. Low-precision weights' masters
+        and moments stay float32."""
+        from itertools import chain
+
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        # torch casts floating state to its weight's dtype: a bf16 weight's float32 master and moments are put back
+        kept = {p: {k: v.to(p.device, copy=True) for k, v in state_dict["state"].get(i, {}).items()
+                    if k != "step" and torch.is_tensor(v)}
+                for i, p in zip(saved_ids, params) if p in self.low}
         super().load_state_dict(state_dict)
+        for p, st in kept.items():
+            self.state[p].update(st)
         for p, i in self.index.items():
             st = self.state.get(p, {})
             for k in ("exp_avg", "exp_avg_sq"):

@@ -46,6 +46,7 @@ from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
 from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe, load_for_job, native_resolution,
                       selected_parameters, target_key)
+from .parking import park
 from .saliency import cached_mask, make_mask, reusable  # noqa: F401 - make_mask re-exported
 from ..core.sampling import EpochSampler
 from .recipes import Recipe
@@ -206,7 +207,7 @@ class EraseJob:
             # recipe.json and the card record the prompts a run used: none, without --distill
             self.recipe = replace(self.recipe, preserve_prompts=[])
         self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet for every built-in family)
-        self.stepper = self.optimizer = self.trainable = None
+        self.stepper = self.optimizer = self.trainable = self.parked = None
         self.mask_seconds = 0.0
 
     def run(self) -> Summary:
@@ -233,6 +234,8 @@ class EraseJob:
         n_train = self.pipe.scheduler.config.num_train_timesteps
         self.forget_t = self.method.forget_timesteps(self.settings, n_train)
         self._data()
+        if self.method.salun_loss:  # from here on SalUn's job calls the denoiser alone, until the export
+            self.parked = park(self.pipe, self.family.denoiser_component, self.work, self.accelerator.device)
         if self.opts.weights_dtype == "bf16":  # after the base drew the images (the same as an fp32 run's)
             self.unet.to(torch.bfloat16)
         self._mask()
@@ -437,7 +440,8 @@ class EraseJob:
     # -- cleanup
     def cleanup(self) -> None:
         """Undo the method's hooks; free the optimizer state, gradients and gates before the export (a LoRA
-        export reads the base weights back from the source files: no second UNet in memory)."""
+        export reads the base weights back from the source files: no second UNet in memory); bring back the
+        parked components."""
         if self.stepper is not None:
             self.stepper.close()
         if self.optimizer is not None:
@@ -447,6 +451,9 @@ class EraseJob:
         if not self.method.closed_form:
             self.accelerator.free_memory()
             gc.collect()
+        if self.parked is not None:  # the text encoders and the VAE back, for the export
+            self.parked.restore()
+            self.parked = None
 
     # -- export
     def export(self) -> Summary:

@@ -1,0 +1,91 @@
+"""Issue 29: while SalUn trains, the text encoder and the VAE wait on disk (CPU) or in the CPU's memory (an
+accelerator), and come back bit for bit for the export, after a failure too; a disk that refuses leaves them
+in memory and the job goes on."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from erase.core.errors import UserError
+from erase.diffusion import loop as loop_module
+from erase.diffusion.job import erase
+from erase.diffusion.options import EraseOptions
+from erase.diffusion.recipes import custom_recipe
+from fixture_models.tiny_pipelines import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return tiny_pipeline("sd", tmp_path_factory.mktemp("park") / "sd")
+
+
+def _pipe(sd):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(sd, local_files_only=True)
+
+
+def _state(pipe) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer (persistent or not) of the components a job parks."""
+    out = {}
+    for name in ("text_encoder", "vae"):
+        m = getattr(pipe, name)
+        out.update({f"{name}.{k}": v.detach().clone() for k, v in [*m.named_parameters(), *m.named_buffers()]})
+    return out
+
+
+def _opts(sd, tmp_path, **kw):
+    recipe = custom_recipe(["a red circle", "a blue circle"], ["a red square", "a blue square"], ["a green star"],
+                           n_forget=4, n_retain=4, batch_size=2, gen_steps=2, lr=3e-3, alpha=0.5)
+    return EraseOptions(recipe=recipe, out=tmp_path / "out", model=str(sd), progress=False, steps=2,
+                        work_dir=tmp_path / "work", **kw)
+
+
+def test_parked_components_train_nothing_and_come_back_bit_for_bit(sd, tmp_path, monkeypatch):
+    pipe = _pipe(sd)
+    before = _state(pipe)
+    seen = []
+    real_run = loop_module.run
+
+    def run(loop, resume):  # what the training sees: the encoders parked on the meta device, nothing in memory
+        seen.append({p.device.type for m in (pipe.text_encoder, pipe.vae) for p in m.parameters()})
+        seen.append(sorted(f.name for f in (tmp_path / "work").glob("parked-*")))
+        return real_run(loop, resume)
+    monkeypatch.setattr(loop_module, "run", run)
+    erase(_opts(sd, tmp_path), pipe=pipe)
+    assert seen[0] == {"meta"} and len(seen[1]) == 2, seen
+    after = _state(pipe)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert any("position_ids" in k for k in before)  # a non-persistent buffer, not in the parked file
+    assert not list((tmp_path / "work").glob("parked-*"))
+    from diffusers import StableDiffusionPipeline
+
+    saved = _state(StableDiffusionPipeline.from_pretrained(tmp_path / "out", local_files_only=True))
+    assert all(torch.equal(saved[k], before[k]) for k in saved if k in before)
+
+
+def test_a_failed_training_brings_them_back(sd, tmp_path, monkeypatch):
+    pipe = _pipe(sd)
+    before = _state(pipe)
+
+    def broken(loop, resume):
+        raise UserError("stopped on purpose")
+    monkeypatch.setattr(loop_module, "run", broken)
+    with pytest.raises(UserError, match="on purpose"):
+        erase(_opts(sd, tmp_path), pipe=pipe)
+    after = _state(pipe)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_disk_that_refuses_keeps_them_in_memory(sd, tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_model", full)
+    pipe = _pipe(sd)
+    before = _state(pipe)
+    erase(_opts(sd, tmp_path), pipe=pipe)
+    assert "kept text_encoder in memory" in capsys.readouterr().err
+    assert all(torch.equal(before[k], _state(pipe)[k]) for k in before)
+    assert (tmp_path / "out" / "model_index.json").exists()
