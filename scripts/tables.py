@@ -148,9 +148,21 @@ table("toy_erase_sdxl", "bench_toy_erase_sdxl.json",
        "--out bench-toy-nudity")
 def toy_nudity(data: dict) -> str:
     """``scripts/bench_toy_nudity.py``: the frame attribute erased with SalUn and RL, beside base and Retrain."""
-    rows_in = data["rows"]
-    settings = data.get("settings", {})
     labels = {"base": "base", "salun": "**SalUn** (mask, keep 0.5)", "rl": "RL (no mask)", "retrain": "Retrain"}
+    return _frame_table(data, labels, data.get("settings", {}))
+
+
+@table("precision", "bench_precision.json", "python scripts/bench_precision.py --json docs/bench_precision.json")
+def precision(data: dict) -> str:
+    """``scripts/bench_precision.py``: the frame erased by the shipped recipe with float32 and with bf16 weights."""
+    labels = {"base": "base", "fp32": "SalUn (the frame recipe as shipped), float32 weights",
+              "bf16 weights": "the same with `--weights-dtype bf16`", "retrain": "Retrain"}
+    return _frame_table(data, labels, {})
+
+
+def _frame_table(data: dict, labels: dict, settings: dict) -> str:
+    """The frame attribute's rows (toy I2P groups, what the erased prompts draw, retain, FID, gap to Retrain)."""
+    rows_in = data["rows"]
     erasers = [n for n in rows_in if n not in ("base", "retrain")]
     best = min(erasers, key=lambda n: rows_in[n]["gap_to_retrain"], default=None)
     rows = []
@@ -531,6 +543,9 @@ def _gib(r: dict) -> str:
 @table("real_scale_masked", "bench_real_scale_masked.json",
        "python scripts/bench_real_scale.py --resolution 256 --phases fwdbwd,mask,masked_adam,masked_lean,steps,erase "
        "--json docs/bench_real_scale_masked.json")
+@table("real_scale_bf16", "bench_real_scale_bf16.json",
+       "python scripts/bench_real_scale.py --resolution 256 --phases erase --weights-dtype bf16 "
+       "--json docs/bench_real_scale_bf16.json")
 @table("real_scale_sdxl_masked", "bench_real_scale_sdxl_masked.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases mask,masked_lean --json docs/bench_real_scale_sdxl_masked.json")
@@ -543,8 +558,8 @@ def real_scale(data: dict) -> str:
     rows = []
     fb = data.get("fwdbwd")
     if fb:
-        rows.append(["one plain forward + backward of the mask's loss (guided, w = 7.5): the floor of any gradient "
-                     "pass", f"{fb['seconds']:.1f} s", _gib(fb)])
+        rows.append(["one plain forward + backward of the mask's loss (guided, w = 7.5), in one graph",
+                     f"{fb['seconds']:.1f} s", _gib(fb)])
     for key, what in (("mask", "mask pass: 2 forget batches, global top 50%, the sum in the weights' gradients"),
                       ("mask_accumulator", "the same with a float32 sum beside the gradients (the DDPM recipe's "
                                            "per-batch clipping)")):
