@@ -139,7 +139,7 @@ def toy_erase(data: dict) -> str:
 
 
 table("toy_erase_sdxl", "bench_toy_erase_sdxl.json",
-      "OMP_NUM_THREADS=1 python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --under-load "
+      "OMP_NUM_THREADS=1 python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl "
       "--json docs/bench_toy_erase_sdxl.json")(toy_erase)
 
 
