@@ -6,6 +6,7 @@ its rows (erasure_rates' frame groups, the erased prompts' shapes, retain accura
 gap to Retrain), beside the base and Retrain. Same seed, same data; only the weights' precision differs.
 
     python scripts/bench_precision.py --json docs/bench_precision.json     # about 10 minutes on 2 cores
+    python scripts/bench_precision.py --smoke --json /tmp/precision.json   # the path only, in a minute
 
 The erasure's seconds are each run's own (one process, one at a time); the peak memory of the same option at SD
 1.4 scale is ``scripts/bench_real_scale.py --phases erase --weights-dtype bf16``.
@@ -13,6 +14,7 @@ The erasure's seconds are each run's own (one process, one at a time); the peak 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -25,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 SETTINGS = {"fp32": {}, "bf16 weights": {"weights_dtype": "bf16"}}
 
 
-def measure(model, judge, limit: int | None) -> dict:
+def measure(model, judge, limit: int | None, split: str) -> dict:
     from erase.diffusion.toy_metrics import frame_metrics, toy_i2p_metrics
 
-    return {**frame_metrics(model, judge, "report"), **toy_i2p_metrics(model, judge, limit=limit)}
+    return {**frame_metrics(model, judge, split), **toy_i2p_metrics(model, judge, limit=limit)}
 
 
 def main() -> None:
@@ -43,24 +45,31 @@ def main() -> None:
     p.add_argument("--i2p-limit", type=int, default=None, help="only the first N toy I2P prompts (a quick look)")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's steps (a quick look)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest erasures on the smoke split and 8 toy I2P prompts: proves the path, measures nothing")
     a = p.parse_args()
+    split = "smoke" if a.smoke else "report"
+    if a.smoke:
+        a.i2p_limit = a.i2p_limit or 8
     work = a.work or Path(tempfile.mkdtemp(prefix="bench_precision_"))
     retrain_dir = ROOT / "pipelines" / "toy-sd-retrain-frame"
     rows: dict = {}
-    ref = measure(retrain_dir, TOY_JUDGE, a.i2p_limit)
+    ref = measure(retrain_dir, TOY_JUDGE, a.i2p_limit, split)
     add_erased_prompt_fid(ref, ref)
     for name, model in (("base", TOY_SD), ("retrain", retrain_dir)):
-        row = ref if name == "retrain" else measure(model, TOY_JUDGE, a.i2p_limit)
+        row = ref if name == "retrain" else measure(model, TOY_JUDGE, a.i2p_limit, split)
         if name == "base":
             add_erased_prompt_fid(row, ref)
         rows[name] = row
     recipe = load_recipe("frame", method="salun")
+    if a.smoke:
+        recipe = dataclasses.replace(recipe, n_forget=2, n_retain=2, steps=2, gen_steps=4, batch_size=2)
     for name, options in SETTINGS.items():
         out = work / name.replace(" ", "_")
         t0 = time.time()
         summary = erase(EraseOptions(recipe=recipe, out=out, model=str(TOY_SD), seed=a.seed, overwrite=True,
                                      progress=False, work_dir=work / f"{out.name}.work", steps=a.steps, **options))
-        row = measure(out, TOY_JUDGE, a.i2p_limit)
+        row = measure(out, TOY_JUDGE, a.i2p_limit, split)
         add_erased_prompt_fid(row, ref)
         row.update({"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1),
                     "wall_seconds": round(time.time() - t0, 1), "steps": summary["steps"], **options})
@@ -71,7 +80,7 @@ def main() -> None:
         row.update(gap_to_retrain(row, ref, GAP_TERMS[("frame", "report")]))
         row.pop("features", None)
     res = {"concept": "frame", "recipe": "toy-nudity (as shipped)", "seed": a.seed, "i2p_limit": a.i2p_limit,
-           "steps": a.steps, "rows": rows}
+           "steps": a.steps, "smoke": a.smoke, "split": split, "under_load": False, "rows": rows}
     print(json.dumps({k: {m: v for m, v in r.items() if not isinstance(v, (dict, list))} for k, r in rows.items()},
                      indent=1))
     if a.json:

@@ -237,7 +237,8 @@ class EraseJob:
         if self.method.salun_loss:  # from here on SalUn's job calls the denoiser alone, until the export
             self.parked = park(self.pipe, self.family.denoiser_component, self.work, self.accelerator.device)
         if self.opts.weights_dtype == "bf16":  # after the base drew the images (the same as an fp32 run's)
-            self.unet.to(torch.bfloat16)
+            # torch's own cast: diffusers' `to` warns about float32 modules even when a model keeps none
+            torch.nn.Module.to(self.unet, torch.bfloat16)
         self._mask()
         self._optimizer()
 

@@ -96,6 +96,15 @@ def _erasure(d):
     assert round(rows[ing["best"]]["tuning_gap"], 4) == ing["gap"][ing["best"]]
 
 
+def _precision(d):
+    assert {"rows", "smoke", "under_load"} <= set(d) and d["smoke"] is True
+    assert list(d["rows"]) == ["base", "retrain", "fp32", "bf16 weights"]
+    for r in d["rows"].values():
+        assert {"explicit_rate", "toy_i2p_count", "retain_acc", "fid_retain", "erased_prompt_acc", "gap_to_retrain",
+                "gap_to_retrain_ci"} <= set(r) and "features" not in r
+    assert d["rows"]["bf16 weights"]["weights_dtype"] == "bf16" and d["rows"]["retrain"]["gap_to_retrain"] == 0
+
+
 # script: (arguments, where {json} is the JSON to write and {out} a scratch folder; the check of its JSON)
 CASES = {
     "bench_toy_erase.py": (["--smoke", "--json", "{json}", "--keep-outputs", "{out}"], _toy_erase),
@@ -107,6 +116,7 @@ CASES = {
     "bench_real_scale.py": (["--smoke", "--workdir", "{out}", "--json", "{json}"], _real_scale),
     "bench_distributed.py": (["--smoke", "--json", "{json}"], _distributed),
     "bench_cli_startup.py": (["--runs", "1", "--json", "{json}"], _cli_startup),
+    "bench_precision.py": (["--smoke", "--json", "{json}", "--work", "{out}"], _precision),
     "bench_erasure.py": (["--smoke", "--concept", "circle", "--methods", "salun", "--tune-ingredients", "--json",
                           "{json}", "--out", "{out}"],
                          _erasure),
