@@ -32,6 +32,7 @@ class Parked:
                 m.to("cpu")
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self.folder)
         for name, m in self.modules.items():
             path = self.folder / f"parked-{name}-{os.getpid()}.safetensors"
             try:
@@ -61,6 +62,24 @@ class Parked:
                 m.get_buffer(k).copy_(b)
             path.unlink(missing_ok=True)
             del self.files[name]
+
+
+def _remove_stale(folder: Path) -> None:
+    """Parked files of a process that is gone (killed before it could restore them): nothing will read them."""
+    for f in folder.glob("parked-*.safetensors"):
+        pid = f.stem.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            f.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def park(pipe, keep: str, folder: Path, device: torch.device) -> Parked:

@@ -3,6 +3,8 @@ accelerator), and come back bit for bit for the export, after a failure too; a d
 in memory and the job goes on."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -62,6 +64,22 @@ def test_parked_components_train_nothing_and_come_back_bit_for_bit(sd, tmp_path,
 
     saved = _state(StableDiffusionPipeline.from_pretrained(tmp_path / "out", local_files_only=True))
     assert all(torch.equal(saved[k], before[k]) for k in saved if k in before)
+
+
+def test_a_killed_run_s_parked_files_are_removed_by_the_next(sd, tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+    erase(_opts(sd, tmp_path))  # the work folder, as a run leaves it
+    work = tmp_path / "work"
+    stale = work / f"parked-text_encoder-{gone.pid}.safetensors"
+    stale.write_bytes(b"left by a killed run")
+    other = work / f"parked-vae-{os.getpid()}.safetensors.keep"  # not a parked file's name: left alone
+    other.write_bytes(b"x")
+    erase(_opts(sd, tmp_path, overwrite=True), pipe=_pipe(sd))
+    assert not stale.exists() and other.exists()
 
 
 def test_a_failed_training_brings_them_back(sd, tmp_path, monkeypatch):
