@@ -98,8 +98,8 @@ def erase_concept(pipe, concept: str | list[str] | None = None, *, out: str | Pa
     result); ``settings``: any ``salun erase`` option by its Python name (``method="esd-x"``, ``steps=50``,
     ``keep=0.3``, ``lora_rank=4``, ``mixed_precision="bf16"``, ...). Bad settings raise ``UserError`` (one line,
     nothing written), as the command line refuses them. ``preserve_prompts``: with ``distill=B``, the prompts whose
-    outputs stay the base's (instead of the recipe's). ``weights_dtype="bf16"`` leaves ``pipe``'s UNet in bf16 (the
-    erased one, as exported)."""
+    outputs stay the base's (instead of the recipe's). ``weights_dtype="bf16"`` trains ``pipe``'s UNet in bf16 and
+    leaves it float32 again, holding bf16 values (its weights rounded even if the erasure fails after the cast)."""
     from .cli.erase import erase_options
 
     loaded = pipe

@@ -160,8 +160,8 @@ def add_erase_parsers(sub) -> None:
                         "else torch SDPA")
     e.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
                    help="hold the UNet's weights in this precision while training (bf16 halves them; the masked "
-                        "entries keep float32 master copies, the forward pass computes in bf16, and the exported "
-                        "UNet is bf16: weights outside the mask equal the base's bf16 rounding)")
+                        "entries keep float32 master copies and the forward pass computes in bf16). The UNet is saved "
+                        "as float32 holding bf16 values: weights outside the mask equal the base's bf16 rounding")
     e.add_argument("--lora-rank", type=int, default=None,
                    help="also export the UNet change as a LoRA of this rank to <out>-lora")
     e.add_argument("--device", default=None, help="cpu to force the CPU (accelerate picks otherwise)")

@@ -129,5 +129,5 @@ def _weights_note(opts) -> str:
     """What ``--weights-dtype bf16`` did to the weights (nothing is said for float32, the default)."""
     if getattr(opts, "weights_dtype", "fp32") == "fp32":
         return ""
-    return (", UNet weights held in bf16 (the masked entries trained on float32 master copies and rounded; "
-            "the exported UNet is bf16)")
+    return (", UNet weights held in bf16 while training (the masked entries trained on float32 master copies and "
+            "rounded; every UNet weight is a bf16 value, saved as float32)")

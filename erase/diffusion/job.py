@@ -46,7 +46,7 @@ from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
 from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe, load_for_job, native_resolution,
                       selected_parameters, target_key)
-from .parking import park
+from .parking import parking
 from .saliency import cached_mask, make_mask, reusable  # noqa: F401 - make_mask re-exported
 from ..core.sampling import EpochSampler
 from .recipes import Recipe
@@ -137,7 +137,9 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     outputs = [out] + ([lora_out] if lora_out else [])
     with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
         accelerator.wait_for_everyone()
-        summary = EraseJob(opts, method, pipe, accelerator, wd.path, res, mask, lora_out).run()
+        job = EraseJob(opts, method, pipe, accelerator, wd.path, res, mask, lora_out)
+        del mask  # the job's own reference only: it keeps the mask as bits once training has its indices
+        summary = job.run()
     dist.barrier()  # the other processes return once the main one has exported
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["processes"] = dist.world()
@@ -235,7 +237,8 @@ class EraseJob:
         self.forget_t = self.method.forget_timesteps(self.settings, n_train)
         self._data()
         if self.method.salun_loss:  # from here on SalUn's job calls the denoiser alone, until the export
-            self.parked = park(self.pipe, self.family.denoiser_component, self.work, self.accelerator.device)
+            self.parked = parking(self.pipe, self.family.denoiser_component, self.work, self.accelerator.device)
+            self.parked.park()  # (held first: a park that fails half-way is restored by cleanup too)
         if self.opts.weights_dtype == "bf16":  # after the base drew the images (the same as an fp32 run's)
             # torch's own cast: diffusers' `to` warns about float32 modules even when a model keeps none
             torch.nn.Module.to(self.unet, torch.bfloat16)
@@ -441,20 +444,28 @@ class EraseJob:
     # -- cleanup
     def cleanup(self) -> None:
         """Undo the method's hooks; free the optimizer state, gradients and gates before the export (a LoRA
-        export reads the base weights back from the source files: no second UNet in memory); bring back the
-        parked components."""
-        if self.stepper is not None:
-            self.stepper.close()
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-            unwrapped(self.optimizer).close()  # its gradient hooks go with it
-        self.stepper = self.optimizer = self.trainable = self.prepared_unet = None
-        if not self.method.closed_form:
-            self.accelerator.free_memory()
-            gc.collect()
-        if self.parked is not None:  # the text encoders and the VAE back, for the export
-            self.parked.restore()
-            self.parked = None
+        export reads the base weights back from the source files: no second UNet in memory); then, whatever
+        happened, bring back the parked components (a pipeline handed over in memory must not keep them on the
+        meta device) and put a UNet trained in bf16 back to float32 (exactly: every bf16 value is a float32
+        one), so the pipeline in memory draws, audits and erases again as any float32 pipeline does."""
+        try:
+            if self.stepper is not None:
+                self.stepper.close()
+            if self.optimizer is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                unwrapped(self.optimizer).close()  # its gradient hooks go with it
+            self.stepper = self.optimizer = self.trainable = self.prepared_unet = None
+            if not self.method.closed_form:
+                self.accelerator.free_memory()
+                gc.collect()
+        finally:
+            parked, self.parked = self.parked, None
+            try:
+                if parked is not None:
+                    parked.restore()
+            finally:
+                if self.unet.dtype != torch.float32:
+                    torch.nn.Module.to(self.unet, torch.float32)
 
     # -- export
     def export(self) -> Summary:

@@ -4,11 +4,13 @@ Once the images are encoded and the prompts' conditions are in the ``TextBank``,
 denoiser: the text encoders and the VAE (SD 1.4: 0.8 GB in float32; SDXL: 3.4 GB) wait for the export. On an
 accelerator they wait in the CPU's memory (as diffusers' model offloading does); on the CPU they wait on disk, in
 the job's work folder, and are read back, bit for bit, before the export. Parking is an optimisation: if the
-disk refuses, the components stay where they are and the job goes on.
+disk refuses, the components stay where they are and the job goes on. Restoring brings back every component it
+can even when one fails, so a pipeline handed over in memory is never left on the meta device quietly.
 """
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -34,10 +36,10 @@ class Parked:
         self.folder.mkdir(parents=True, exist_ok=True)
         _remove_stale(self.folder)
         for name, m in self.modules.items():
-            path = self.folder / f"parked-{name}-{os.getpid()}.safetensors"
+            path = self.folder / f"parked-{name}-{socket.gethostname()}-{os.getpid()}.safetensors"
             try:
                 save_model(m, str(path))
-            except (OSError, RuntimeError) as e:  # a full disk: this one stays in memory
+            except Exception as e:  # noqa: BLE001 - a full disk (OSError, safetensors' own error): it stays in memory
                 path.unlink(missing_ok=True)
                 print(f"kept {name} in memory during training (could not park it in {self.folder}: {e})",
                       file=sys.stderr)
@@ -54,19 +56,28 @@ class Parked:
             for m in self.modules.values():
                 m.to(self.device)
             return
-        for name, path in list(self.files.items()):
-            m = self.modules[name]
-            m.to_empty(device="cpu")
-            load_model(m, str(path), strict=True)
-            for k, b in self.buffers.pop(name).items():
-                m.get_buffer(k).copy_(b)
-            path.unlink(missing_ok=True)
-            del self.files[name]
+        failed = []
+        for name, path in list(self.files.items()):  # every one it can, whatever happens to another
+            try:
+                m = self.modules[name]
+                m.to_empty(device="cpu")
+                load_model(m, str(path), strict=True)
+                for k, b in self.buffers.pop(name).items():
+                    m.get_buffer(k).copy_(b)
+                path.unlink(missing_ok=True)
+                del self.files[name]
+            except Exception as e:  # noqa: BLE001 - said below, with every component that failed
+                failed.append(f"{name} ({path}: {type(e).__name__}: {e})")
+        if failed:
+            raise RuntimeError("could not bring back the parked " + "; ".join(failed) + ": the pipeline in memory "
+                               "lacks them (load it again from its folder)")
 
 
 def _remove_stale(folder: Path) -> None:
-    """Parked files of a process that is gone (killed before it could restore them): nothing will read them."""
-    for f in folder.glob("parked-*.safetensors"):
+    """Parked files of a process of this machine that is gone (killed before it could restore them): nothing
+    will read them. Another machine's (a shared work folder) are left alone."""
+    host = socket.gethostname()
+    for f in folder.glob(f"parked-*-{host}-*.safetensors"):
         pid = f.stem.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             f.unlink(missing_ok=True)
@@ -82,9 +93,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def park(pipe, keep: str, folder: Path, device: torch.device) -> Parked:
-    """Park every module component of ``pipe`` but ``keep`` (the denoiser); ``restore()`` the result after."""
+def parking(pipe, keep: str, folder: Path, device: torch.device) -> Parked:
+    """The record for parking every module component of ``pipe`` but ``keep`` (the denoiser): hold it, then call
+    its ``park()``, so that whatever happens in between, ``restore()`` brings back what was parked."""
     modules = {n: c for n, c in pipe.components.items() if isinstance(c, nn.Module) and n != keep}
-    parked = Parked(modules, device, folder)
-    parked.park()
-    return parked
+    return Parked(modules, device, folder)

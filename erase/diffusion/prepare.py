@@ -81,7 +81,7 @@ def check_mixed_precision(accelerator, mixed_precision: str) -> None:
 def check_compute_dtype(device, dtype, flag: str) -> None:
     """Refuse, in one line, a weights dtype this device cannot compute in (a GPU without bf16, an old MPS): tried
     on a matrix product and a convolution, the UNet's two kinds of work."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise UserError(f"{flag}: {torch.cuda.get_device_name(device)} cannot compute in bf16; use fp32")
     try:
         x = torch.ones(1, 2, 4, 4, dtype=dtype, device=device)

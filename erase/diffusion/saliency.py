@@ -180,13 +180,15 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
 
 
 def mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mixed_precision: str,
-              target: list = (), how: str = "global") -> str:
+              target: list = (), how: str = "global", weights_dtype: str = "fp32") -> str:
     """What shaped a mask: a cached mask is reused only if all of this is the same (the images' content
     hash covers other images under the same captions, the resolution and the VAE)."""
     what = [recipe.selection, recipe.keep, recipe.guidance_w, recipe.batch_size, seed, sorted(captions),
             len(captions), data, resolution, mixed_precision, how, *target]
     if recipe.mask_contrast > 0:  # (keys of the paper's masks stay as they were: their caches stay valid)
         what.append(["contrast", recipe.mask_contrast])
+    if weights_dtype != "fp32":  # the gradient taken at bf16 weights is another mask (fp32 keys unchanged)
+        what.append(["weights", weights_dtype])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
@@ -211,7 +213,7 @@ def cached_mask(pipe, recipe: Recipe, opts: EraseOptions, forget: Encoded, forge
     if recipe.mask_contrast > 0:  # the retain images' content and their captions (the retain loss's conditions)
         data += "-" + retain_digest + "-" + hashlib.sha256(json.dumps(sorted(retain.captions)).encode()).hexdigest()[:8]
     key = mask_key(recipe, opts.seed, forget.captions, data, res, opts.mixed_precision, target_key(pipe),
-                   "per-concept union" if opts.mask_per_concept else "global")
+                   "per-concept union" if opts.mask_per_concept else "global", opts.weights_dtype)
     if reusable(cached, key, selected_parameters(pipe, recipe.selection), accelerator):
         return Mask.load(cached)
     make = per_concept_mask if opts.mask_per_concept else mask_for

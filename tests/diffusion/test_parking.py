@@ -3,7 +3,7 @@ accelerator), and come back bit for bit for the export, after a failure too; a d
 in memory and the job goes on."""
 from __future__ import annotations
 
-import os
+import socket
 
 import pytest
 import torch
@@ -74,12 +74,29 @@ def test_a_killed_run_s_parked_files_are_removed_by_the_next(sd, tmp_path):
     gone.wait()  # a process id that no longer runs
     erase(_opts(sd, tmp_path))  # the work folder, as a run leaves it
     work = tmp_path / "work"
-    stale = work / f"parked-text_encoder-{gone.pid}.safetensors"
+    host = socket.gethostname()
+    stale = work / f"parked-text_encoder-{host}-{gone.pid}.safetensors"
     stale.write_bytes(b"left by a killed run")
-    other = work / f"parked-vae-{os.getpid()}.safetensors.keep"  # not a parked file's name: left alone
-    other.write_bytes(b"x")
+    elsewhere = work / f"parked-vae-another-machine-{gone.pid}.safetensors"  # its process may well live: kept
+    elsewhere.write_bytes(b"x")
     erase(_opts(sd, tmp_path, overwrite=True), pipe=_pipe(sd))
-    assert not stale.exists() and other.exists()
+    assert not stale.exists() and elsewhere.exists()
+
+
+def test_a_component_that_cannot_come_back_does_not_keep_the_others(sd, tmp_path, monkeypatch):
+    pipe = _pipe(sd)
+    before = _state(pipe)
+    real_run = loop_module.run
+
+    def run(loop, resume):  # the text encoder's parked file goes missing while the UNet trains
+        next((tmp_path / "work").glob("parked-text_encoder-*")).unlink()
+        return real_run(loop, resume)
+    monkeypatch.setattr(loop_module, "run", run)
+    with pytest.raises(RuntimeError, match="could not bring back the parked text_encoder"):
+        erase(_opts(sd, tmp_path), pipe=pipe)
+    vae = {k: v for k, v in _state(pipe).items() if k.startswith("vae.")}
+    assert all(torch.equal(v, before[k]) for k, v in vae.items())  # the VAE came back all the same
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_training_brings_them_back(sd, tmp_path, monkeypatch):
@@ -95,15 +112,26 @@ def test_a_failed_training_brings_them_back(sd, tmp_path, monkeypatch):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_a_disk_that_refuses_keeps_them_in_memory(sd, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("error", ["os", "safetensors"])
+def test_a_disk_that_refuses_keeps_them_in_memory(sd, tmp_path, monkeypatch, capsys, error):
     import safetensors.torch
+    from safetensors import SafetensorError
 
-    def full(*a, **k):
-        raise OSError(28, "No space left on device")
+    calls = []
+
+    def full(model, path, *a, **k):  # the first component parks, the second meets a full disk
+        calls.append(path)
+        if len(calls) == 1:
+            return real(model, path, *a, **k)
+        raise OSError(28, "No space left on device") if error == "os" else SafetensorError("I/O error: disk full")
+    real = safetensors.torch.save_model
     monkeypatch.setattr(safetensors.torch, "save_model", full)
     pipe = _pipe(sd)
     before = _state(pipe)
     erase(_opts(sd, tmp_path), pipe=pipe)
-    assert "kept text_encoder in memory" in capsys.readouterr().err
+    import re
+
+    err = capsys.readouterr().err
+    assert len(re.findall(r"kept (vae|text_encoder) in memory during training", err)) == 1, err  # one parked
     assert all(torch.equal(before[k], _state(pipe)[k]) for k in before)
     assert (tmp_path / "out" / "model_index.json").exists()

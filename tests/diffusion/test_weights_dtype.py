@@ -1,5 +1,5 @@
 """Issue 29's --weights-dtype bf16: the UNet held in bf16 while it trains, the masked entries on float32
-masters. Weights outside the mask are the base's bf16 rounding, bit for bit; the masters make Adam's small steps
+masters. Saved as float32, weights outside the mask are the base's bf16 rounding, bit for bit; the masters make Adam's small steps
 count (the same trajectory as float32 Adam on the same gradients); a checkpoint keeps them; bad input is one
 line."""
 from __future__ import annotations
@@ -35,16 +35,26 @@ def test_a_bf16_erasure_moves_the_masked_entries_and_rounds_the_rest_only(sd, tm
     base = load_file(sd / "unet" / "diffusion_pytorch_model.safetensors")
     new = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     mask = Mask.load(out / "mask.safetensors")
-    assert {t.dtype for t in new.values()} == {torch.bfloat16}
+    assert {t.dtype for t in new.values()} == {torch.float32}  # saved as float32 ...
+    assert all(torch.equal(t, t.to(torch.bfloat16).float()) for t in new.values())  # ... holding bf16 values
     moved = 0
     for n, m in mask.masks.items():
-        rounded = base[n].to(torch.bfloat16)
+        rounded = base[n].to(torch.bfloat16).float()
         assert torch.equal(new[n][~m], rounded[~m]), n
         moved += int((new[n][m] != rounded[m]).sum())
     assert moved > 0.5 * summary["mask"]["kept"]
     rec = json.loads((out / "recipe.json").read_text())
     assert rec["options"]["weights_dtype"] == "bf16" and rec["options"]["mixed_precision"] == "bf16"
     assert "held in bf16" in (out / "README.md").read_text()
+    from diffusers import StableDiffusionPipeline as P
+
+    given = P.from_pretrained(sd, local_files_only=True)  # a pipeline handed over in memory: float32 again after
+    erase(EraseOptions(recipe=recipe, out=tmp_path / "again", model=str(sd), progress=False, steps=3,
+                       weights_dtype="bf16"), pipe=given)
+    assert given.unet.dtype == torch.float32 and given.text_encoder.dtype == torch.float32
+    assert given(["a red square"], num_inference_steps=2, height=32, width=32, output_type="np").images.shape[0] == 1
+    again = load_file(tmp_path / "again" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(again[n], p.detach()) for n, p in given.unet.named_parameters())
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
