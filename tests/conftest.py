@@ -37,3 +37,18 @@ def interrupt_at(monkeypatch):
         return lambda: monkeypatch.setattr(module, name, real)
 
     return arm
+
+
+@pytest.fixture
+def erase_refuses(tmp_path, capsys):
+    """``erase_refuses(model, argv, message)``: ``salun erase --model M --concept circle --out O *argv`` exits 2 with
+    one stderr line holding ``message``, and writes nothing at ``O``."""
+    from erase.cli import main
+
+    def check(model, argv: list[str], message: str) -> None:
+        out = tmp_path / "refused-out"
+        code = main(["erase", "--model", str(model), "--concept", "circle", "--out", str(out), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    return check
