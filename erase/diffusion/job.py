@@ -218,6 +218,9 @@ class EraseJob:
             self.train()
         finally:
             self.cleanup()
+        # every process has read its parked components back out of the work folder (and may still fail doing
+        # so) before the main one exports and then removes that folder
+        dist.barrier()
         return self.export()
 
     # -- setup

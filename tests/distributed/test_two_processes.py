@@ -111,6 +111,40 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+SLOW_RESTORE = """
+import os, sys, time
+from erase.diffusion import parking
+
+_restore = parking.Parked.restore
+
+
+def slow(self):  # the second process brings its parked components back late (a busy machine)
+    if os.environ.get("RANK") == "1":
+        time.sleep(float(os.environ["SLOW_RESTORE_S"]))
+    _restore(self)
+
+
+parking.Parked.restore = slow
+from erase.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_work_folder_outlives_every_process_that_parked_in_it(tmp_path):
+    """The main process exports and removes the work folder only once every process has read its parked
+    components back out of it (CI once saw the second process find its parked files gone)."""
+    script = tmp_path / "slow_restore.py"
+    script.write_text(SLOW_RESTORE)
+    cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+           "no", "--dynamo_backend", "no", "--main_process_port", _port(), str(script),
+           "erase", *ERASE, "--steps", "2", "--out", "erased"]
+    r = subprocess.run(cmd, cwd=tmp_path, env={**_env(), "SLOW_RESTORE_S": "15"}, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "erased" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert not (tmp_path / ".erased.work").exists()
+
+
 def test_audits_write_one_report_equal_to_the_one_process_report(tmp_path):
     audit = ["audit", "concept", "--model", str(TOY_SD), "--concept", "circle", "--per-colour", "2",
              "--retain-per-pair", "1", "--out"]
