@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erase.audit.concept import audit_toy_concept  # noqa: E402
-from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class  # noqa: E402
+from erase.diffusion.ddpm.stages import erase_class  # noqa: E402
+from erase.diffusion.options import DDPMEraseOptions  # noqa: E402
 from erase.toy import TOY_DDPM, TOY_JUDGE  # noqa: E402
 
 

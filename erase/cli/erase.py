@@ -205,7 +205,7 @@ def _cmd_mask(args) -> int:
     if is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
         return in_main_process_alone(_cmd_mask, args)
     if is_ddpm(args.model):
-        from ..diffusion.ddpm.unlearn import make_ddpm_mask
+        from ..diffusion.ddpm.saliency import make_ddpm_mask
 
         _one_class(args.concept, args.model)
         forget = args.forget_class
@@ -419,7 +419,8 @@ def _warn_slow(opts) -> None:
 def _cmd_erase_ddpm(args) -> int:
     import json
 
-    from ..diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+    from ..diffusion.ddpm.stages import erase_class
+    from ..diffusion.options import DDPMEraseOptions
 
     _one_class(args.concept, args.model)
     forget = args.forget_class

@@ -211,6 +211,8 @@ class EraseJob:
         self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet for every built-in family)
         self.stepper = self.optimizer = self.trainable = self.parked = None
         self.mask_seconds = 0.0
+        self.alpha = self.recipe.alpha  # the retain term's weight
+        self.grad_clip: float | None = None  # the paper's SD recipe clips no gradient
 
     def run(self) -> Summary:
         try:
@@ -326,23 +328,34 @@ class EraseJob:
             self.mask = self.mask.packed()
         if opts.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        unet.train()
-        # Adam with state for the masked entries only; in one process the full gradients are gathered and
-        # dropped tensor by tensor during backward (a data-parallel launch completes them only after it, and
-        # fp16's loss scaler unscales and checks the full gradients before the step)
-        optimizer = MaskedAdam(self.trainable, lr=r.lr, gather=self.accelerator.num_processes == 1
-                               and getattr(self.accelerator, "scaler", None) is None)
+        # in one process the full gradients are gathered and dropped tensor by tensor during backward (a
+        # data-parallel launch completes them only after it, and fp16's loss scaler unscales and checks the full
+        # gradients before the step)
+        self._adam(r.lr, gather=self.accelerator.num_processes == 1
+                   and getattr(self.accelerator, "scaler", None) is None)
+        self.steps = _total_steps(r, opts, len(self.forget.captions))
+        self._samplers(len(self.forget.captions), len(self.retain.captions) if self.retain else 0, r.batch_size)
+
+    def _adam(self, lr: float, gather: bool) -> None:
+        """The denoiser in training mode and Adam with state for the masked entries of ``self.trainable`` only,
+        prepared by the accelerator. ``gather``: the full gradients are gathered and dropped tensor by tensor during
+        backward (not when a step must read them whole: clipping, a loss scaler, a data-parallel all-reduce)."""
+        self.unet.train()
+        optimizer = MaskedAdam(self.trainable, lr=lr, gather=gather)
         try:
             self.trainable.attach(optimizer)
-            self.prepared_unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
+            self.prepared_unet, self.optimizer = self.accelerator.prepare(self.unet, optimizer)
         except BaseException:
             optimizer.close()  # no gradient hook left on the model
             raise
-        self.steps = _total_steps(r, opts, len(self.forget.captions))
-        rank_seed = opts.seed + 1000 * self.accelerator.process_index  # each process draws its own batches
-        self.samplers = {"forget": EpochSampler(len(self.forget.captions), r.batch_size, rank_seed + 1)}
-        if self.retain:
-            self.samplers["retain"] = EpochSampler(len(self.retain.captions), r.batch_size, rank_seed + 2)
+
+    def _samplers(self, n_forget: int, n_retain: int, batch_size: int) -> None:
+        """The loop's batch samplers (a retain one when there are retain images) and its generator; each process
+        draws its own batches."""
+        rank_seed = self.opts.seed + 1000 * self.accelerator.process_index
+        self.samplers = {"forget": EpochSampler(n_forget, batch_size, rank_seed + 1)}
+        if n_retain:
+            self.samplers["retain"] = EpochSampler(n_retain, batch_size, rank_seed + 2)
         self.gen = torch.Generator().manual_seed(rank_seed + 3)
 
     def _method_mask(self, views: int) -> Mask:
@@ -415,15 +428,18 @@ class EraseJob:
         """The loop over the method's losses (checkpointed, resumable), or the closed-form edit."""
         if self.method.closed_form:
             return self._edit()
-        hint = "Try a lower --lr" + (" or --mixed-precision no." if self.opts.mixed_precision != "no" else ".")
         trained = loop.run(loop.Loop(self.trainable, self.optimizer, self.stepper,
                                      denoiser(self.family, self.prepared_unet), self.scheduler, self._draw,
-                                     self.samplers, self.gen, self.recipe.alpha, self.steps, self.work, self.digest,
-                                     self.opts.checkpoint_every, hint, accelerator=self.accelerator,
-                                     progress=self.opts.progress), self.opts.resume)
+                                     self.samplers, self.gen, self.alpha, self.steps, self.work, self.digest,
+                                     self.opts.checkpoint_every, self._hint(), self.grad_clip,
+                                     accelerator=self.accelerator, progress=self.opts.progress), self.opts.resume)
         self.history, self.train_seconds = trained["history"], trained["seconds"]
         self.unet = self.accelerator.unwrap_model(self.prepared_unet).eval()
         self.n_trainable, self.changed = self.trainable.n_trainable(), list(self.trainable.params)
+
+    def _hint(self) -> str:
+        """What to try when training diverges."""
+        return "Try a lower --lr" + (" or --mixed-precision no." if self.opts.mixed_precision != "no" else ".")
 
     def _edit(self) -> None:
         """A method without training (UCE): edit the weights from the prompts' conditions."""

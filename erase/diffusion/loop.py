@@ -1,6 +1,6 @@
 """The training loop every diffusion erasure job shares: resume -> steps -> checkpoints -> final checkpoint.
 
-A job (``job.py`` for text-to-image families, ``ddpm/unlearn.py`` for the class-conditional DDPM) prepares
+A job (``job.py``'s ``EraseJob``, with ``ddpm/stages.py``'s stages for the class-conditional DDPM) prepares
 the model, the optimizer over its ``MaskedParameters`` and a ``draw`` function that gives each step's
 forget and retain ``Batch``; the method turns those into losses. Resuming restores the weights, the
 optimizer, the samplers and the generator exactly, and is refused when the settings' digest differs.

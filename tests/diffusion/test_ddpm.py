@@ -8,7 +8,8 @@ import erase.diffusion.losses as losses
 from erase.cli import main
 from erase.diffusion.ddpm.pipeline import ClassConditionalDDPMPipeline, load_ddpm
 from erase.diffusion.ddpm.train import DDPMTrainConfig, build_ddpm, make_pipeline, make_unet
-from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+from erase.diffusion.ddpm.stages import erase_class
+from erase.diffusion.options import DDPMEraseOptions
 from erase.core.errors import UserError
 from erase.core.mask import Mask
 from erase.toy import TOY_JUDGE

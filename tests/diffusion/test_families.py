@@ -48,7 +48,8 @@ def _run(kind, model, out, method, **kw):
         if method == "ant":
             kw.setdefault("method_options", {"sample-steps": 4, "early-steps": 1, "heavy-hitters": 1})
         return erase(_opts(model, out, method, **kw))
-    from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+    from erase.diffusion.ddpm.stages import erase_class
+    from erase.diffusion.options import DDPMEraseOptions
 
     return erase_class(DDPMEraseOptions(model=model, forget_class="circle", out=out, work_dir=out.parent / f"{out.name}.work",
                                         steps=4, batch_size=8, n_forget=16, n_retain=16, checkpoint_every=2,

@@ -2,10 +2,11 @@
 import pytest
 
 from erase.diffusion.ddpm.quality import class_rates
-from erase.diffusion.ddpm.unlearn import DDPMEraseOptions, erase_class
+from erase.diffusion.ddpm.stages import erase_class
+from erase.diffusion.options import DDPMEraseOptions
 from erase.toy import TOY_DDPM, TOY_JUDGE
 
-# The toy-shapes recipe (erase/diffusion/ddpm/unlearn.py RECIPES: 500 forget + 2500 retain images, 400 steps
+# The toy-shapes recipe (erase/diffusion/options.py DDPM_RECIPES: 500 forget + 2500 retain images, 400 steps
 # of batch 64 at lr 1e-4, alpha 1.0), cut down: 64 + 128 images, 20 steps of batch 16 at lr 5e-4.
 ERASE = {"n_forget": 64, "n_retain": 128, "steps": 20, "batch_size": 16, "lr": 5e-4}
 # erase.diffusion.ddpm.quality.class_rates at 20 DDIM steps (guidance w 2), seeds from 1000: 20 samples of

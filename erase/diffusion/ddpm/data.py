@@ -1,6 +1,7 @@
 """Images with class labels for the DDPM path: the toy world's drawn shapes, or CIFAR-10 on disk."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +57,33 @@ def load(dataset: str, n: int = 12000, seed: int = 0, resolution: int = 16, root
     if dataset == "cifar10":
         return cifar10(root, download)
     raise UserError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+
+
+def model_info(model: str | Path) -> dict:
+    """A DDPM folder's ``ddpm_info.json`` (its data set, classes, training): {} when it has none."""
+    path = Path(model) / "ddpm_info.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def forget_retain(dataset: str, forget: int, rec: dict, seed: int, resolution: int, root=None,
+                  download: bool = False) -> tuple[Labelled, Labelled]:
+    """(forget images, retain images) of the data set the model was trained on; ``rec``'s ``n_forget`` and
+    ``n_retain`` say how many (None: all)."""
+    if dataset == "toy-shapes":
+        from ...toy import shapes as S
+
+        # Drawn afresh (another seed than training), balanced over shape x colour, then cut to size.
+        k, pairs = len(S.SHAPES), len(S.SHAPES) * len(S.COLOURS)
+        need = max(rec["n_forget"] * k, -(-rec["n_retain"] // (k - 1)) * k)
+        drawn = toy_shapes(-(-need // pairs) * pairs, seed=seed + 5550, resolution=resolution)
+        f, retain = drawn.of_class(forget), drawn.without_class(forget)
+        keep = torch.randperm(len(retain.labels), generator=torch.Generator().manual_seed(seed))[:rec["n_retain"]]
+        return (Labelled(f.images[:rec["n_forget"]], f.labels[:rec["n_forget"]], f.class_names),
+                Labelled(retain.images[keep], retain.labels[keep], retain.class_names))
+    data = load(dataset, root=root, download=download)
+    f, r = data.of_class(forget), data.without_class(forget)
+    if rec["n_forget"]:
+        f = Labelled(f.images[:rec["n_forget"]], f.labels[:rec["n_forget"]], f.class_names)
+    if rec["n_retain"]:
+        r = Labelled(r.images[:rec["n_retain"]], r.labels[:rec["n_retain"]], r.class_names)
+    return f, r
