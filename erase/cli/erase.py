@@ -273,15 +273,9 @@ def _method(args):
 
 def _refuse_ddpm_method(args) -> None:
     """The DDPM path trains SalUn's loss alone (SalUn, or RL without the mask), with no method options."""
-    from ..diffusion.methods import METHODS
+    from ..diffusion.options import check_class_method
 
-    m = _method(args)
-    if m is None or not m.salun_loss:
-        takes = " or ".join(n for n, o in METHODS.items() if o.salun_loss)
-        raise UserError(f"--method {args.method}: the class-conditional DDPM path takes {takes}")
-    given = _method_options_given(args)
-    if given:
-        raise UserError(f"--{next(iter(given))}: not an option of the DDPM path")
+    check_class_method(args.method, _method_options_given(args))
 
 
 def _refuse_contradictions(args) -> None:
@@ -442,7 +436,7 @@ def _cmd_erase_ddpm(args) -> int:
                             n_forget=args.n_forget, n_retain=args.n_retain, keep=MASK_KEEP if args.keep is None else args.keep,
                             mask_w=DDPM_MASK_GUIDANCE if args.guidance_w is None else args.guidance_w,
                             mask_path=args.mask,
-                            use_mask=not args.no_mask and _method(args).uses_mask, allow_other_base=args.allow_other_base, seed=args.seed,
+                            method=args.method, use_mask=not args.no_mask, allow_other_base=args.allow_other_base, seed=args.seed,
                             work_dir=args.work_dir, resume=args.resume, restart=args.restart,
                             checkpoint_every=args.checkpoint_every,
                             device=args.device, overwrite=args.overwrite, audit=args.audit)

@@ -26,6 +26,8 @@ class JobOptions:
     model: str | None = None  # a pipeline folder or hub id (None: the text-to-image default, the toy SD)
     mask_path: Path | None = None  # a precomputed mask (salun mask); else computed here
     use_mask: bool = True  # False: the method's unmasked ablation (salun's: rl), every selected weight trains
+    method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
+    method_options: dict = field(default_factory=dict)  # the method's own options given (name -> value)
     steps: int | None = None  # None: the recipe's
     seed: int = 0
     work_dir: Path | None = None
@@ -45,8 +47,6 @@ class EraseOptions(JobOptions):
     recipe: Recipe
     mask_per_concept: bool = False  # several concepts: one mask each, combined by union (else one from all)
     replay: bool = True  # erasing an erased model: its earlier concepts join the forget set (kept erased)
-    method: str = "salun"  # an erasure method of erase.diffusion.methods.METHODS
-    method_options: dict = field(default_factory=dict)  # the method's own options given (name -> value)
     mixed_precision: str = "no"  # no | fp16 | bf16
     weights_dtype: str = "fp32"  # fp32 | bf16: the UNet's weights while training (bf16: float32 masters, bf16 compute)
     gradient_checkpointing: bool = False
@@ -98,6 +98,17 @@ class DDPMEraseOptions(JobOptions):
         return rec
 
 
+def check_class_method(method: str, given: dict) -> None:
+    """A class erasure trains SalUn's loss alone (SalUn, or RL without the mask), with no method options."""
+    from .methods import METHODS
+
+    if method not in METHODS or not METHODS[method].salun_loss:
+        takes = " or ".join(n for n, o in METHODS.items() if o.salun_loss)
+        raise UserError(f"--method {method}: the class-conditional DDPM path takes {takes}")
+    if given:
+        raise UserError(f"--{next(iter(given))}: not an option of the DDPM path")
+
+
 def check_ddpm_settings(rec: dict, opts: DDPMEraseOptions) -> None:
     """A class erasure's bad numbers, refused before any work is done or any folder is made."""
     for k in ("steps", "batch_size", "n_forget", "n_retain"):
@@ -122,7 +133,7 @@ def check_common(recipe: Recipe, resolution: int | None, device: str | None, ret
     check_device(device)
 
 
-def resolve_method(opts: EraseOptions) -> "Method":
+def resolve_method(opts: JobOptions) -> "Method":
     """Settle the method, once, and return it: ``--no-mask`` turns a masked method into its unmasked ablation
     (SalUn into RL: SalUn's loss on every selected weight); ``use_mask`` then says whether it trains under a
     mask. Idempotent: the job and the CLI may both call it."""

@@ -160,11 +160,19 @@ def test_resume_continues_to_the_same_weights(tiny, tmp_path, interrupt_at):
 
 @pytest.mark.parametrize("bad, match", [(dict(keep=0.0), "keep"), (dict(keep=1.5), "keep"),
                                         (dict(n_forget=0), "n-forget"), (dict(batch_size=0), "batch-size"),
-                                        (dict(lr=0.0), "lr"), (dict(target_class="circle"), "differ")])
+                                        (dict(lr=0.0), "lr"), (dict(target_class="circle"), "differ"),
+                                        (dict(method="esd-x"), "takes salun or rl"),
+                                        (dict(method_options={"distill": 1.0}), "distill: not an option")])
 def test_bad_settings_are_refused_before_any_work(tiny, tmp_path, bad, match):
     with pytest.raises(UserError, match=match):
         erase_class(_opts(tmp_path, tiny, **bad))
     assert not any(tmp_path.iterdir())  # no output, no work folder
+
+
+def test_a_class_erasure_without_a_model_is_refused(tmp_path):
+    with pytest.raises(UserError, match="give --model"):
+        erase_class(DDPMEraseOptions(forget_class="circle", out=tmp_path / "o", progress=False))
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_erase_mask_generate_and_audit(tiny, tmp_path):

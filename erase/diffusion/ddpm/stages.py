@@ -29,15 +29,13 @@ from ...core.mask import Mask, content_digest, fingerprint
 from ...core.masked_optim import MaskedParameters
 from ...core.workdir import check_work_dir, job_folders
 from ..job import EraseJob
-from ..methods import METHODS, Batch, Context
-from ..options import DDPMEraseOptions, check_ddpm_settings
+from ..methods import Batch, Context
+from ..options import DDPMEraseOptions, check_class_method, check_ddpm_settings, resolve_method
 from ..pipeline import check_device
 from ..prepare import accelerator_for, family_of_pipe
 from . import data as D
 from .pipeline import load_ddpm
 from .saliency import dataset_of, ddpm_mask
-
-DDPM_METHOD = "salun"  # the class erasure's method (RL without its mask)
 
 
 def erase_class(opts: DDPMEraseOptions) -> dict:
@@ -52,6 +50,8 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     if opts.resume and opts.restart:
         raise UserError("--resume and --restart contradict each other")
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
+    check_class_method(opts.method, opts.method_options)
+    method = resolve_method(opts)  # settled once; --no-mask: SalUn's loss on every weight (RL)
     accelerator = accelerator_for("no", opts.device)
     pipe = load_ddpm(opts.model, device=accelerator.device)
     dataset = dataset_of(opts.model, opts.dataset)
@@ -68,7 +68,7 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
         mask = Mask.load(opts.mask_path)
         mask.check_model(pipe.unet, strict_fingerprint=not opts.allow_other_base)
     with job_folders([Path(opts.out)], opts.work_dir, opts.model, opts.resume, opts.restart) as wd:
-        summary = ClassErasureJob(opts, pipe, accelerator, wd.path, mask, dataset, c, target, rec).run()
+        summary = ClassErasureJob(opts, method, pipe, accelerator, wd.path, mask, dataset, c, target, rec).run()
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["out"] = str(opts.out)
     return summary
@@ -77,13 +77,12 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
 class ClassErasureJob(EraseJob):
     """``EraseJob`` for a class-conditional DDPM: its own data, mask, batches and export; the rest is the job's."""
 
-    def __init__(self, opts: DDPMEraseOptions, pipe, accelerator, work: Path, mask: Mask | None, dataset: str,
-                 c: int, target: int, rec: dict):
+    def __init__(self, opts: DDPMEraseOptions, method, pipe, accelerator, work: Path, mask: Mask | None,
+                 dataset: str, c: int, target: int, rec: dict):
         self.opts, self.pipe, self.accelerator, self.work, self.mask = opts, pipe, accelerator, work, mask
         self.dataset, self.c, self.target, self.rec = dataset, c, target, rec
         self.family = family_of_pipe(pipe)
-        salun = METHODS[DDPM_METHOD]
-        self.method = salun if opts.use_mask else METHODS[salun.unmasked]  # --no-mask: the same loss, every weight
+        self.method = method
         self.settings: dict = {}  # the DDPM path takes no method options
         self.unet = self.family.denoiser_of(pipe)
         self.res = self.unet.config.sample_size
