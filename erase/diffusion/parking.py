@@ -25,6 +25,7 @@ class Parked:
         self.modules, self.device, self.folder = modules, device, folder
         self.files: dict[str, Path] = {}
         self.buffers: dict[str, dict[str, torch.Tensor]] = {}
+        self.ties: dict[str, dict[str, str]] = {}
 
     def park(self) -> None:
         from safetensors.torch import save_model
@@ -46,6 +47,7 @@ class Parked:
                 continue
             # every buffer kept here (small): a non-persistent one (CLIP's position ids) is not in the file
             self.buffers[name] = {k: b.clone() for k, b in m.named_buffers()}
+            self.ties[name] = _ties(m)  # T5's input embedding is one parameter under two names: tied again below
             self.files[name] = path
             m.to("meta")
 
@@ -61,6 +63,9 @@ class Parked:
             try:
                 m = self.modules[name]
                 m.to_empty(device="cpu")
+                for tied, first in self.ties.pop(name, {}).items():
+                    owner, _, attr = tied.rpartition(".")
+                    setattr(m.get_submodule(owner), attr, m.get_parameter(first))
                 load_model(m, str(path), strict=True)
                 for k, b in self.buffers.pop(name).items():
                     m.get_buffer(k).copy_(b)
@@ -71,6 +76,19 @@ class Parked:
         if failed:
             raise RuntimeError("could not bring back the parked " + "; ".join(failed) + ": the pipeline in memory "
                                "lacks them (load it again from its folder)")
+
+
+def _ties(m: nn.Module) -> dict[str, str]:
+    """``{name: the first name of the same parameter}`` for each parameter that has more than one name (moving a
+    module to the meta device and back gives each name a parameter of its own)."""
+    first: dict[int, str] = {}
+    ties = {}
+    for name, p in m.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            ties[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return ties
 
 
 def _remove_stale(folder: Path) -> None:

@@ -135,3 +135,32 @@ def test_a_disk_that_refuses_keeps_them_in_memory(sd, tmp_path, monkeypatch, cap
     assert len(re.findall(r"kept (vae|text_encoder) in memory during training", err)) == 1, err  # one parked
     assert all(torch.equal(before[k], _state(pipe)[k]) for k in before)
     assert (tmp_path / "out" / "model_index.json").exists()
+
+
+def test_a_parameter_with_two_names_comes_back_as_one(tmp_path):
+    """T5's input embedding is one parameter under two names (``shared`` and ``encoder.embed_tokens``): the
+    file holds it once, and the component comes back with the two names tied again, each value as it was."""
+    from types import SimpleNamespace
+
+    from erase.diffusion.parking import parking
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shared = torch.nn.Embedding(5, 3)
+            self.inner = torch.nn.Module()
+            self.inner.embed = torch.nn.Embedding(5, 3)
+            self.inner.embed.weight = self.shared.weight  # tied as transformers ties T5's
+            self.head = torch.nn.Linear(3, 2)
+
+    torch.manual_seed(0)
+    m = Tied()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    pipe = SimpleNamespace(components={"unet": torch.nn.Linear(1, 1), "text_encoder_3": m})
+    parked = parking(pipe, "unet", tmp_path, torch.device("cpu"))
+    parked.park()
+    assert m.shared.weight.is_meta and list(tmp_path.glob("parked-text_encoder_3-*"))
+    parked.restore()
+    assert m.inner.embed.weight is m.shared.weight
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert not list(tmp_path.glob("parked-*"))
