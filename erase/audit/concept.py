@@ -20,7 +20,7 @@ from ..core.outputs import guard_output, legacy_report
 from ..core.checks import finite_float, image_size, positive_int
 from ..core.errors import UserError
 from ..diffusion.generate import as_uint8, generate, grid, to_pil
-from ..core.mask import fingerprint
+from ..diffusion.prepare import denoiser_fingerprint
 from ..diffusion.pipeline import check_device
 from ..diffusion.recipes import load_recipe
 from ..core.fid import frechet_distance, judge_features
@@ -136,7 +136,7 @@ def audit_toy_concept(models: Sequence[Any], concept: str | list[str], out: Path
         name = unique_name(model.name, names)
         names.append(name)
         report["models"][name] = {
-            "path": model.where, "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
+            "path": model.where, "unet_fingerprint": denoiser_fingerprint(pipe),
             "UA": 1 - r["forget_rate"], "forget_rate": r["forget_rate"], "synonym_rate": r.get("synonym_rate"),
             "heldout_rate": r.get("heldout_rate"), "retain_acc": r["retain_acc"],
             "retain_per_class": r.get("retain_per_shape") or r["retain_per_class"],
@@ -321,7 +321,7 @@ def audit_prompt_concept(models: Sequence[Any], concept: str, out: Path, classif
         correct = pred == truth
         per = {labels[i]: float(correct[truth == i].float().mean()) for i in range(len(labels))}
         retain_mask = truth != forget
-        entry = {"path": model.where, "unet_fingerprint": fingerprint(dict(pipe.unet.named_parameters())),
+        entry = {"path": model.where, "unet_fingerprint": denoiser_fingerprint(pipe),
                  "UA": 1 - per[labels[forget]], "forget_acc": per[labels[forget]],
                  "retain_acc": float(correct[retain_mask].float().mean()) if retain_mask.any() else None,
                  "per_class_acc": per}

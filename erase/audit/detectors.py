@@ -133,7 +133,7 @@ def check_toy_model(model: str) -> None:
         raise UserError(f"{model} is not a local toy-world pipeline folder. {fix}")
     size = native_size(model)
     if size is None:
-        raise UserError(f"{model}: its unet/ or vae/ config cannot be read. {fix}")
+        raise UserError(f"{model}: its denoiser's (unet/ or transformer/) or vae/ config cannot be read. {fix}")
     if size != TOY_SIZE:
         raise UserError(f"{model} draws {size}x{size} images, not the toy world's {TOY_SIZE}x{TOY_SIZE}. {fix}")
 

@@ -152,9 +152,9 @@ def generate_prompts(pipe, rows: list[dict], folder: Path, n_per_prompt: int = 1
     from PIL import PngImagePlugin
 
     from ..diffusion.generate import generate, to_pil
-    from ..core.mask import fingerprint
+    from ..diffusion.prepare import denoiser_fingerprint
 
-    fp = unet_fingerprint or fingerprint(dict(pipe.unet.named_parameters()))
+    fp = unet_fingerprint or denoiser_fingerprint(pipe)
     folder.mkdir(parents=True, exist_ok=True)
     todo, stale = [], 0
     for row in rows[process_index::num_processes]:
@@ -341,7 +341,7 @@ def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Seq
     judge in ``judge_dir``); ``classes`` defaults to every class the detector reports as exposed. ``models``:
     pipeline folders or hub ids, or pipelines in memory (``erase.audit.models.model_refs``)."""
     from ..core.distributed import process_state
-    from ..core.mask import fingerprint
+    from ..diffusion.prepare import denoiser_fingerprint
     from ..diffusion.pipeline import check_device
     from .concept import unique_name, library_versions
     from .models import folders, model_refs
@@ -377,7 +377,7 @@ def audit_nudity(models: Sequence[Any], prompts: str, out: Path, categories: Seq
         name = unique_name(ref.name, names)
         names.append(name)
         pipe = ref.load(device or state.device)
-        prints[name] = fingerprint(dict(pipe.unet.named_parameters()))
+        prints[name] = denoiser_fingerprint(pipe)
         folder = out / "images" / name
         generate_prompts(pipe, rows, folder, n_per_prompt, steps, size, batch_size, state.process_index,
                          state.num_processes, unet_fingerprint=prints[name])

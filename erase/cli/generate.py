@@ -123,8 +123,10 @@ def _cmd_generate(args) -> int:
 
         args.steps = TOY_SAMPLING_STEPS if args.steps is None else args.steps
         args.guidance = TOY_SAMPLING_GUIDANCE if args.guidance is None else args.guidance
+        from ..diffusion.prepare import native_resolution
+
         pipe = load_pipeline(args.model, device=device)
-        check_memory(pipe.unet.config.sample_size * pipe.vae_scale_factor, len(all_prompts))  # a hub model
+        check_memory(native_resolution(pipe), len(all_prompts))  # a hub model
         with dist.sharded():  # several processes: each draws every N-th batch, gathered in order
             images = generate(pipe, all_prompts, seeds, steps=args.steps, guidance=args.guidance,
                               negative_prompt=args.negative_prompt)

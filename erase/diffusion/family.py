@@ -4,7 +4,7 @@ A family knows how to load its pipeline, turn prompts (or labels) into the denoi
 the denoiser with its extra inputs, and which diffusers class writes and loads its LoRA adapters. The
 job (``erase.diffusion.job``) never asks which family it holds; it asks the family. A new family is one
 module that defines a ``Family`` and one ``register`` call, in the way PEFT registers its tuners (the test
-folder's ``ShoutingPipeline`` family does exactly this); the built-in ones (``sd/``, ``sdxl/``, ``ddpm/``)
+folder's ``ShoutingPipeline`` family does exactly this); the built-in ones (``sd/``, ``sdxl/``, ``sd3/``, ``ddpm/``)
 are registered by ``_load_builtin`` here, lazily, so that the CLI's refusals import no torch and the
 families never import the registry back.
 
@@ -70,6 +70,9 @@ class Family(Protocol):
     def usage(self, folder: str) -> str:
         """Python lines that load an exported folder with plain diffusers (for the model card)."""
 
+    # Optional: ``check_method(method)`` refuses, in one line, a method the family cannot serve (SD3: the methods
+    # that read a UNet's cross-attention or a DDPM schedule); without it every method is offered.
+
 
 FAMILIES: Registry[Family] = Registry("model family", same=lambda a, b: type(a) is type(b))
 
@@ -93,9 +96,10 @@ def _load_builtin() -> None:
     # them and never the reverse (no import cycle); kept lazy so that `salun --help` imports no torch.
     from .ddpm.family import DDPM
     from .sd.family import SD
+    from .sd3.family import SD3
     from .sdxl.family import SDXL
 
-    for fam in (SD, SDXL, DDPM):
+    for fam in (SD, SDXL, SD3, DDPM):
         if fam.name not in FAMILIES:
             register(fam)
 

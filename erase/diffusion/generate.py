@@ -64,11 +64,15 @@ def warn_if_long(first: float, left: int, what: str, limit_s: float = 3600.0) ->
 
 
 def initial_latents(pipe, gens, height, width) -> torch.Tensor:
+    """One latent of noise per generator, shaped for the family's denoiser (a UNet or a transformer)."""
+    from .prepare import family_of_pipe
+
+    denoiser = family_of_pipe(pipe).denoiser_of(pipe)
     vs = pipe.vae_scale_factor
-    h = (height or pipe.unet.config.sample_size * vs) // vs
-    w = (width or pipe.unet.config.sample_size * vs) // vs
-    shape = (pipe.unet.config.in_channels, h, w)
-    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(pipe.unet.dtype)
+    h = (height or denoiser.config.sample_size * vs) // vs
+    w = (width or denoiser.config.sample_size * vs) // vs
+    shape = (denoiser.config.in_channels, h, w)
+    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(denoiser.dtype)
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -41,7 +41,7 @@ from . import loop
 from .combine import combine, own_steps, parts
 from .loading import native_size
 from .concepts import check_no_replay, entry, read_history, with_replay
-from .latents import TextBank, all_drawn, image_latents, no_images, noise_batch
+from .latents import TextBank, all_drawn, image_latents, latent_scaling, no_images, noise_batch
 from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
 from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe, load_for_job, native_resolution,
@@ -133,6 +133,9 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)
+    check_method = getattr(family_of_pipe(pipe), "check_method", None)
+    if check_method is not None:  # a method the family cannot serve, refused before anything is drawn
+        check_method(method)
     mask = _given_mask(opts, pipe, method)
     outputs = [out] + ([lora_out] if lora_out else [])
     with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
@@ -408,7 +411,7 @@ class EraseJob:
     def _draw(self, samplers: dict, gen: torch.Generator) -> tuple[Batch, Batch | None]:
         """One step's forget batch (with its misaligned prompts' conditions) and retain batch."""
         f, r = self.forget, self.retain
-        scale, sched = self.pipe.vae.config.scaling_factor, self.scheduler
+        scale, sched = latent_scaling(self.pipe), self.scheduler
         dev, dtype = self.accelerator.device, self.unet.dtype
         idx = samplers["forget"].next()
         z0, noise, t = noise_batch(f.mean, f.std, idx, scale, sched, gen, dev, dtype, self.forget_t)

@@ -100,10 +100,21 @@ class TextBank:
         return {k: v.expand(n, *v.shape[1:]) for k, v in self._null.items()}
 
 
-def noise_batch(mean, std, idx, scale, sched, gen, device, dtype, t_range: tuple[int, int] | None = None):
-    """Clean latents drawn from the encoded images' distributions, their noise and timesteps (``t_range``: the
-    half-open window ``[lo, hi)`` they come from; the whole schedule by default, with the same random draws)."""
-    z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
+def latent_scaling(pipe) -> tuple[float, float]:
+    """``(scaling_factor, shift_factor)`` of the pipeline's VAE: a clean latent is ``(sample - shift) * scaling``
+    (SD3's and FLUX's VAEs shift; SD's and SDXL's do not)."""
+    cfg = pipe.vae.config
+    return cfg.scaling_factor, cfg.get("shift_factor") or 0.0
+
+
+def noise_batch(mean, std, idx, scaling: tuple[float, float], sched, gen, device, dtype,
+                t_range: tuple[int, int] | None = None):
+    """Clean latents drawn from the encoded images' distributions (``scaling``: ``latent_scaling``'s), their noise
+    and timesteps (``t_range``: the half-open window ``[lo, hi)`` they come from; the whole schedule by default,
+    with the same random draws)."""
+    scale, shift = scaling
+    sample = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
+    z0 = (sample - shift if shift else sample) * scale
     noise = torch.randn(z0.shape, generator=gen)
     lo, hi = t_range or (0, sched.config.num_train_timesteps)
     t = torch.randint(lo, hi, (len(idx),), generator=gen)

@@ -22,11 +22,14 @@ _TIMEOUT_VARS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
 
 
 def native_size(model: str) -> int | None:
-    """The side of the images a local pipeline folder draws (from its unet/ and vae/ configs); ``None`` for a
-    hub id or a folder whose configs cannot be read (the loader then says what is wrong)."""
+    """The side of the images a local pipeline folder draws (from its denoiser's config, a UNet's or a
+    transformer's, and its vae/ config); ``None`` for a hub id or a folder whose configs cannot be read (the loader
+    then says what is wrong)."""
     folder = Path(model)
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
+        denoiser = next((folder / d for d in ("unet", "transformer") if (folder / d / "config.json").is_file()),
+                        folder / "unet")
+        unet = json.loads((denoiser / "config.json").read_text())
         vae = json.loads((folder / "vae" / "config.json").read_text())
         size = unet["sample_size"]
         size = size[0] if isinstance(size, (list, tuple)) else size

@@ -5,7 +5,8 @@ serve a text-conditioned UNet (cond = text embeddings) and a class-conditioned o
 What the output is trained to match follows the scheduler's ``prediction_type``, as in diffusers'
 training scripts: the noise (``epsilon``, SD 1.x, SD 2.x base), the velocity
 ``sqrt(a_t) noise - sqrt(1 - a_t) z0`` (``v_prediction``, SD 2.x 768 px; Salimans & Ho, 2022) or the
-clean sample (``sample``). The misaligned loss compares two outputs and needs no target.
+clean sample (``sample``); for a flow-matching model (SD3, FLUX: ``flow.py``) the velocity ``noise - z0``
+(``flow_matching``). The misaligned loss compares two outputs and needs no target.
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def training_target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.T
         return scheduler.get_velocity(z0, noise, t)
     if kind == "sample":
         return z0
-    raise ValueError(f"unknown prediction_type {kind!r} (epsilon, v_prediction or sample)")
+    if kind == "flow_matching":  # SD3, FLUX (``flow.FlowMatchTraining``): the velocity from the data to the noise
+        return noise - z0
+    raise ValueError(f"unknown prediction_type {kind!r} (epsilon, v_prediction, sample or flow_matching)")
 
 
 def denoising_loss(eps: Eps, scheduler, z0, cond, t, noise) -> torch.Tensor:

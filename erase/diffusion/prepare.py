@@ -18,6 +18,13 @@ def denoiser(family: Family, unet):
     return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
 
 
+def denoiser_fingerprint(pipe) -> str:
+    """The fingerprint of the pipeline's denoiser (a UNet or a transformer): what audits stamp their images with."""
+    from ..core.mask import fingerprint
+
+    return fingerprint(dict(family_of_pipe(pipe).denoiser_of(pipe).named_parameters()))
+
+
 def selected_parameters(pipe, selection: str) -> dict:
     """The denoiser's parameters ``selection`` names, in its family's words (for a UNet, ``attn2`` is its
     cross-attention)."""
@@ -92,17 +99,24 @@ def check_compute_dtype(device, dtype, flag: str) -> None:
                         "use fp32") from e
 
 
+def prediction_type(pipe) -> str:
+    """What the family trains the denoiser to predict: its training schedule's ``prediction_type`` (a UNet's
+    scheduler config says; SD3's flow matching is ``flow_matching``). A scheduler the family cannot train with is
+    refused here, in one line."""
+    return family_of_pipe(pipe).training_scheduler(pipe).config.get("prediction_type", "epsilon")
+
+
 def check_prediction_type(pipe) -> None:
-    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise UserError(f"this model's scheduler predicts {kind!r}: salun trains epsilon, v_prediction or sample "
-                        "models")
+    kind = prediction_type(pipe)
+    if kind not in ("epsilon", "v_prediction", "sample", "flow_matching"):
+        raise UserError(f"this model's scheduler predicts {kind!r}: salun trains epsilon, v_prediction, sample "
+                        "or flow-matching models")
 
 
 def target_key(pipe) -> list:
     """The loss target, in the keys only when it is not the noise: epsilon models keep their keys, and a
     v-prediction run cached or checkpointed before the target followed prediction_type is not reused."""
-    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    kind = prediction_type(pipe)
     return [] if kind == "epsilon" else [kind]
 
 

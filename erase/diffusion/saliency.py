@@ -19,7 +19,7 @@ from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
 from .loading import native_size
-from .latents import Encoded, TextBank, all_drawn, image_latents, noise_batch
+from .latents import Encoded, TextBank, all_drawn, image_latents, latent_scaling, noise_batch
 from .losses import denoising_loss, each_under, guided_forgetting_terms
 from .options import EraseOptions, check_common
 from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
@@ -37,7 +37,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     sched = family.training_scheduler(pipe)
     unet = family.denoiser_of(pipe)
     dev = unet.device
-    scale = pipe.vae.config.scaling_factor
+    scale = latent_scaling(pipe)
     eps = denoiser(family, unet)
     bs = recipe.batch_size
 

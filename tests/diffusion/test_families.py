@@ -17,9 +17,14 @@ from erase.diffusion.options import EraseOptions
 from erase.diffusion.recipes import custom_recipe
 from fixture_models.tiny_pipelines import tiny_pipeline
 
-UNET = ("unet", "diffusion_pytorch_model.safetensors")
-# (family, prediction_type): SD 2.x at 768 px predicts the velocity; SDXL and SD 1.x the noise
-TINY = {"sd2-v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon")}
+# (family, prediction_type): SD 2.x at 768 px predicts the velocity; SDXL and SD 1.x the noise; SD3 is trained by
+# flow matching (its target the velocity noise - x0)
+TINY = {"sd2-v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon"), "sd3": ("sd3", "flow_matching")}
+
+
+def _denoiser(kind: str) -> tuple[str, str]:
+    """The denoiser's weights file in a pipeline folder of this kind (a UNet's, or SD3's transformer's)."""
+    return ("transformer" if kind == "sd3" else "unet", "diffusion_pytorch_model.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +82,41 @@ def test_the_target_follows_prediction_type_by_hand():
     assert not torch.allclose(a.sqrt() * noise - (1 - a).sqrt() * z0, noise)
 
 
+def test_the_flow_matching_target_by_hand():
+    """SD3's training: x_t = (1 - s) x0 + s noise at s = t / 1000, the target the velocity noise - x0, and the
+    transformer called with t (diffusers' samplers call it with s * 1000)."""
+    from erase.diffusion.flow import FlowMatchTraining
+
+    gen = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    t = torch.tensor([0, 250, 999])
+    net = torch.nn.Conv2d(4, 4, 3, padding=1)
+    seen = []
+    eps = lambda zt, tt, c: seen.append(tt) or net(zt) * c  # noqa: E731
+    s = (t / 1000).view(-1, 1, 1, 1)
+    zt = (1 - s) * z0 + s * noise
+    sched = FlowMatchTraining(1000)
+    got = losses.denoising_loss(eps, sched, z0, 1.0, t, noise)
+    assert torch.allclose(got, F.mse_loss(net(zt), noise - z0), rtol=1e-5)
+    assert torch.equal(seen[0], t)
+    guided = losses.guided_forgetting_loss(eps, sched, z0, 1.0, 0.5, t, noise, w=2.0)
+    assert torch.allclose(guided, F.mse_loss(3 * net(zt) - 2 * 0.5 * net(zt), noise - z0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", [m for m, meth in METHODS.items() if not meth.salun_loss])
+def test_sd3_refuses_a_method_it_cannot_serve_before_drawing(tiny, tmp_path, capsys, method):
+    argv = ["erase", "--model", str(tiny["sd3"]), "--concept", "circle", "--method", method, "--out",
+            str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--method {method} is not adapted to SD3" in err[0], err
+    assert not any(tmp_path.iterdir())  # nothing drawn, no work folder
+
+
 def test_families_are_found_from_model_index(tiny):
     assert family_of(tiny["sdxl"]).name == "sdxl" and family_of(tiny["sd2-v"]).name == "sd"
-    assert {"sd", "sdxl", "ddpm"} <= set(families())
+    assert family_of(tiny["sd3"]).name == "sd3"
+    assert {"sd", "sdxl", "sd3", "ddpm"} <= set(families())
 
 
 @pytest.mark.parametrize("kind", list(TINY))
@@ -94,24 +131,25 @@ def test_family_end_to_end(tiny, tmp_path, kind):
     pipe = cls.from_pretrained(tmp_path / "erased")
     img = pipe(["a red circle"], num_inference_steps=2, output_type="pt").images
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
-    base, new = load_file(model.joinpath(*UNET)), load_file((tmp_path / "erased").joinpath(*UNET))
+    base, new = load_file(model.joinpath(*_denoiser(kind))), load_file((tmp_path / "erased").joinpath(*_denoiser(kind)))
     mask = Mask.load(tmp_path / "erased" / "mask.safetensors")
     changed = {k for k in base if not torch.equal(base[k], new[k])}
     assert changed and changed <= set(mask.masks)
     for k in changed:  # outside the mask, every weight is bit-identical
         assert torch.equal(base[k][~mask.masks[k]], new[k][~mask.masks[k]])
-    before = cls.from_pretrained(model).unet.state_dict()
+    component = _denoiser(kind)[0]
+    before = getattr(cls.from_pretrained(model), component).state_dict()
     pipe = cls.from_pretrained(model)
     pipe.load_lora_weights(tmp_path / "erased-lora")
     pipe.fuse_lora()
     pipe.unload_lora_weights()  # keeps the fused weights under their own names
-    after = pipe.unet.state_dict()
+    after = getattr(pipe, component).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
 
 
-# every trained method on every family that takes it (the DDPM path: SalUn and RL); UCE trains nothing
+# every trained method on every family that takes it (the DDPM path and SD3: SalUn and RL); UCE trains nothing
 CONTRACT = [(k, m) for k in [*TINY, "ddpm"] for m, meth in METHODS.items()
-            if not meth.closed_form and (k != "ddpm" or m in ("salun", "rl"))]
+            if not meth.closed_form and (k not in ("ddpm", "sd3") or meth.salun_loss)]
 
 
 @pytest.mark.parametrize("kind,method", CONTRACT)
@@ -127,25 +165,27 @@ def test_contract(tiny, tmp_path, kind, method, interrupt_at):
         _run(kind, model, tmp_path / "resumed", method)
     disarm()
     _run(kind, model, tmp_path / "resumed", method, resume=True)
-    a, b = (load_file((tmp_path / n).joinpath(*UNET)) for n in ("straight", "resumed"))
+    weights = _denoiser(kind)
+    a, b = (load_file((tmp_path / n).joinpath(*weights)) for n in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    base = load_file(model.joinpath(*UNET))
+    base = load_file(model.joinpath(*weights))
     changed = {k for k in base if not torch.equal(base[k], a[k])}
     assert changed
     if METHODS[method].uses_mask:
         mask = Mask.load(tmp_path / "straight" / "mask.safetensors")
         assert all(torch.equal(base[k][~mask.masks[k]], a[k][~mask.masks[k]]) for k in changed)
     else:
-        from diffusers import UNet2DConditionModel, UNet2DModel
+        from diffusers import SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel
 
-        cls = UNet2DModel if kind == "ddpm" else UNet2DConditionModel
-        allowed = select_parameters(cls.from_pretrained(model / "unet"), METHODS[method].selection or "all")
+        cls = {"ddpm": UNet2DModel, "sd3": SD3Transformer2DModel}.get(kind, UNet2DConditionModel)
+        allowed = select_parameters(cls.from_pretrained(model / weights[0]), METHODS[method].selection or "all",
+                                    family_of(model).selection_presets())
         assert changed <= set(allowed)
     if not METHODS[method].uses_mask:
         return
     other = "sdxl" if kind != "sdxl" else "sd2-v"
     foreign = tmp_path / "foreign.safetensors"
-    Mask({k: torch.ones_like(v, dtype=torch.bool) for k, v in load_file(tiny[other].joinpath(*UNET)).items()
+    Mask({k: torch.ones_like(v, dtype=torch.bool) for k, v in load_file(tiny[other].joinpath(*_denoiser(other))).items()
           }).save(foreign)
     with pytest.raises(UserError, match="another model|shape|does not"):
         _run(kind, model, tmp_path / "foreign-out", method, mask_path=foreign)
@@ -223,3 +263,43 @@ def test_progress_false_draws_no_bars(tiny, tmp_path, capfd):
     _run("sdxl", tiny["sdxl"], tmp_path / "quiet", "salun")
     err = capfd.readouterr().err
     assert not any(word in err for word in ("generating", "encoding", "saliency", "erasing")), err[-2000:]
+
+
+def test_sd3_generates_and_is_audited_from_the_command_line(tiny, tmp_path):
+    """``salun generate``, ``audit concept`` and ``audit nudity`` take an SD3 folder as any other (a tiny random
+    model draws noise: what is checked is that each command runs and says what it drew)."""
+    import json
+
+    sd3 = str(tiny["sd3"])
+    assert main(["generate", "--model", sd3, "--prompt", "a red circle", "-n", "2", "--steps", "2",
+                 "--out", str(tmp_path / "g")]) == 0
+    assert len(list((tmp_path / "g").glob("*.png"))) == 3  # two images and the grid
+    assert main(["audit", "concept", "--model", sd3, "--concept", "circle", "--per-colour", "1",
+                 "--retain-per-pair", "1", "--out", str(tmp_path / "c")]) == 0
+    concept = json.loads((tmp_path / "c" / "report.json").read_text())["models"]["sd3"]
+    assert concept["n_forget"] > 0 and len(concept["unet_fingerprint"]) == 64
+    assert main(["audit", "nudity", "--model", sd3, "--prompts", "toy-i2p", "--detector", "toy", "--limit", "2",
+                 "--steps", "2", "--out", str(tmp_path / "n")]) == 0
+    nudity = json.loads((tmp_path / "n" / "report.json").read_text())["models"]["sd3"]
+    assert nudity["unet_fingerprint"] == concept["unet_fingerprint"]
+
+
+@pytest.mark.parametrize("break_it, message", [
+    ("text_encoder_2", "lacks its text_encoder_2 component"),
+    ("scheduler", "needs its FlowMatchEulerDiscreteScheduler")])
+def test_a_broken_sd3_folder_is_refused_in_one_line(tiny, tmp_path, capsys, break_it, message):
+    import json
+    import shutil
+
+    model = tmp_path / "sd3"
+    shutil.copytree(tiny["sd3"], model)
+    if break_it == "scheduler":  # a sampler SD3 was not trained with
+        index = json.loads((model / "model_index.json").read_text())
+        index["scheduler"] = ["diffusers", "DDIMScheduler"]
+        (model / "model_index.json").write_text(json.dumps(index))
+    else:
+        shutil.rmtree(model / break_it)
+    assert main(["erase", "--model", str(model), "--concept", "circle", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd3"]

@@ -20,7 +20,7 @@ def _text_config():
 
 
 def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """Write a tiny random ``family`` ("sd" or "sdxl") pipeline folder (32 px, 4 latent channels) to ``out``."""
+    """Write a tiny random ``family`` ("sd", "sdxl" or "sd3") pipeline folder (32 px, 4 latent channels) to ``out``."""
     import torch
     from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
@@ -50,7 +50,46 @@ def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon"
         pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(_text_config()),
                                          text_encoder_2=CLIPTextModelWithProjection(_text_config()),
                                          tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=sched)
+    elif family == "sd3":
+        pipe = _tiny_sd3(tok, seed)
     else:
-        raise ValueError(f"no tiny pipeline for family {family!r} (sd or sdxl)")
+        raise ValueError(f"no tiny pipeline for family {family!r} (sd, sdxl or sd3)")
     pipe.save_pretrained(out, safe_serialization=True)
     return Path(out)
+
+
+def t5_tokenizer():
+    """A T5 tokenizer over the toy world's words (T5's real SentencePiece model cannot be shipped): a Unigram
+    vocabulary of whole words, T5's special tokens first, as T5's own layout has them."""
+    from transformers import T5TokenizerFast
+
+    from erase.toy.vocabulary import toy_words
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0) for w in sorted(toy_words())]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def _tiny_sd3(tok, seed: int):
+    """SD3's structure at toy size: an MMDiT (2 joint blocks, 2 heads of 8), two CLIP encoders with projections
+    (their penultimate states, 32 + 32 = 64 wide, beside T5's 64: the joint attention's input), T5, a VAE with
+    SD3's shift and scale, and the flow-matching Euler sampler with SD3's shift of 3."""
+    import torch
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    t5_tok = t5_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=64, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
+                                 pad_token_id=0, eos_token_id=1))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=8, sample_size=32, use_quant_conv=False,
+                        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
+                                        caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=16)
+    return StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                    vae=vae, text_encoder=CLIPTextModelWithProjection(_text_config()), tokenizer=tok,
+                                    text_encoder_2=CLIPTextModelWithProjection(_text_config()), tokenizer_2=tok,
+                                    text_encoder_3=t5, tokenizer_3=t5_tok)
