@@ -41,13 +41,14 @@ def test_bad_input(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("cls", ["StableDiffusion3Pipeline", "FluxPipeline"])
+@pytest.mark.parametrize("cls", ["FluxPipeline", "PixArtAlphaPipeline"])
 def test_unsupported_pipeline_is_named(tmp_path, capsys, cls):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model_index.json").write_text(json.dumps({"_class_name": cls}))
     assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert cls in err and "Stable Diffusion XL (StableDiffusionXLPipeline)" in err and "1.x/2.x" in err
+    assert "Stable Diffusion 3 (StableDiffusion3Pipeline)" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 

@@ -144,7 +144,8 @@ def test_forget_t_max_draws_the_forget_timesteps_below_it(sd, tmp_path, monkeypa
     from erase.diffusion.latents import noise_batch
 
     mean, std, sched = torch.zeros(4, 4, 8, 8), torch.ones(4, 4, 8, 8), DDPMScheduler()
-    draws = [noise_batch(mean, std, [0, 1, 2], 1.0, sched, torch.Generator().manual_seed(3), "cpu", torch.float32, w)
+    draws = [noise_batch(mean, std, [0, 1, 2], (1.0, 0.0), sched, torch.Generator().manual_seed(3), "cpu", torch.float32,
+                         w)
              for w in (None, METHODS["salun"].forget_timesteps({"forget-t-max": 0}, 1000))]
     assert all(torch.equal(a, b) for a, b in zip(*draws))
 
