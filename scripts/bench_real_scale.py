@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Real-scale benchmark: SD v1.4's (UNet 860M) or SDXL's (UNet 2.6B) architecture with random weights, on
-the product's path.
+"""Real-scale benchmark: SD v1.4's (UNet 860M), SDXL's (UNet 2.6B) or SD3 medium's (transformer 2.0B)
+architecture with random weights, on the product's path.
 
 Every phase runs in a process of its own, so that each peak memory figure (the process's peak RSS on
 CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent prints them side by side:
@@ -25,6 +25,8 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
     python scripts/bench_real_scale.py --resolution 512 --device cuda --mixed-precision bf16  # GPU
     python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 \
         --phases fwdbwd,mask,steps --json bench_sdxl.json                                   # SDXL on CPU
+    python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 \
+        --json bench_sd3.json                          # SD3 medium's transformer (2.0B): mask pass, masked steps
     python scripts/bench_real_scale.py --smoke --json /tmp/real.json      # every phase on the toy SD: the path only
 
 ``--under-load`` records in --json that other jobs shared the machine: its seconds are not cost figures (peak
@@ -51,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # fixture_models: the real configs, built with random weights
 PHASES = ("fwdbwd", "mask", "mask_accumulator", "steps", "masked_adam", "masked_lean", "erase", "erase_lora")
+SD3_PHASES = ("fwdbwd", "mask", "masked_adam", "masked_lean")  # the denoiser's own: no pipeline, no export
 
 
 def _peak_gib(device: str) -> float:
@@ -80,6 +83,8 @@ def _setup(a):
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     dtype = torch.bfloat16 if a.weights_dtype == "bf16" else torch.float32
+    if a.family == "sd3":
+        return _setup_sd3(a, dtype)
     unet = UNet2DConditionModel.from_pretrained(a.src / "unet", torch_dtype=dtype).to(a.device)
     sched = DDPMScheduler.from_pretrained(a.src / "scheduler")
     vae = json.loads((a.src / "vae" / "config.json").read_text())
@@ -103,6 +108,32 @@ def _setup(a):
 
     ctx = [cond() for _ in range(3)]
     return unet, sched, batch, ctx
+
+
+def _setup_sd3(a, dtype):
+    """``_setup`` for SD3 medium's transformer: 16 latent channels at 1/8 of the resolution, flow matching, and
+    random conditions of the pipeline's shapes (333 text tokens 4096 wide, pooled 2048)."""
+    import torch
+    from diffusers import SD3Transformer2DModel
+
+    from erase.diffusion.flow import FlowMatchTraining
+    from fixture_models.real_configs import SD3_TEXT_TOKENS
+
+    model = SD3Transformer2DModel.from_pretrained(a.src / "transformer", torch_dtype=dtype).to(a.device)
+    cfg, lat, bs = model.config, a.resolution // 8, a.batch_size
+    g = torch.Generator().manual_seed(0)
+
+    def batch():
+        return (torch.randn(bs, cfg.in_channels, lat, lat, generator=g).to(a.device, dtype),
+                torch.randn(bs, cfg.in_channels, lat, lat, generator=g).to(a.device, dtype),
+                torch.randint(0, 1000, (bs,), generator=g).to(a.device))
+
+    def cond():
+        return {"encoder_hidden_states": torch.randn(bs, SD3_TEXT_TOKENS, cfg.joint_attention_dim,
+                                                     generator=g).to(a.device, dtype),
+                "pooled_projections": torch.randn(bs, cfg.pooled_projection_dim, generator=g).to(a.device, dtype)}
+
+    return model, FlowMatchTraining(1000), batch, [cond() for _ in range(3)]
 
 
 def _autocast(a):
@@ -398,11 +429,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--family", choices=("sd", "sdxl"), default="sd",
-                   help="sd: SD v1.4's architecture; sdxl: SDXL base 1.0's (UNet 2.6B, two text encoders)")
+    p.add_argument("--family", choices=("sd", "sdxl", "sd3"), default="sd",
+                   help="sd: SD v1.4's architecture; sdxl: SDXL base 1.0's (UNet 2.6B, two text encoders); sd3: SD3 "
+                        f"medium's transformer alone (2.0B; the phases {', '.join(SD3_PHASES)})")
     p.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
                    help="the UNet's weights in the measured phases (bf16 halves weights, gradients and Adam state)")
-    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}")
+    p.add_argument("--phases", default=None, help=f"comma-separated subset of {', '.join(PHASES)} (default: all; "
+                                                  f"sd3: {', '.join(SD3_PHASES)})")
     p.add_argument("--model", type=Path, default=None,
                    help="a local pipeline folder to measure instead of SD v1.4 with random weights")
     p.add_argument("--workdir", type=Path, default=None, help="where the source and exported pipelines go")
@@ -436,10 +469,24 @@ def main() -> None:
 
         a.family = family_of(a.model).name
     a.src = a.model.resolve() if a.model else a.work / f"{a.family}-random"
+    a.phases = a.phases or ",".join(SD3_PHASES if a.family == "sd3" else PHASES)
+    if a.family == "sd3" and not set(a.phases.split(",")) <= set(SD3_PHASES):
+        raise SystemExit(f"--family sd3 measures the transformer alone: --phases from {', '.join(SD3_PHASES)}")
     res = {"family": a.family, "resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
            "mixed_precision": a.mixed_precision, "weights_dtype": a.weights_dtype,
            "gradient_checkpointing": a.gradient_checkpointing, "smoke": a.smoke, "under_load": a.under_load}
-    if not (a.src / "model_index.json").exists():
+    if a.family == "sd3" and not (a.src / "transformer" / "config.json").exists():
+        t0 = time.time()
+        import torch
+
+        from fixture_models.real_configs import sd3_transformer
+
+        model = sd3_transformer(seed=0, dtype=torch.bfloat16 if a.weights_dtype == "bf16" else torch.float32)
+        res["transformer_parameters"] = sum(x.numel() for x in model.parameters())
+        model.save_pretrained(a.src / "transformer", safe_serialization=True)
+        del model
+        res["build_and_save_seconds"] = round(time.time() - t0, 1)
+    elif a.family != "sd3" and not (a.src / "model_index.json").exists():
         t0 = time.time()
         import torch
 
@@ -449,7 +496,7 @@ def main() -> None:
         pipe.save_pretrained(a.src, safe_serialization=True)
         del pipe
         res["build_and_save_seconds"] = round(time.time() - t0, 1)
-    what = "SD v1.4" if a.family == "sd" else "SDXL base 1.0"
+    what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0", "sd3": "SD3 medium's transformer"}[a.family]
     print(f"measuring {a.src}" + ("" if a.model else f" ({what} architecture, random weights)"), flush=True)
     phases = [x for x in a.phases.split(",") if x]
     needs_mask = [x for x in phases if x in ("steps", "masked_adam", "masked_lean")]

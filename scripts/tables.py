@@ -549,6 +549,9 @@ def _gib(r: dict) -> str:
 @table("real_scale_sdxl_masked", "bench_real_scale_sdxl_masked.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases mask,masked_lean --json docs/bench_real_scale_sdxl_masked.json")
+@table("real_scale_sd3", "bench_real_scale_sd3.json",
+       "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
+       "--json docs/bench_real_scale_sd3.json")
 @table("real_scale_sdxl", "bench_real_scale_sdxl.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases fwdbwd,mask --json docs/bench_real_scale_sdxl.json")
@@ -608,8 +611,11 @@ def real_scale(data: dict) -> str:
                      f"changed modules, relative error {lo['lora_relative_error']:.3f} at rank {lo['lora_rank']}; "
                      f"{lo['lora_not_represented']} changed biases/norms a LoRA cannot hold)",
                      _gib(lo) + (f" (**{ratio:.3f}x** without)" if ratio else "")])
-    what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0"}.get(data["family"], data["family"])
-    params = f", UNet {data['unet_parameters']:,} parameters" if data.get("unet_parameters") else ""
+    what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0", "sd3": "SD3 medium's transformer (its text encoders left out; "
+            "random conditions of the pipeline's shapes)"}.get(data["family"], data["family"])
+    params = (f", UNet {data['unet_parameters']:,} parameters" if data.get("unet_parameters") else
+              f", transformer {data['transformer_parameters']:,} parameters" if data.get("transformer_parameters")
+              else "")
     dtype = "bfloat16 weights" if data.get("weights_dtype") == "bf16" else "float32"
     note = (f"\n\n{what}'s architecture with random weights{params}; {data['resolution']} px, batch "
             f"{data['batch_size']}, {dtype}, on {data['device']}"

@@ -97,3 +97,24 @@ def sdxl_pipeline(seed: int = 0, tokenizer_dir=None, dtype=None):
         text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2)).to(dtype), tokenizer=tok,
         tokenizer_2=tok, unet=UNet2DConditionModel(**SDXL_UNET).to(dtype),
         scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER))
+
+
+# Stable Diffusion 3 medium's MMDiT (stabilityai/stable-diffusion-3-medium-diffusers, transformer/config.json):
+# 24 joint blocks of 24 heads x 64, T5-XXL's 4096-wide states beside the CLIPs', the two CLIPs' pooled 768 + 1280,
+# 16 latent channels; about 2.0B weights.
+SD3_TRANSFORMER = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)
+SD3_TEXT_TOKENS = 77 + 256  # the CLIPs' 77 tokens beside T5's 256 (the pipeline's max_sequence_length)
+
+
+def sd3_transformer(seed: int = 0, dtype=None):
+    """SD3 medium's transformer with random weights (its text encoders, T5-XXL's 4.7B weights among them, are
+    left out: the denoiser is what the erasure trains)."""
+    import torch
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(**SD3_TRANSFORMER).to(dtype or torch.float32)
