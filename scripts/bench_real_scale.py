@@ -7,7 +7,7 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
 
 - ``fwdbwd``: one plain forward + backward of the mask's loss (guided noise MSE, w = 7.5) on one batch, in one
   graph: what one gradient of that loss costs the plain way;
-- ``mask``: the mask pass as the job runs it (``compute_mask`` over 2 forget batches, global top 50%, the two
+- ``mask``: the mask pass as the job runs it (``compute_mask`` over 2 forget batches, global top ``--keep``, the two
   guided terms backpropagated one after the other) and the mask file;
 - ``mask_accumulator``: the same with a separate float32 accumulator (the way the DDPM recipe's
   per-batch clipping needs it, and the way every mask pass worked before);
@@ -34,13 +34,15 @@ memory is each phase's own either way).
 
 Random weights say nothing about erasure quality; they prove names, shapes, memory, time and export.
 ``--weights-dtype bf16`` keeps the UNet's weights in bfloat16: in the ``erase`` phases that is ``salun erase
---weights-dtype bf16`` (float32 masters for the masked entries); in the step phases the moments stay in bf16
-beside the weights, without masters, so those figures are a lower bound for the job.
+--weights-dtype bf16`` (float32 masters for the masked entries); in the step phases ``MaskedAdam`` keeps the job's
+float32 masters and moments of the masked entries, while torch's Adam (``masked_adam``, ``steps``' plain step) keeps
+its moments in bf16 beside the weights.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -174,7 +176,7 @@ def phase_mask(a, clip: float | None = None) -> dict:
         return each_under(lambda: _autocast(a), guided_forgetting_terms(eps, sched, z0, c, u, t, noise, 7.5))
 
     t0 = time.perf_counter()
-    mask = compute_mask(unet, loss_fn, [0, 1], keep=0.5, clip_grad_norm=clip, progress=False)
+    mask = compute_mask(unet, loss_fn, [0, 1], keep=a.keep, clip_grad_norm=clip, progress=False)
     seconds = time.perf_counter() - t0
     path = a.work / ("mask.safetensors" if clip is None else "mask-accumulator.safetensors")
     mask.save(path)
@@ -405,14 +407,19 @@ def run_child(phase: str, a) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--src", str(a.src), "--work", str(a.work),
            "--resolution", str(a.resolution), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
            "--device", a.device, "--mixed-precision", a.mixed_precision, "--family", a.family,
-           "--weights-dtype", a.weights_dtype] + \
+           "--weights-dtype", a.weights_dtype, "--keep", str(a.keep)] + \
           (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
     out = a.work / f"{phase}.json"
     t0 = time.time()
     proc = subprocess.Popen(cmd + ["--json", str(out)])
     _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"phase {phase} failed (exit {os.waitstatus_to_exitcode(status)})")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:  # a phase that does not fit is a figure too: said, and the next phases still run
+        why = " (killed by the system: out of memory)" if code == -9 else ""
+        res = {"failed": f"exit {code}{why}", "peak_gib": round(usage.ru_maxrss / 2**20, 2),
+               "wall_seconds": round(time.time() - t0, 1)}
+        print(f"{phase}: failed {json.dumps(res)}", flush=True)
+        return res
     res = json.loads(out.read_text())
     if not a.device.startswith("cuda"):
         res["peak_gib"] = round(usage.ru_maxrss / 2**20, 2)
@@ -434,6 +441,7 @@ def main() -> None:
                         f"medium's transformer alone (2.0B; the phases {', '.join(SD3_PHASES)})")
     p.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
                    help="the UNet's weights in the measured phases (bf16 halves weights, gradients and Adam state)")
+    p.add_argument("--keep", type=float, default=0.5, help="the mask's kept fraction (default %(default)s, SalUn's)")
     p.add_argument("--phases", default=None, help=f"comma-separated subset of {', '.join(PHASES)} (default: all; "
                                                   f"sd3: {', '.join(SD3_PHASES)})")
     p.add_argument("--model", type=Path, default=None,
@@ -474,7 +482,8 @@ def main() -> None:
         raise SystemExit(f"--family sd3 measures the transformer alone: --phases from {', '.join(SD3_PHASES)}")
     res = {"family": a.family, "resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
            "mixed_precision": a.mixed_precision, "weights_dtype": a.weights_dtype,
-           "gradient_checkpointing": a.gradient_checkpointing, "smoke": a.smoke, "under_load": a.under_load}
+           "gradient_checkpointing": a.gradient_checkpointing, "smoke": a.smoke, "under_load": a.under_load,
+           "keep": a.keep}
     if a.family == "sd3" and not (a.src / "transformer" / "config.json").exists():
         t0 = time.time()
         import torch
@@ -496,6 +505,14 @@ def main() -> None:
         pipe.save_pretrained(a.src, safe_serialization=True)
         del pipe
         res["build_and_save_seconds"] = round(time.time() - t0, 1)
+    if a.family == "sd3":  # counted from the saved weights' headers, whichever run built them
+        from safetensors import safe_open
+
+        n = 0
+        for f in sorted((a.src / "transformer").glob("*.safetensors")):
+            with safe_open(str(f), "pt") as st:
+                n += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+        res["transformer_parameters"] = n
     what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0", "sd3": "SD3 medium's transformer"}[a.family]
     print(f"measuring {a.src}" + ("" if a.model else f" ({what} architecture, random weights)"), flush=True)
     phases = [x for x in a.phases.split(",") if x]
@@ -504,12 +521,13 @@ def main() -> None:
         phases.insert(phases.index(needs_mask[0]), "mask")
     for ph in phases:
         res[ph] = run_child(ph, a)
+    ok = {k for k, v in res.items() if isinstance(v, dict) and "failed" not in v}
     for m in ("mask", "mask_accumulator"):
-        if "fwdbwd" in res and m in res:
+        if "fwdbwd" in ok and m in ok:
             res[f"{m}_peak_over_fwdbwd"] = round(res[m]["peak_gib"] / res["fwdbwd"]["peak_gib"], 3)
-    if "masked_adam" in res and "masked_lean" in res:
+    if "masked_adam" in ok and "masked_lean" in ok:
         res["lean_peak_over_masked_adam"] = round(res["masked_lean"]["peak_gib"] / res["masked_adam"]["peak_gib"], 3)
-    if "erase" in res and "erase_lora" in res:
+    if "erase" in ok and "erase_lora" in ok:
         res["lora_peak_over_plain_erase"] = round(res["erase_lora"]["peak_gib"] / res["erase"]["peak_gib"], 3)
     print(json.dumps(res, indent=2))
     if a.json:

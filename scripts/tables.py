@@ -534,6 +534,12 @@ def attacks_frame(data: dict) -> str:
 # ---------------------------------------------------------------- real scale (scripts/bench_real_scale.py)
 
 
+REAL_SCALE_PHASES = {"masked_adam": "masked SalUn steps alone with torch's Adam over every tensor the mask touches",
+                     "masked_lean": "masked SalUn steps alone with `MaskedAdam`", "mask": "mask pass",
+                     "fwdbwd": "one plain forward + backward", "steps": "plain and masked steps, timed together",
+                     "erase": "whole `salun erase` job", "erase_lora": "whole job with a LoRA export"}
+
+
 def _gib(r: dict) -> str:
     return f"{r['peak_gib']:.2f} GiB"
 
@@ -552,25 +558,31 @@ def _gib(r: dict) -> str:
 @table("real_scale_sd3", "bench_real_scale_sd3.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
        "--json docs/bench_real_scale_sd3.json")
+@table("real_scale_sd3_keep03", "bench_real_scale_sd3_keep03.json",
+       "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 --keep 0.3 "
+       "--phases mask,masked_lean --json docs/bench_real_scale_sd3_keep03.json")
 @table("real_scale_sdxl", "bench_real_scale_sdxl.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases fwdbwd,mask --json docs/bench_real_scale_sdxl.json")
 def real_scale(data: dict) -> str:
     """``scripts/bench_real_scale.py``: each phase of the product's path on a real architecture, random weights,
-    its own process (so each peak is that phase's alone)."""
+    its own process (so each peak is that phase's alone). A phase that did not fit stays in the table, as such."""
+    failed = {k: v for k, v in data.items() if isinstance(v, dict) and "failed" in v}
+    data = {k: v for k, v in data.items() if k not in failed}
     rows = []
     fb = data.get("fwdbwd")
     if fb:
         rows.append(["one plain forward + backward of the mask's loss (guided, w = 7.5), in one graph",
                      f"{fb['seconds']:.1f} s", _gib(fb)])
-    for key, what in (("mask", "mask pass: 2 forget batches, global top 50%, the sum in the weights' gradients"),
+    top = f"global top {data.get('keep', 0.5):.0%}"
+    for key, what in (("mask", f"mask pass: 2 forget batches, {top}, the sum in the weights' gradients"),
                       ("mask_accumulator", "the same with a float32 sum beside the gradients (the DDPM recipe's "
                                            "per-batch clipping)")):
         m = data.get(key)
         if m:
             ratio = data.get(f"{key}_peak_over_fwdbwd")
             if key == "mask" and m.get("gradient_sum", "").startswith("float32"):  # half-precision weights
-                what = "mask pass: 2 forget batches, global top 50%, a float32 sum beside the gradients"
+                what = f"mask pass: 2 forget batches, {top}, a float32 sum beside the gradients"
             rows.append([f"{what}; bit-packed file {m['mask_file_mib']:.1f} MiB (int64 masks as in the reference "
                          f"code: {m['int64_mask_gib_reference_style']:.1f} GiB)", f"{m['seconds']:.1f} s",
                          _gib(m) + (f" (**{ratio:.2f}x** the plain pass)" if ratio else "")])
@@ -611,13 +623,18 @@ def real_scale(data: dict) -> str:
                      f"changed modules, relative error {lo['lora_relative_error']:.3f} at rank {lo['lora_rank']}; "
                      f"{lo['lora_not_represented']} changed biases/norms a LoRA cannot hold)",
                      _gib(lo) + (f" (**{ratio:.3f}x** without)" if ratio else "")])
-    what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0", "sd3": "SD3 medium's transformer (its text encoders left out; "
-            "random conditions of the pipeline's shapes)"}.get(data["family"], data["family"])
+    for key, f in failed.items():
+        rows.append([f"{REAL_SCALE_PHASES.get(key, key)}: **did not finish** ({f['failed']})",
+                     f"stopped after {f['wall_seconds']:.0f} s", f"{f['peak_gib']:.2f} GiB when it stopped"])
+    what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0", "sd3": "SD3 medium's transformer"}.get(data["family"],
+                                                                                             data["family"])
     params = (f", UNet {data['unet_parameters']:,} parameters" if data.get("unet_parameters") else
               f", transformer {data['transformer_parameters']:,} parameters" if data.get("transformer_parameters")
               else "")
     dtype = "bfloat16 weights" if data.get("weights_dtype") == "bf16" else "float32"
-    note = (f"\n\n{what}'s architecture with random weights{params}; {data['resolution']} px, batch "
+    alone = (" (its text encoders left out: the conditions are random tensors of the pipeline's shapes)"
+             if data["family"] == "sd3" else "")
+    note = (f"\n\n{what}'s architecture with random weights{params}{alone}; {data['resolution']} px, batch "
             f"{data['batch_size']}, {dtype}, on {data['device']}"
             + (", gradient checkpointing" if data.get("gradient_checkpointing") else "")
             + ". Peak memory: each phase's own process (peak RSS on CPU, torch's peak allocation on CUDA).")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from ...core import checks
 from ...core.atomic import output_lock
 from ...core.errors import UserError
 from ...core.export import check_output
@@ -61,8 +60,6 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
                    overwrite: bool = False, device: str | None = None, dataset: str | None = None, data_root=None,
                    download: bool = False) -> Mask:
     """``salun mask`` for a class-conditional DDPM: compute and save the mask alone."""
-    checks.fraction(keep, "--keep")
-    checks.finite_float(w, "--guidance-w")
     check_device(device)
     check_output(out, model, overwrite, kind="file")  # never inside the source model's folder
     dataset = dataset_of(model, dataset)
