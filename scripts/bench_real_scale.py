@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -505,14 +504,14 @@ def main() -> None:
         pipe.save_pretrained(a.src, safe_serialization=True)
         del pipe
         res["build_and_save_seconds"] = round(time.time() - t0, 1)
-    if a.family == "sd3":  # counted from the saved weights' headers, whichever run built them
-        from safetensors import safe_open
+    if a.family == "sd3":  # its parameters (not the position-embedding buffer), whichever run built the weights
+        import torch
+        from diffusers import SD3Transformer2DModel
 
-        n = 0
-        for f in sorted((a.src / "transformer").glob("*.safetensors")):
-            with safe_open(str(f), "pt") as st:
-                n += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
-        res["transformer_parameters"] = n
+        with torch.device("meta"):
+            model = SD3Transformer2DModel.from_config(SD3Transformer2DModel.load_config(a.src / "transformer"))
+        res["transformer_parameters"] = sum(x.numel() for x in model.parameters())
+        del model
     what = {"sd": "SD v1.4", "sdxl": "SDXL base 1.0", "sd3": "SD3 medium's transformer"}[a.family]
     print(f"measuring {a.src}" + ("" if a.model else f" ({what} architecture, random weights)"), flush=True)
     phases = [x for x in a.phases.split(",") if x]

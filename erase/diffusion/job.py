@@ -1,5 +1,6 @@
-"""The erasure job for text-to-image families (SD 1.x/2.x, SDXL), end to end, as one lifecycle:
-``setup`` (attention, data, mask, method, optimizer) -> ``train`` -> ``export`` -> ``cleanup``.
+"""The erasure job for text-to-image families (SD 1.x/2.x, SDXL, SD3), end to end, as one lifecycle (the
+class-conditional DDPM's stages subclass it: ``ddpm/stages.py``):
+``setup`` (attention, data, mask, method, optimizer) -> ``train`` -> ``cleanup`` -> ``export``.
 
 One readable job (in the spirit of torchtune's recipes): ``erase(EraseOptions(...))`` checks everything,
 loads the model and runs an ``EraseJob`` in the work folder. The job never asks which family or method it
@@ -39,6 +40,7 @@ from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
 from .combine import combine, own_steps, parts
+from .family import family_of
 from .loading import native_size
 from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, latent_scaling, no_images, noise_batch
@@ -124,6 +126,10 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
         r.check_preserve()
     words = [*r.forget_prompts, *r.misaligned_prompts, *r.retain_prompts, *(r.preserve_prompts if preserve else [])]
     warn_unknown_words(str(source), native_size(str(source)), words, f"the {r.name} recipe")
+    family = family_of_pipe(pipe) if pipe is not None else family_of(source)  # (a folder's model_index.json)
+    check_method = getattr(family, "check_method", None)
+    if check_method is not None:  # a method the family cannot serve, refused before the model is loaded
+        check_method(method)
     t_start = time.time()
     if opts.weights_dtype == "bf16" and opts.mixed_precision == "no":  # bf16 weights compute in bf16
         opts = replace(opts, mixed_precision="bf16")
@@ -133,9 +139,6 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)
-    check_method = getattr(family_of_pipe(pipe), "check_method", None)
-    if check_method is not None:  # a method the family cannot serve, refused before anything is drawn
-        check_method(method)
     mask = _given_mask(opts, pipe, method)
     outputs = [out] + ([lora_out] if lora_out else [])
     with job_folders(outputs, opts.work_dir, source, opts.resume, opts.restart, accelerator.is_main_process) as wd:
@@ -199,7 +202,8 @@ def _given_mask(opts: EraseOptions, pipe, method) -> Mask | None:
 # ---------------------------------------------------------------- the lifecycle
 class EraseJob:
     """One erasure in a prepared work folder. Its attributes are the run's state: each stage reads what the
-    one before it set. ``run`` = ``setup`` -> ``train`` -> ``export``, with ``cleanup`` always."""
+    one before it set. ``run`` = ``setup`` -> ``train`` -> ``cleanup`` (always) -> ``export``, once every process
+    is past its cleanup."""
 
     def __init__(self, opts: EraseOptions, method, pipe, accelerator, work: Path, res: int, mask: Mask | None,
                  lora_out: Path | None):
@@ -211,7 +215,7 @@ class EraseJob:
         if self.recipe.preserve_prompts and not method.uses_preserve(self.settings):
             # recipe.json and the card record the prompts a run used: none, without --distill
             self.recipe = replace(self.recipe, preserve_prompts=[])
-        self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet for every built-in family)
+        self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet; SD3's transformer)
         self.stepper = self.optimizer = self.trainable = self.parked = None
         self.mask_seconds = 0.0
         self.alpha = self.recipe.alpha  # the retain term's weight

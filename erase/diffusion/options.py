@@ -43,7 +43,7 @@ class JobOptions:
 
 @dataclass(kw_only=True)
 class EraseOptions(JobOptions):
-    """A text-to-image erasure (SD 1.x/2.x, SDXL): a recipe of prompts, a method, and how to train."""
+    """A text-to-image erasure (SD 1.x/2.x, SDXL, SD3): a recipe of prompts, a method, and how to train."""
     recipe: Recipe
     mask_per_concept: bool = False  # several concepts: one mask each, combined by union (else one from all)
     replay: bool = True  # erasing an erased model: its earlier concepts join the forget set (kept erased)

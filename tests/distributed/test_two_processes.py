@@ -184,3 +184,21 @@ def test_a_process_that_dies_stops_the_other_without_a_hang(tmp_path):
             or "salun: interrupted" in r.stderr), r.stderr[-3000:]
     assert "[rank0]: Traceback" not in r.stderr, r.stderr[-3000:]
     assert not (tmp_path / "erased").exists()
+
+
+def test_a_class_erasure_launched_on_two_processes_runs_in_the_main_one(tmp_path):
+    """The DDPM class erasure runs in one process: under a two-process launch the main one erases, as one process
+    alone does (the same weights), and nothing waits for the process that has left."""
+    from safetensors.torch import load_file
+
+    from erase.diffusion.ddpm.train import DDPMTrainConfig, build_ddpm
+
+    ddpm = tmp_path / "ddpm"
+    build_ddpm(DDPMTrainConfig(steps=3, n_train=60, batch_size=8), ddpm, evaluate=False, progress=False)
+    args = ["erase", "--model", str(ddpm), "--forget-class", "circle", "--steps", "2", "--batch-size", "8",
+            "--n-forget", "8", "--n-retain", "8", "--out"]
+    two, one = _two(args + ["two"], tmp_path, timeout=300), _one(args + ["one"], tmp_path, timeout=300)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-3000:] + one.stderr[-3000:]
+    assert two.stdout.count("wrote two") == 1
+    a, b = (load_file(tmp_path / n / "unet" / "diffusion_pytorch_model.safetensors") for n in ("two", "one"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -13,6 +13,7 @@ family's own is here:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -32,7 +33,7 @@ from ..job import EraseJob
 from ..methods import Batch, Context
 from ..options import DDPMEraseOptions, check_class_method, check_ddpm_settings, resolve_method
 from ..pipeline import check_device
-from ..prepare import accelerator_for, family_of_pipe
+from ..prepare import family_of_pipe
 from . import data as D
 from .pipeline import load_ddpm
 from .saliency import dataset_of, ddpm_mask
@@ -52,7 +53,7 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     check_class_method(opts.method, opts.method_options)
     method = resolve_method(opts)  # settled once; --no-mask: SalUn's loss on every weight (RL)
-    accelerator = accelerator_for("no", opts.device)
+    accelerator = OneProcess(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = load_ddpm(opts.model, device=accelerator.device)
     dataset = dataset_of(opts.model, opts.dataset)
     c = pipe.class_id(opts.forget_class)
@@ -72,6 +73,32 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     summary["seconds"] = round(time.time() - t_start, 2)
     summary["out"] = str(opts.out)
     return summary
+
+
+class OneProcess:
+    """What the job asks of accelerate's ``Accelerator``, for a job that runs in one process whatever the launch
+    (the CLI runs the class erasure in the main process alone): an ``Accelerator`` would read the launch's
+    environment and wait for the processes that have already left, and ``prepare`` would wrap the UNet for them."""
+
+    is_main_process, num_processes, process_index = True, 1, 0
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+
+    def prepare(self, *objects):
+        return objects if len(objects) > 1 else objects[0]
+
+    def unwrap_model(self, model):
+        return model
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def free_memory(self) -> None:
+        pass
 
 
 class ClassErasureJob(EraseJob):
