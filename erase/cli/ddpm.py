@@ -37,15 +37,14 @@ def add_ddpm_parsers(sub) -> None:
 def _cmd_ddpm_train(args) -> int:
     import json
 
-    import torch
-
+    from ..diffusion.ddpm.pipeline import default_device
     from ..diffusion.ddpm.train import DDPMTrainConfig, build_ddpm
 
     given = {k: v for k, v in (("unet", args.unet), ("steps", args.steps), ("batch_size", args.batch_size),
                                ("lr", args.lr)) if v is not None}
     common = dict(n_train=args.n_train, seed=args.seed, **given)
     cfg = DDPMTrainConfig.cifar10(**common) if args.dataset == "cifar10" else DDPMTrainConfig(**common)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     info = build_ddpm(cfg, args.out,  # it guards --out before any work data_root=args.data_root, download=args.download, overwrite=args.overwrite,
                       device=device, evaluate=not args.no_eval)
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2))

@@ -65,6 +65,14 @@ def model_info(model: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def dataset_of(model, dataset: str | None) -> str:
+    """The data set a DDPM was trained on: given, else its ``ddpm_info.json``'s."""
+    dataset = dataset or model_info(model).get("dataset")
+    if dataset is None:
+        raise UserError(f"{model} has no ddpm_info.json saying what it was trained on: pass --dataset")
+    return dataset
+
+
 def forget_retain(dataset: str, forget: int, rec: dict, seed: int, resolution: int, root=None,
                   download: bool = False) -> tuple[Labelled, Labelled]:
     """(forget images, retain images) of the data set the model was trained on; ``rec``'s ``n_forget`` and

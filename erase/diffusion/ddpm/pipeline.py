@@ -123,6 +123,11 @@ if not hasattr(diffusers, ClassConditionalDDPMPipeline.__name__):
     setattr(diffusers, ClassConditionalDDPMPipeline.__name__, ClassConditionalDDPMPipeline)
 
 
+def default_device(device: str | None) -> str:
+    """The DDPM path's device: the one given, else CUDA when there is one, else the CPU."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_ddpm(model: str | Path, device: str | torch.device = "cpu", progress: bool = False
               ) -> ClassConditionalDDPMPipeline:
     """Load a class-conditional DDPM folder, refusing unconditional ones with a clear error."""

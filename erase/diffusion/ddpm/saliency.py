@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from ...core.atomic import output_lock
-from ...core.errors import UserError
 from ...core.export import check_output
 from ...core.mask import Mask, compute_mask
 from ...defaults import DDPM_MASK_GUIDANCE, MASK_KEEP
@@ -19,7 +18,7 @@ from ..losses import guided_forgetting_loss
 from ..options import DDPMEraseOptions, check_ddpm_settings
 from ..pipeline import check_device
 from . import data as D
-from .pipeline import load_ddpm
+from .pipeline import default_device, load_ddpm
 
 
 def ddpm_mask(pipe, forget: D.Labelled, batch_size: int, w: float = DDPM_MASK_GUIDANCE, clip: float | None = 1.0,
@@ -47,14 +46,6 @@ def ddpm_mask(pipe, forget: D.Labelled, batch_size: int, w: float = DDPM_MASK_GU
                         progress=progress, total=len(batches))
 
 
-def dataset_of(model, dataset: str | None) -> str:
-    """The data set a DDPM was trained on: given, else its ``ddpm_info.json``'s."""
-    dataset = dataset or D.model_info(model).get("dataset")
-    if dataset is None:
-        raise UserError(f"{model} has no ddpm_info.json saying what it was trained on: pass --dataset")
-    return dataset
-
-
 def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_size: int | None = None,
                    w: float = DDPM_MASK_GUIDANCE, keep: float = MASK_KEEP, n_forget: int | None = None,
                    overwrite: bool = False, device: str | None = None, dataset: str | None = None, data_root=None,
@@ -62,13 +53,13 @@ def make_ddpm_mask(model, forget_class: str, out: Path, seed: int = 0, batch_siz
     """``salun mask`` for a class-conditional DDPM: compute and save the mask alone."""
     check_device(device)
     check_output(out, model, overwrite, kind="file")  # never inside the source model's folder
-    dataset = dataset_of(model, dataset)
+    dataset = D.dataset_of(model, dataset)
     opts = DDPMEraseOptions(model=model, forget_class=forget_class, out=out, batch_size=batch_size,
                             n_forget=n_forget, keep=keep, mask_w=w)
     rec = opts.resolved(dataset)
     check_ddpm_settings(rec, opts)  # before the model is loaded
     with output_lock(out):
-        pipe = load_ddpm(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        pipe = load_ddpm(model, device=default_device(device))
         c = pipe.class_id(forget_class)
         forget, _ = D.forget_retain(dataset, c, rec, seed, pipe.unet.config.sample_size, data_root, download)
         mask = ddpm_mask(pipe, forget, rec["batch_size"], w, 1.0, keep, seed)

@@ -35,8 +35,8 @@ from ..options import DDPMEraseOptions, check_class_method, check_ddpm_settings,
 from ..pipeline import check_device
 from ..prepare import family_of_pipe
 from . import data as D
-from .pipeline import load_ddpm
-from .saliency import dataset_of, ddpm_mask
+from .pipeline import default_device, load_ddpm
+from .saliency import ddpm_mask
 
 
 def erase_class(opts: DDPMEraseOptions) -> dict:
@@ -53,9 +53,9 @@ def erase_class(opts: DDPMEraseOptions) -> dict:
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     check_class_method(opts.method, opts.method_options)
     method = resolve_method(opts)  # settled once; --no-mask: SalUn's loss on every weight (RL)
-    accelerator = OneProcess(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accelerator = OneProcess(default_device(opts.device))
     pipe = load_ddpm(opts.model, device=accelerator.device)
-    dataset = dataset_of(opts.model, opts.dataset)
+    dataset = D.dataset_of(opts.model, opts.dataset)
     c = pipe.class_id(opts.forget_class)
     target = pipe.class_id(opts.target_class) if opts.target_class is not None else (c + 1) % len(pipe.class_names)
     if target == c:
