@@ -39,9 +39,10 @@ def add_toy_parsers(sub) -> None:
                        help="default %(default)s")
     b.add_argument("--unet-lr", type=float, default=d.unet_lr, help="default %(default)s")
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement at the end")
-    b.add_argument("--family", choices=("sd", "sdxl"), default=d.family,
-                   help="the pipeline to train: sd (StableDiffusionPipeline, default) or sdxl (an SDXL UNet with "
-                        "text_time conditioning and two text encoders, StableDiffusionXLPipeline)")
+    b.add_argument("--family", choices=("sd", "sdxl", "sd3"), default=d.family,
+                   help="the pipeline to train: sd (StableDiffusionPipeline, default), sdxl (an SDXL UNet with "
+                        "text_time conditioning and two text encoders, StableDiffusionXLPipeline) or sd3 (an MMDiT "
+                        "trained by flow matching, StableDiffusion3Pipeline; --unet-steps counts its steps)")
     b.set_defaults(func=_cmd_toy_build)
     r = tsub.add_parser("reject-head", help="give a toy judge its 'none of these' outcome (an older judge lacks it)",
                         description="Train the judge's reject head on its frozen features: drawings, their "

@@ -281,8 +281,8 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
     S.check_shapes(cfg.exclude)
     if not cfg.sd_shapes():
         raise UserError("--exclude leaves no shape to train on")
-    if cfg.family not in ("sd", "sdxl"):
-        raise UserError(f"--family {cfg.family!r}: the toy build trains sd or sdxl")
+    if cfg.family not in ("sd", "sdxl", "sd3"):
+        raise UserError(f"--family {cfg.family!r}: the toy build trains sd, sdxl or sd3")
     out = Path(out)
     guard_output(out, "toy build", reads=[vae_from, judge_from], overwrite=overwrite, signature=SD_FILES,
                  makes_model=True)
@@ -335,8 +335,14 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
 
     sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)), extra={"vae_from": str(vae_from or "")})
     if not (sd_dir / "model_index.json").exists():
-        text_encoders, unet = train_unet(cfg, data, vae, tokenizer)
-        assemble_pipeline(vae, text_encoders, tokenizer, unet).save_pretrained(sd_dir, safe_serialization=True)
+        if cfg.family == "sd3":
+            from .build_sd3 import train_sd3
+
+            pipe = train_sd3(cfg, data, copy.deepcopy(vae), tokenizer)
+        else:
+            text_encoders, unet = train_unet(cfg, data, vae, tokenizer)
+            pipe = assemble_pipeline(vae, text_encoders, tokenizer, unet)
+        pipe.save_pretrained(sd_dir, safe_serialization=True)
     seconds = time.time() - t0
     info = {"config": asdict(cfg), "build_seconds": round(seconds, 1),
             "vae_reconstruction_judge_acc": {"shape": rec_acc[0], "colour": rec_acc[1]}}

@@ -17,7 +17,8 @@ class BuildConfig:
     attribute: bool = True
     exclude_attribute: bool = False
     # The pipeline family the build trains: "sd" (StableDiffusionPipeline) or "sdxl" (an SDXL UNet with
-    # text_time conditioning and two small text encoders, StableDiffusionXLPipeline).
+    # text_time conditioning and two small text encoders, StableDiffusionXLPipeline) or "sd3" (an MMDiT trained
+    # by flow matching under frozen CLIP, CLIP and T5 encoders, StableDiffusion3Pipeline: erase/toy/build_sd3.py).
     family: str = "sd"
     n_train: int = 12000
     judge_steps: int = 600

@@ -59,3 +59,15 @@ def write_clip_tokenizer(out_dir: str | Path, bpe_path: str | Path | None = None
               "errors": "replace", "add_prefix_space": False, **special}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+def t5_tokenizer():
+    """A T5 tokenizer over the toy world's words (T5's real SentencePiece model cannot be shipped): a Unigram
+    vocabulary of whole words and the comma, T5's special tokens first, as T5's own layout has them."""
+    from transformers import T5TokenizerFast
+
+    from .vocabulary import toy_words
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), (",", -1.0)]
+    vocab += [("\u2581" + w, -1.0) for w in sorted(toy_words())]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from erase.toy import TOY_SD
+from erase.toy.tokenizer import t5_tokenizer  # noqa: F401 - the fixtures' T5 tokenizer is the toy world's
 
 
 def _text_config():
@@ -56,17 +57,6 @@ def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon"
         raise ValueError(f"no tiny pipeline for family {family!r} (sd, sdxl or sd3)")
     pipe.save_pretrained(out, safe_serialization=True)
     return Path(out)
-
-
-def t5_tokenizer():
-    """A T5 tokenizer over the toy world's words (T5's real SentencePiece model cannot be shipped): a Unigram
-    vocabulary of whole words, T5's special tokens first, as T5's own layout has them."""
-    from transformers import T5TokenizerFast
-
-    from erase.toy.vocabulary import toy_words
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0) for w in sorted(toy_words())]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0)
 
 
 def _tiny_sd3(tok, seed: int):
