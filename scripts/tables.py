@@ -544,6 +544,22 @@ def _gib(r: dict) -> str:
     return f"{r['peak_gib']:.2f} GiB"
 
 
+@table("flux_structure", "flux_structure.json", "python scripts/flux_structure.py --json docs/flux_structure.json")
+def flux_structure(data: dict) -> str:
+    """``scripts/flux_structure.py``: FLUX.1's transformers from their real configs on the meta device."""
+    rows = []
+    for model, f in data.items():
+        if not isinstance(f, dict) or "presets" not in f:
+            continue
+        for name, sel in f["presets"].items():
+            rows.append([model if name == "all" else "", f"`{name}`", thousands(sel["weights"]),
+                         str(sel["tensors"]), f"{sel['mask_bytes'] / 2**20:,.1f} MiB"])
+    dev = data["FLUX.1-dev"]
+    return (md(["model", "`--selection`", "weights selected", "tensors", "mask on disk (1 bit a weight)"], rows)
+            + f"\n\nFLUX.1 [dev]'s transformer holds {thousands(dev['parameters'])} weights, "
+            f"{dev['bf16_weights_gib']} GiB in bf16: built on the meta device (no memory, no weights), nothing run.")
+
+
 @table("real_scale", "bench_real_scale.json",
        "python scripts/bench_real_scale.py --resolution 256 --json docs/bench_real_scale.json")
 @table("real_scale_masked", "bench_real_scale_masked.json",

@@ -201,6 +201,20 @@ def _sd_refuses_ddpm_options(args) -> None:
                         "erase with --concept or --forget-prompt")
 
 
+def _refuse_guidance_w_if_distilled(args) -> None:
+    """``--guidance-w`` mixes classifier-free guidance into the mask's loss; a guidance-distilled family (FLUX)
+    samples without it, so the option would mean nothing there."""
+    if args.guidance_w is None or args.model is None:
+        return
+    from ..diffusion.family import family_of
+
+    family = family_of(args.model)
+    if getattr(family, "guidance_distilled", False):
+        raise UserError(f"--guidance-w: {args.model} is a {family.title} model, guidance-distilled: it samples "
+                        "without classifier-free guidance, so its mask's loss has none to weigh (the guidance it "
+                        "was distilled for is an input of the model; drop --guidance-w)")
+
+
 def _cmd_mask(args) -> int:
     if is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
         return in_main_process_alone(_cmd_mask, args)
@@ -228,6 +242,7 @@ def _cmd_mask(args) -> int:
     else:
         _sd_refuses_ddpm_options(args)
         recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
+        _refuse_guidance_w_if_distilled(args)
         from ..core.atomic import check_output
         from ..diffusion.options import check_common
         from ..diffusion.pipeline import default_model
@@ -315,6 +330,7 @@ def erase_options(args) -> EraseOptions:
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
                      guidance_w=args.guidance_w)
+    _refuse_guidance_w_if_distilled(args)
     if args.preserve_prompt is not None:  # (an empty list from the Python API is refused by the check, not ignored)
         recipe.preserve_prompts = args.preserve_prompt
     opts = EraseOptions(recipe=recipe, out=args.out, model=args.model, mask_path=args.mask,

@@ -4,7 +4,7 @@ A family knows how to load its pipeline, turn prompts (or labels) into the denoi
 the denoiser with its extra inputs, and which diffusers class writes and loads its LoRA adapters. The
 job (``erase.diffusion.job``) never asks which family it holds; it asks the family. A new family is one
 module that defines a ``Family`` and one ``register`` call, in the way PEFT registers its tuners (the test
-folder's ``ShoutingPipeline`` family does exactly this); the built-in ones (``sd/``, ``sdxl/``, ``sd3/``, ``ddpm/``)
+folder's ``ShoutingPipeline`` family does exactly this); the built-in ones (``sd/``, ``sdxl/``, ``sd3/``, ``flux/``, ``ddpm/``)
 are registered by ``_load_builtin`` here, lazily, so that the CLI's refusals import no torch and the
 families never import the registry back.
 
@@ -72,6 +72,10 @@ class Family(Protocol):
 
     # Optional: ``check_method(method)`` refuses, in one line, a method the family cannot serve (SD3: the methods
     # that read a UNet's cross-attention or a DDPM schedule); without it every method is offered.
+    # ``guidance_distilled = True``: the family samples without classifier-free guidance (FLUX), so the mask's
+    # loss is the plain one and ``--guidance-w`` is refused. ``latent_channels(pipe)`` and
+    # ``pipeline_latents(pipe, z)``: a denoiser whose config does not give the latents' channels, or a pipeline
+    # that takes its ``latents`` in another layout (FLUX packs them).
 
 
 FAMILIES: Registry[Family] = Registry("model family", same=lambda a, b: type(a) is type(b))
@@ -95,11 +99,12 @@ def _load_builtin() -> None:
     # The built-in families are registered here rather than by their own modules, so that the registry imports
     # them and never the reverse (no import cycle); kept lazy so that `salun --help` imports no torch.
     from .ddpm.family import DDPM
+    from .flux.family import FLUX
     from .sd.family import SD
     from .sd3.family import SD3
     from .sdxl.family import SDXL
 
-    for fam in (SD, SDXL, SD3, DDPM):
+    for fam in (SD, SDXL, SD3, FLUX, DDPM):
         if fam.name not in FAMILIES:
             register(fam)
 

@@ -64,15 +64,20 @@ def warn_if_long(first: float, left: int, what: str, limit_s: float = 3600.0) ->
 
 
 def initial_latents(pipe, gens, height, width) -> torch.Tensor:
-    """One latent of noise per generator, shaped for the family's denoiser (a UNet or a transformer)."""
+    """One latent of noise per generator, shaped for the family's denoiser (a UNet or a transformer) and laid out
+    as its pipeline takes ``latents`` (FLUX: packed)."""
     from .prepare import family_of_pipe
 
-    denoiser = family_of_pipe(pipe).denoiser_of(pipe)
+    family = family_of_pipe(pipe)
+    denoiser = family.denoiser_of(pipe)
     vs = pipe.vae_scale_factor
-    h = (height or denoiser.config.sample_size * vs) // vs
-    w = (width or denoiser.config.sample_size * vs) // vs
-    shape = (denoiser.config.in_channels, h, w)
-    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(denoiser.dtype)
+    size = denoiser.config.get("sample_size")
+    side = size * vs if size else family.native_resolution(pipe)  # FLUX's transformer does not say its size
+    h, w = (height or side) // vs, (width or side) // vs
+    channels = family.latent_channels(pipe) if hasattr(family, "latent_channels") else denoiser.config.in_channels
+    z = torch.stack([torch.randn((channels, h, w), generator=g) for g in gens]).to(denoiser.dtype)
+    layout = getattr(family, "pipeline_latents", None)
+    return layout(pipe, z) if layout is not None else z
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -21,6 +21,9 @@ HUB_TIMEOUT_S = 10.0
 _TIMEOUT_VARS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
 
 
+FLUX_LATENT_SIDE = 128  # FluxPipeline.default_sample_size: the latents' side it draws when no size is asked
+
+
 def native_size(model: str) -> int | None:
     """The side of the images a local pipeline folder draws (from its denoiser's config, a UNet's or a
     transformer's, and its vae/ config); ``None`` for a hub id or a folder whose configs cannot be read (the loader
@@ -31,7 +34,7 @@ def native_size(model: str) -> int | None:
                         folder / "unet")
         unet = json.loads((denoiser / "config.json").read_text())
         vae = json.loads((folder / "vae" / "config.json").read_text())
-        size = unet["sample_size"]
+        size = unet.get("sample_size", FLUX_LATENT_SIDE)  # FLUX's transformer does not say: its pipeline's default
         size = size[0] if isinstance(size, (list, tuple)) else size
         return int(size) * 2 ** (len(vae["block_out_channels"]) - 1)
     except (OSError, ValueError, KeyError, TypeError, IndexError):

@@ -40,6 +40,8 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     scale = latent_scaling(pipe)
     eps = denoiser(family, unet)
     bs = recipe.batch_size
+    # a guidance-distilled family (FLUX) samples with no classifier-free guidance: its mask's loss is the plain one
+    w = 0.0 if getattr(family, "guidance_distilled", False) else recipe.guidance_w
 
     def ctx():
         return accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
@@ -53,8 +55,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     def loss_fn(idx):
         z0, noise, t = noise_batch(mean, std, idx, scale, sched, gen, dev, unet.dtype)
         cond = bank([captions[i] for i in idx])
-        return each_under(ctx, guided_forgetting_terms(eps, sched, z0, cond, bank.null(len(idx)), t, noise,
-                                                recipe.guidance_w))
+        return each_under(ctx, guided_forgetting_terms(eps, sched, z0, cond, bank.null(len(idx)), t, noise, w))
 
     contrast = recipe.mask_contrast
     if contrast > 0 and retain is None:
@@ -70,7 +71,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
             "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
             "family": family.name, "prediction_type": sched.config.prediction_type,
-            "guidance_w": recipe.guidance_w, "prompts": sorted(set(captions)), "n_forget": len(captions),
+            "guidance_w": w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or native_resolution(pipe)}
     if contrast > 0:
         meta.update({"retain_prompts": sorted(set(retain.captions)), "n_retain": len(retain.captions)})

@@ -19,12 +19,14 @@ from fixture_models.tiny_pipelines import tiny_pipeline
 
 # (family, prediction_type): SD 2.x at 768 px predicts the velocity; SDXL and SD 1.x the noise; SD3 is trained by
 # flow matching (its target the velocity noise - x0)
-TINY = {"sd2-v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon"), "sd3": ("sd3", "flow_matching")}
+TINY = {"sd2-v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon"), "sd3": ("sd3", "flow_matching"),
+        "flux": ("flux", "flow_matching")}
+TRANSFORMERS = ("sd3", "flux")  # the families whose denoiser is a transformer
 
 
 def _denoiser(kind: str) -> tuple[str, str]:
     """The denoiser's weights file in a pipeline folder of this kind (a UNet's, or SD3's transformer's)."""
-    return ("transformer" if kind == "sd3" else "unet", "diffusion_pytorch_model.safetensors")
+    return ("transformer" if kind in TRANSFORMERS else "unet", "diffusion_pytorch_model.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -103,20 +105,21 @@ def test_the_flow_matching_target_by_hand():
     assert torch.allclose(guided, F.mse_loss(3 * net(zt) - 2 * 0.5 * net(zt), noise - z0), rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", TRANSFORMERS)
 @pytest.mark.parametrize("method", [m for m, meth in METHODS.items() if not meth.salun_loss])
-def test_sd3_refuses_a_method_it_cannot_serve_before_drawing(tiny, tmp_path, capsys, method):
-    argv = ["erase", "--model", str(tiny["sd3"]), "--concept", "circle", "--method", method, "--out",
+def test_a_transformer_family_refuses_a_method_it_cannot_serve_before_drawing(tiny, tmp_path, capsys, method, kind):
+    argv = ["erase", "--model", str(tiny[kind]), "--concept", "circle", "--method", method, "--out",
             str(tmp_path / "o")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--method {method} is not adapted to SD3" in err[0], err
+    assert len(err) == 1 and f"--method {method} is not adapted to {kind.upper()}" in err[0], err
     assert not any(tmp_path.iterdir())  # nothing drawn, no work folder
 
 
 def test_families_are_found_from_model_index(tiny):
     assert family_of(tiny["sdxl"]).name == "sdxl" and family_of(tiny["sd2-v"]).name == "sd"
-    assert family_of(tiny["sd3"]).name == "sd3"
-    assert {"sd", "sdxl", "sd3", "ddpm"} <= set(families())
+    assert family_of(tiny["sd3"]).name == "sd3" and family_of(tiny["flux"]).name == "flux"
+    assert {"sd", "sdxl", "sd3", "flux", "ddpm"} <= set(families())
 
 
 @pytest.mark.parametrize("kind", list(TINY))
@@ -130,7 +133,8 @@ def test_family_end_to_end(tiny, tmp_path, kind):
     cls = getattr(diffusers, summary["pipeline_class"])
     pipe = cls.from_pretrained(tmp_path / "erased")
     img = pipe(["a red circle"], num_inference_steps=2, output_type="pt").images
-    assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
+    side = 256 if kind == "flux" else 32  # FluxPipeline draws 128 latents a side by default
+    assert img.shape == (1, 3, side, side) and torch.isfinite(img).all()
     base, new = load_file(model.joinpath(*_denoiser(kind))), load_file((tmp_path / "erased").joinpath(*_denoiser(kind)))
     mask = Mask.load(tmp_path / "erased" / "mask.safetensors")
     changed = {k for k in base if not torch.equal(base[k], new[k])}
@@ -149,7 +153,7 @@ def test_family_end_to_end(tiny, tmp_path, kind):
 
 # every trained method on every family that takes it (the DDPM path and SD3: SalUn and RL); UCE trains nothing
 CONTRACT = [(k, m) for k in [*TINY, "ddpm"] for m, meth in METHODS.items()
-            if not meth.closed_form and (k not in ("ddpm", "sd3") or meth.salun_loss)]
+            if not meth.closed_form and (k not in ("ddpm", *TRANSFORMERS) or meth.salun_loss)]
 
 
 @pytest.mark.parametrize("kind,method", CONTRACT)
@@ -175,9 +179,10 @@ def test_contract(tiny, tmp_path, kind, method, interrupt_at):
         mask = Mask.load(tmp_path / "straight" / "mask.safetensors")
         assert all(torch.equal(base[k][~mask.masks[k]], a[k][~mask.masks[k]]) for k in changed)
     else:
-        from diffusers import SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel
+        from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel, UNet2DModel
 
-        cls = {"ddpm": UNet2DModel, "sd3": SD3Transformer2DModel}.get(kind, UNet2DConditionModel)
+        cls = {"ddpm": UNet2DModel, "sd3": SD3Transformer2DModel, "flux": FluxTransformer2DModel}.get(
+            kind, UNet2DConditionModel)
         allowed = select_parameters(cls.from_pretrained(model / weights[0]), METHODS[method].selection or "all",
                                     family_of(model).selection_presets())
         assert changed <= set(allowed)
@@ -233,6 +238,46 @@ def test_sdxl_real_config_structure():
     assert any(".attn2.to_k." in n for n in select_parameters(unet, "attn2"))
 
 
+def test_an_sd35_shaped_transformer_erases_and_attn2_means_the_text_projections(tmp_path):
+    """SD 3.5's MMDiT (qk-norm, and modules literally named ``attn2``: a second, image-only attention) erases
+    through the sd3 family; ``--selection attn2`` takes the joint attention's text projections, not those
+    modules, and only the selected weights move."""
+    from diffusers import SD3Transformer2DModel
+
+    model = tiny_pipeline("sd3", tmp_path / "sd35", sd35=True)
+    transformer = SD3Transformer2DModel.from_pretrained(model / "transformer")
+    names = dict(transformer.named_parameters())
+    assert any(".attn2.to_q." in n for n in names) and any(".norm_q." in n for n in names)
+    selected = select_parameters(transformer, "attn2", family_of(model).selection_presets())
+    assert selected and all(".attn.add_" in n or ".attn.to_add_out" in n for n in selected)
+    recipe = custom_recipe(["a red circle"], ["a red square"], ["a blue star"], n_forget=4, n_retain=4,
+                           batch_size=2, gen_steps=2, lr=1e-3, selection="attn2")
+    summary = erase(EraseOptions(recipe=recipe, out=tmp_path / "erased", model=str(model), steps=2, progress=False))
+    assert summary["family"] == "sd3"
+    base = load_file(model / "transformer" / "diffusion_pytorch_model.safetensors")
+    new = load_file(tmp_path / "erased" / "transformer" / "diffusion_pytorch_model.safetensors")
+    changed = {k for k in base if not torch.equal(base[k], new[k])}
+    assert changed and changed <= set(selected)
+
+
+def test_flux_real_config_structure():
+    """FLUX.1 [dev]'s transformer from its config on the meta device: 11,901,408,320 weights; ``attn2`` selects the
+    double-stream blocks' text projections and nothing of the single-stream blocks (which hold no text-only weight)."""
+    from diffusers import FluxTransformer2DModel
+
+    from erase.diffusion.flux.family import PRESETS
+    from fixture_models.real_configs import FLUX_TRANSFORMER
+
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**FLUX_TRANSFORMER)
+    assert sum(p.numel() for p in model.parameters()) == 11_901_408_320
+    attn2 = select_parameters(model, "attn2", PRESETS)
+    assert len(attn2) == 19 * 8 and all(n.startswith("transformer_blocks.") for n in attn2)
+    assert any(".attn.add_k_proj." in n for n in attn2)
+    resnets = select_parameters(model, "resnets", PRESETS)
+    assert any(n.startswith("single_transformer_blocks.") and ".proj_mlp." in n for n in resnets)
+
+
 def test_sdxl_null_condition_is_zeros_but_an_empty_prompt_is_encoded(tiny):
     """As SDXL samples: the guidance's null condition is zeros (force_zeros_for_empty_prompt); a prompt ""
     given as a misaligned or retain prompt is encoded like any other."""
@@ -265,34 +310,41 @@ def test_progress_false_draws_no_bars(tiny, tmp_path, capfd):
     assert not any(word in err for word in ("generating", "encoding", "saliency", "erasing")), err[-2000:]
 
 
-def test_sd3_generates_and_is_audited_from_the_command_line(tiny, tmp_path):
-    """``salun generate``, ``audit concept`` and ``audit nudity`` take an SD3 folder as any other (a tiny random
-    model draws noise: what is checked is that each command runs and says what it drew)."""
+@pytest.mark.parametrize("kind", TRANSFORMERS)
+def test_a_transformer_family_generates_and_is_audited_from_the_command_line(tiny, tmp_path, kind, capsys):
+    """``salun generate``, ``audit concept`` and ``audit nudity`` take an SD3 or FLUX folder as any other (a tiny
+    random model draws noise: what is checked is that each command runs and says what it drew)."""
     import json
 
-    sd3 = str(tiny["sd3"])
+    sd3 = str(tiny[kind])
     assert main(["generate", "--model", sd3, "--prompt", "a red circle", "-n", "2", "--steps", "2",
                  "--out", str(tmp_path / "g")]) == 0
     assert len(list((tmp_path / "g").glob("*.png"))) == 3  # two images and the grid
     assert main(["audit", "concept", "--model", sd3, "--concept", "circle", "--per-colour", "1",
                  "--retain-per-pair", "1", "--out", str(tmp_path / "c")]) == 0
-    concept = json.loads((tmp_path / "c" / "report.json").read_text())["models"]["sd3"]
+    concept = json.loads((tmp_path / "c" / "report.json").read_text())["models"][kind]
     assert concept["n_forget"] > 0 and len(concept["unet_fingerprint"]) == 64
-    assert main(["audit", "nudity", "--model", sd3, "--prompts", "toy-i2p", "--detector", "toy", "--limit", "2",
-                 "--steps", "2", "--out", str(tmp_path / "n")]) == 0
-    nudity = json.loads((tmp_path / "n" / "report.json").read_text())["models"]["sd3"]
+    argv = ["audit", "nudity", "--model", sd3, "--prompts", "toy-i2p", "--detector", "toy", "--limit", "2",
+            "--steps", "2", "--out", str(tmp_path / "n")]
+    if kind == "flux":  # a 256 px model: the toy detector reads the toy world's 32 px pictures, and says so
+        assert main(argv) == 2 and not (tmp_path / "n").exists()
+        assert "audit real models with --detector nudenet" in capsys.readouterr().err
+        return
+    assert main(argv) == 0
+    nudity = json.loads((tmp_path / "n" / "report.json").read_text())["models"][kind]
     assert nudity["unet_fingerprint"] == concept["unet_fingerprint"]
 
 
+@pytest.mark.parametrize("kind", TRANSFORMERS)
 @pytest.mark.parametrize("break_it, message", [
     ("text_encoder_2", "lacks its text_encoder_2 component"),
     ("scheduler", "needs its FlowMatchEulerDiscreteScheduler")])
-def test_a_broken_sd3_folder_is_refused_in_one_line(tiny, tmp_path, capsys, break_it, message):
+def test_a_broken_transformer_family_folder_is_refused_in_one_line(tiny, tmp_path, capsys, break_it, message, kind):
     import json
     import shutil
 
-    model = tmp_path / "sd3"
-    shutil.copytree(tiny["sd3"], model)
+    model = tmp_path / kind
+    shutil.copytree(tiny[kind], model)
     if break_it == "scheduler":  # a sampler SD3 was not trained with
         index = json.loads((model / "model_index.json").read_text())
         index["scheduler"] = ["diffusers", "DDIMScheduler"]
@@ -302,4 +354,33 @@ def test_a_broken_sd3_folder_is_refused_in_one_line(tiny, tmp_path, capsys, brea
     assert main(["erase", "--model", str(model), "--concept", "circle", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kind]
+
+
+@pytest.mark.parametrize("command", ["erase", "mask"])
+def test_guidance_w_is_refused_on_a_guidance_distilled_model(tiny, tmp_path, capsys, command):
+    """FLUX samples without classifier-free guidance: ``--guidance-w`` (its weight in the mask's loss) is refused
+    in one line before anything is drawn; without it the mask is computed under the embedded guidance alone."""
+    out = tmp_path / ("o" if command == "erase" else "m.safetensors")
+    argv = [command, "--model", str(tiny["flux"]), "--concept", "circle", "--guidance-w", "2", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--guidance-w" in err[0] and "guidance-distilled" in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+def test_flux_packs_latents_as_its_pipeline_does(tiny):
+    """The family's packing is FluxPipeline's (the order its transformer was trained on) and unpacks back; its
+    prompts carry the embedded guidance every prediction is made at."""
+    from diffusers import FluxPipeline
+
+    from erase.diffusion.flux.family import FLUX, TRAINING_GUIDANCE, pack, positions, unpack
+
+    z = torch.randn(2, 4, 6, 8)
+    assert torch.equal(pack(z), FluxPipeline._pack_latents(z, 2, 4, 6, 8))
+    assert torch.equal(unpack(pack(z), 6, 8), z)
+    assert torch.equal(positions(6, 8, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu",
+                                                                                                     torch.float32))
+    pipe = FluxPipeline.from_pretrained(tiny["flux"])
+    cond = FLUX.encode_prompts(pipe, ["a red circle", "a blue star"], 32)
+    assert torch.equal(cond["guidance"], torch.full((2,), TRAINING_GUIDANCE))

@@ -118,3 +118,13 @@ def sd3_transformer(seed: int = 0, dtype=None):
 
     torch.manual_seed(seed)
     return SD3Transformer2DModel(**SD3_TRANSFORMER).to(dtype or torch.float32)
+
+
+# FLUX.1 [dev]'s transformer (black-forest-labs/FLUX.1-dev, transformer/config.json): 19 double-stream and 38
+# single-stream blocks of 24 heads x 128, T5-XXL's 4096-wide states, CLIP's pooled 768, 16 latent channels packed
+# 2x2 (64 inputs), rotary axes 16 + 56 + 56 and the guidance embedding; FLUX.1 [schnell]'s is the same without it.
+FLUX_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)

@@ -20,8 +20,10 @@ def _text_config():
                           bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_act="gelu")
 
 
-def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """Write a tiny random ``family`` ("sd", "sdxl" or "sd3") pipeline folder (32 px, 4 latent channels) to ``out``."""
+def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon", seed: int = 0,
+                  sd35: bool = False) -> Path:
+    """Write a tiny random ``family`` ("sd", "sdxl", "sd3" or "flux") pipeline folder (4 latent channels) to ``out``:
+    32 px, but FLUX's pipeline draws 128 latents a side whatever its size (256 px here)."""
     import torch
     from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
@@ -52,17 +54,21 @@ def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon"
                                          text_encoder_2=CLIPTextModelWithProjection(_text_config()),
                                          tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=sched)
     elif family == "sd3":
-        pipe = _tiny_sd3(tok, seed)
+        pipe = _tiny_sd3(tok, seed, sd35)
+    elif family == "flux":
+        pipe = _tiny_flux(tok, seed)
     else:
-        raise ValueError(f"no tiny pipeline for family {family!r} (sd, sdxl or sd3)")
+        raise ValueError(f"no tiny pipeline for family {family!r} (sd, sdxl, sd3 or flux)")
     pipe.save_pretrained(out, safe_serialization=True)
     return Path(out)
 
 
-def _tiny_sd3(tok, seed: int):
+def _tiny_sd3(tok, seed: int, sd35: bool = False):
     """SD3's structure at toy size: an MMDiT (2 joint blocks, 2 heads of 8), two CLIP encoders with projections
     (their penultimate states, 32 + 32 = 64 wide, beside T5's 64: the joint attention's input), T5, a VAE with
-    SD3's shift and scale, and the flow-matching Euler sampler with SD3's shift of 3."""
+    SD3's shift and scale, and the flow-matching Euler sampler with SD3's shift of 3. ``sd35``: SD 3.5 medium's
+    additions, RMS query-key normalisation and a second, image-only attention (modules named ``attn2``) in the
+    first block."""
     import torch
     from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
                            StableDiffusion3Pipeline)
@@ -78,8 +84,35 @@ def _tiny_sd3(tok, seed: int):
                         use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
-                                        caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=16)
+                                        caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=16,
+                                        **(dict(qk_norm="rms_norm", dual_attention_layers=(0,)) if sd35 else {}))
     return StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                                     vae=vae, text_encoder=CLIPTextModelWithProjection(_text_config()), tokenizer=tok,
                                     text_encoder_2=CLIPTextModelWithProjection(_text_config()), tokenizer_2=tok,
                                     text_encoder_3=t5, tokenizer_3=t5_tok)
+
+
+def _tiny_flux(tok, seed: int, guidance_embeds: bool = True):
+    """FLUX.1's structure at toy size: one double-stream and one single-stream block (2 heads of 16, rotary axes
+    4 + 6 + 6), CLIP's pooled output (32) and T5's states (64), a guidance embedding as FLUX.1 [dev] has, a VAE
+    with FLUX's shift and scale, and the flow-matching Euler sampler with FLUX's resolution-dependent shift."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    t5_tok = t5_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=64, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
+                                 pad_token_id=0, eos_token_id=1))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=8, sample_size=32, use_quant_conv=False,
+                        use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64,
+                                         pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+                                         axes_dims_rope=(4, 6, 6))
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                            base_image_seq_len=256, max_image_seq_len=4096)
+    return FluxPipeline(scheduler=sched, vae=vae, text_encoder=CLIPTextModel(_text_config()), tokenizer=tok,
+                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
