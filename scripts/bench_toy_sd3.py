@@ -25,9 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from erase.toy import PIPELINES, TOY_JUDGE  # noqa: E402
-
-TOY_SD3 = PIPELINES / "toy-sd3"
+from erase.toy import TOY_JUDGE, TOY_SD3  # noqa: E402
 METHODS = ("salun", "rl")
 
 

@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-COMPONENTS = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
-              "text_encoder": "model.safetensors", "text_encoder_2": "model.safetensors"}  # text_encoder_2: SDXL
+COMPONENTS = {"unet": "diffusion_pytorch_model.safetensors", "transformer": "diffusion_pytorch_model.safetensors",
+              "vae": "diffusion_pytorch_model.safetensors", "text_encoder": "model.safetensors",
+              "text_encoder_2": "model.safetensors", "text_encoder_3": "model.safetensors"}  # SDXL's, SD3's
 
 
 def halve(folder: Path) -> None:
     for comp, fname in COMPONENTS.items():
         path = folder / comp / fname
-        if comp == "text_encoder_2" and not path.exists():
+        if not path.exists():  # a family without this component (a UNet or a transformer; one to three encoders)
             continue
         tensors = load_file(path)
         half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}

@@ -91,3 +91,22 @@ def test_cli_attribute_options_are_checked(tmp_path, capsys):
     assert main(["toy", "build", "--out", str(out), "--vae-from", str(tmp_path / "nope")]) == 2
     assert "--vae-from" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_sd3_build_writes_a_flow_matching_pipeline(tiny_world):
+    """``--family sd3``: a StableDiffusion3Pipeline whose transformer learnt by flow matching under frozen encoders
+    (they stay at their seeded random weights), with the VAE given SD3's shift and scale; it draws, and the erasure
+    job takes it."""
+    from diffusers import StableDiffusion3Pipeline
+
+    root, _ = tiny_world
+    cfg = BuildConfig(n_train=64, unet_steps=2, batch_size=8, family="sd3")
+    info = build(cfg, root / "sd3", vae_from=root / "sd", judge_from=root / "judge", evaluate=False)
+    pipe = StableDiffusion3Pipeline.from_pretrained(root / "sd3", local_files_only=True)
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert pipe.transformer.config.qk_norm == "rms_norm" and pipe.text_encoder_3 is not None
+    assert pipe.vae.config.shift_factor is not None and pipe.vae.config.scaling_factor > 0
+    out = pipe("a red circle", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+    assert info["config"]["family"] == "sd3"
+    assert "StableDiffusion3Pipeline" in (root / "sd3" / "README.md").read_text()
