@@ -8,9 +8,11 @@ harness and reported split (``erase.diffusion.toy_metrics``: seeds from 1000, 20
 
 Rows per concept: ``base`` (the toy SD3 before), ``salun`` and ``rl`` (SalUn's loss through its saliency
 mask, and on every weight), each at the settings its recipe gives the toy SD (``prompts/toy.json``,
-``prompts/toy-nudity.json``): **not tuned for SD3**. No Retrain row: a toy SD3 rebuilt without the concept
-is another 50-minute build per concept on this CPU. ``seconds``: the whole erasure (drawing its forget and
-retain images, the mask, training, export).
+``prompts/toy-nudity.json``: the toy SD's tuned ones): **not tuned for SD3**. No Retrain row: a toy SD3 rebuilt
+without the concept is another 50-minute build per concept on this CPU. ``seconds``: the mask and the training,
+as the erasure benchmark counts them; ``job_seconds``: the whole erasure (drawing its forget and retain images,
+encoding, the mask, training, export). The toy SD's rows of the same harness and split are copied beside
+(``toy_sd``) from ``docs/bench_erasure_<concept>.json``, which ``scripts/bench_erasure.py`` wrote.
 """
 from __future__ import annotations
 
@@ -42,6 +44,22 @@ def measure(concept: str, model, judge: Path, target, split: str) -> dict:
     row = shape_metrics(model, judge, "circle", target, split) if concept == "circle" else \
         frame_metrics(model, judge, split)
     return {k: v for k, v in row.items() if k != "features"}
+
+
+SHOWN = ("forget_rate", "synonym_rate", "heldout_rate", "explicit_prompt_frame_rate", "implicit_prompt_frame_rate",
+         "neutral_rate", "erased_prompt_acc", "retain_acc", "worst_retain_acc", "worst_retain_shape", "fid_retain",
+         "trainable_weights", "seconds", "chosen")
+
+
+def toy_sd_rows(concept: str) -> dict:
+    """The toy SD's rows of the same harness and split, as ``scripts/bench_erasure.py`` measured them
+    (``docs/bench_erasure_<concept>.json``: base, Retrain, and SalUn and RL at their tuned settings), shown beside."""
+    path = ROOT / "docs" / f"bench_erasure_{concept}.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())[concept]
+    return {"source": str(path.relative_to(ROOT)),
+            **{name: {k: data[name][k] for k in SHOWN if k in data[name]} for name in ("base", "salun", "rl", "retrain")}}
 
 
 def main() -> None:
@@ -76,10 +94,12 @@ def main() -> None:
             t0 = time.time()
             summary = erase(EraseOptions(recipe=recipe, out=out, model=str(a.model), method=method, seed=a.seed,
                                          overwrite=True, progress=False, work_dir=root / f".work-{concept}-{method}"))
-            rows[method] = {"seconds": round(time.time() - t0, 1), "steps": summary["steps"],
+            rows[method] = {"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1),
+                            "job_seconds": round(time.time() - t0, 1), "steps": summary["steps"],
                             "trainable_weights": summary["trainable_weights"], "lr": recipe.lr,
                             "alpha": recipe.alpha, "keep": recipe.keep if method == "salun" else None}
-            print(f"{concept}: erased with {method} in {rows[method]['seconds']} s", flush=True)
+            print(f"{concept}: erased with {method}: mask + training {rows[method]['seconds']} s, the whole job "
+                  f"{rows[method]['job_seconds']} s", flush=True)
         rows = {"base": measure(concept, a.model, a.judge, target, split),
                 **{m: {**measure(concept, root / f"{concept}-{m}", a.judge, target, split), **rows[m]}
                    for m in METHODS}}
@@ -90,6 +110,7 @@ def main() -> None:
                   + f" retain {r['retain_acc']:.1%} worst {r['worst_retain_acc']:.1%} FID {r['fid_retain']:.2f}",
                   flush=True)
         result["concepts"][concept] = rows
+        result.setdefault("toy_sd", {})[concept] = toy_sd_rows(concept)
         if a.json:  # after each concept, so a long run keeps what it has
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(result, indent=2) + "\n")

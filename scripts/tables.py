@@ -560,6 +560,36 @@ def flux_structure(data: dict) -> str:
             f"{dev['bf16_weights_gib']} GiB in bf16: built on the meta device (no memory, no weights), nothing run.")
 
 
+@table("toy_erase_sd3", "bench_toy_sd3.json", "OMP_NUM_THREADS=2 python scripts/bench_toy_sd3.py --json docs/bench_toy_sd3.json")
+def toy_erase_sd3(data: dict) -> str:
+    """``scripts/bench_toy_sd3.py``: the circle and frame erasures on the toy SD3, the toy SD's rows beside."""
+    cols = {"circle": [("forget_rate", '"a {colour} circle" drawn as a circle'), ("synonym_rate", "synonym"),
+                       ("heldout_rate", "held-out phrasing")],
+            "frame": [("explicit_prompt_frame_rate", "explicit frame prompts framed"),
+                      ("implicit_prompt_frame_rate", "implicit prompts framed"),
+                      ("neutral_rate", "plain prompts framed")]}
+    names = {"base": "base", "salun": "SalUn", "rl": "RL", "retrain": "Retrain"}
+    out = []
+    for concept, rows in data["concepts"].items():
+        header = ["model", "row", *(h for _, h in cols[concept]), "erased prompts drawn right", "retain acc",
+                  "worst shape", "FID(retain)", "trainable weights", "seconds (mask + training)"]
+        body = []
+        for world, table_rows in (("toy SD3", rows), ("toy SD", data.get("toy_sd", {}).get(concept, {}))):
+            for i, name in enumerate(n for n in ("base", "salun", "rl", "retrain") if n in table_rows):
+                r = table_rows[name]
+                body.append([world if i == 0 else "", names[name], *(pct(r[k]) for k, _ in cols[concept]),
+                             pct(r["erased_prompt_acc"]) if name != "base" else "-", pct(r["retain_acc"]),
+                             f"{pct(r['worst_retain_acc'])} ({r['worst_retain_shape']})", f"{r['fid_retain']:.2f}",
+                             thousands(r.get("trainable_weights")) if r.get("trainable_weights") else "-",
+                             seconds(r.get("seconds"))])
+        out.append(f"**{concept}**\n\n" + md(header, body))
+    source = ", ".join(f"`{v['source']}`" for v in data.get("toy_sd", {}).values() if v.get("source"))
+    return ("\n\n".join(out) + f"\n\nThe reported split of the erasure benchmark's harness (seeds from 1000; 200 images "
+            "per forget group, 500 / 480 plain images; the judge with its \"none of these\"). The toy SD3's SalUn and "
+            "RL run at the settings the toy SD was tuned to, not tuned for SD3; it has no Retrain model. The toy SD's "
+            f"rows are copied from {source} (tuned settings, the same harness and split).")
+
+
 @table("real_scale", "bench_real_scale.json",
        "python scripts/bench_real_scale.py --resolution 256 --json docs/bench_real_scale.json")
 @table("real_scale_masked", "bench_real_scale_masked.json",
@@ -678,7 +708,7 @@ def render(name: str, docs: Path = DOCS) -> str:
 
 # Registered tables whose JSON has not been produced yet: the pages keep their earlier hand-copied figures,
 # said to be so under each, and carry no markers for them until the JSON lands in docs/.
-PENDING: set[str] = set()
+PENDING: set[str] = {"toy_erase_sd3"}
 
 
 def shown(path: Path) -> str:

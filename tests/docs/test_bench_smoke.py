@@ -23,6 +23,17 @@ def _toy_erase(d):
         assert {"trainable_weights", "seconds", "steps"} <= set(r)
 
 
+def _toy_sd3(d):
+    assert {"model", "split", "smoke", "concepts", "toy_sd"} <= set(d) and d["smoke"] is True
+    assert set(d["concepts"]) == {"circle", "frame"}
+    for concept, rows in d["concepts"].items():
+        assert list(rows) == ["base", "salun", "rl"]
+        for name, r in rows.items():
+            assert {"retain_acc", "worst_retain_acc", "fid_retain", "erased_prompt_acc"} <= set(r)
+            if name != "base":
+                assert {"seconds", "job_seconds", "trainable_weights", "steps"} <= set(r)
+
+
 def _toy_nudity(d):
     assert {"rows", "under_load"} <= set(d)
     assert list(d["rows"]) == ["base", "salun", "rl", "retrain"]
@@ -110,6 +121,7 @@ CASES = {
     "bench_toy_erase.py": (["--smoke", "--json", "{json}", "--keep-outputs", "{out}"], _toy_erase),
     "bench_toy_nudity.py": (["--smoke", "--json", "{json}", "--out", "{out}/audit", "--keep-outputs", "{out}/models"],
                             _toy_nudity),
+    "bench_toy_sd3.py": (["--smoke", "--json", "{json}", "--keep-outputs", "{out}"], _toy_sd3),
     "bench_toy_ddpm.py": (["--smoke", "--json", "{json}", "--out", "{out}"], _toy_ddpm),
     "bench_classification.py": (["--smoke", "--threads", "1", "--json", "{json}"], _classification),
     "bench_multi.py": (["--smoke", "--json", "{json}", "--out", "{out}"], _multi),
