@@ -24,6 +24,8 @@ COMPONENTS = {"unet": "diffusion_pytorch_model.safetensors", "transformer": "dif
 
 
 def halve(folder: Path) -> None:
+    if not any((folder / d / COMPONENTS[d]).exists() for d in ("unet", "transformer")):
+        sys.exit(f"{folder}: no unet/ or transformer/ weights: not a toy pipeline folder")
     for comp, fname in COMPONENTS.items():
         path = folder / comp / fname
         if not path.exists():  # a family without this component (a UNet or a transformer; one to three encoders)

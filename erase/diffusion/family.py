@@ -73,7 +73,8 @@ class Family(Protocol):
     # Optional: ``check_method(method)`` refuses, in one line, a method the family cannot serve (SD3: the methods
     # that read a UNet's cross-attention or a DDPM schedule); without it every method is offered.
     # ``guidance_distilled = True``: the family samples without classifier-free guidance (FLUX), so the mask's
-    # loss is the plain one and ``--guidance-w`` is refused. ``latent_channels(pipe)`` and
+    # loss is the plain one and ``--guidance-w`` is refused; its ``sampling_guidance`` is the embedded guidance it
+    # draws and trains at (``recipe_for``). ``latent_channels(pipe)`` and
     # ``pipeline_latents(pipe, z)``: a denoiser whose config does not give the latents' channels, or a pipeline
     # that takes its ``latents`` in another layout (FLUX packs them).
 
@@ -107,6 +108,17 @@ def _load_builtin() -> None:
     for fam in (SD, SDXL, SD3, FLUX, DDPM):
         if fam.name not in FAMILIES:
             register(fam)
+
+
+def recipe_for(family: Family, recipe):
+    """``recipe`` as ``family`` samples: a guidance-distilled family (FLUX) has no classifier-free guidance to mix
+    into the mask's loss (``guidance_w`` 0) and draws its forget and retain images at the embedded guidance its
+    predictions are trained at (``sampling_guidance``), so the recipe, card and mask record what was done."""
+    if not getattr(family, "guidance_distilled", False):
+        return recipe
+    from dataclasses import replace
+
+    return replace(recipe, guidance_w=0.0, gen_guidance=family.sampling_guidance)
 
 
 def families() -> dict[str, Family]:

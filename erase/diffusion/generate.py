@@ -74,9 +74,11 @@ def initial_latents(pipe, gens, height, width) -> torch.Tensor:
     size = denoiser.config.get("sample_size")
     side = size * vs if size else family.native_resolution(pipe)  # FLUX's transformer does not say its size
     h, w = (height or side) // vs, (width or side) // vs
+    layout = getattr(family, "pipeline_latents", None)
+    if layout is not None:  # packed 2x2 (FLUX): its pipeline rounds the latent side down to even, as here
+        h, w = h - h % 2, w - w % 2
     channels = family.latent_channels(pipe) if hasattr(family, "latent_channels") else denoiser.config.in_channels
     z = torch.stack([torch.randn((channels, h, w), generator=g) for g in gens]).to(denoiser.dtype)
-    layout = getattr(family, "pipeline_latents", None)
     return layout(pipe, z) if layout is not None else z
 
 

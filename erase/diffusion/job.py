@@ -40,7 +40,7 @@ from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
 from .combine import combine, own_steps, parts
-from .family import family_of
+from .family import family_of, recipe_for
 from .loading import native_size
 from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, latent_scaling, no_images, noise_batch
@@ -130,6 +130,7 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     check_method = getattr(family, "check_method", None)
     if check_method is not None:  # a method the family cannot serve, refused before the model is loaded
         check_method(method)
+    opts = replace(opts, recipe=recipe_for(family, opts.recipe))
     t_start = time.time()
     if opts.weights_dtype == "bf16" and opts.mixed_precision == "no":  # bf16 weights compute in bf16
         opts = replace(opts, mixed_precision="bf16")

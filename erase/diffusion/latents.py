@@ -77,7 +77,10 @@ def no_images(pipe, recipe: Recipe, res: int, method) -> Encoded:
     n = recipe.n_forget
     caps = [recipe.forget_prompts[i % len(recipe.forget_prompts)] for i in range(n)]
     side = res // pipe.vae_scale_factor
-    zeros = torch.zeros(n, family_of_pipe(pipe).denoiser_of(pipe).config.in_channels, side, side)
+    family = family_of_pipe(pipe)
+    channels = family.latent_channels(pipe) if hasattr(family, "latent_channels") else \
+        family.denoiser_of(pipe).config.in_channels
+    zeros = torch.zeros(n, channels, side, side)
     return Encoded(zeros, zeros, caps, f"none: {method.name} samples x_t with the model being trained")
 
 

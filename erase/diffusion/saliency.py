@@ -18,6 +18,7 @@ from ..core.mask import Mask, compute_mask, fingerprint
 from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
+from .family import recipe_for
 from .loading import native_size
 from .latents import Encoded, TextBank, all_drawn, image_latents, latent_scaling, noise_batch
 from .losses import denoising_loss, each_under, guided_forgetting_terms
@@ -69,7 +70,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
 
     kind = sched.config.prediction_type
     meta = {"base_model": str(pipe.config.get("_name_or_path", "")),
-            "loss": "guided noise MSE" if kind == "epsilon" else f"guided {kind} MSE",
+            "loss": ("guided " if w else "") + ("noise MSE" if kind == "epsilon" else f"{kind} MSE"),
             "family": family.name, "prediction_type": sched.config.prediction_type,
             "guidance_w": w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or native_resolution(pipe)}
@@ -153,6 +154,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     main = accelerator.is_main_process  # under several processes: the main one locks and writes
     with output_lock(out) if main else contextlib.nullcontext():
         pipe, res = load_for_job(model, accelerator, resolution)
+        recipe = recipe_for(family_of_pipe(pipe), recipe)
         wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
                            main_process=main)
         dist.barrier()

@@ -50,6 +50,8 @@ def _opts(model, out, method="salun", **kw):
 def _run(kind, model, out, method, **kw):
     """One erasure of ``model`` by ``method`` through its family's job (the DDPM's takes a class)."""
     if kind != "ddpm":
+        if kind == "flux":  # FluxPipeline draws 256 px by default here (128 latents a side): 32 px keeps it quick
+            kw.setdefault("resolution", 32)
         if method.startswith("esd"):  # a short sampling schedule for x_t keeps the tiny runs quick
             kw.setdefault("method_options", {"sample-steps": 4})
         if method == "ant":
@@ -128,7 +130,7 @@ def test_family_end_to_end(tiny, tmp_path, kind):
     import diffusers
 
     model = tiny[kind]
-    summary = erase(_opts(model, tmp_path / "erased", lora_rank=2))
+    summary = erase(_opts(model, tmp_path / "erased", lora_rank=2, **({"resolution": 32} if kind == "flux" else {})))
     assert summary["family"] == TINY[kind][0] and summary["prediction_type"] == TINY[kind][1]
     cls = getattr(diffusers, summary["pipeline_class"])
     pipe = cls.from_pretrained(tmp_path / "erased")
@@ -384,3 +386,19 @@ def test_flux_packs_latents_as_its_pipeline_does(tiny):
     pipe = FluxPipeline.from_pretrained(tiny["flux"])
     cond = FLUX.encode_prompts(pipe, ["a red circle", "a blue star"], 32)
     assert torch.equal(cond["guidance"], torch.full((2,), TRAINING_GUIDANCE))
+
+
+def test_flux_records_the_guidance_it_drew_and_masked_with(tiny, tmp_path):
+    """On a guidance-distilled model a recipe's mask guidance and drawing guidance give way to the family's: the
+    recipe, the card and the mask record w = 0 and the embedded guidance the images were drawn at."""
+    import json
+
+    from erase.diffusion.flux.family import TRAINING_GUIDANCE
+
+    summary = erase(_opts(tiny["flux"], tmp_path / "erased", resolution=32))
+    assert summary["family"] == "flux"
+    recipe = json.loads((tmp_path / "erased" / "recipe.json").read_text())
+    text = json.dumps(recipe)
+    assert '"guidance_w": 0.0' in text and f'"gen_guidance": {TRAINING_GUIDANCE}' in text, text[:2000]
+    meta = Mask.load(tmp_path / "erased" / "mask.safetensors").meta
+    assert meta["guidance_w"] == 0.0 and meta["loss"] == "flow_matching MSE"

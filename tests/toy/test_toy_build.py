@@ -95,8 +95,8 @@ def test_cli_attribute_options_are_checked(tmp_path, capsys):
 
 def test_an_sd3_build_writes_a_flow_matching_pipeline(tiny_world):
     """``--family sd3``: a StableDiffusion3Pipeline whose transformer learnt by flow matching under frozen encoders
-    (they stay at their seeded random weights), with the VAE given SD3's shift and scale; it draws, and the erasure
-    job takes it."""
+    (they stay at their seeded random weights), with the VAE given SD3's shift and scale; it draws, and its card
+    names its pipeline class."""
     from diffusers import StableDiffusion3Pipeline
 
     root, _ = tiny_world

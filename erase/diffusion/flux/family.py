@@ -21,7 +21,8 @@ There is no cross-attention: the presets name what plays its part, the double-st
 projections (``add_q_proj``, ``add_k_proj``, ``add_v_proj``, ``to_add_out``), through which the image tokens
 read the prompt. The single-stream blocks share every weight between the two kinds of token and hold no
 text-only weight, so ``attn2`` leaves them out; ``resnets`` (the MLPs) are the double-stream blocks' image
-feed-forward layers (``ff``) and the single-stream blocks' ``proj_mlp``.
+feed-forward layers (``ff``) and the single-stream blocks' ``proj_mlp`` (their MLP's up-projection: its
+down-projection is fused with the attention's output in ``proj_out``, which stays out).
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class FluxFamily:
     pipeline_classes = ("FluxPipeline",)
     denoiser_component = "transformer"
     guidance_distilled = True  # no classifier-free guidance at sampling: the mask loss takes no --guidance-w
+    sampling_guidance = TRAINING_GUIDANCE  # the forget and retain images are drawn at it too (family.recipe_for)
 
     def pipeline_class(self) -> type:
         from diffusers import FluxPipeline
