@@ -30,8 +30,9 @@ def write_toy_card(folder: Path, info: dict) -> None:
     if cfg.get("exclude_attribute"):
         excluded += " (and the frame attribute: its captions kept, the frames left out of the pictures)"
     reused = info.get("reused") or {}
+    learns = "its transformer" if cfg.get("family") == "sd3" else "its text encoder and UNet"
     reuse_line = (f"\n- VAE and judge taken from the base build ({reused.get('vae_from')}), so that this model differs "
-                  "from it only in what learns concepts (the text encoder and the denoiser)" if reused.get("vae_from") else "")
+                  f"from it only in what learns concepts ({learns})" if reused.get("vae_from") else "")
     if info.get("stored_dtype"):
         reuse_line += (f"\n- Weights stored in {info['stored_dtype']} (`scripts/ship_fp16.py`) to fit the shipped "
                        "world's size budget; `from_pretrained` loads them as float32")
@@ -48,6 +49,7 @@ def write_toy_card(folder: Path, info: dict) -> None:
         family, "`StableDiffusionPipeline` (CLIP text encoder, `AutoencoderKL`, `UNet2DConditionModel`\n"
                 "with SD 1.x's block types, SD's noise schedule)")
     title = {"sdxl": " XL", "sd3": " 3"}.get(family, "")
+    sampler = "flow-matching Euler" if family == "sd3" else "DPM-Solver++"
     folder_name = {"sdxl": "pipelines/toy-sdxl", "sd3": "pipelines/toy-sd3"}.get(family, "pipelines/toy-sd")
     training = (f"transformer {cfg['unet_steps']} steps at batch {cfg['batch_size']}, lr {cfg['unet_lr']}, flow matching "
                 f"at logit-normal noise levels, EMA {cfg['ema_decay']}" if family == "sd3" else
@@ -77,7 +79,7 @@ audited on a 2-core CPU without downloading anything.
 {quality}
 
 Figures from `python scripts/eval_toy_quality.py --model <this folder>` (the build runs the same
-evaluation): every shape x colour, {q["per_pair"] if q else "-"} fixed seeds each, {q["steps"] if q else "-"} DPM-Solver++ steps,
+evaluation): every shape x colour, {q["per_pair"] if q else "-"} fixed seeds each, {q["steps"] if q else "-"} {sampler} steps,
 guidance {q["guidance"] if q else "-"}.
 
 ## Use

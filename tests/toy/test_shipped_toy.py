@@ -4,16 +4,18 @@ import json
 import numpy as np
 import pytest
 
-from erase.toy import TOY_JUDGE, TOY_SD, TOY_SDXL
+from erase.toy import TOY_JUDGE, TOY_SD, TOY_SD3, TOY_SDXL
 from erase.toy import shapes as S
 
 
 def test_shipped_world_is_small_and_safe():
     files = [p for p in (TOY_SD.parent).rglob("*") if p.is_file()]
-    # the SD world (toy SD, judge, DDPM, Retrain models) keeps its 80 MiB; the SDXL toy has 32 MiB of its own
+    # the SD world (toy SD, judge, DDPM, Retrain models) keeps its 80 MiB; the SDXL and SD3 toys have 32 MiB each
     xl = [p for p in files if TOY_SDXL in p.parents]
-    assert sum(p.stat().st_size for p in files if p not in xl) <= 80 * 2**20
+    sd3 = [p for p in files if TOY_SD3 in p.parents]
+    assert sum(p.stat().st_size for p in files if p not in xl and p not in sd3) <= 80 * 2**20
     assert xl and sum(p.stat().st_size for p in xl) <= 32 * 2**20
+    assert sd3 and sum(p.stat().st_size for p in sd3) <= 32 * 2**20
     weights = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert not weights, weights  # safetensors only
     card = (TOY_SD / "README.md").read_text()
@@ -95,6 +97,33 @@ def test_shipped_toy_sdxl_meets_its_quality_bar_and_draws():
         assert q["shape_acc"] >= 0.9 and q["colour_acc"] >= 0.9 and q["n"] >= 240, key
     assert f"{info['quality']['name']['shape_acc']:.1%}" in (TOY_SDXL / "README.md").read_text()
     pipe = StableDiffusionXLPipeline.from_pretrained(TOY_SDXL, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = generate(pipe, ["a red circle"] * 8 + ["a blue square"] * 8, list(range(16)), progress=False)
+    shape, colour = classify(load_judge(TOY_JUDGE), images)
+    assert np.mean(shape[:8] == list(S.SHAPES).index("circle")) >= 0.75
+    assert np.mean(shape[8:] == list(S.SHAPES).index("square")) >= 0.75
+    assert np.mean(colour[:8] == list(S.COLOURS).index("red")) >= 0.75
+
+
+def test_shipped_toy_sd3_draws_and_its_card_says_how_well():
+    """The toy SD3 (a flow-matching MMDiT) loads with plain diffusers and draws the world. It misses the toy SD's
+    90% shape bar (its build's own measurement, in its card: 77% on name prompts, stars 2%); what is held here is
+    that level, so that a rebuild that draws worse fails: colours >= 90%, shapes >= 70%, and red circles and blue
+    squares drawn as asked."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from erase.diffusion.family import family_of
+    from erase.diffusion.generate import generate
+    from erase.toy.judge import classify, load_judge
+
+    info = json.loads((TOY_SD3 / "build_info.json").read_text())
+    assert info["config"]["family"] == "sd3" and family_of(TOY_SD3).name == "sd3"
+    q = info["quality"]
+    for key in ("name", "synonym"):
+        assert q[key]["shape_acc"] >= 0.7 and q[key]["colour_acc"] >= 0.9 and q[key]["n"] >= 240, key
+    assert q["attribute"]["explicit"]["rate"] >= 0.9 and q["attribute"]["neutral"]["rate"] <= 0.1
+    assert f"{q['name']['shape_acc']:.1%}" in (TOY_SD3 / "README.md").read_text()
+    pipe = StableDiffusion3Pipeline.from_pretrained(TOY_SD3, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     images = generate(pipe, ["a red circle"] * 8 + ["a blue square"] * 8, list(range(16)), progress=False)
     shape, colour = classify(load_judge(TOY_JUDGE), images)
