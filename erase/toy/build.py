@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict
@@ -30,18 +29,7 @@ from .judge import (JUDGE_FRAME_RATE, augment_for_judge, classify, detect_attrib
 from .models import SD_SCHEDULER, Judge, make_sdxl_text_encoders, make_sdxl_unet, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
-
-
-def _seed(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+from .training import EMA, cosine_lr, encode_latents, seeded as _seed  # noqa: F401 - EMA, cosine_lr: ddpm/train.py's
 
 
 # What marks this build's outputs, so that --overwrite replaces only them.
@@ -131,30 +119,6 @@ def train_vae(cfg: BuildConfig, data: S.DrawnSet, out: Path):
     vae.save_pretrained(out, safe_serialization=True)
     print(f"vae: latent scaling factor {scale:.4f}")
     return vae
-
-
-@torch.no_grad()
-def encode_latents(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    means, stds = [], []
-    for i in range(0, len(x), 512):
-        d = vae.encode(x[i:i + 512]).latent_dist
-        means.append(d.mean)
-        stds.append(d.std)
-    return torch.cat(means), torch.cat(stds)
-
-
-class EMA:
-    """Exponential moving average of a module's parameters (sampling uses the average)."""
-
-    def __init__(self, module: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))  # warm up: early weights are not worth keeping
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1 - d)
 
 
 class _SDText:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..core.sampling import EpochSampler
 from .config import BuildConfig
 from .models import text_encoder_config
+from .training import EMA, cosine_lr, encode_latents, seeded
 
 SD3_SHIFT = 1.0  # the sampler's timestep shift: SD3 uses 3.0 at 1024 px; a 32 px image needs none
 T5_WIDTH = 128  # T5's width = the joint attention's input; the two CLIPs' 64 + 64 are padded to it
@@ -74,9 +75,7 @@ def caption_embeddings(pipe, captions: list[str], batch: int = 64):
 
 def train_sd3(cfg: BuildConfig, data, vae, tokenizer):
     """Train the toy SD3 transformer; returns the pipeline with its EMA transformer."""
-    from .build import EMA, _seed, cosine_lr, encode_latents
-
-    gen = _seed(cfg.seed + 3)
+    gen = seeded(cfg.seed + 3)
     mean, std = encode_latents(vae, data.as_float())
     shift_and_scale(vae, mean)
     pipe = make_sd3_pipeline(vae, tokenizer, cfg.seed + 4)
