@@ -28,7 +28,7 @@ CASES = [
     ("gen-missing-model", [*GEN, "--model", "{data}/nope", "--out", "{out}"], "does not exist"),
     ("gen-not-a-pipeline", [*GEN, "--model", "{data}/plain-folder", "--out", "{out}"], "not a diffusers pipeline"),
     ("gen-bad-model-index", [*GEN, "--model", "{data}/bad-index", "--out", "{out}"], "not a valid model_index.json"),
-    ("gen-flux", [*GEN, "--model", "{data}/flux", "--out", "{out}"], "FluxPipeline; salun supports"),
+    ("gen-kandinsky", [*GEN, "--model", "{data}/kandinsky", "--out", "{out}"], "KandinskyPipeline; salun supports"),
     ("gen-corrupt-unet", [*GEN, "--model", "{data}/corrupt-unet", "--out", "{out}"], "unet weights"),
     ("gen-no-vae", [*GEN, "--model", "{data}/no-vae", "--out", "{out}"], "lacks its vae component"),
     ("gen-hub-offline", [*GEN, "--model", "someone/some-model", "--out", "{out}"], "local folder"),
@@ -155,8 +155,8 @@ def data(tmp_path_factory):
     (d / "plain-folder").mkdir()
     (d / "bad-index").mkdir()
     (d / "bad-index" / "model_index.json").write_text("{")
-    (d / "flux").mkdir()
-    (d / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (d / "kandinsky").mkdir()  # a pipeline salun does not serve
+    (d / "kandinsky" / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
     shutil.copytree(TOY_SD, d / "corrupt-unet")
     w = d / "corrupt-unet" / "unet" / "diffusion_pytorch_model.safetensors"
     w.write_bytes(w.read_bytes()[:1000])  # truncated inside the header

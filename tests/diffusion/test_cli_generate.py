@@ -41,7 +41,7 @@ def test_bad_input(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("cls", ["FluxPipeline", "PixArtAlphaPipeline"])
+@pytest.mark.parametrize("cls", ["KandinskyPipeline", "PixArtAlphaPipeline"])
 def test_unsupported_pipeline_is_named(tmp_path, capsys, cls):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model_index.json").write_text(json.dumps({"_class_name": cls}))
