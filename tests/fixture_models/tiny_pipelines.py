@@ -63,6 +63,21 @@ def tiny_pipeline(family: str, out: str | Path, prediction_type: str = "epsilon"
     return Path(out)
 
 
+def _t5_and_shifted_vae(shift: float, scale: float):
+    """The tiny T5 (over the toy world's words) and the tiny VAE with a latent shift, as SD3 and FLUX have them."""
+    from diffusers import AutoencoderKL
+    from transformers import T5Config, T5EncoderModel
+
+    t5_tok = t5_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=64, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
+                                 pad_token_id=0, eos_token_id=1))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=8, sample_size=32, use_quant_conv=False,
+                        use_post_quant_conv=False, shift_factor=shift, scaling_factor=scale)
+    return t5_tok, t5, vae
+
+
 def _tiny_sd3(tok, seed: int, sd35: bool = False):
     """SD3's structure at toy size: an MMDiT (2 joint blocks, 2 heads of 8), two CLIP encoders with projections
     (their penultimate states, 32 + 32 = 64 wide, beside T5's 64: the joint attention's input), T5, a VAE with
@@ -70,18 +85,11 @@ def _tiny_sd3(tok, seed: int, sd35: bool = False):
     additions, RMS query-key normalisation and a second, image-only attention (modules named ``attn2``) in the
     first block."""
     import torch
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
-    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    t5_tok = t5_tokenizer()
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=64, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
-                                 pad_token_id=0, eos_token_id=1))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, norm_num_groups=8, sample_size=32, use_quant_conv=False,
-                        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    t5_tok, t5, vae = _t5_and_shifted_vae(shift=0.0609, scale=1.5035)  # SD3's VAE shift and scale
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
                                         caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=16,
@@ -97,17 +105,11 @@ def _tiny_flux(tok, seed: int, guidance_embeds: bool = True):
     4 + 6 + 6), CLIP's pooled output (32) and T5's states (64), a guidance embedding as FLUX.1 [dev] has, a VAE
     with FLUX's shift and scale, and the flow-matching Euler sampler with FLUX's resolution-dependent shift."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
-    t5_tok = t5_tokenizer()
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=64, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
-                                 pad_token_id=0, eos_token_id=1))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, norm_num_groups=8, sample_size=32, use_quant_conv=False,
-                        use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
+    t5_tok, t5, vae = _t5_and_shifted_vae(shift=0.1159, scale=0.3611)  # FLUX's VAE shift and scale
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64,
                                          pooled_projection_dim=32, guidance_embeds=guidance_embeds,

@@ -87,8 +87,6 @@ def test_shipped_toy_sdxl_meets_its_quality_bar_and_draws():
     from diffusers import StableDiffusionXLPipeline
 
     from erase.diffusion.family import family_of
-    from erase.diffusion.generate import generate
-    from erase.toy.judge import classify, load_judge
 
     info = json.loads((TOY_SDXL / "build_info.json").read_text())
     assert info["config"]["family"] == "sdxl" and family_of(TOY_SDXL).name == "sdxl"
@@ -97,12 +95,7 @@ def test_shipped_toy_sdxl_meets_its_quality_bar_and_draws():
         assert q["shape_acc"] >= 0.9 and q["colour_acc"] >= 0.9 and q["n"] >= 240, key
     assert f"{info['quality']['name']['shape_acc']:.1%}" in (TOY_SDXL / "README.md").read_text()
     pipe = StableDiffusionXLPipeline.from_pretrained(TOY_SDXL, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    images = generate(pipe, ["a red circle"] * 8 + ["a blue square"] * 8, list(range(16)), progress=False)
-    shape, colour = classify(load_judge(TOY_JUDGE), images)
-    assert np.mean(shape[:8] == list(S.SHAPES).index("circle")) >= 0.75
-    assert np.mean(shape[8:] == list(S.SHAPES).index("square")) >= 0.75
-    assert np.mean(colour[:8] == list(S.COLOURS).index("red")) >= 0.75
+    _draws_red_circles_and_blue_squares(pipe)
 
 
 def test_shipped_toy_sd3_draws_and_its_card_says_how_well():
@@ -113,8 +106,6 @@ def test_shipped_toy_sd3_draws_and_its_card_says_how_well():
     from diffusers import StableDiffusion3Pipeline
 
     from erase.diffusion.family import family_of
-    from erase.diffusion.generate import generate
-    from erase.toy.judge import classify, load_judge
 
     info = json.loads((TOY_SD3 / "build_info.json").read_text())
     assert info["config"]["family"] == "sd3" and family_of(TOY_SD3).name == "sd3"
@@ -124,6 +115,14 @@ def test_shipped_toy_sd3_draws_and_its_card_says_how_well():
     assert q["attribute"]["explicit"]["rate"] >= 0.9 and q["attribute"]["neutral"]["rate"] <= 0.1
     assert f"{q['name']['shape_acc']:.1%}" in (TOY_SD3 / "README.md").read_text()
     pipe = StableDiffusion3Pipeline.from_pretrained(TOY_SD3, local_files_only=True)
+    _draws_red_circles_and_blue_squares(pipe)
+
+
+def _draws_red_circles_and_blue_squares(pipe) -> None:
+    """8 red circles and 8 blue squares (seeds 0-15), each read by the judge as asked at least 6 times in 8."""
+    from erase.diffusion.generate import generate
+    from erase.toy.judge import classify, load_judge
+
     pipe.set_progress_bar_config(disable=True)
     images = generate(pipe, ["a red circle"] * 8 + ["a blue square"] * 8, list(range(16)), progress=False)
     shape, colour = classify(load_judge(TOY_JUDGE), images)
