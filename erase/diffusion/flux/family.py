@@ -26,9 +26,7 @@ down-projection is fused with the attention's output in ``proj_out``, which stay
 """
 from __future__ import annotations
 
-from typing import Any
-
-from ...core.errors import UserError
+from ..flow_family import FlowTransformerDenoising
 
 TRAINING_GUIDANCE = 3.5  # the embedded guidance every prediction is made at (FluxPipeline's default)
 _TEXT = r"attn\.(add_q_proj|add_k_proj|add_v_proj|to_add_out)"
@@ -65,11 +63,14 @@ def positions(h: int, w: int, device, dtype):
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
-class FluxFamily:
+class FluxFamily(FlowTransformerDenoising):
     name = "flux"
     title = "FLUX.1"
+    short = "FLUX"
     pipeline_classes = ("FluxPipeline",)
-    denoiser_component = "transformer"
+    presets = PRESETS
+    method_refusal = ("FLUX (it reads a UNet's cross-attention, its DDPM noise schedule or classifier-free guidance; "
+                      "FLUX has joint attention, flow matching and distilled guidance): use salun or rl")
     guidance_distilled = True  # no classifier-free guidance at sampling: the mask loss takes no --guidance-w
     sampling_guidance = TRAINING_GUIDANCE  # the forget and retain images are drawn at it too (family.recipe_for)
 
@@ -77,9 +78,6 @@ class FluxFamily:
         from diffusers import FluxPipeline
 
         return FluxPipeline
-
-    def load_kwargs(self) -> dict:
-        return {}
 
     def encode_prompts(self, pipe, prompts, resolution):
         import torch
@@ -104,9 +102,6 @@ class FluxFamily:
                           return_dict=False)[0]
         return unpack(out, h, w)
 
-    def denoiser_of(self, pipe) -> Any:
-        return pipe.transformer
-
     def latent_channels(self, pipe) -> int:
         return pipe.transformer.config.in_channels // 4
 
@@ -114,34 +109,11 @@ class FluxFamily:
         """The noise ``salun generate`` draws, ``(B, C, h, w)``, as ``FluxPipeline`` takes ``latents``: packed."""
         return pack(z)
 
-    def training_scheduler(self, pipe):
-        from ..flow import FlowMatchTraining
-
-        if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
-            raise UserError(f"this FLUX pipeline's scheduler is a {type(pipe.scheduler).__name__}; salun trains FLUX "
-                            "by flow matching and needs its FlowMatchEulerDiscreteScheduler")
-        return FlowMatchTraining(pipe.scheduler.config.num_train_timesteps)
-
     def native_resolution(self, pipe) -> int:
         return pipe.default_sample_size * pipe.vae_scale_factor  # FluxPipeline's default: 1024 px
 
     def resolution_multiple(self, pipe) -> int:
         return pipe.vae_scale_factor * 2  # the VAE's downsampling, then the 2x2 packing
-
-    def selection_presets(self) -> dict[str, str]:
-        return PRESETS
-
-    def lora_layers(self, state: dict, rank: int, targets: list[str]) -> dict:
-        return {"transformer_lora_layers": state,
-                "transformer_lora_adapter_metadata": {"r": rank, "lora_alpha": rank, "target_modules": targets}}
-
-    def check_method(self, method) -> None:
-        """SalUn's and RL's losses need only the training target; ESD, UCE, FMN and ANT read a UNet's
-        cross-attention, its DDPM schedule or classifier-free guidance, none of which FLUX has."""
-        if not method.salun_loss:
-            raise UserError(f"--method {method.name} is not adapted to FLUX (it reads a UNet's cross-attention, its "
-                            "DDPM noise schedule or classifier-free guidance; FLUX has joint attention, flow "
-                            "matching and distilled guidance): use salun or rl")
 
     def usage(self, folder: str) -> str:
         return (f'from diffusers import FluxPipeline\n'

@@ -12,9 +12,7 @@ image tokens read the prompt; the UNet's ResNets are the image stream's feed-for
 """
 from __future__ import annotations
 
-from typing import Any
-
-from ...core.errors import UserError
+from ..flow_family import FlowTransformerDenoising
 
 _TEXT = r"attn\.(add_q_proj|add_k_proj|add_v_proj|to_add_out)"
 PRESETS: dict[str, str] = {
@@ -27,19 +25,19 @@ PRESETS: dict[str, str] = {
 }
 
 
-class StableDiffusion3Family:
+class StableDiffusion3Family(FlowTransformerDenoising):
     name = "sd3"
     title = "Stable Diffusion 3"
+    short = "SD3"
     pipeline_classes = ("StableDiffusion3Pipeline",)
-    denoiser_component = "transformer"
+    presets = PRESETS
+    method_refusal = ("SD3 yet (it reads a UNet's cross-attention or its DDPM noise schedule; SD3 has joint attention "
+                      "and flow matching): use salun or rl")
 
     def pipeline_class(self) -> type:
         from diffusers import StableDiffusion3Pipeline
 
         return StableDiffusion3Pipeline
-
-    def load_kwargs(self) -> dict:
-        return {}
 
     def encode_prompts(self, pipe, prompts, resolution):
         import torch
@@ -56,37 +54,11 @@ class StableDiffusion3Family:
         return transformer(hidden_states=zt, timestep=t, encoder_hidden_states=cond["encoder_hidden_states"],
                            pooled_projections=cond["pooled_projections"], return_dict=False)[0]
 
-    def denoiser_of(self, pipe) -> Any:
-        return pipe.transformer
-
-    def training_scheduler(self, pipe):
-        from ..flow import FlowMatchTraining
-
-        config = pipe.scheduler.config
-        if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
-            raise UserError(f"this SD3 pipeline's scheduler is a {type(pipe.scheduler).__name__}; salun trains SD3 "
-                            "by flow matching and needs its FlowMatchEulerDiscreteScheduler")
-        return FlowMatchTraining(config.num_train_timesteps)
-
     def native_resolution(self, pipe) -> int:
         return pipe.transformer.config.sample_size * pipe.vae_scale_factor
 
     def resolution_multiple(self, pipe) -> int:
         return pipe.vae_scale_factor * pipe.transformer.config.patch_size
-
-    def selection_presets(self) -> dict[str, str]:
-        return PRESETS
-
-    def lora_layers(self, state: dict, rank: int, targets: list[str]) -> dict:
-        return {"transformer_lora_layers": state,
-                "transformer_lora_adapter_metadata": {"r": rank, "lora_alpha": rank, "target_modules": targets}}
-
-    def check_method(self, method) -> None:
-        """SalUn's and RL's losses need only the training target; ESD, UCE, FMN and ANT read a UNet's
-        cross-attention or its DDPM schedule, which an MMDiT trained by flow matching does not have."""
-        if not method.salun_loss:
-            raise UserError(f"--method {method.name} is not adapted to SD3 yet (it reads a UNet's cross-attention "
-                            "or its DDPM noise schedule; SD3 has joint attention and flow matching): use salun or rl")
 
     def usage(self, folder: str) -> str:
         return (f'from diffusers import StableDiffusion3Pipeline\n'
