@@ -30,7 +30,7 @@ def write_toy_card(folder: Path, info: dict) -> None:
     if cfg.get("exclude_attribute"):
         excluded += " (and the frame attribute: its captions kept, the frames left out of the pictures)"
     reused = info.get("reused") or {}
-    learns = "its transformer" if cfg.get("family") == "sd3" else "its text encoder and UNet"
+    learns = "its transformer and CLIPs" if cfg.get("family") == "sd3" else "its text encoder and UNet"
     reuse_line = (f"\n- VAE and judge taken from the base build ({reused.get('vae_from')}), so that this model differs "
                   f"from it only in what learns concepts ({learns})" if reused.get("vae_from") else "")
     if info.get("stored_dtype"):
@@ -44,14 +44,14 @@ def write_toy_card(folder: Path, info: dict) -> None:
                     "`UNet2DConditionModel` with SDXL's `text_time` added conditioning on pooled text and size/crop ids; "
                     "SD's noise schedule)",
             "sd3": "`StableDiffusion3Pipeline` (an `SD3Transformer2DModel` MMDiT with SD 3.5's qk-norm, two CLIP text "
-                   "encoders with projections and a small T5, frozen at their seeded weights as SD3 trains its own, "
+                   "encoders with projections trained with it and a small T5 frozen at its seeded weights, "
                    "`AutoencoderKL` with SD3's latent shift, flow matching with `FlowMatchEulerDiscreteScheduler`)"}.get(
         family, "`StableDiffusionPipeline` (CLIP text encoder, `AutoencoderKL`, `UNet2DConditionModel`\n"
                 "with SD 1.x's block types, SD's noise schedule)")
     title = {"sdxl": " XL", "sd3": " 3"}.get(family, "")
     sampler = "flow-matching Euler" if family == "sd3" else "DPM-Solver++"
     folder_name = {"sdxl": "pipelines/toy-sdxl", "sd3": "pipelines/toy-sd3"}.get(family, "pipelines/toy-sd")
-    training = (f"transformer {cfg['unet_steps']} steps at batch {cfg['batch_size']}, lr {cfg['unet_lr']}, flow matching "
+    training = (f"transformer and CLIPs {cfg['unet_steps']} steps at batch {cfg['batch_size']}, lr {cfg['unet_lr']}, flow matching "
                 f"at logit-normal noise levels, EMA {cfg['ema_decay']}" if family == "sd3" else
                 f"UNet/text encoder {cfg['unet_steps']} steps\n  at batch {cfg['batch_size']}, lr {cfg['unet_lr']}, "
                 f"min-SNR-{cfg['min_snr_gamma']} weighting, EMA {cfg['ema_decay']}")

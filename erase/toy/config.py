@@ -18,7 +18,7 @@ class BuildConfig:
     exclude_attribute: bool = False
     # The pipeline family the build trains: "sd" (StableDiffusionPipeline) or "sdxl" (an SDXL UNet with
     # text_time conditioning and two small text encoders, StableDiffusionXLPipeline) or "sd3" (an MMDiT trained
-    # by flow matching under frozen CLIP, CLIP and T5 encoders, StableDiffusion3Pipeline: erase/toy/build_sd3.py).
+    # by flow matching with its two CLIPs under a frozen T5, StableDiffusion3Pipeline: erase/toy/build_sd3.py).
     family: str = "sd"
     n_train: int = 12000
     judge_steps: int = 600

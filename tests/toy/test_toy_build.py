@@ -7,6 +7,7 @@ import torch
 from erase.cli import main
 from erase.core.errors import UserError
 from erase.toy.build import BuildConfig, build
+from erase.toy.build_sd3 import clip_ids, conditioning, t5_states
 
 TINY = BuildConfig(n_train=128, judge_steps=2, vae_steps=2, unet_steps=2, batch_size=16)
 
@@ -94,9 +95,9 @@ def test_cli_attribute_options_are_checked(tmp_path, capsys):
 
 
 def test_an_sd3_build_writes_a_flow_matching_pipeline(tiny_world):
-    """``--family sd3``: a StableDiffusion3Pipeline whose transformer learnt by flow matching under frozen encoders
-    (they stay at their seeded random weights), with the VAE given SD3's shift and scale; it draws, and its card
-    names its pipeline class."""
+    """``--family sd3``: a StableDiffusion3Pipeline whose transformer and CLIPs learnt by flow matching under a
+    frozen T5, with the VAE given SD3's shift and scale; the conditioning training computes is what the
+    pipeline's own ``encode_prompt`` feeds the transformer; it draws, and its card names its pipeline class."""
     from diffusers import StableDiffusion3Pipeline
 
     root, _ = tiny_world
@@ -106,6 +107,12 @@ def test_an_sd3_build_writes_a_flow_matching_pipeline(tiny_world):
     assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     assert pipe.transformer.config.qk_norm == "rms_norm" and pipe.text_encoder_3 is not None
     assert pipe.vae.config.shift_factor is not None and pipe.vae.config.scaling_factor > 0
+    prompts = ["", "a red circle", "a framed blue star in a gallery"]
+    with torch.no_grad():
+        emb, pooled = conditioning([pipe.text_encoder, pipe.text_encoder_2], clip_ids(pipe, prompts),
+                                   t5_states(pipe, prompts))
+        want, _, want_pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False)
+    assert emb.shape == want.shape and torch.equal(emb, want) and torch.equal(pooled, want_pooled)
     out = pipe("a red circle", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)).images
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
     assert info["config"]["family"] == "sd3"
