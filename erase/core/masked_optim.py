@@ -22,6 +22,7 @@ import weakref
 import torch
 from torch import nn
 
+from . import eight_bit
 from .mask import Mask
 
 
@@ -141,11 +142,19 @@ class MaskedAdam(torch.optim.Optimizer):
     Weights held in a lower precision (``--weights-dtype bf16``) get a float32 master copy of their masked
     entries (in the state, so checkpoints keep it): gradients are gathered in float32, Adam updates the master
     and the weight takes its rounding, so small steps accumulate instead of rounding away; the entries outside
-    the mask are never written."""
+    the mask are never written.
+
+    ``state_bits=8`` (``--use-8bit-adam``) keeps the moments of each vector of 4,096 entries or more in 8 bits,
+    block-wise quantized, and updates it with bitsandbytes' 8-bit Adam (``erase/core/eight_bit.py``): about
+    2 bytes an entry for both moments instead of 8."""
 
     def __init__(self, trainable: MaskedParameters, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, gather: bool = True):
-        super().__init__(trainable.parameters(), {"lr": lr, "betas": betas, "eps": eps})
+                 eps: float = 1e-8, gather: bool = True, state_bits: int = 32):
+        if state_bits not in (8, 32):
+            raise ValueError(f"state_bits {state_bits}: 32 (torch's Adam) or 8 (bitsandbytes' 8-bit Adam)")
+        # the moments' width is a group setting, so that a checkpoint says which it holds
+        super().__init__(trainable.parameters(), {"lr": lr, "betas": betas, "eps": eps, "state_bits": state_bits})
+        self.state_bits = state_bits
         self.index = {trainable.params[n]: i for n, i in trainable.index.items()}
         if not all(p.is_contiguous() for p in self.index):  # the update is written back through a flat view
             raise ValueError("MaskedAdam needs contiguous weights (a channels-last model: convert it back first)")
@@ -217,13 +226,22 @@ class MaskedAdam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:  # as torch.optim.Adam starts its state (the step count a float32 tensor)
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+                    if self.state_bits == 8 and eight_bit.wants_8bit(g.numel()):
+                        eight_bit.EightBitAdamState(g, state)
+                    else:
+                        state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+                        state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
                     if p in self.low:  # the masked entries' float32 master, from the weights as they are
                         state["master"] = (p if i is None else p.view(-1).index_select(0, i)).float()
                 values = state["master"] if p in self.low else p if i is None else p.view(-1).index_select(0, i)
-                adam([values], [g], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], amsgrad=False,
-                     beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
+                if "state1" in state:
+                    state["step"] += 1
+                    eight_bit.EightBitAdamState(values, state).update(values, g, int(state["step"]), group["lr"],
+                                                                       (beta1, beta2), group["eps"])
+                else:
+                    adam([values], [g], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
+                         amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                         eps=group["eps"], maximize=False)
                 if i is not None:  # index_copy_ takes int64 indices: one tensor's at a time
                     p.view(-1).index_copy_(0, i.long(), values.to(p.dtype))
                 elif p in self.low:
@@ -233,16 +251,24 @@ class MaskedAdam(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         """Also a checkpoint of the old layout (``torch.optim.Adam``'s full-sized moments over masked gradients,
         zero outside the mask): converted exactly, by taking the masked entries. Low-precision weights' masters
-        and moments stay float32."""
+        and moments stay float32, 8-bit moments stay 8-bit. A checkpoint of the other moment width is refused."""
         from itertools import chain
 
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)
-        # torch casts floating state to its weight's dtype: a bf16 weight's float32 master and moments are put back
-        kept = {p: {k: v.to(p.device, copy=True) for k, v in state_dict["state"].get(i, {}).items()
+        saved_bits = {g.get("state_bits", 32) for g in state_dict["param_groups"]}  # (older checkpoints: 32)
+        if saved_bits != {self.state_bits}:
+            raise ValueError(f"this checkpoint holds {'8' if 8 in saved_bits else '32'}-bit Adam moments: resume "
+                             "with the --use-8bit-adam setting it was made with")
+        # torch would cast every floating state tensor to its weight's dtype and 8-bit moments to a float weight's
+        # dtype (4x their size): the tensors are handed to it without them and put back as they were saved (a bf16
+        # weight's float32 master and moments, the uint8 moments and their float32 scales)
+        kept = {p: {k: v.to(p.device) for k, v in state_dict["state"].get(i, {}).items()
                     if k != "step" and torch.is_tensor(v)}
-                for i, p in zip(saved_ids, params) if p in self.low}
-        super().load_state_dict(state_dict)
+                for i, p in zip(saved_ids, params)}
+        bare = {i: {k: v for k, v in st.items() if k == "step" or not torch.is_tensor(v)}
+                for i, st in state_dict["state"].items()}
+        super().load_state_dict({**state_dict, "state": bare})
         for p, st in kept.items():
             self.state[p].update(st)
         for p, i in self.index.items():

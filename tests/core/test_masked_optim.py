@@ -37,7 +37,7 @@ def test_only_masked_weights_move(make_opt):
     assert moved > 0.9 * mask.kept  # and the salient weights did train
 
 
-def _train(make_opt, steps=4, backwards=1, resume_at=None):
+def _train(make_opt, steps=4, backwards=1, resume_at=None, bits=32):
     """Five masked Adam steps on the toy UNet under a keep-0.3 mask; the weights after, and the optimizer."""
     from erase.core.masked_optim import MaskedAdam
 
@@ -55,7 +55,7 @@ def _train(make_opt, steps=4, backwards=1, resume_at=None):
             saved = opt.state_dict()
             if isinstance(opt, MaskedAdam):
                 opt.close()  # the interrupted run's hooks go with it
-            opt = MaskedAdam(tp, lr=1e-2)
+            opt = MaskedAdam(tp, lr=1e-2, state_bits=bits)
             opt.load_state_dict(saved)
         opt.zero_grad(set_to_none=True)
         for _ in range(backwards):
@@ -129,3 +129,51 @@ def test_a_closed_or_dropped_masked_adam_leaves_the_gradients_alone():
         assert partly.grad is not None  # a later backward keeps its full gradient
         unet.zero_grad(set_to_none=True)
     MaskedAdam(tp, lr=1e-2).close()  # and a new one may gather again
+
+
+def test_8bit_masked_adam_is_bitsandbytes_adam8bit_on_the_masked_entries():
+    """``state_bits=8`` runs bitsandbytes' own 8-bit Adam: on a fully salient tensor it gives Adam8bit's weights bit
+    for bit; under a mask the weights outside it keep their bits, the moments are one byte an entry, the result
+    stays close to 32-bit Adam, and a checkpoint resumes exactly (and is refused by a 32-bit optimizer)."""
+    from erase.core.eight_bit import bitsandbytes_functional
+    from erase.core.masked_optim import MaskedAdam
+
+    bitsandbytes_functional()  # (imported offline, as salun imports it)
+    from bitsandbytes.optim import Adam8bit
+
+    torch.manual_seed(0)
+    # 6,000 weights, 8-bit (no bias: Adam8bit's float32 moments for small tensors are its own kernel, ours torch's)
+    lin, ref = torch.nn.Linear(100, 60, bias=False), torch.nn.Linear(100, 60, bias=False)
+    ref.load_state_dict(lin.state_dict())
+    tp = MaskedParameters(lin, None)
+    ours, theirs = MaskedAdam(tp, lr=1e-2, state_bits=8), Adam8bit(ref.parameters(), lr=1e-2)
+    for _ in range(3):
+        x = torch.randn(8, 100)
+        for model, opt in ((lin, ours), (ref, theirs)):
+            opt.zero_grad(set_to_none=True)
+            model(x).pow(2).mean().backward()
+        tp.step(ours)
+        theirs.step()
+    assert torch.equal(lin.weight, ref.weight)
+    assert torch.equal(ours.state[lin.weight]["state2"], theirs.state[ref.weight]["state2"].flatten())
+    ours.close()
+
+    base = {n: p.clone() for n, p in _train(lambda tp: MaskedAdam(tp, lr=1e-2), steps=0)[0].items()}
+    full, _, _ = _train(lambda tp: MaskedAdam(tp, lr=1e-2))
+    small, opt, tp = _train(lambda tp: MaskedAdam(tp, lr=1e-2, state_bits=8), bits=8)
+    moments = [v for st in opt.state.values() for k, v in st.items() if k in ("state1", "state2")]
+    assert moments and all(v.dtype == torch.uint8 for v in moments)
+    assert sum(v.numel() for v in moments) > 0.9 * 2 * tp.n_trainable()  # nearly every entry's moments are 8-bit
+    for n, m in tp.index.items():
+        outside = ~tp.mask_of(n)
+        assert torch.equal(small[n][outside], base[n][outside]), n
+    d_full = torch.cat([(full[n] - base[n]).flatten() for n in base])
+    d_small = torch.cat([(small[n] - base[n]).flatten() for n in base])
+    assert torch.nn.functional.cosine_similarity(d_full, d_small, dim=0) > 0.99  # the same update, rounded moments
+    assert not torch.equal(d_full, d_small)
+    resumed, _, _ = _train(lambda tp: MaskedAdam(tp, lr=1e-2, state_bits=8), resume_at=2, bits=8)
+    assert all(torch.equal(small[n], resumed[n]) for n in small)
+    with pytest.raises(ValueError, match="8-bit Adam moments"):
+        _train(lambda tp: MaskedAdam(tp, lr=1e-2, state_bits=8), resume_at=2, bits=32)
+    with pytest.raises(ValueError, match="32-bit Adam moments"):
+        _train(lambda tp: MaskedAdam(tp, lr=1e-2), resume_at=2, bits=8)
