@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""What holding the UNet in bf16 costs an erasure (issue 29): the toy frame (the toy nudity) erased as
-``salun erase --concept frame`` erases it (the recipe's shipped SalUn settings), once with float32 weights and
-once with ``--weights-dtype bf16``, each measured on the reported split as ``scripts/bench_erasure.py`` measures
+"""What holding the UNet in bf16, or Adam's moments in 8 bits, costs an erasure (issue 29): the toy frame (the toy
+nudity) erased as ``salun erase --concept frame`` erases it (the recipe's shipped SalUn settings), once with float32
+weights and moments, once with ``--weights-dtype bf16`` and once with ``--use-8bit-adam``, each measured on the reported split as ``scripts/bench_erasure.py`` measures
 its rows (erasure_rates' frame groups, the erased prompts' shapes, retain accuracy, FID(retain), the toy I2P, the
-gap to Retrain), beside the base and Retrain. Same seed, same data; only the weights' precision differs.
+gap to Retrain), beside the base and Retrain. Same seed, same data; only the precision differs.
 
-    python scripts/bench_precision.py --json docs/bench_precision.json     # about 10 minutes on 2 cores
+    python scripts/bench_precision.py --json docs/bench_precision.json     # about 12 minutes on 2 cores
     python scripts/bench_precision.py --smoke --json /tmp/precision.json   # the path only, in a minute
 
 The erasure's seconds are each run's own (one process, one at a time); the peak memory of the same option at SD
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SETTINGS = {"fp32": {}, "bf16 weights": {"weights_dtype": "bf16"}}
+SETTINGS = {"fp32": {}, "bf16 weights": {"weights_dtype": "bf16"}, "8-bit adam": {"use_8bit_adam": True}}
 
 
 def measure(model, judge, limit: int | None, split: str) -> dict:

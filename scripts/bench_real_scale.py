@@ -312,7 +312,8 @@ def _masked_only(a, lean: bool) -> dict:
 
     unet, batch, backward = _training(a)
     masked = MaskedParameters(unet, Mask.load(a.work / "mask.safetensors"))
-    opt = MaskedAdam(masked, lr=1e-5) if lean else torch.optim.Adam(masked.parameters(), lr=1e-5)
+    opt = (MaskedAdam(masked, lr=1e-5, state_bits=8 if a.use_8bit_adam else 32) if lean
+           else torch.optim.Adam(masked.parameters(), lr=1e-5))
     masked.attach(opt)
     ts = []
     for _ in range(a.steps + 1):  # the first allocates the optimizer state
@@ -382,7 +383,7 @@ def _phase_erase(a, lora_rank: int | None) -> dict:
                                  work_dir=a.work / f"{name}.work", overwrite=True, lora_rank=lora_rank,
                                  device=a.device, mixed_precision=a.mixed_precision,
                                  gradient_checkpointing=a.gradient_checkpointing, progress=False,
-                                 weights_dtype=a.weights_dtype))
+                                 weights_dtype=a.weights_dtype, use_8bit_adam=a.use_8bit_adam))
     res = {"seconds": summary["seconds"], "mask_seconds": summary["mask_seconds"],
            "train_seconds": summary["train_seconds"]}
     if lora_rank:
@@ -407,7 +408,8 @@ def run_child(phase: str, a) -> dict:
            "--resolution", str(a.resolution), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
            "--device", a.device, "--mixed-precision", a.mixed_precision, "--family", a.family,
            "--weights-dtype", a.weights_dtype, "--keep", str(a.keep)] + \
-          (["--gradient-checkpointing"] if a.gradient_checkpointing else [])
+          (["--gradient-checkpointing"] if a.gradient_checkpointing else []) + \
+          (["--use-8bit-adam"] if a.use_8bit_adam else [])
     out = a.work / f"{phase}.json"
     t0 = time.time()
     proc = subprocess.Popen(cmd + ["--json", str(out)])
@@ -440,6 +442,8 @@ def main() -> None:
                         f"medium's transformer alone (2.0B; the phases {', '.join(SD3_PHASES)})")
     p.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
                    help="the UNet's weights in the measured phases (bf16 halves weights, gradients and Adam state)")
+    p.add_argument("--use-8bit-adam", action="store_true",
+                   help="MaskedAdam's moments in 8 bits (bitsandbytes) in the masked_lean and erase phases")
     p.add_argument("--keep", type=float, default=0.5, help="the mask's kept fraction (default %(default)s, SalUn's)")
     p.add_argument("--phases", default=None, help=f"comma-separated subset of {', '.join(PHASES)} (default: all; "
                                                   f"sd3: {', '.join(SD3_PHASES)})")
@@ -482,7 +486,7 @@ def main() -> None:
     res = {"family": a.family, "resolution": a.resolution, "batch_size": a.batch_size, "device": a.device,
            "mixed_precision": a.mixed_precision, "weights_dtype": a.weights_dtype,
            "gradient_checkpointing": a.gradient_checkpointing, "smoke": a.smoke, "under_load": a.under_load,
-           "keep": a.keep}
+           "keep": a.keep, "use_8bit_adam": a.use_8bit_adam}
     if a.family == "sd3" and not (a.src / "transformer" / "config.json").exists():
         t0 = time.time()
         import torch

@@ -154,9 +154,11 @@ def toy_nudity(data: dict) -> str:
 
 @table("precision", "bench_precision.json", "python scripts/bench_precision.py --json docs/bench_precision.json")
 def precision(data: dict) -> str:
-    """``scripts/bench_precision.py``: the frame erased by the shipped recipe with float32 and with bf16 weights."""
+    """``scripts/bench_precision.py``: the frame erased by the shipped recipe with float32 weights and moments, with
+    bf16 weights and with 8-bit Adam moments."""
     labels = {"base": "base", "fp32": "SalUn (the frame recipe as shipped), float32 weights",
-              "bf16 weights": "the same with `--weights-dtype bf16`", "retrain": "Retrain"}
+              "bf16 weights": "the same with `--weights-dtype bf16`",
+              "8-bit adam": "the same with `--use-8bit-adam`", "retrain": "Retrain"}
     return _frame_table(data, labels, {})
 
 
@@ -607,6 +609,9 @@ def toy_erase_sd3(data: dict) -> str:
 @table("real_scale_sd3_keep03", "bench_real_scale_sd3_keep03.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 --keep 0.3 "
        "--phases mask,masked_lean --json docs/bench_real_scale_sd3_keep03.json")
+@table("real_scale_sd3_8bit", "bench_real_scale_sd3_8bit.json",
+       "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
+       "--use-8bit-adam --phases mask,masked_lean --json docs/bench_real_scale_sd3_8bit.json")
 @table("real_scale_sdxl", "bench_real_scale_sdxl.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases fwdbwd,mask --json docs/bench_real_scale_sdxl.json")
@@ -649,7 +654,8 @@ def real_scale(data: dict) -> str:
     for key, what in (("masked_adam", "masked SalUn steps alone: torch's Adam over every tensor the mask touches "
                                       "(full gradients and moments, a float32 gate per partly masked tensor)"),
                       ("masked_lean", "masked SalUn steps alone with `MaskedAdam` (moments and gradients of the "
-                                      "masked entries only, int32 indices)")):
+                                      "masked entries only, int32 indices" + (", the moments in 8 bits: "
+                                      "`--use-8bit-adam`" if data.get("use_8bit_adam") else "") + ")")):
         ms = data.get(key)
         if ms:
             ratio = data.get("lean_peak_over_masked_adam") if key == "masked_lean" else None

@@ -24,12 +24,11 @@ def bitsandbytes_functional():
     """``bitsandbytes.functional``, imported offline: bitsandbytes tries, on import, to fetch a 4-bit matmul kernel
     from the Hugging Face hub through the ``kernels`` package (salun uses no 4-bit matmul and downloads nothing at
     run time), so ``kernels`` is hidden while it imports and the warning about it is not shown."""
-    try:
+    if sys.modules.get("bitsandbytes.functional") is not None:
         return sys.modules["bitsandbytes.functional"]
-    except KeyError:
-        pass
     hidden, log = sys.modules.get("kernels"), logging.getLogger("bitsandbytes")
-    level, sys.modules["kernels"] = log.level, None  # None in sys.modules: "import kernels" raises ImportError
+    level = log.level
+    sys.modules["kernels"] = None  # None in sys.modules: "import kernels" raises ImportError
     log.setLevel(logging.ERROR)
     try:
         import bitsandbytes.functional as F
@@ -98,8 +97,3 @@ def _maps(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         F = bitsandbytes_functional()
         _MAPS[device] = (F.create_dynamic_map(signed=True).to(device), F.create_dynamic_map(signed=False).to(device))
     return _MAPS[device]
-
-
-def state_bytes(state: dict) -> int:
-    """Bytes an optimizer state entry holds in tensors (8-bit or float32 moments, masters)."""
-    return sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))

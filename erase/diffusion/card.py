@@ -126,8 +126,13 @@ prompts as it answers their misaligned prompts, with a retain loss on other imag
 
 
 def _weights_note(opts) -> str:
-    """What ``--weights-dtype bf16`` did to the weights (nothing is said for float32, the default)."""
-    if getattr(opts, "weights_dtype", "fp32") == "fp32":
-        return ""
-    return (", UNet weights held in bf16 while training (the masked entries trained on float32 master copies and "
-            "rounded; every UNet weight is a bf16 value, saved as float32)")
+    """What ``--weights-dtype bf16`` did to the weights and ``--use-8bit-adam`` to the optimizer (nothing is said
+    for the defaults, float32 weights and moments)."""
+    note = ""
+    if getattr(opts, "weights_dtype", "fp32") != "fp32":
+        note += (", UNet weights held in bf16 while training (the masked entries trained on float32 master copies and "
+                 "rounded; every UNet weight is a bf16 value, saved as float32)")
+    if getattr(opts, "use_8bit_adam", False):
+        note += (", Adam's moments held in 8 bits (bitsandbytes' block-wise 8-bit Adam on the masked entries; "
+                 "vectors under 4,096 entries kept float32 moments)")
+    return note

@@ -89,6 +89,8 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
             None if opts.use_mask else recipe.selection, *target]
     if opts.weights_dtype != "fp32":  # (fp32 runs keep their keys: their checkpoints still resume)
         what.append(["weights", opts.weights_dtype])
+    if opts.use_8bit_adam:  # (likewise: 32-bit runs keep their keys)
+        what.append(["adam", 8])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
@@ -137,6 +139,10 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     accelerator = accelerator_for(opts.mixed_precision, opts.device)
     if opts.weights_dtype == "bf16":
         check_compute_dtype(accelerator.device, torch.bfloat16, "--weights-dtype bf16")
+    if opts.use_8bit_adam:
+        from ..core.eight_bit import check_device
+
+        check_device(accelerator.device)
     if opts.xformers and accelerator.device.type != "cuda":  # the package is there (check_options): not the GPU
         raise UserError(f"--xformers works on CUDA only, and this run is on {accelerator.device.type}")
     pipe, res = load_for_job(opts.model, accelerator, opts.resolution, pipe, opts.progress)
@@ -349,7 +355,8 @@ class EraseJob:
         prepared by the accelerator. ``gather``: the full gradients are gathered and dropped tensor by tensor during
         backward (not when a step must read them whole: clipping, a loss scaler, a data-parallel all-reduce)."""
         self.unet.train()
-        optimizer = MaskedAdam(self.trainable, lr=lr, gather=gather)
+        optimizer = MaskedAdam(self.trainable, lr=lr, gather=gather,
+                               state_bits=8 if getattr(self.opts, "use_8bit_adam", False) else 32)
         try:
             self.trainable.attach(optimizer)
             self.prepared_unet, self.optimizer = self.accelerator.prepare(self.unet, optimizer)

@@ -49,6 +49,7 @@ class EraseOptions(JobOptions):
     replay: bool = True  # erasing an erased model: its earlier concepts join the forget set (kept erased)
     mixed_precision: str = "no"  # no | fp16 | bf16
     weights_dtype: str = "fp32"  # fp32 | bf16: the UNet's weights while training (bf16: float32 masters, bf16 compute)
+    use_8bit_adam: bool = False  # Adam's moments of the masked entries in 8 bits (bitsandbytes, the 8bit extra)
     gradient_checkpointing: bool = False
     xformers: bool | None = None  # None: use xformers when installed and on CUDA, else torch SDPA
     resolution: int | None = None
@@ -190,6 +191,7 @@ def check_options(opts: EraseOptions) -> "Method":
         r.check_preserve()
     check_xformers(opts.xformers, opts.device)
     check_weights_dtype(opts, method)
+    check_8bit_adam(opts, method)
     if method.closed_form:
         _closed_form_work_dir(opts)
     if opts.mask_per_concept:
@@ -246,6 +248,18 @@ def check_weights_dtype(opts: EraseOptions, method: "Method") -> None:
     if opts.lora_rank is not None:
         raise UserError("--lora-rank with --weights-dtype bf16: the adapter would hold every weight's bf16 rounding, "
                         "not only the erasure; export a LoRA from an fp32 run")
+
+
+def check_8bit_adam(opts: EraseOptions, method: "Method") -> None:
+    """``--use-8bit-adam`` needs a method that trains and bitsandbytes installed (its device is checked once the
+    job knows it)."""
+    if not opts.use_8bit_adam:
+        return
+    if method.closed_form:
+        raise UserError(f"--use-8bit-adam: --method {method.name} is closed-form: it trains nothing")
+    from ..core.eight_bit import bitsandbytes_functional
+
+    bitsandbytes_functional()
 
 
 def check_xformers(xformers: bool | None, device: str | None) -> None:
