@@ -88,7 +88,6 @@ class DDPMEraseOptions(JobOptions):
     mask_w: float = DDPM_MASK_GUIDANCE
     mask_clip: float = 1.0
     grad_clip: float = 1.0
-    checkpoint_every: int = 100
 
     def resolved(self, dataset: str) -> dict:
         """The data set's settings, with the ones given here in their place."""
