@@ -96,8 +96,9 @@ def load_checkpoint(ckpt: Path, trainable: MaskedParameters, optimizer, samplers
                         f"with {made_by} (each process draws its own batches), or pass --restart")
     if state.get("mask") != digest:
         raise UserError(f"{ckpt} was trained under another mask or other settings (learning rate, alpha, batch "
-                        "size, seed, data, resolution): resuming would mix two runs. Rerun with the settings of "
-                        "the interrupted run, or pass --restart to discard its checkpoints")
+                        "size, seed, data, resolution, --weights-dtype, --use-8bit-adam): resuming would mix two "
+                        "runs. Rerun with the settings of the interrupted run, or pass --restart to discard its "
+                        "checkpoints")
     try:
         trainable.load_state_dict(load_file(ckpt / "trainable.safetensors"))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))

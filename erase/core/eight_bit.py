@@ -5,6 +5,10 @@ scale a block (Dettmers et al., ICLR 2022, "8-bit Optimizers via Block-wise Quan
 entry for both moments instead of 8. The update is bitsandbytes' own blockwise 8-bit Adam, the function its
 ``Adam8bit`` runs, applied to the masked entries only, so weights outside the mask still never move. Vectors of
 fewer than 4,096 entries keep float32 moments, as ``Adam8bit`` keeps them (its ``min_8bit_size``).
+
+bitsandbytes, on import, may try to fetch a CPU 4-bit matmul kernel from the Hugging Face hub (through the
+``kernels`` package, on CPUs with AVX512-BF16). Salun imports it with that package hidden; a library that imports
+bitsandbytes first (peft does when it applies a LoRA) does not, and ``HF_HUB_OFFLINE=1`` is what stops it there.
 """
 from __future__ import annotations
 

@@ -156,7 +156,8 @@ class MaskedAdam(torch.optim.Optimizer):
         super().__init__(trainable.parameters(), {"lr": lr, "betas": betas, "eps": eps, "state_bits": state_bits})
         self.state_bits = state_bits
         self.index = {trainable.params[n]: i for n, i in trainable.index.items()}
-        if not all(p.is_contiguous() for p in self.index):  # the update is written back through a flat view
+        flat = trainable.parameters() if state_bits == 8 else self.index  # 8-bit Adam updates every one flat
+        if not all(p.is_contiguous() for p in flat):  # the update is written back through a flat view
             raise ValueError("MaskedAdam needs contiguous weights (a channels-last model: convert it back first)")
         # low-precision weights: every trainable one gathers (its gradient summed in float32, not its own dtype)
         self.low = {p for p in trainable.parameters() if p.dtype != torch.float32}
@@ -263,7 +264,7 @@ class MaskedAdam(torch.optim.Optimizer):
         # torch would cast every floating state tensor to its weight's dtype and 8-bit moments to a float weight's
         # dtype (4x their size): the tensors are handed to it without them and put back as they were saved (a bf16
         # weight's float32 master and moments, the uint8 moments and their float32 scales)
-        kept = {p: {k: v.to(p.device) for k, v in state_dict["state"].get(i, {}).items()
+        kept = {p: {k: v.to(p.device, copy=p in self.low) for k, v in state_dict["state"].get(i, {}).items()
                     if k != "step" and torch.is_tensor(v)}
                 for i, p in zip(saved_ids, params)}
         bare = {i: {k: v for k, v in st.items() if k == "step" or not torch.is_tensor(v)}

@@ -86,8 +86,9 @@ def test_a_device_bitsandbytes_has_no_8bit_adam_for_is_refused_in_one_line(monke
 
 def test_the_ddpm_path_refuses_8bit_adam_in_one_line(capsys, tmp_path):
     from erase.cli import main
+    from erase.toy import TOY_DDPM
 
-    code = main(["erase", "--model", "pipelines/toy-ddpm", "--forget-class", "circle", "--out", str(tmp_path / "o"),
+    code = main(["erase", "--model", str(TOY_DDPM), "--forget-class", "circle", "--out", str(tmp_path / "o"),
                  "--use-8bit-adam"])
     err = capsys.readouterr().err
     assert code == 2 and "--use-8bit-adam" in err and len(err.strip().splitlines()) == 1, err

@@ -109,11 +109,12 @@ def _erasure(d):
 
 def _precision(d):
     assert {"rows", "smoke", "under_load"} <= set(d) and d["smoke"] is True
-    assert list(d["rows"]) == ["base", "retrain", "fp32", "bf16 weights"]
+    assert list(d["rows"]) == ["base", "retrain", "fp32", "bf16 weights", "8-bit adam"]
     for r in d["rows"].values():
         assert {"explicit_rate", "toy_i2p_count", "retain_acc", "fid_retain", "erased_prompt_acc", "gap_to_retrain",
                 "gap_to_retrain_ci"} <= set(r) and "features" not in r
     assert d["rows"]["bf16 weights"]["weights_dtype"] == "bf16" and d["rows"]["retrain"]["gap_to_retrain"] == 0
+    assert d["rows"]["8-bit adam"]["use_8bit_adam"] is True
 
 
 # script: (arguments, where {json} is the JSON to write and {out} a scratch folder; the check of its JSON)
