@@ -29,7 +29,7 @@ from .judge import (JUDGE_FRAME_RATE, augment_for_judge, classify, detect_attrib
 from .models import SD_SCHEDULER, Judge, make_sdxl_text_encoders, make_sdxl_unet, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
-from .training import EMA, cosine_lr, encode_latents, seeded as _seed  # noqa: F401 - EMA, cosine_lr: ddpm/train.py's
+from .training import EMA, cosine_lr, encode_latents, fit, seeded as _seed  # noqa: F401 - EMA, cosine_lr: ddpm/train.py's
 
 
 # What marks this build's outputs, so that --overwrite replaces only them.
@@ -167,19 +167,8 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
                       return_tensors="pt").input_ids
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
-    params = list(unet.parameters()) + [p for enc in text.encoders for p in enc.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
-    ema_unet, ema_text = EMA(unet, cfg.ema_decay), [EMA(enc, cfg.ema_decay) for enc in text.encoders]
-    batches = EpochSampler(len(mean), cfg.batch_size, generator=gen)
-    unet.train()
-    for enc in text.encoders:
-        enc.train()
-    bar = tqdm(range(cfg.unet_steps), desc="unet", dynamic_ncols=True)
-    running = None
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * cosine_lr(step, cfg.unet_steps, 200)
-        idx = batches.next()
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
@@ -191,18 +180,10 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
         pred = unet(zt, t, cond, **extra).sample
         # Min-SNR weighting (Hang et al., 2023): stops the easy low-noise steps from dominating.
         w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_unet.update(unet, step)
-        for ema, enc in zip(ema_text, text.encoders):
-            ema.update(enc, step)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{running:.4f}")
-    return [ema.shadow for ema in ema_text], ema_unet.shadow
+        return (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+    unet, *encoders = fit([unet, *text.encoders], len(mean), cfg, gen, loss_of, "unet")
+    return encoders, unet
 
 
 def make_scheduler():

@@ -22,10 +22,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..core.sampling import EpochSampler
 from .config import BuildConfig
 from .models import text_encoder_config
-from .training import EMA, cosine_lr, encode_latents, seeded
+from .training import encode_latents, fit, seeded
 
 SD3_SHIFT = 1.0  # the sampler's timestep shift: SD3 uses 3.0 at 1024 px; a 32 px image needs none
 T5_WIDTH = 128  # T5's width = the joint attention's input; the two CLIPs' 64 + 64 are padded to it
@@ -104,19 +103,8 @@ def train_sd3(cfg: BuildConfig, data, vae, tokenizer):
     t5, ids = t5_states(pipe, distinct), clip_ids(pipe, distinct)
     shift, scale = vae.config.shift_factor, vae.config.scaling_factor
     transformer, encoders = pipe.transformer, [pipe.text_encoder, pipe.text_encoder_2]
-    modules = [transformer, *encoders]
-    params = [p for m in modules for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
-    emas = [EMA(m, cfg.ema_decay) for m in modules]
-    batches = EpochSampler(len(mean), cfg.batch_size, generator=gen)
-    for m in modules:
-        m.train()
-    bar = tqdm(range(cfg.unet_steps), desc="transformer", dynamic_ncols=True)
-    running = None
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * cosine_lr(step, cfg.unet_steps, 200)
-        idx = batches.next()
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen) - shift) * scale
         noise = torch.randn(z0.shape, generator=gen)
         s = torch.sigmoid(torch.randn(len(idx), generator=gen))  # logit-normal(0, 1), SD3's density
@@ -126,15 +114,8 @@ def train_sd3(cfg: BuildConfig, data, vae, tokenizer):
         emb, pooled = conditioning(encoders, ids[r], t5[r])
         pred = transformer(hidden_states=zs, timestep=s * 1000, encoder_hidden_states=emb,
                            pooled_projections=pooled, return_dict=False)[0]
-        loss = (pred - (noise - z0)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        for ema, m in zip(emas, modules):
-            ema.update(m, step)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{running:.4f}")
-    pipe.register_modules(transformer=emas[0].shadow, text_encoder=emas[1].shadow, text_encoder_2=emas[2].shadow)
+        return (pred - (noise - z0)).pow(2).mean()
+
+    transformer, clip1, clip2 = fit([transformer, *encoders], len(mean), cfg, gen, loss_of, "transformer")
+    pipe.register_modules(transformer=transformer, text_encoder=clip1, text_encoder_2=clip2)
     return pipe

@@ -1,12 +1,16 @@
-"""What every toy-world training loop shares: seeding, the learning-rate schedule, the VAE's latents and the
-EMA of the weights sampling uses (the UNet builds in ``build.py``, the SD3 transformer's in ``build_sd3.py``,
+"""What every toy-world training loop shares: seeding, the learning-rate schedule, the VAE's latents, the
+EMA of the weights sampling uses and the loop itself (``fit``) (the UNet builds in ``build.py``, the SD3 transformer's in ``build_sd3.py``,
 the DDPM's in ``erase/diffusion/ddpm/train.py``)."""
 from __future__ import annotations
 
 import copy
 import math
+from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
+
+from ..core.sampling import EpochSampler
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -43,3 +47,33 @@ class EMA:
         d = min(self.decay, (1 + step) / (10 + step))  # warm up: early weights are not worth keeping
         for s, p in zip(self.shadow.parameters(), module.parameters()):
             s.lerp_(p.detach(), 1 - d)
+
+
+def fit(modules: list[torch.nn.Module], n: int, cfg, gen: torch.Generator, loss_of: Callable[[torch.Tensor], torch.Tensor],
+        desc: str) -> list[torch.nn.Module]:
+    """The toy trainings' loop: AdamW over every module's weights at ``cfg.unet_lr`` (200 warm-up steps, then
+    cosine decay), ``cfg.unet_steps`` batches of ``cfg.batch_size`` indices drawn epoch by epoch from ``n`` samples
+    with ``gen``, ``loss_of(indices)`` backpropagated, gradients clipped to norm 1, an EMA of each module;
+    returns the EMA copies, which sampling uses."""
+    params = [p for m in modules for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    emas = [EMA(m, cfg.ema_decay) for m in modules]
+    batches = EpochSampler(n, cfg.batch_size, generator=gen)
+    for m in modules:
+        m.train()
+    bar = tqdm(range(cfg.unet_steps), desc=desc, dynamic_ncols=True)
+    running = None
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = cfg.unet_lr * cosine_lr(step, cfg.unet_steps, 200)
+        loss = loss_of(batches.next())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for ema, m in zip(emas, modules):
+            ema.update(m, step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{running:.4f}")
+    return [ema.shadow for ema in emas]
