@@ -10,8 +10,8 @@ both CLIPs' projections as the pooled vector; the empty prompt for a dropped cap
 SD3 freezes encoders that were pretrained on the web; the toy's encoders start from random weights, so, as in
 the toy SD and SDXL builds, the two CLIPs learn with the transformer (frozen random CLIPs left "star" and
 unseen phrasings unreadable: 77% shape on name prompts, 31% on held-out phrasings after 3000 steps). The T5
-stays frozen at its seeded weights and its states are computed once per caption: training it would cost a
-fifth more per step for a stream the CLIPs already carry. The VAE is the toy SD's (``--vae-from``), given the
+stays frozen at its seeded weights and its states are computed once per caption: training it would run its
+256 tokens forward and backward every step, for a stream the CLIPs already carry. The VAE is the toy SD's (``--vae-from``), given the
 shift and scale SD3's pipeline applies to latents.
 
 The transformer uses the RMS query-key normalisation of SD 3.5 (``qk_norm="rms_norm"``), which keeps a
