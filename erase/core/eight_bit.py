@@ -7,8 +7,10 @@ entry for both moments instead of 8. The update is bitsandbytes' own blockwise 8
 fewer than 4,096 entries keep float32 moments, as ``Adam8bit`` keeps them (its ``min_8bit_size``).
 
 bitsandbytes, on import, may try to fetch a CPU 4-bit matmul kernel from the Hugging Face hub (through the
-``kernels`` package, on CPUs with AVX512-BF16). Salun imports it with that package hidden; a library that imports
-bitsandbytes first (peft does when it applies a LoRA) does not, and ``HF_HUB_OFFLINE=1`` is what stops it there.
+``kernels`` package, on CPUs with AVX512-BF16). Salun imports it with that package hidden, but diffusers usually
+imports it first (importing a pipeline class pulls in its LoRA support), and ``HF_HUB_OFFLINE=1`` is what stops
+the request there (the tests set it); the request fails closed either way, the kernel's publisher not being
+trusted.
 """
 from __future__ import annotations
 
