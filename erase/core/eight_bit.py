@@ -53,45 +53,35 @@ def bitsandbytes_functional():
 def check_device(device: torch.device) -> None:
     """Refuse, in one line and before anything is trained, a device bitsandbytes' 8-bit Adam does not run on:
     one update of a small vector is tried there."""
-    values = torch.zeros(MIN_ENTRIES, device=device)
+    values, state = torch.zeros(MIN_ENTRIES, device=device), {}
     try:
-        EightBitAdamState(values).update(values, torch.ones_like(values), step=1, lr=1e-3, betas=(0.9, 0.999),
-                                         eps=1e-8)
+        init_moments(state, values)
+        adam_step(state, values, torch.ones_like(values), step=1, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{FLAG}: bitsandbytes has no 8-bit Adam for this {device.type} device "
                         f"({str(e).splitlines()[0]}); leave it out") from e
 
 
-def wants_8bit(n: int) -> bool:
-    return n >= MIN_ENTRIES
+def init_moments(state: dict, values: torch.Tensor) -> None:
+    """Put a vector's two 8-bit moments, zero, into its optimizer state (so a checkpoint keeps them bit for bit):
+    zero codes with zero block scales, as ``Adam8bit`` starts them."""
+    n, dev = values.numel(), values.device
+    blocks = -(-n // BLOCK)
+    state.update(state1=torch.zeros(n, dtype=torch.uint8, device=dev),
+                 state2=torch.zeros(n, dtype=torch.uint8, device=dev),
+                 absmax1=torch.zeros(blocks, dtype=torch.float32, device=dev),
+                 absmax2=torch.zeros(blocks, dtype=torch.float32, device=dev))
 
 
-class EightBitAdamState:
-    """One vector's two moments, 8-bit: ``state`` holds them in the optimizer's state dict (so a checkpoint keeps
-    them bit for bit)."""
-
-    KEYS = ("state1", "state2", "absmax1", "absmax2")
-
-    def __init__(self, values: torch.Tensor, state: dict | None = None):
-        self.state = state if state is not None else {}
-        if "state1" not in self.state:
-            n, dev = values.numel(), values.device
-            blocks = -(-n // BLOCK)
-            # zero codes with zero scales are zero moments, as Adam8bit starts them
-            self.state.update(state1=torch.zeros(n, dtype=torch.uint8, device=dev),
-                              state2=torch.zeros(n, dtype=torch.uint8, device=dev),
-                              absmax1=torch.zeros(blocks, dtype=torch.float32, device=dev),
-                              absmax2=torch.zeros(blocks, dtype=torch.float32, device=dev))
-
-    def update(self, values: torch.Tensor, grad: torch.Tensor, step: int, lr: float, betas: tuple[float, float],
-               eps: float) -> None:
-        """One Adam step of ``values`` (a contiguous float vector, updated in place) with ``grad``."""
-        F = bitsandbytes_functional()
-        signed, unsigned = _maps(values.device)
-        s = self.state
-        F.optimizer_update_8bit_blockwise("adam", grad.reshape(-1), values.view(-1), s["state1"], s["state2"],
-                                          betas[0], betas[1], 0.0, 0.0, eps, step, lr, signed, unsigned,
-                                          s["absmax1"], s["absmax2"], weight_decay=0.0, gnorm_scale=1.0)
+def adam_step(state: dict, values: torch.Tensor, grad: torch.Tensor, step: int, lr: float,
+              betas: tuple[float, float], eps: float) -> None:
+    """One Adam step of ``values`` (a contiguous float vector, updated in place) with ``grad``, on the 8-bit
+    moments ``init_moments`` put in ``state``."""
+    F = bitsandbytes_functional()
+    signed, unsigned = _maps(values.device)
+    F.optimizer_update_8bit_blockwise("adam", grad.reshape(-1), values.view(-1), state["state1"], state["state2"],
+                                      betas[0], betas[1], 0.0, 0.0, eps, step, lr, signed, unsigned,
+                                      state["absmax1"], state["absmax2"], weight_decay=0.0, gnorm_scale=1.0)
 
 
 _MAPS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -227,8 +227,8 @@ class MaskedAdam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:  # as torch.optim.Adam starts its state (the step count a float32 tensor)
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    if self.state_bits == 8 and eight_bit.wants_8bit(g.numel()):
-                        eight_bit.EightBitAdamState(g, state)
+                    if self.state_bits == 8 and g.numel() >= eight_bit.MIN_ENTRIES:
+                        eight_bit.init_moments(state, g)
                     else:
                         state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
                         state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
@@ -237,8 +237,8 @@ class MaskedAdam(torch.optim.Optimizer):
                 values = state["master"] if p in self.low else p if i is None else p.view(-1).index_select(0, i)
                 if "state1" in state:
                     state["step"] += 1
-                    eight_bit.EightBitAdamState(values, state).update(values, g, int(state["step"]), group["lr"],
-                                                                       (beta1, beta2), group["eps"])
+                    eight_bit.adam_step(state, values, g, int(state["step"]), group["lr"], (beta1, beta2),
+                                        group["eps"])
                 else:
                     adam([values], [g], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
                          amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
