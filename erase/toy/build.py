@@ -29,7 +29,7 @@ from .judge import (JUDGE_FRAME_RATE, augment_for_judge, classify, detect_attrib
 from .models import SD_SCHEDULER, Judge, make_sdxl_text_encoders, make_sdxl_unet, make_text_encoder, make_unet, make_vae
 from .config import BuildConfig  # noqa: F401 - torch-free, so the CLI's parser can read its defaults
 from .tokenizer import write_clip_tokenizer
-from .training import EMA, cosine_lr, encode_latents, fit, seeded as _seed  # noqa: F401 - EMA, cosine_lr: ddpm/train.py's
+from .training import cosine_lr, encode_latents, fit, seeded as _seed
 
 
 # What marks this build's outputs, so that --overwrite replaces only them.

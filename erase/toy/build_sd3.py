@@ -11,8 +11,8 @@ SD3 freezes encoders that were pretrained on the web; the toy's encoders start f
 the toy SD and SDXL builds, the two CLIPs learn with the transformer (frozen random CLIPs left "star" and
 unseen phrasings unreadable: 77% shape on name prompts, 31% on held-out phrasings after 3000 steps). The T5
 stays frozen at its seeded weights and its states are computed once per caption: training it would run its
-256 tokens forward and backward every step, for a stream the CLIPs already carry. The VAE is the toy SD's (``--vae-from``), given the
-shift and scale SD3's pipeline applies to latents.
+256 tokens forward and backward every step, for a stream the CLIPs already carry. The VAE is the toy SD's
+(``--vae-from``), given the shift and scale SD3's pipeline applies to latents.
 
 The transformer uses the RMS query-key normalisation of SD 3.5 (``qk_norm="rms_norm"``), which keeps a
 small transformer's attention logits in range at a learning rate a UNet takes.

@@ -20,7 +20,7 @@ from ...core.outputs import guard_output
 from ...core.sampling import EpochSampler
 from ...defaults import DDPM_UNETS as UNETS, DDPMTrainConfig  # noqa: F401 - torch-free: the CLI's parser reads them
 from ...core.errors import UserError
-from ...toy.build import EMA, cosine_lr
+from ...toy.training import EMA, cosine_lr
 from . import data as D
 from .pipeline import ClassConditionalDDPMPipeline
 
