@@ -3,6 +3,12 @@
 
     python scripts/bench_erasure.py --concept circle --concept frame --methods all --attack --json PATH
     python scripts/bench_erasure.py --smoke --concept circle --methods salun --json /tmp/smoke.json
+    python scripts/bench_erasure.py --model pipelines/toy-sd3 --concept circle --methods all --json PATH
+
+**Models.** ``--model`` (default the toy SD) is the base every method erases; its Retrain is
+``pipelines/<model>-retrain-<concept>`` unless ``--retrain`` names one. The methods its family does not serve
+(the toy SD3: every one but SalUn and RL) are left out with the family's reason, printed and kept in
+``_meta.refused``. The recipes' fixed settings are the toy SD's; the grid below tunes the rest per model.
 
 **Tuning.** Every method gets the same budget of four settings (trained methods: learning rate 1e-4 or 1e-3 x
 training length x0.5 or x1 of the recipe's; UCE: preservation scale 0.1, 1, 10 or 100), each scored by its
@@ -100,6 +106,10 @@ VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/
 
 
 ATTACK_VERSIONED = ("erase/audit/attack.py", "erase/audit/attack_checks.py", "erase/attacks")
+# What a model of another family also depends on (``--model``): its family's own modules.
+FAMILY_VERSIONED = {"sdxl": ("erase/diffusion/sdxl",),
+                    "sd3": ("erase/diffusion/sd3", "erase/diffusion/flow.py", "erase/diffusion/flow_family.py"),
+                    "flux": ("erase/diffusion/flux", "erase/diffusion/flow.py", "erase/diffusion/flow_family.py")}
 
 
 def code_version(root: Path = ROOT, files=VERSIONED) -> str:
@@ -111,6 +121,40 @@ def code_version(root: Path = ROOT, files=VERSIONED) -> str:
             h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes() if f.exists() else b"-")
     return h.hexdigest()[:12]
+
+
+def bench_version(model: Path) -> str:
+    """The cache's version: ``code_version()`` for the toy SD (so its caches keep their keys); for another model,
+    the code with its family's modules and the model's path, so that one ``--out`` never mixes two models."""
+    if model.resolve() == TOY_SD.resolve():
+        return code_version()
+    from erase.diffusion.family import family_of
+
+    files = VERSIONED + FAMILY_VERSIONED.get(family_of(model).name, ())
+    return hashlib.sha256(f"{code_version(files=files)}|{model.resolve()}".encode()).hexdigest()[:12]
+
+
+def default_retrain(a, concept: str) -> Path:
+    """``--retrain CONCEPT=PATH``, else the shipped ``pipelines/<model>-retrain-<concept>`` (the toy SD's:
+    ``toy-sd-retrain-circle``; the toy SD3's: ``toy-sd3-retrain-circle``)."""
+    return a.retrain.get(concept) or PIPELINES / f"{a.model.name}-retrain-{concept}"
+
+
+def served_methods(model: Path, methods: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The methods the model's family serves, and the refused ones with the family's one-line reason."""
+    from erase.core.errors import UserError
+    from erase.diffusion.family import family_of
+
+    check = getattr(family_of(model), "check_method", None)
+    served, refused = [], {}
+    for m in methods:
+        try:
+            if check is not None:
+                check(METHODS[m])
+            served.append(m)
+        except UserError as e:
+            refused[m] = str(e)
+    return served, refused
 
 
 def grid_for(method: str) -> list[dict]:
@@ -146,7 +190,7 @@ class Cache:
         return self.data[key]
 
 
-def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: int) -> dict:
+def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: int, model: Path = TOY_SD) -> dict:
     from erase.diffusion.job import EraseOptions, erase
 
     (work / "mask.safetensors").unlink(missing_ok=True)  # every run computes its own mask: fair seconds
@@ -158,7 +202,7 @@ def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: i
         else:
             fields["epochs"] = recipe.epochs * setting["length"]
     r = dataclasses.replace(recipe, **fields)
-    summary = erase(EraseOptions(recipe=r, out=out, model=str(TOY_SD), method=method, method_options=options,
+    summary = erase(EraseOptions(recipe=r, out=out, model=str(model), method=method, method_options=options,
                                  seed=seed, overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1), "steps": summary["steps"],
             "trainable_weights": summary["trainable_weights"], **setting}
@@ -208,7 +252,7 @@ def attack_column(concept: str, models: dict, retrain: Path, out: Path, a) -> di
 
     erased = [m for name, m in models.items() if name not in ("base", "retrain")]
     kwargs = {"budgets": a.attack_budgets} if a.attack_budgets else {}
-    report = audit_attack([str(m) for m in erased], str(TOY_SD), concept, out, retrain=str(retrain), overwrite=True,
+    report = audit_attack([str(m) for m in erased], str(a.model), concept, out, retrain=str(retrain), overwrite=True,
                           **kwargs)
     by_path = {str(Path(m).resolve()): name for name, m in models.items()}
     name_of = {n: by_path.get(str(Path(info["path"]).resolve())) for n, info in report["models"].items()}
@@ -261,7 +305,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
     if kind is None:
         sys.exit(f"{concept} is not a toy-world recipe")
     target = misaligned_shape(recipe0) if kind == "shape" else None
-    retrain = a.retrain.get(concept) or PIPELINES / f"toy-sd-retrain-{concept}"
+    retrain = default_retrain(a, concept)
     root = a.out / concept
     tune_split, report_split = ("smoke", "smoke") if a.smoke else ("tune", "report")
 
@@ -307,7 +351,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
             name = setting_name(m, setting)
             out = root / "models" / name.replace(" ", "_")
             info = cache.get(f"{concept}|erase|{name}|smoke={a.smoke}",
-                             lambda: erase_one(recipe, m, setting, out, root / ".work", a.seed))
+                             lambda: erase_one(recipe, m, setting, out, root / ".work", a.seed, a.model))
             row = {**metrics(out, tune_split), **info}
             if ref_tune:
                 row.update(score(row, ref_tune, tune_split))
@@ -323,8 +367,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
                  "Retrain (README, 'The toy world') and rerun to choose and report")
     # The report: the chosen models measured again on the reported split. Only its own figures go in a row,
     # with the erasure's settings and cost and the tuning gap it was chosen by (nothing else from tuning).
-    full = {"base": metrics(TOY_SD, report_split), "retrain": metrics(retrain, report_split)}
-    models = {"base": TOY_SD, "retrain": retrain}
+    full = {"base": metrics(a.model, report_split), "retrain": metrics(retrain, report_split)}
+    models = {"base": a.model, "retrain": retrain}
     info_of: dict = {}
     for m in methods:
         name = chosen[m]
@@ -339,7 +383,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         out = root / "models" / name.replace(" ", "_")
         info = cache.get(f"{concept}|erase|{name}|lr={lr}|length={length}" + ("|smoke" if a.smoke else ""),
                          lambda: erase_one(smoke(recipe0) if a.smoke else recipe0, "salun", {"lr": lr, "length": length, **VARIANTS[name]}, out,
-                                           root / ".work", a.seed))
+                                           root / ".work", a.seed, a.model))
         return out, info
 
     ingredients = None
@@ -426,9 +470,9 @@ def add_attack(a, concept: str, report: dict, cache: Cache) -> dict:
     meta = report["_meta"]
     rows = {k: dict(v) for k, v in report.items() if k != "_meta"}
     kind = "shape" if "forget_rate" in rows["base"] else "frame"
-    retrain = a.retrain.get(concept) or PIPELINES / f"toy-sd-retrain-{concept}"
+    retrain = default_retrain(a, concept)
     root = a.out / concept
-    models: dict = {"base": TOY_SD, "retrain": retrain}
+    models: dict = {"base": a.model, "retrain": retrain}
     for name in rows:
         if name in ("base", "retrain"):
             continue
@@ -514,12 +558,19 @@ def print_table(concept: str, rows: dict) -> None:
               + (f"{r['attack_success']:>8.1%}" if "attack_success" in r else ""))
 
 
+def _shown(path: Path) -> str:
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concept", action="append", default=None, help="a toy recipe: circle (default), frame, ...")
     p.add_argument("--methods", default="all", help=f"all, or a comma list of {', '.join(METHODS)}")
+    p.add_argument("--model", type=Path, default=TOY_SD,
+                   help="the base model (default %(default)s; e.g. pipelines/toy-sd3): every method erases it, with "
+                        "the same grid, splits and judge; methods its family does not serve are left out by name")
     p.add_argument("--retrain", action="append", default=[], metavar="CONCEPT=PATH",
-                   help="a Retrain model (default pipelines/toy-sd-retrain-<concept>)")
+                   help="a Retrain model (default pipelines/<model>-retrain-<concept>, e.g. toy-sd-retrain-circle)")
     p.add_argument("--judge", type=Path, default=TOY_JUDGE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-variants", dest="variants", action="store_false",
@@ -556,12 +607,22 @@ def main() -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+    if not (a.model / "model_index.json").is_file():
+        p.error(f"--model {a.model}: not a pipeline folder (no model_index.json)")
+    methods, refused = served_methods(a.model, methods)
+    for m, why in refused.items():
+        if a.methods != "all":
+            p.error(why)
+        print(f"left out: {why}")
+    if a.update_recipes and a.model.resolve() != TOY_SD.resolve():
+        p.error("--update-recipes writes the toy SD's tuned settings into prompts/*.json; another --model's "
+                "chosen settings stay in its --json")
     a.retrain = dict(item.split("=", 1) for item in a.retrain)
     a.retrain = {k: Path(v) for k, v in a.retrain.items()}
     if a.smoke and a.i2p_limit is None:
         a.i2p_limit = 8
     a.out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(a.out / "cache.json", code_version())
+    cache = Cache(a.out / "cache.json", bench_version(a.model))
     t0 = time.time()
     if a.add_attack:
         if a.json is None or not a.json.exists():
@@ -587,7 +648,7 @@ def main() -> None:
         if a.json:
             from erase.core.atomic import write_text_atomic
 
-            meta = {"version": cache.version, "under_load": a.under_load, "command": "python scripts/" + " ".join([Path(sys.argv[0]).name,
+            meta = {"version": cache.version, "under_load": a.under_load, "model": _shown(a.model), "refused": refused, "command": "python scripts/" + " ".join([Path(sys.argv[0]).name,
                                                                                      *sys.argv[1:]])}
             write_text_atomic(a.json, json.dumps({**{c: {**r["rows"], "_meta": {**meta, "controls": r["controls"],
                                                                                "chosen": r["chosen"],

@@ -68,7 +68,10 @@ def test_add_attack_adds_the_column_and_scores_it_without_measuring_again(tmp_pa
         seen.update(models)
         return column
     monkeypatch.setattr(b, "attack_column", fake_column)
-    a = types.SimpleNamespace(out=out, retrain={"circle": retrain}, under_load=True, attack_budgets=None)
+    from erase.toy import TOY_SD
+
+    a = types.SimpleNamespace(out=out, retrain={"circle": retrain}, under_load=True, attack_budgets=None,
+                              model=TOY_SD)
     new = b.add_attack(a, "circle", report, b.Cache(tmp_path / "cache.json", "v"))
     assert seen["salun"] == out / "circle" / "models" / "salun_lr=0.001_length=1"
     assert new["salun"]["attack_success"] == 0.8
@@ -96,3 +99,24 @@ def test_an_ingredient_replaces_the_papers_map_only_when_its_gap_interval_lies_b
     assert b.choose_ingredients(tuning(0.15, [0.1, 0.2]), "paper") == (b.INGREDIENTS[2], False)  # overlaps: a tie
     assert b.choose_ingredients(tuning(0.25, [0.2, 0.3]), "paper") == (b.INGREDIENTS[2], False)  # worse
     assert all(n in b.VARIANTS for n in b.INGREDIENTS)  # each has its reported row's settings
+
+
+def test_another_model_gets_its_own_cache_version_retrain_and_served_methods():
+    """--model pipelines/toy-sd3: its cache entries never mix with the toy SD's, its Retrain defaults to the toy
+    SD3's, and the methods its family refuses are left out with the family's own reason."""
+    import types
+
+    from erase.toy import PIPELINES, TOY_SD, TOY_SD3
+
+    b = _bench()
+    assert b.bench_version(TOY_SD) == b.code_version()  # the toy SD's caches keep their keys
+    assert b.bench_version(TOY_SD3) not in (b.code_version(), b.bench_version(TOY_SD))
+    a = types.SimpleNamespace(model=TOY_SD3, retrain={})
+    assert b.default_retrain(a, "circle") == PIPELINES / "toy-sd3-retrain-circle"
+    assert b.default_retrain(types.SimpleNamespace(model=TOY_SD, retrain={}), "frame") == \
+        PIPELINES / "toy-sd-retrain-frame"
+    served, refused = b.served_methods(TOY_SD3, list(b.METHODS))
+    assert served == ["salun", "rl"]
+    assert set(refused) == set(b.METHODS) - {"salun", "rl"}
+    assert all("SD3" in why and "use salun or rl" in why for why in refused.values())
+    assert b.served_methods(TOY_SD, list(b.METHODS)) == (list(b.METHODS), {})
