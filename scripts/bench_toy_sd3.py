@@ -5,11 +5,14 @@ harness and reported split (``erase.diffusion.toy_metrics``: seeds from 1000, 20
 
     OMP_NUM_THREADS=2 python scripts/bench_toy_sd3.py --json docs/bench_toy_sd3.json
     python scripts/bench_toy_sd3.py --smoke --json /tmp/sd3.json          # the path only: measures nothing
+    OMP_NUM_THREADS=2 python scripts/bench_toy_sd3.py --add-retrain --json docs/bench_toy_sd3.json
 
 Rows per concept: ``base`` (the toy SD3 before), ``salun`` and ``rl`` (SalUn's loss through its saliency
 mask, and on every weight), each at the settings its recipe gives the toy SD (``prompts/toy.json``,
-``prompts/toy-nudity.json``: the toy SD's tuned ones): **not tuned for SD3**. No Retrain row: a toy SD3 rebuilt
-without the concept is another 50-minute build per concept on this CPU. ``seconds``: the mask and the training,
+``prompts/toy-nudity.json``: the toy SD's tuned ones): **not tuned for SD3**; and ``retrain``, the toy SD3
+rebuilt without the concept (``pipelines/toy-sd3-retrain-<concept>``, or ``--retrain CONCEPT=PATH``), measured in
+the same split when it exists. ``--add-retrain`` measures only the Retrain rows and adds them to an earlier run's
+``--json`` (recorded in ``retrain_added``); the other rows are not measured again. ``seconds``: the mask and the training,
 as the erasure benchmark counts them; ``job_seconds``: the whole erasure (drawing its forget and retain images,
 encoding, the mask, training, export). The toy SD's rows of the same harness and split are copied beside
 (``toy_sd``) from ``docs/bench_erasure_<concept>.json``, which ``scripts/bench_erasure.py`` wrote.
@@ -27,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from erase.toy import TOY_JUDGE, TOY_SD3  # noqa: E402
+from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD3  # noqa: E402
 METHODS = ("salun", "rl")
 
 
@@ -62,6 +65,59 @@ def toy_sd_rows(concept: str) -> dict:
             **{name: {k: data[name][k] for k in SHOWN if k in data[name]} for name in ("base", "salun", "rl", "retrain")}}
 
 
+def retrain_of(a, concept: str) -> Path | None:
+    """``--retrain CONCEPT=PATH``, else the shipped ``pipelines/toy-sd3-retrain-<concept>`` when it exists."""
+    path = a.retrain.get(concept) or PIPELINES / f"toy-sd3-retrain-{concept}"
+    return path if (path / "model_index.json").is_file() else None
+
+
+def retrain_row(a, concept: str, target, split: str) -> dict | None:
+    path = retrain_of(a, concept)
+    if path is None:
+        print(f"{concept}: no Retrain model (pipelines/toy-sd3-retrain-{concept}): no retrain row", flush=True)
+        return None
+    return {**measure(concept, path, a.judge, target, split), "model": _shown(path)}
+
+
+def _shown(path: Path) -> str:
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def add_retrain(a) -> None:
+    """Measure only the Retrain rows and add them to the earlier run's ``--json`` (rewritten atomically)."""
+    from erase.core.atomic import write_text_atomic
+    from erase.diffusion.recipes import load_recipe
+
+    result = json.loads(a.json.read_text())
+    split = result["split"]
+    added = {}
+    for concept in a.concept or list(result["concepts"]):
+        if concept not in result["concepts"]:
+            sys.exit(f"{a.json} has no {concept} rows to add a Retrain row to")
+        target = misaligned_shape(load_recipe(concept, method="salun")) if concept == "circle" else None
+        t0 = time.time()
+        row = retrain_row(a, concept, target, split)
+        if row is None:
+            continue
+        result["concepts"][concept]["retrain"] = row
+        added[concept] = round(time.time() - t0, 1)
+        print_rows(concept, {"retrain": row})
+        result["retrain_added"] = {**result.get("retrain_added", {}), "argv": sys.argv[1:],
+                                   "concepts": {**result.get("retrain_added", {}).get("concepts", {}), **added},
+                                   "note": "measured after the other rows, by the same harness and split; "
+                                           "the other rows were not measured again"}
+        write_text_atomic(a.json, json.dumps(result, indent=2) + "\n")
+
+
+def print_rows(concept: str, rows: dict) -> None:
+    keys = ("forget_rate", "synonym_rate", "heldout_rate") if concept == "circle" else \
+        ("explicit_prompt_frame_rate", "implicit_prompt_frame_rate", "neutral_rate")
+    for name, r in rows.items():
+        print(f"{concept} {name:<7}" + "".join(f" {k} {r[k]:.1%}" for k in keys)
+              + f" retain {r['retain_acc']:.1%} worst {r['worst_retain_acc']:.1%} FID {r['fid_retain']:.2f}",
+              flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=TOY_SD3)
@@ -71,7 +127,17 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep-outputs", type=Path, default=None, help="keep the erased pipelines here")
     p.add_argument("--smoke", action="store_true", help="a handful of images and one step: the path only")
+    p.add_argument("--retrain", action="append", default=[], metavar="CONCEPT=PATH",
+                   help="a Retrain model (default pipelines/toy-sd3-retrain-<concept> when it exists)")
+    p.add_argument("--add-retrain", action="store_true",
+                   help="measure only the Retrain rows and add them to the earlier run's --json")
     a = p.parse_args()
+    a.retrain = {k: Path(v) for k, v in (item.split("=", 1) for item in a.retrain)}
+    if a.add_retrain:
+        if a.json is None or not a.json.is_file():
+            p.error("--add-retrain needs --json naming an earlier run's figures")
+        add_retrain(a)
+        return
     import torch
 
     from erase.diffusion.job import EraseOptions, erase
@@ -103,12 +169,10 @@ def main() -> None:
         rows = {"base": measure(concept, a.model, a.judge, target, split),
                 **{m: {**measure(concept, root / f"{concept}-{m}", a.judge, target, split), **rows[m]}
                    for m in METHODS}}
-        for name, r in rows.items():
-            keys = ("forget_rate", "synonym_rate", "heldout_rate") if concept == "circle" else \
-                ("explicit_prompt_frame_rate", "implicit_prompt_frame_rate", "neutral_rate")
-            print(f"{concept} {name:<6}" + "".join(f" {k} {r[k]:.1%}" for k in keys)
-                  + f" retain {r['retain_acc']:.1%} worst {r['worst_retain_acc']:.1%} FID {r['fid_retain']:.2f}",
-                  flush=True)
+        retrain = retrain_row(a, concept, target, split)
+        if retrain is not None:
+            rows["retrain"] = retrain
+        print_rows(concept, rows)
         result["concepts"][concept] = rows
         result.setdefault("toy_sd", {})[concept] = toy_sd_rows(concept)
         if a.json:  # after each concept, so a long run keeps what it has

@@ -586,9 +586,18 @@ def toy_erase_sd3(data: dict) -> str:
                              seconds(r.get("seconds"))])
         out.append(f"**{concept}**\n\n" + md(header, body))
     source = ", ".join(f"`{v['source']}`" for v in data.get("toy_sd", {}).values() if v.get("source"))
+    with_retrain = [c for c, rows in data["concepts"].items() if "retrain" in rows]
+    if not with_retrain:
+        retrain = "it has no Retrain model."
+    else:
+        retrain = ("its Retrain rows are the toy SD3 rebuilt without the concept (`"
+                   + "`, `".join(data["concepts"][c]["retrain"]["model"] for c in with_retrain) + "`)")
+        added = data.get("retrain_added")
+        retrain += (f", measured afterwards in the same harness and split by `python scripts/bench_toy_sd3.py "
+                    f"{' '.join(added['argv'])}` (the other rows were not measured again)." if added else ".")
     return ("\n\n".join(out) + f"\n\nThe reported split of the erasure benchmark's harness (seeds from 1000; 200 images "
             "per forget group, 500 / 480 plain images; the judge with its \"none of these\"). The toy SD3's SalUn and "
-            "RL run at the settings the toy SD was tuned to, not tuned for SD3; it has no Retrain model. The toy SD's "
+            f"RL run at the settings the toy SD was tuned to, not tuned for SD3; {retrain} The toy SD's "
             f"rows are copied from {source} (tuned settings, the same harness and split).")
 
 

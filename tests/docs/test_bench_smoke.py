@@ -27,10 +27,11 @@ def _toy_sd3(d):
     assert {"model", "split", "smoke", "concepts", "toy_sd"} <= set(d) and d["smoke"] is True
     assert set(d["concepts"]) == {"circle", "frame"}
     for concept, rows in d["concepts"].items():
-        assert list(rows) == ["base", "salun", "rl"]
+        assert list(rows) == ["base", "salun", "rl", "retrain"]  # the shipped pipelines/toy-sd3-retrain-<concept>
+        assert rows["retrain"]["model"] == f"pipelines/toy-sd3-retrain-{concept}"
         for name, r in rows.items():
             assert {"retain_acc", "worst_retain_acc", "fid_retain", "erased_prompt_acc"} <= set(r)
-            if name != "base":
+            if name not in ("base", "retrain"):
                 assert {"seconds", "job_seconds", "trainable_weights", "steps"} <= set(r)
 
 
