@@ -33,6 +33,9 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
                    help="spare what must be kept: rank weights by forget saliency / (1 + C x retain saliency), the "
                         "retain saliency (from the retain images' denoising loss) scaled to mean 1; 0, the default, "
                         "is the paper's forget-only map. Needs retain prompts or data")
+    p.add_argument("--timestep-density", choices=("uniform", "logit-normal"), default=None,
+                   help="which timesteps the mask and the training draw: uniform (the default, the paper's), or "
+                        "logit-normal, SD3's training density under the scheduler's shift (the sd3 and flux families)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", type=Path, default=None,
@@ -45,7 +48,7 @@ def _recipe(args, mask_only: bool = False, method: str | None = None, **override
     from ..diffusion.recipes import custom_recipe, load_recipe
 
     common = dict(n_forget=args.n_forget, selection=args.selection, keep=args.keep, batch_size=args.batch_size,
-                  mask_contrast=args.mask_contrast, **overrides)
+                  mask_contrast=args.mask_contrast, timestep_density=args.timestep_density, **overrides)
     if args.concept:
         from ..diffusion.combine import combine
 
@@ -231,7 +234,8 @@ def _cmd_mask(args) -> int:
             raise UserError(f"{args.model} is a class-conditional DDPM: say which class with --forget-class")
         given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
                                 "--forget-prompt": args.forget_prompt,
-                                "--mask-contrast": args.mask_contrast is not None}.items() if v]
+                                "--mask-contrast": args.mask_contrast is not None,
+                                "--timestep-density": args.timestep_density}.items() if v]
         if given or args.scope != "global":
             raise UserError(f"{', '.join(given) or '--scope tensor'}: not used by the DDPM path (its mask ranks "
                             "all UNet weights globally)")
@@ -383,7 +387,7 @@ def _refuse_unused(args) -> None:
     m = _method(args)
     if m is None or m.salun_loss:  # an unknown method is refused by the checks that list the methods
         return
-    unused = dict(_MASK_SHAPE)
+    unused = {**_MASK_SHAPE, "timestep_density": "--timestep-density"}
     settings = {k: o.default for k, o in m.options.items()} | _method_options_given(args)
     if m.mask_views(settings):  # a mask of its own loss (ANT's heavy hitters): each view keeps --keep
         unused.pop("keep")
@@ -398,7 +402,8 @@ def _refuse_unused(args) -> None:
     for k, flag in unused.items():
         v = getattr(args, k, None)
         if v is not None and v is not False and v not in ("no", "fp32"):  # (0 is a value given: `0 in (False,)` is true)
-            why = ("is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
+            why = ("draws its own timesteps" if k == "timestep_density" else
+                   "is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
                    f"trains its own weights ({m.selection})" if k == "selection" else
                    "has no retain term" if k in _RETAIN else
                    "samples its own x_t from the model" if k == "forget_data" else
@@ -448,6 +453,7 @@ def _cmd_erase_ddpm(args) -> int:
                "--resolution": args.resolution, "--xformers": args.xformers,
                "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay,
                "--mask-contrast": args.mask_contrast is not None, "--weights-dtype": args.weights_dtype != "fp32",
+               "--timestep-density": args.timestep_density,
                "--use-8bit-adam": args.use_8bit_adam}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:

@@ -52,6 +52,9 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                    if method is not None and k in method.options and v != method.options[k].default]
         if changed:  # the paper's loss, changed by these options (issue 27's ingredients)
             training += ";\n  " + ", ".join(changed)
+        if recipe.timestep_density != "uniform":
+            training += (f";\n  timesteps (mask and training) drawn {recipe.timestep_density}: SD3's training density, "
+                         "under the scheduler's shift")
     files = ("`mask.safetensors` (bit-packed mask and its metadata), " if m else "") + \
         "`recipe.json` (every setting),\n  `training_log.jsonl` (losses per step)"
     if family is not None:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .recipes import Recipe
 
 # The settings that shape training: a joint run takes the first concept's and says where others differ.
-TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "mask_contrast", "gen_steps", "gen_guidance")
+TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "mask_contrast", "timestep_density",
+            "gen_steps", "gen_guidance")
 
 
 def norm_prompt(p: str) -> str:

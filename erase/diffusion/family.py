@@ -70,7 +70,8 @@ class Family(Protocol):
     def usage(self, folder: str) -> str:
         """Python lines that load an exported folder with plain diffusers (for the model card)."""
 
-    # Optional: ``check_method(method)`` refuses, in one line, a method the family cannot serve (SD3: the methods
+    # Optional: ``timestep_densities``, the ``--timestep-density`` values ``training_scheduler(pipe, density=...)``
+    # takes (a flow-matching family: uniform and logit-normal; without it, uniform only). ``check_method(method)`` refuses, in one line, a method the family cannot serve (SD3: the methods
     # that read a UNet's cross-attention or a DDPM schedule); without it every method is offered.
     # ``guidance_distilled = True``: the family samples without classifier-free guidance (FLUX), so the mask's
     # loss is the plain one and ``--guidance-w`` is refused; its ``sampling_guidance`` is the embedded guidance it

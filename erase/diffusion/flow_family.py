@@ -16,6 +16,7 @@ class FlowTransformerDenoising:
     "--method NAME is not adapted to " when a method reads what the family lacks)."""
 
     denoiser_component = "transformer"
+    timestep_densities = ("uniform", "logit-normal")  # what --timestep-density may say (flow.DENSITIES)
     short: str
     presets: dict[str, str]
     method_refusal: str
@@ -26,13 +27,17 @@ class FlowTransformerDenoising:
     def denoiser_of(self, pipe) -> Any:
         return pipe.transformer
 
-    def training_scheduler(self, pipe):
+    def training_scheduler(self, pipe, density: str = "uniform"):
+        """The flow-matching schedule; ``density`` (``--timestep-density``) says which timesteps training draws,
+        under the scheduler's ``shift`` unless it shifts dynamically (``flow.FlowMatchTraining``)."""
         from .flow import FlowMatchTraining
 
         if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
             raise UserError(f"this {self.short} pipeline's scheduler is a {type(pipe.scheduler).__name__}; salun "
                             f"trains {self.short} by flow matching and needs its FlowMatchEulerDiscreteScheduler")
-        return FlowMatchTraining(pipe.scheduler.config.num_train_timesteps)
+        cfg = pipe.scheduler.config
+        shift = 1.0 if cfg.get("use_dynamic_shifting") else float(cfg.get("shift") or 1.0)
+        return FlowMatchTraining(cfg.num_train_timesteps, density=density, shift=shift)
 
     def selection_presets(self) -> dict[str, str]:
         return self.presets

@@ -46,8 +46,8 @@ from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, latent_scaling, no_images, noise_batch
 from .methods import Batch, Context
 from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
-from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe, load_for_job, native_resolution,
-                      selected_parameters, target_key)
+from .prepare import (accelerator_for, check_compute_dtype, check_timestep_density, denoiser, family_of_pipe,
+                      load_for_job, native_resolution, selected_parameters, target_key, training_scheduler)
 from .parking import parking
 from .saliency import cached_mask, make_mask, reusable  # noqa: F401 - make_mask re-exported
 from ..core.sampling import EpochSampler
@@ -91,6 +91,8 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
         what.append(["weights", opts.weights_dtype])
     if opts.use_8bit_adam:  # (likewise: 32-bit runs keep their keys)
         what.append(["adam", 8])
+    if recipe.timestep_density != "uniform":  # (likewise: uniform runs keep their keys)
+        what.append(["timesteps", recipe.timestep_density])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
@@ -132,6 +134,7 @@ def erase(opts: EraseOptions, pipe=None) -> Summary:
     check_method = getattr(family, "check_method", None)
     if check_method is not None:  # a method the family cannot serve, refused before the model is loaded
         check_method(method)
+    check_timestep_density(family, r.timestep_density)
     opts = replace(opts, recipe=recipe_for(family, opts.recipe))
     t_start = time.time()
     if opts.weights_dtype == "bf16" and opts.mixed_precision == "no":  # bf16 weights compute in bf16
@@ -274,7 +277,7 @@ class EraseJob:
             self.unet.enable_xformers_memory_efficient_attention()
 
     def _scheduler(self):
-        return self.family.training_scheduler(self.pipe)
+        return training_scheduler(self.family, self.pipe, self.recipe.timestep_density)
 
     def _data(self) -> None:
         """Forget and retain latents (under several processes each draws its share; all then read them all),

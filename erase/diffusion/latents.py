@@ -120,5 +120,6 @@ def noise_batch(mean, std, idx, scaling: tuple[float, float], sched, gen, device
     z0 = (sample - shift if shift else sample) * scale
     noise = torch.randn(z0.shape, generator=gen)
     lo, hi = t_range or (0, sched.config.num_train_timesteps)
-    t = torch.randint(lo, hi, (len(idx),), generator=gen)
+    # a flow-matching schedule draws from its --timestep-density (uniform: these very randint draws)
+    t = sched.draw(len(idx), gen, lo, hi) if hasattr(sched, "draw") else torch.randint(lo, hi, (len(idx),), generator=gen)
     return z0.to(device, dtype), noise.to(device, dtype), t.to(device)

@@ -18,6 +18,21 @@ def denoiser(family: Family, unet):
     return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
 
 
+def check_timestep_density(family: Family, density: str) -> None:
+    """``--timestep-density``: one line, before anything is drawn, when the family trains with another schedule."""
+    allowed = getattr(family, "timestep_densities", ("uniform",))
+    if density not in allowed:
+        raise UserError(f"--timestep-density {density}: {family.title} trains with uniform timesteps over its noise "
+                        f"schedule; {density} is a flow-matching density (the sd3 and flux families)")
+
+
+def training_scheduler(family: Family, pipe, density: str = "uniform"):
+    """The family's training schedule, its timesteps drawn from ``density`` (``flow.FlowMatchTraining``)."""
+    check_timestep_density(family, density)
+    return family.training_scheduler(pipe) if density == "uniform" else \
+        family.training_scheduler(pipe, density=density)
+
+
 def denoiser_fingerprint(pipe) -> str:
     """The fingerprint of the pipeline's denoiser (a UNet or a transformer): what audits stamp their images with."""
     from ..core.mask import fingerprint

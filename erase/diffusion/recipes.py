@@ -36,6 +36,8 @@ class Recipe:
     keep: float = MASK_KEEP
     # SalUn's mask: how much the retain loss's saliency counts against a weight (0: the paper's forget-only map)
     mask_contrast: float = 0.0
+    # which timesteps the mask and the training draw: uniform (the paper's), or SD3's logit-normal (flow families)
+    timestep_density: str = "uniform"
     gen_steps: int = 50  # sampler steps when the base model draws the forget/retain images
     gen_guidance: float = 7.5
     forget_dataset: dict | None = None
@@ -56,6 +58,7 @@ class Recipe:
             raise UserError(f"recipe {self.name!r}: an empty preserve prompt")
         checks.fraction(self.keep, "--keep")
         checks.finite_float(self.mask_contrast, "--mask-contrast", low=0)
+        _density(self.timestep_density, "--timestep-density")
 
     def check_preserve(self) -> None:
         """Preserve prompts are what must not change: one that is also a forget prompt would ask for both."""
@@ -180,7 +183,7 @@ def _build(raw: dict, overrides: dict, method: str | None = None) -> Recipe:
 
 # The training settings: a recipe's, a method's within its "methods", and a recipe listing concepts may set them.
 SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "steps", "epochs", "batch_size", "guidance_w", "selection",
-            "keep", "mask_contrast", "gen_steps", "gen_guidance")
+            "keep", "mask_contrast", "timestep_density", "gen_steps", "gen_guidance")
 # Every key a recipe may have, in the order the shipped recipes write them.
 RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_prompts", "retain_prompts",
                "preserve_prompts", "forget_dataset", "retain_dataset", *SETTINGS, "imagenet_class", "toy", "tuned", "methods",
@@ -256,6 +259,8 @@ def _setting(key: str, value: object, label: str) -> None:
         checks.positive_int(value, label)  # refuses booleans, floats and strings too
     elif key == "selection":
         _text(value, label)
+    elif key == "timestep_density":
+        _density(value, label)
     elif key in ("lr", "epochs"):
         checks.positive_float(_number(value, label), label)
     elif key in ("alpha", "mask_contrast"):
@@ -264,6 +269,13 @@ def _setting(key: str, value: object, label: str) -> None:
         checks.fraction(_number(value, label), label)
     else:  # guidance_w, gen_guidance
         checks.finite_float(_number(value, label), label)
+
+
+def _density(value: object, label: str) -> None:
+    from .flow import DENSITIES
+
+    if value not in DENSITIES:
+        raise UserError(f"{label}: {value!r} is not a timestep density; choose {' or '.join(DENSITIES)}")
 
 
 def _dataset(value: object, label: str) -> None:

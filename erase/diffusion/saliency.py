@@ -23,8 +23,8 @@ from .loading import native_size
 from .latents import Encoded, TextBank, all_drawn, image_latents, latent_scaling, noise_batch
 from .losses import denoising_loss, each_under, guided_forgetting_terms
 from .options import EraseOptions, check_common
-from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job, native_resolution, selected_parameters,
-                      target_key)
+from .prepare import (accelerator_for, check_timestep_density, denoiser, family_of_pipe, load_for_job,
+                      native_resolution, selected_parameters, target_key, training_scheduler)
 from .recipes import Recipe
 
 
@@ -35,7 +35,7 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
     ``mask_contrast`` > 0, ``retain`` (the retain images) gives the plain denoising loss's saliency, which
     ranks the weights the retained images need lower (``erase.core.mask.contrast_scores``)."""
     family = family_of_pipe(pipe)
-    sched = family.training_scheduler(pipe)
+    sched = training_scheduler(family, pipe, recipe.timestep_density)
     unet = family.denoiser_of(pipe)
     dev = unet.device
     scale = latent_scaling(pipe)
@@ -74,6 +74,8 @@ def mask_for(pipe, recipe: Recipe, mean, std, captions, bank: TextBank, seed: in
             "family": family.name, "prediction_type": sched.config.prediction_type,
             "guidance_w": w, "prompts": sorted(set(captions)), "n_forget": len(captions),
             "resolution": resolution or native_resolution(pipe)}
+    if recipe.timestep_density != "uniform":
+        meta["timestep_density"] = recipe.timestep_density
     if contrast > 0:
         meta.update({"retain_prompts": sorted(set(retain.captions)), "n_retain": len(retain.captions)})
     forget_batches = in_batches(len(captions))
@@ -155,6 +157,7 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
     with output_lock(out) if main else contextlib.nullcontext():
         pipe, res = load_for_job(model, accelerator, resolution)
         recipe = recipe_for(family_of_pipe(pipe), recipe)
+        check_timestep_density(family_of_pipe(pipe), recipe.timestep_density)  # before anything is drawn
         wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
                            main_process=main)
         dist.barrier()
@@ -192,6 +195,8 @@ def mask_key(recipe: Recipe, seed: int, captions, data: str, resolution: int, mi
         what.append(["contrast", recipe.mask_contrast])
     if weights_dtype != "fp32":  # the gradient taken at bf16 weights is another mask (fp32 keys unchanged)
         what.append(["weights", weights_dtype])
+    if recipe.timestep_density != "uniform":  # (uniform keys unchanged)
+        what.append(["timesteps", recipe.timestep_density])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
