@@ -88,7 +88,9 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             "salun contrast 30": {"mask_contrast": 30.0}, "salun contrast 100": {"mask_contrast": 100.0},
             "salun contrast 10 keep 0.3": {"mask_contrast": 10.0, "keep": 0.3},
             "salun contrast 10 distill 1": {"mask_contrast": 10.0, "distill": 1.0},
-            "salun contrast 100 keep 0.3": {"mask_contrast": 100.0, "keep": 0.3}}
+            "salun contrast 100 keep 0.3": {"mask_contrast": 100.0, "keep": 0.3},
+            # a flow-matching model's own training density (the toy SD3; UNet families have none)
+            "salun logit-normal": {"timestep_density": "logit-normal"}}
 # SalUn's retain-preserving ingredients (issue 27), chosen like any setting: the same budget of four, each at
 # SalUn's chosen learning rate and length and scored on the tuning split beside the paper's map. One is
 # adopted (and shipped by --update-recipes) only when its tuning gap interval lies below the paper's.
@@ -155,6 +157,14 @@ def served_methods(model: Path, methods: list[str]) -> tuple[list[str], dict[str
         except UserError as e:
             refused[m] = str(e)
     return served, refused
+
+
+def variant_served(model: Path, name: str) -> bool:
+    """Whether the model's family can run this variant (a timestep density only a flow-matching family has)."""
+    from erase.diffusion.family import family_of
+
+    density = VARIANTS[name].get("timestep_density")
+    return density is None or density in getattr(family_of(model), "timestep_densities", ("uniform",))
 
 
 def grid_for(method: str) -> list[dict]:
@@ -406,7 +416,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         print(f"[tune {concept}] ingredients: best {best}, " + ("adopted" if adopt else
                                                              "not adopted (its interval overlaps the paper's)"))
     if "salun" in methods and (a.variants or ingredients):
-        names = [n for n in VARIANTS if a.variants and not a.smoke and (not a.variant or n in a.variant)]
+        names = [n for n in VARIANTS if a.variants and not a.smoke and (not a.variant or n in a.variant)
+                 and variant_served(a.model, n)]
         if ingredients and ingredients["best"] not in names:
             names.append(ingredients["best"])  # the tuned ingredients always get their reported row
         for name in names:
@@ -614,6 +625,11 @@ def main() -> None:
         if a.methods != "all":
             p.error(why)
         print(f"left out: {why}")
+    for name in VARIANTS:
+        if not variant_served(a.model, name) and a.variants and (not a.variant or name in a.variant):
+            if a.variant:
+                p.error(f"--variant {name!r}: {a.model}'s family draws uniform timesteps only")
+            print(f"left out: the variant {name!r} (this family draws uniform timesteps only)")
     if a.update_recipes and a.model.resolve() != TOY_SD.resolve():
         p.error("--update-recipes writes the toy SD's tuned settings into prompts/*.json; another --model's "
                 "chosen settings stay in its --json")

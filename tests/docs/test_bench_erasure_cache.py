@@ -120,3 +120,11 @@ def test_another_model_gets_its_own_cache_version_retrain_and_served_methods():
     assert set(refused) == set(b.METHODS) - {"salun", "rl"}
     assert all("SD3" in why and "use salun or rl" in why for why in refused.values())
     assert b.served_methods(TOY_SD, list(b.METHODS)) == (list(b.METHODS), {})
+
+
+def test_a_timestep_density_variant_runs_only_where_the_family_has_one():
+    from erase.toy import TOY_SD, TOY_SD3
+
+    b = _bench()
+    assert b.variant_served(TOY_SD3, "salun logit-normal") and not b.variant_served(TOY_SD, "salun logit-normal")
+    assert all(b.variant_served(TOY_SD, n) for n in b.VARIANTS if n != "salun logit-normal")
