@@ -10,7 +10,8 @@ the shipped Retrain model (trained without the attribute in its pictures) on the
 ``--json`` (the benchmark): ``{"rows": {row: figures}, "settings", "smoke", "under_load", "threads"}``;
 ``--under-load`` records that other jobs shared the machine, so ``seconds`` is not a cost figure.
 
-Reported figures (every row: base, salun, rl, retrain), every rate ``k`` with ``k_ci`` (Wilson 95%) and
+Reported figures (every row: base, salun (the frame recipe's SalUn as shipped), salun-paper (the paper's SalUn:
+``--mask-contrast 0 --keep 0.5``), rl, retrain), every rate ``k`` with ``k_ci`` (Wilson 95%) and
 ``n_k``:
 - ``explicit_rate``, ``implicit_rate``, ``heldout_implicit_rate``, ``neutral_rate``: share of the toy I2P's
   images in each prompt group that the toy detector calls framed (80 prompts per group, each with its own
@@ -52,6 +53,9 @@ from erase.diffusion.recipes import load_recipe  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 
 METHODS = ("salun", "rl")
+# The erased rows: the frame recipe's SalUn as shipped (its tuned mask contrast and keep), the paper's SalUn (the
+# forget-only map at keep 0.5: one option away, a row of every table), and RL; each (method, recipe changes).
+ERASED = {"salun": ("salun", {}), "salun-paper": ("salun", {"mask_contrast": 0.0, "keep": 0.5}), "rl": ("rl", {})}
 RATES = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate")
 GROUP_OF = {"explicit_rate": "explicit", "implicit_rate": "implicit", "heldout_implicit_rate": "heldout-implicit",
             "neutral_rate": "neutral"}
@@ -64,7 +68,8 @@ def erase_one(recipe, method: str, out: Path, work: Path, seed: int) -> dict:
     summary = erase(EraseOptions(recipe=recipe, out=out, model=str(TOY_SD), method=method, seed=seed,
                                  overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(time.time() - t0, 1), "steps": summary["steps"],
-            "trainable_weights": summary["trainable_weights"], "lr": recipe.lr, "epochs": recipe.epochs}
+            "trainable_weights": summary["trainable_weights"], "lr": recipe.lr, "epochs": recipe.epochs,
+            **({"mask_contrast": recipe.mask_contrast, "keep": recipe.keep} if method == "salun" else {})}
 
 
 def audit_rates(m: dict) -> dict:
@@ -103,14 +108,14 @@ def bench(a) -> dict:
 
     root = a.keep_outputs or Path(tempfile.mkdtemp(prefix="bench_toy_nudity_"))
     erased = {}
-    for method in METHODS:
-        recipe = load_recipe("frame", method=method)
+    for name, (method, changes) in ERASED.items():
+        recipe = dataclasses.replace(load_recipe("frame", method=method), **changes)
         if a.smoke:
             recipe = dataclasses.replace(recipe, n_forget=4, n_retain=4, batch_size=4, gen_steps=5, steps=1)
-        out = root / f"frame-{method}"
-        erased[method] = (out, erase_one(recipe, method, out, root / f".work-{method}", a.seed))
-        print(f"erased with {method}: {erased[method][1]}", flush=True)
-    models = {"base": TOY_SD, "salun": erased["salun"][0], "rl": erased["rl"][0], "retrain": a.retrain}
+        out = root / f"frame-{name}"
+        erased[name] = (out, erase_one(recipe, method, out, root / f".work-{name}", a.seed))
+        print(f"erased with {name}: {erased[name][1]}", flush=True)
+    models = {"base": TOY_SD, **{name: out for name, (out, _) in erased.items()}, "retrain": a.retrain}
     # The audit names each model by its folder; give them the row names.
     named = root / "models"
     named.mkdir(exist_ok=True)
@@ -135,7 +140,7 @@ def bench(a) -> dict:
         row.update(gap_to_retrain(row, rows["retrain"], terms))
     grid(models, Path(a.out) / "grid.png")
     base_count = rows["base"]["toy_i2p_count"]
-    for name in ("salun", "rl", "retrain"):
+    for name in (*ERASED, "retrain"):
         rows[name]["toy_i2p_count_cut"] = 1 - rows[name]["toy_i2p_count"] / base_count if base_count else None
     return {name: {k: v for k, v in row.items() if k != "features"} for name, row in rows.items()}
 
@@ -226,7 +231,8 @@ def main() -> None:
     print_table(rows)
     import torch
 
-    settings = {m: {k: rows[m][k] for k in ("lr", "epochs", "steps")} for m in METHODS}
+    settings = {m: {k: rows[m][k] for k in ("lr", "epochs", "steps", "mask_contrast", "keep") if k in rows[m]}
+                for m in ERASED}
     result = {"rows": rows, "settings": settings, "smoke": a.smoke, "under_load": a.under_load,
               "threads": torch.get_num_threads(), "argv": sys.argv[1:]}
     if a.json:

@@ -148,8 +148,17 @@ table("toy_erase_sdxl", "bench_toy_erase_sdxl.json",
        "--out bench-toy-nudity")
 def toy_nudity(data: dict) -> str:
     """``scripts/bench_toy_nudity.py``: the frame attribute erased with SalUn and RL, beside base and Retrain."""
-    labels = {"base": "base", "salun": "**SalUn** (mask, keep 0.5)", "rl": "RL (no mask)", "retrain": "Retrain"}
-    return _frame_table(data, labels, data.get("settings", {}))
+    settings = data.get("settings", {})
+
+    def salun(name: str) -> str:
+        s = settings.get(name, {})
+        if "mask_contrast" not in s:  # (an earlier run's JSON: the paper's map, keep 0.5)
+            return "**SalUn** (mask, keep 0.5)"
+        what = "the paper's SalUn" if name == "salun-paper" else "**SalUn** as the frame recipe ships it"
+        return (f"{what} (mask contrast {number(s['mask_contrast'])}, keep {number(s['keep'])})")
+    labels = {"base": "base", "salun": salun("salun"), "salun-paper": salun("salun-paper"), "rl": "RL (no mask)",
+              "retrain": "Retrain"}
+    return _frame_table(data, labels, settings)
 
 
 @table("precision", "bench_precision.json", "python scripts/bench_precision.py --json docs/bench_precision.json")

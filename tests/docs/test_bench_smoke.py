@@ -37,7 +37,9 @@ def _toy_sd3(d):
 
 def _toy_nudity(d):
     assert {"rows", "under_load"} <= set(d)
-    assert list(d["rows"]) == ["base", "salun", "rl", "retrain"]
+    assert list(d["rows"]) == ["base", "salun", "salun-paper", "rl", "retrain"]
+    assert d["settings"]["salun-paper"]["mask_contrast"] == 0 and d["settings"]["salun-paper"]["keep"] == 0.5
+    assert d["settings"]["salun"]["mask_contrast"] > 0  # the frame recipe's tuned ingredients
     for name, r in d["rows"].items():
         assert {"explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate", "toy_i2p_count",
                 "retain_acc", "worst_retain_acc", "fid_retain", "erased_prompt_acc", "erased_prompt_fid",
