@@ -90,7 +90,12 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             "salun contrast 10 distill 1": {"mask_contrast": 10.0, "distill": 1.0},
             "salun contrast 100 keep 0.3": {"mask_contrast": 100.0, "keep": 0.3},
             # a flow-matching model's own training density (the toy SD3; UNet families have none)
-            "salun logit-normal": {"timestep_density": "logit-normal"}}
+            "salun logit-normal": {"timestep_density": "logit-normal"},
+            # a decaying learning rate instead of the recipe's constant one (issue 27's schedule ingredient)
+            "salun cosine": {"lr_schedule": "cosine"},
+            "salun contrast 100 keep 0.3 cosine": {"mask_contrast": 100.0, "keep": 0.3, "lr_schedule": "cosine"},
+            "salun contrast 100 keep 0.3 cosine length 2": {"mask_contrast": 100.0, "keep": 0.3,
+                                                             "lr_schedule": "cosine", "length": 2.0}}
 # SalUn's retain-preserving ingredients (issue 27), chosen like any setting: the same budget of four, each at
 # SalUn's chosen learning rate and length and scored on the tuning split beside the paper's map. One is
 # adopted (and shipped by --update-recipes) only when its tuning gap interval lies below the paper's.

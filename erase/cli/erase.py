@@ -151,6 +151,11 @@ def add_erase_parsers(sub) -> None:
     e.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
     e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
+    e.add_argument("--lr-schedule", choices=("constant", "linear", "cosine"), default=None,
+                   help="the learning rate over the run, as diffusers' --lr_scheduler: constant (the recipes' "
+                        "default), or linear / cosine decay to 0 over the steps")
+    e.add_argument("--lr-warmup-steps", type=int, default=None,
+                   help="steps over which the rate rises linearly from 0 before the schedule (default 0)")
     e.add_argument("--guidance-w", type=float, default=None, help="mask loss guidance (SD recipe 7.5)")
     e.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint in the work folder (same settings)")
@@ -337,6 +342,7 @@ def erase_options(args) -> EraseOptions:
     _sd_refuses_ddpm_options(args)
     _refuse_unused(args)
     recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
+                     lr_schedule=args.lr_schedule, lr_warmup_steps=args.lr_warmup_steps,
                      guidance_w=args.guidance_w)
     _refuse_guidance_w_if_distilled(args)
     if args.preserve_prompt is not None:  # (an empty list from the Python API is refused by the check, not ignored)
@@ -376,7 +382,7 @@ def _method_options_given(args) -> dict:
 _RETAIN = {"alpha": "--alpha", "n_retain": "--n-retain", "retain_data": "--retain-data",
            "retain_prompt": "--retain-prompt"}
 _MASK_SHAPE = {"keep": "--keep", "guidance_w": "--guidance-w", "mask_contrast": "--mask-contrast"}
-_TRAINING = {"lr": "--lr", "steps": "--steps", "n_forget": "--n-forget", "batch_size": "--batch-size",
+_TRAINING = {"lr": "--lr", "lr_schedule": "--lr-schedule", "lr_warmup_steps": "--lr-warmup-steps", "steps": "--steps", "n_forget": "--n-forget", "batch_size": "--batch-size",
              "forget_data": "--forget-data", "resume": "--resume", "restart": "--restart",
              "gradient_checkpointing": "--gradient-checkpointing", "mixed_precision": "--mixed-precision",
              "weights_dtype": "--weights-dtype", "use_8bit_adam": "--use-8bit-adam"}
@@ -453,7 +459,8 @@ def _cmd_erase_ddpm(args) -> int:
                "--resolution": args.resolution, "--xformers": args.xformers,
                "--mask-per-concept": args.mask_per_concept, "--no-replay": args.no_replay,
                "--mask-contrast": args.mask_contrast is not None, "--weights-dtype": args.weights_dtype != "fp32",
-               "--timestep-density": args.timestep_density,
+               "--timestep-density": args.timestep_density, "--lr-schedule": args.lr_schedule,
+               "--lr-warmup-steps": args.lr_warmup_steps is not None,
                "--use-8bit-adam": args.use_8bit_adam}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:

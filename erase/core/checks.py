@@ -19,6 +19,15 @@ def positive_int(value: int | None, option: str) -> int | None:
     return value
 
 
+def nonnegative_int(value: int | None, option: str) -> int | None:
+    """``value`` if it is an integer >= 0 (``None`` passes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not value >= 0:
+        raise UserError(f"{option} must be a whole number of at least 0, got {value}")
+    return value
+
+
 def positive_float(value: float | None, option: str) -> float | None:
     """``value`` if it is a finite number > 0 (``None`` passes)."""
     if value is None:

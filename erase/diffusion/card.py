@@ -4,6 +4,14 @@ from __future__ import annotations
 import json
 
 
+def _lr_text(recipe) -> str:
+    """The learning-rate schedule, when the rate is not constant."""
+    if recipe.lr_schedule == "constant" and not recipe.lr_warmup_steps:
+        return ""
+    warm = f" after {recipe.lr_warmup_steps} warm-up steps" if recipe.lr_warmup_steps else ""
+    return f" ({recipe.lr_schedule} schedule{warm})"
+
+
 def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = None, family=None, method=None) -> str:
     """The model card of an erased text-to-image pipeline (``family`` gives the loading snippet)."""
     m = summary.get("mask")
@@ -38,12 +46,12 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
         training = (f"closed-form edit, no training ({opts_text}); {summary['train_seconds']} s, "
                     f"{summary['trainable_weights']:,} weights changed")
     elif own:
-        training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}"
+        training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}{_lr_text(recipe)}"
                     + (f", {opts_text}" if opts_text else "")
                     + (f", {summary['n_forget']} forget images" if method.needs_images else "") + ", seed "
                     f"{opts.seed}, mixed precision {opts.mixed_precision}{_weights_note(opts)}; {summary['train_seconds']} s of training")
     else:
-        training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}, alpha {recipe.alpha},\n"
+        training = (f"{summary['steps']} steps, batch {recipe.batch_size}, Adam lr {recipe.lr}{_lr_text(recipe)}, alpha {recipe.alpha},\n"
                     f"  mask guidance w {recipe.guidance_w}, {summary['n_forget']} forget / {summary['n_retain']} retain "
                     f"images,\n  seed {opts.seed}, mixed precision {opts.mixed_precision}{_weights_note(opts)}; "
                     f"{summary['train_seconds']} s "

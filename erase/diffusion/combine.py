@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .recipes import Recipe
 
 # The settings that shape training: a joint run takes the first concept's and says where others differ.
-TRAINING = ("alpha", "lr", "batch_size", "guidance_w", "selection", "keep", "mask_contrast", "timestep_density",
+TRAINING = ("alpha", "lr", "lr_schedule", "lr_warmup_steps", "batch_size", "guidance_w", "selection", "keep", "mask_contrast", "timestep_density",
             "gen_steps", "gen_guidance")
 
 

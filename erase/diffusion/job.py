@@ -35,6 +35,7 @@ from ..core.atomic import atomic_dirs
 from ..core.checkpoints import TrainingDiverged, mask_digest  # noqa: F401 - re-exports TrainingDiverged
 from ..core.errors import UserError
 from ..core.mask import Mask, compute_mask, content_digest, intersection
+from ..core.lr_schedule import is_constant, lr_factor
 from ..core.masked_optim import MaskedAdam, MaskedParameters, unwrapped
 from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
@@ -82,7 +83,8 @@ class Summary(TypedDict, total=False):
 
 
 # ---------------------------------------------------------------- keys
-def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int, target: list = ()) -> str:
+def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int, target: list = (),
+                  steps: int | None = None) -> str:
     """Every setting that shapes training (not the step count): a resume under other settings is refused."""
     what = [recipe.lr, recipe.alpha, recipe.batch_size, opts.seed, recipe.forget_prompts, recipe.misaligned_prompts,
             recipe.retain_prompts, data, resolution, opts.mixed_precision, opts.use_mask,
@@ -93,6 +95,8 @@ def _training_key(recipe: Recipe, opts: EraseOptions, data: str, resolution: int
         what.append(["adam", 8])
     if recipe.timestep_density != "uniform":  # (likewise: uniform runs keep their keys)
         what.append(["timesteps", recipe.timestep_density])
+    if not is_constant(recipe.lr_schedule, recipe.lr_warmup_steps):  # a schedule's rates depend on the step count
+        what.append(["lr", recipe.lr_schedule, recipe.lr_warmup_steps, steps])
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
 
@@ -276,6 +280,14 @@ class EraseJob:
         if use:
             self.unet.enable_xformers_memory_efficient_attention()
 
+    def _lr_at(self):
+        """The learning rate of each step under the recipe's schedule (None: constant, the optimizer's own)."""
+        r = self.recipe
+        if is_constant(r.lr_schedule, r.lr_warmup_steps):
+            return None
+        steps = self.steps
+        return lambda step: r.lr * lr_factor(r.lr_schedule, step, steps, r.lr_warmup_steps)
+
     def _scheduler(self):
         return training_scheduler(self.family, self.pipe, self.recipe.timestep_density)
 
@@ -338,9 +350,10 @@ class EraseJob:
             self.mask = self._method_mask(views)
         selection = None if self.mask is not None else selected_parameters(self.pipe, method.selection or r.selection)
         self.trainable = MaskedParameters(unet, self.mask, selection)
+        self.steps = _total_steps(r, opts, len(self.forget.captions))
         self.digest = mask_digest(self.mask) + "-" + _training_key(
             r, opts, self.data_digest, self.res,
-            target_key(self.pipe) + _method_key(method, self.settings, self.preserve))
+            target_key(self.pipe) + _method_key(method, self.settings, self.preserve), self.steps)
         if self.mask is not None:  # the trainable view holds what training needs: keep the mask as bits (8x less)
             self.mask = self.mask.packed()
         if opts.gradient_checkpointing:
@@ -350,7 +363,6 @@ class EraseJob:
         # gradients before the step)
         self._adam(r.lr, gather=self.accelerator.num_processes == 1
                    and getattr(self.accelerator, "scaler", None) is None)
-        self.steps = _total_steps(r, opts, len(self.forget.captions))
         self._samplers(len(self.forget.captions), len(self.retain.captions) if self.retain else 0, r.batch_size)
 
     def _adam(self, lr: float, gather: bool) -> None:
@@ -450,7 +462,8 @@ class EraseJob:
                                      denoiser(self.family, self.prepared_unet), self.scheduler, self._draw,
                                      self.samplers, self.gen, self.alpha, self.steps, self.work, self.digest,
                                      self.opts.checkpoint_every, self._hint(), self.grad_clip,
-                                     accelerator=self.accelerator, progress=self.opts.progress), self.opts.resume)
+                                     accelerator=self.accelerator, progress=self.opts.progress,
+                                     lr_at=self._lr_at()), self.opts.resume)
         self.history, self.train_seconds = trained["history"], trained["seconds"]
         self.unet = self.accelerator.unwrap_model(self.prepared_unet).eval()
         self.n_trainable, self.changed = self.trainable.n_trainable(), list(self.trainable.params)

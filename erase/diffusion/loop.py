@@ -44,6 +44,7 @@ class Loop:
     grad_clip: float | None = None  # clip the masked gradient's norm (the DDPM recipe) or not (SD)
     accelerator: object | None = None  # accelerate's, for autocast, backward and the main process
     progress: bool = True
+    lr_at: Callable[[int], float] | None = None  # the learning rate of each step's update (None: the optimizer's own)
 
 
 def run(loop: Loop, resume: bool) -> dict:
@@ -69,13 +70,16 @@ def run(loop: Loop, resume: bool) -> dict:
         forget, retain = loop.draw(loop.samplers, loop.gen)
         parts = _backward(loop, forget, retain, step, last_good)
         loss = parts["loss"]
+        if loop.lr_at is not None:  # a function of the step alone: a resumed run sets what the straight run set
+            for group in loop.optimizer.param_groups:
+                group["lr"] = loop.lr_at(step)
         loop.trainable.step(loop.optimizer, clip_grad_norm=loop.grad_clip)
         # under several processes: the step's losses averaged over ranks (each rank saw its own batches)
         extra = [k for k in parts if k not in ("loss", "forget", "retain")]  # a method's own terms (--distill's)
         mean = dist.mean_over_ranks([loss.item(), parts["forget"].item(), parts["retain"].item(),
                                      *(parts[k].item() for k in extra)])
         history.append({"step": step + 1, "loss": mean[0], "forget": mean[1], "retain": mean[2],
-                        **dict(zip(extra, mean[3:]))})
+                        **dict(zip(extra, mean[3:])), **({"lr": loop.lr_at(step)} if loop.lr_at else {})})
         bar.set_postfix(forget=f"{history[-1]['forget']:.4f}", retain=f"{history[-1]['retain']:.4f}")
         if (step + 1) % loop.checkpoint_every == 0 and step + 1 < loop.steps:
             last_good = _checkpoint(loop, step + 1, history, main) or last_good

@@ -28,6 +28,9 @@ class Recipe:
     n_retain: int = 800
     alpha: float = 0.1  # weight of the retain denoising loss
     lr: float = 1e-5
+    # the rate over the run (erase.core.lr_schedule: constant, linear, cosine) and its linear warm-up steps
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
     steps: int | None = None  # if None, ``epochs`` over the forget set
     epochs: float = 1.0
     batch_size: int = 8
@@ -59,6 +62,8 @@ class Recipe:
         checks.fraction(self.keep, "--keep")
         checks.finite_float(self.mask_contrast, "--mask-contrast", low=0)
         _density(self.timestep_density, "--timestep-density")
+        _schedule(self.lr_schedule, "--lr-schedule")
+        checks.nonnegative_int(self.lr_warmup_steps, "--lr-warmup-steps")
 
     def check_preserve(self) -> None:
         """Preserve prompts are what must not change: one that is also a forget prompt would ask for both."""
@@ -182,7 +187,7 @@ def _build(raw: dict, overrides: dict, method: str | None = None) -> Recipe:
 # in it is one line naming the file and the key, not a traceback from deep in a run.
 
 # The training settings: a recipe's, a method's within its "methods", and a recipe listing concepts may set them.
-SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "steps", "epochs", "batch_size", "guidance_w", "selection",
+SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "lr_schedule", "lr_warmup_steps", "steps", "epochs", "batch_size", "guidance_w", "selection",
             "keep", "mask_contrast", "timestep_density", "gen_steps", "gen_guidance")
 # Every key a recipe may have, in the order the shipped recipes write them.
 RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_prompts", "retain_prompts",
@@ -261,6 +266,10 @@ def _setting(key: str, value: object, label: str) -> None:
         _text(value, label)
     elif key == "timestep_density":
         _density(value, label)
+    elif key == "lr_schedule":
+        _schedule(value, label)
+    elif key == "lr_warmup_steps":
+        checks.nonnegative_int(value, label)
     elif key in ("lr", "epochs"):
         checks.positive_float(_number(value, label), label)
     elif key in ("alpha", "mask_contrast"):
@@ -276,6 +285,13 @@ def _density(value: object, label: str) -> None:
 
     if value not in DENSITIES:
         raise UserError(f"{label}: {value!r} is not a timestep density; choose {' or '.join(DENSITIES)}")
+
+
+def _schedule(value: object, label: str) -> None:
+    from ..core.lr_schedule import SCHEDULES
+
+    if value not in SCHEDULES:
+        raise UserError(f"{label}: {value!r} is not a learning-rate schedule; choose {', '.join(SCHEDULES)}")
 
 
 def _dataset(value: object, label: str) -> None:

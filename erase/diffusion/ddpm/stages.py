@@ -182,6 +182,9 @@ class ClassErasureJob(EraseJob):
         return forget, Batch(rx0.to(dev), rnoise.to(dev), rt.to(dev),
                              {"class_labels": self.retain.labels[ridx].to(dev)})
 
+    def _lr_at(self):
+        return None  # the DDPM recipe trains at one rate (--lr-schedule is a text-to-image option)
+
     def _hint(self) -> str:
         return "Try a lower --lr."
 
