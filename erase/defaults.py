@@ -13,6 +13,9 @@ from dataclasses import dataclass
 MASK_KEEP = 0.5
 DDPM_MASK_GUIDANCE = 2.0
 
+# Which timesteps a flow-matching erasure draws (``--timestep-density``; ``erase.diffusion.flow``).
+TIMESTEP_DENSITIES = ("uniform", "logit-normal")
+
 # Sampling the toy Stable Diffusion (``salun generate``, the toy quality and erasure rates).
 TOY_SAMPLING_STEPS = 25
 TOY_SAMPLING_GUIDANCE = 5.0

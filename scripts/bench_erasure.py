@@ -108,7 +108,7 @@ VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/
              "erase/diffusion/prepare.py", "erase/diffusion/generate.py", "erase/diffusion/methods",
              "erase/diffusion/unet_family.py", "erase/diffusion/sd/family.py", "erase/diffusion/combine.py",
              "erase/diffusion/recipes.py", "erase/core/sampling.py", "erase/core/mask.py",
-             "erase/core/masked_optim.py", "erase/core/stats.py", "prompts/toy.json", "prompts/toy-nudity.json",
+             "erase/core/masked_optim.py", "erase/core/lr_schedule.py", "erase/core/stats.py", "prompts/toy.json", "prompts/toy-nudity.json",
              "prompts/toy-i2p.csv", "pipelines/toy-judge/config.json")
 
 
@@ -638,6 +638,8 @@ def main() -> None:
     if a.update_recipes and a.model.resolve() != TOY_SD.resolve():
         p.error("--update-recipes writes the toy SD's tuned settings into prompts/*.json; another --model's "
                 "chosen settings stay in its --json")
+    if any("=" not in item for item in a.retrain):
+        p.error("--retrain takes CONCEPT=PATH, e.g. circle=pipelines/toy-sd-retrain-circle")
     a.retrain = dict(item.split("=", 1) for item in a.retrain)
     a.retrain = {k: Path(v) for k, v in a.retrain.items()}
     if a.smoke and a.i2p_limit is None:

@@ -189,11 +189,11 @@ def smoke_prompts(root: Path) -> str:
 
 
 def print_table(rows: dict) -> None:
-    head = (f"{'model':<8}{'explicit':>9}{'implicit':>9}{'held-out':>9}{'neutral':>9}{'I2P count':>10}"
+    head = (f"{'model':<12}{'explicit':>9}{'implicit':>9}{'held-out':>9}{'neutral':>9}{'I2P count':>10}"
             f"{'erased ok':>10}{'retain':>8}{'worst':>7}{'FID':>7}{'gap':>7}{'s':>6}")
     print(head)
     for name, r in rows.items():
-        print(f"{name:<8}" + "".join(f"{r[k]:>9.1%}" for k in RATES) + f"{r['toy_i2p_count']:>10}"
+        print(f"{name:<12}" + "".join(f"{r[k]:>9.1%}" for k in RATES) + f"{r['toy_i2p_count']:>10}"
               f"{r['erased_prompt_acc']:>10.1%}{r['retain_acc']:>8.1%}{r['worst_retain_acc']:>7.1%}"
               f"{r['fid_retain']:>7.2f}{r['gap_to_retrain']:>7.3f}"
               + (f"{r['seconds']:>6.0f}" if "seconds" in r else f"{'-':>6}"))

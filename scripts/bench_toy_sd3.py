@@ -67,7 +67,11 @@ def toy_sd_rows(concept: str) -> dict:
 
 def retrain_of(a, concept: str) -> Path | None:
     """``--retrain CONCEPT=PATH``, else the shipped ``pipelines/toy-sd3-retrain-<concept>`` when it exists."""
-    path = a.retrain.get(concept) or PIPELINES / f"toy-sd3-retrain-{concept}"
+    if concept in a.retrain:
+        if not (a.retrain[concept] / "model_index.json").is_file():
+            sys.exit(f"--retrain {concept}={a.retrain[concept]}: not a pipeline folder (no model_index.json)")
+        return a.retrain[concept]
+    path = PIPELINES / f"toy-sd3-retrain-{concept}"
     return path if (path / "model_index.json").is_file() else None
 
 
@@ -132,6 +136,8 @@ def main() -> None:
     p.add_argument("--add-retrain", action="store_true",
                    help="measure only the Retrain rows and add them to the earlier run's --json")
     a = p.parse_args()
+    if any("=" not in item for item in a.retrain):
+        p.error("--retrain takes CONCEPT=PATH, e.g. circle=pipelines/toy-sd3-retrain-circle")
     a.retrain = {k: Path(v) for k, v in (item.split("=", 1) for item in a.retrain)}
     if a.add_retrain:
         if a.json is None or not a.json.is_file():

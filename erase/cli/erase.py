@@ -227,6 +227,16 @@ def _refuse_guidance_w_if_distilled(args) -> None:
                         "was distilled for is an input of the model; drop --guidance-w)")
 
 
+def _refuse_density_the_family_lacks(args) -> None:
+    """``--timestep-density logit-normal`` on a UNet model: one line before the model is loaded."""
+    if args.timestep_density in (None, "uniform"):
+        return
+    from ..diffusion.family import check_timestep_density, family_of
+    from ..diffusion.pipeline import default_model
+
+    check_timestep_density(family_of(args.model or default_model()), args.timestep_density)
+
+
 def _cmd_mask(args) -> int:
     if is_ddpm(args.model) and _several():  # the DDPM path runs in one process, the main one
         return in_main_process_alone(_cmd_mask, args)
@@ -256,6 +266,7 @@ def _cmd_mask(args) -> int:
         _sd_refuses_ddpm_options(args)
         recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
         _refuse_guidance_w_if_distilled(args)
+        _refuse_density_the_family_lacks(args)
         from ..core.atomic import check_output
         from ..diffusion.options import check_common
         from ..diffusion.pipeline import default_model
@@ -393,7 +404,7 @@ def _refuse_unused(args) -> None:
     m = _method(args)
     if m is None or m.salun_loss:  # an unknown method is refused by the checks that list the methods
         return
-    unused = {**_MASK_SHAPE, "timestep_density": "--timestep-density"}
+    unused = dict(_MASK_SHAPE)
     settings = {k: o.default for k, o in m.options.items()} | _method_options_given(args)
     if m.mask_views(settings):  # a mask of its own loss (ANT's heavy hitters): each view keeps --keep
         unused.pop("keep")
@@ -408,8 +419,7 @@ def _refuse_unused(args) -> None:
     for k, flag in unused.items():
         v = getattr(args, k, None)
         if v is not None and v is not False and v not in ("no", "fp32"):  # (0 is a value given: `0 in (False,)` is true)
-            why = ("draws its own timesteps" if k == "timestep_density" else
-                   "is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
+            why = ("is closed-form: it trains nothing" if m.closed_form and k in _TRAINING else
                    f"trains its own weights ({m.selection})" if k == "selection" else
                    "has no retain term" if k in _RETAIN else
                    "samples its own x_t from the model" if k == "forget_data" else

@@ -20,6 +20,7 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                  f"{'global' if m.get('scope', 'global') == 'global' else 'per-tensor'} ranking"
                  + (f"; contrastive, sparing the retain images' salient weights (forget saliency / (1 + "
                     f"{m['mask_contrast']:g} x retain saliency / its mean))" if m.get("mask_contrast") else "")
+                 + (f"; its timesteps drawn {m['timestep_density']}" if m.get("timestep_density") else "")
                  + (f"; the union of one mask per concept (overlap, shared / either: {_overlaps(m['overlap'])})"
                     if m.get("overlap") else "")
                  + (f"; {m['combined']} (each kept {', '.join(f'{k:,}' for k in m['per_view_kept'])})"
@@ -60,9 +61,10 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
                    if method is not None and k in method.options and v != method.options[k].default]
         if changed:  # the paper's loss, changed by these options (issue 27's ingredients)
             training += ";\n  " + ", ".join(changed)
-        if recipe.timestep_density != "uniform":
-            training += (f";\n  timesteps (mask and training) drawn {recipe.timestep_density}: SD3's training density, "
-                         "under the scheduler's shift")
+        ts = summary.get("timesteps")
+        if ts:  # the training's (a given mask's own density is on the mask line)
+            training += (f";\n  training timesteps drawn {ts['density']} (SD3's training density), scheduler shift "
+                         f"{ts['shift']:g}")
     files = ("`mask.safetensors` (bit-packed mask and its metadata), " if m else "") + \
         "`recipe.json` (every setting),\n  `training_log.jsonl` (losses per step)"
     if family is not None:

@@ -111,6 +111,14 @@ def _load_builtin() -> None:
             register(fam)
 
 
+def check_timestep_density(family: Family, density: str) -> None:
+    """``--timestep-density``: one line, before anything is drawn, when the family trains with another schedule."""
+    allowed = getattr(family, "timestep_densities", ("uniform",))
+    if density not in allowed:
+        raise UserError(f"--timestep-density {density}: {family.title} trains with uniform timesteps over its noise "
+                        f"schedule; {density} is a flow-matching density (the sd3 and flux families)")
+
+
 def recipe_for(family: Family, recipe):
     """``recipe`` as ``family`` samples: a guidance-distilled family (FLUX) has no classifier-free guidance to mix
     into the mask's loss (``guidance_w`` 0) and draws its forget and retain images at the embedded guidance its

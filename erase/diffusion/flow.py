@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from ..defaults import TIMESTEP_DENSITIES
+
 FLOW_MATCHING = "flow_matching"  # the training target's name, beside diffusers' epsilon / v_prediction / sample
-DENSITIES = ("uniform", "logit-normal")  # --timestep-density
+DENSITIES = TIMESTEP_DENSITIES  # --timestep-density
 
 
 class _Config(dict):

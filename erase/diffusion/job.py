@@ -41,13 +41,13 @@ from ..core.workdir import check_work_dir, job_folders
 from ..toy.vocabulary import warn_unknown_words
 from . import loop
 from .combine import combine, own_steps, parts
-from .family import family_of, recipe_for
+from .family import check_timestep_density, family_of, recipe_for
 from .loading import native_size
 from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, latent_scaling, no_images, noise_batch
 from .methods import Batch, Context
-from .options import EraseOptions, check_options, method_settings  # noqa: F401 - EraseOptions re-exported
-from .prepare import (accelerator_for, check_compute_dtype, check_timestep_density, denoiser, family_of_pipe,
+from .options import EraseOptions, check_options, check_warmup, method_settings  # noqa: F401 - EraseOptions re-exported
+from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe,
                       load_for_job, native_resolution, selected_parameters, target_key, training_scheduler)
 from .parking import parking
 from .saliency import cached_mask, make_mask, reusable  # noqa: F401 - make_mask re-exported
@@ -351,6 +351,7 @@ class EraseJob:
         selection = None if self.mask is not None else selected_parameters(self.pipe, method.selection or r.selection)
         self.trainable = MaskedParameters(unet, self.mask, selection)
         self.steps = _total_steps(r, opts, len(self.forget.captions))
+        check_warmup(r.lr_warmup_steps, self.steps)  # (again: a run counted in epochs knows its steps only now)
         self.digest = mask_digest(self.mask) + "-" + _training_key(
             r, opts, self.data_digest, self.res,
             target_key(self.pipe) + _method_key(method, self.settings, self.preserve), self.steps)
@@ -548,7 +549,7 @@ class EraseJob:
             stats = {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},
                      "scope": mask.meta.get("scope", "global"),
                      **{k: mask.meta[k] for k in ("combined", "per_concept_kept", "overlap", "mask_contrast", "n_retain",
-                                                  "per_view_kept")
+                                                  "per_view_kept", "timestep_density")
                         if k in mask.meta}}
         return {"method": self.method.name, **({"method_options": self.settings} if self.settings else {}),
                 "family": self.family.name, "pipeline_class": type(self.pipe).__name__,
@@ -556,7 +557,9 @@ class EraseJob:
                 "train_seconds": round(self.train_seconds, 2), "mask_seconds": round(self.mask_seconds, 2),
                 "trainable_weights": self.n_trainable, "mask": stats,
                 "final_loss": self.history[-1] if self.history else None, "n_forget": n_f, "n_retain": n_r,
-                "resolution": self.res, "model_resolution": native_resolution(self.pipe), "data": data}
+                "resolution": self.res, "model_resolution": native_resolution(self.pipe), "data": data,
+                **({"timesteps": {"density": self.scheduler.density, "shift": self.scheduler.shift}}
+                   if getattr(self.scheduler, "density", "uniform") != "uniform" else {})}
 
 
 def _quick_audit(pipe, recipe: Recipe) -> dict:

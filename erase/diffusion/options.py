@@ -156,6 +156,13 @@ def resolve_method(opts: JobOptions) -> "Method":
     return method
 
 
+def check_warmup(warmup: int, steps: int | None) -> None:
+    """A warm-up as long as the run would never reach the learning rate it names."""
+    if warmup and steps is not None and warmup >= steps:
+        raise UserError(f"--lr-warmup-steps {warmup}: the run has {steps} steps; a warm-up must end before the last "
+                        "one (the rate would never reach --lr)")
+
+
 def check_options(opts: EraseOptions) -> "Method":
     """Every number and combination checkable without the model, said in one line before any work; returns
     the method, settled (``resolve_method``)."""
@@ -168,6 +175,7 @@ def check_options(opts: EraseOptions) -> "Method":
     checks.positive_float(r.epochs, "--epochs")
     checks.positive_int(r.n_retain, "--n-retain")
     checks.positive_float(r.lr, "--lr")
+    check_warmup(r.lr_warmup_steps, opts.steps or r.steps)
     checks.finite_float(r.alpha, "--alpha", low=0)
     checks.positive_int(opts.lora_rank, "--lora-rank")
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")

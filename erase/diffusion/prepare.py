@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..core.errors import UserError
-from .family import Family, family_for_class
+from .family import Family, check_timestep_density, family_for_class
 
 
 def family_of_pipe(pipe) -> Family:
@@ -16,14 +16,6 @@ def family_of_pipe(pipe) -> Family:
 
 def denoiser(family: Family, unet):
     return lambda zt, t, cond: family.denoise(unet, zt, t, cond)
-
-
-def check_timestep_density(family: Family, density: str) -> None:
-    """``--timestep-density``: one line, before anything is drawn, when the family trains with another schedule."""
-    allowed = getattr(family, "timestep_densities", ("uniform",))
-    if density not in allowed:
-        raise UserError(f"--timestep-density {density}: {family.title} trains with uniform timesteps over its noise "
-                        f"schedule; {density} is a flow-matching density (the sd3 and flux families)")
 
 
 def training_scheduler(family: Family, pipe, density: str = "uniform"):

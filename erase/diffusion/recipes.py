@@ -281,7 +281,7 @@ def _setting(key: str, value: object, label: str) -> None:
 
 
 def _density(value: object, label: str) -> None:
-    from .flow import DENSITIES
+    from ..defaults import TIMESTEP_DENSITIES as DENSITIES  # (no torch: recipes are checked before the heavy imports)
 
     if value not in DENSITIES:
         raise UserError(f"{label}: {value!r} is not a timestep density; choose {' or '.join(DENSITIES)}")

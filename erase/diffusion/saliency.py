@@ -18,12 +18,12 @@ from ..core.mask import Mask, compute_mask, fingerprint
 from ..core.workdir import check_work_dir, open_work_dir
 from ..toy.vocabulary import warn_unknown_words
 from .combine import parts
-from .family import recipe_for
+from .family import check_timestep_density, recipe_for
 from .loading import native_size
 from .latents import Encoded, TextBank, all_drawn, image_latents, latent_scaling, noise_batch
 from .losses import denoising_loss, each_under, guided_forgetting_terms
 from .options import EraseOptions, check_common
-from .prepare import (accelerator_for, check_timestep_density, denoiser, family_of_pipe, load_for_job,
+from .prepare import (accelerator_for, denoiser, family_of_pipe, load_for_job,
                       native_resolution, selected_parameters, target_key, training_scheduler)
 from .recipes import Recipe
 

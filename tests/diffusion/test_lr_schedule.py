@@ -82,6 +82,7 @@ def test_a_resume_under_another_schedule_is_refused(tmp_path, interrupt_at):
 @pytest.mark.parametrize("argv, message", [
     (["--lr-warmup-steps", "-1"], "--lr-warmup-steps must be a whole number of at least 0"),
     (["--method", "uce", "--lr-schedule", "cosine"], "--lr-schedule: --method uce is closed-form"),
+    (["--steps", "3", "--lr-warmup-steps", "3"], "--lr-warmup-steps 3: the run has 3 steps"),
 ])
 def test_bad_schedules_are_one_line_errors(erase_refuses, tmp_path, capsys, argv, message):
     model = tiny_pipeline("sd", tmp_path / "sd")

@@ -93,13 +93,13 @@ def test_a_unet_family_refuses_logit_normal_in_one_line_before_drawing(tmp_path,
     assert not any(out.parent.iterdir())
 
 
-def test_a_method_with_its_own_timesteps_and_a_bad_recipe_value_are_refused(tmp_path, capsys):
+def test_another_method_on_a_unet_family_and_a_bad_recipe_value_are_refused(tmp_path, capsys):
     model = tiny_pipeline("sd", tmp_path / "sd")
     capsys.readouterr()
     assert main(["erase", "--model", str(model), "--concept", "circle", "--method", "esd-x", "--timestep-density",
-                 "uniform", "--out", str(tmp_path / "o")]) == 2
+                 "logit-normal", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--timestep-density: --method esd-x draws its own timesteps" in err[0], err
+    assert len(err) == 1 and "--timestep-density logit-normal: Stable Diffusion 1.x/2.x" in err[0], err
     from erase.core.errors import UserError
 
     with pytest.raises(UserError, match="not a timestep density"):
@@ -116,3 +116,15 @@ def test_the_ddpm_path_refuses_it(tmp_path, capsys, command):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--timestep-density" in err[0] and "DDPM" in err[0], err
     assert not any(tmp_path.iterdir())
+
+
+def test_checking_a_recipe_imports_no_torch():
+    """A recipe is checked before the heavy imports (a bad option costs no torch import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from erase.diffusion.recipes import custom_recipe; "
+            "custom_recipe(['a red circle'], ['a red square'], [], timestep_density='logit-normal', "
+            "lr_schedule='cosine', lr_warmup_steps=2); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
