@@ -10,12 +10,16 @@ from erase.toy import shapes as S
 
 def test_shipped_world_is_small_and_safe():
     files = [p for p in (TOY_SD.parent).rglob("*") if p.is_file()]
-    # the SD world (toy SD, judge, DDPM, Retrain models) keeps its 80 MiB; the SDXL and SD3 toys have 32 MiB each
+    # the SD world (toy SD, judge, DDPM, Retrain models) keeps its 80 MiB; the SDXL toy, the SD3 toy and each of the
+    # SD3 toy's Retrain models have 32 MiB each
     xl = [p for p in files if TOY_SDXL in p.parents]
-    sd3 = [p for p in files if TOY_SD3 in p.parents]
+    sd3_folders = [d for d in TOY_SD.parent.iterdir() if d.is_dir() and d.name.startswith(TOY_SD3.name)]
+    sd3 = [p for p in files if any(d in p.parents for d in sd3_folders)]
     assert sum(p.stat().st_size for p in files if p not in xl and p not in sd3) <= 80 * 2**20
     assert xl and sum(p.stat().st_size for p in xl) <= 32 * 2**20
-    assert sd3 and sum(p.stat().st_size for p in sd3) <= 32 * 2**20
+    assert TOY_SD3 in sd3_folders
+    for d in sd3_folders:
+        assert sum(p.stat().st_size for p in files if d in p.parents) <= 32 * 2**20, d
     weights = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert not weights, weights  # safetensors only
     card = (TOY_SD / "README.md").read_text()
@@ -128,3 +132,26 @@ def _draws_red_circles_and_blue_squares(pipe) -> None:
     assert np.mean(shape[:8] == list(S.SHAPES).index("circle")) >= 0.75
     assert np.mean(shape[8:] == list(S.SHAPES).index("square")) >= 0.75
     assert np.mean(colour[:8] == list(S.COLOURS).index("red")) >= 0.75
+
+
+@pytest.mark.parametrize("concept", ["circle", "frame"])
+def test_the_toy_sd3s_retrain_models_differ_from_it_only_where_concepts_are_learnt(concept):
+    """A shipped SD3 Retrain model is the toy SD3's build without the concept: the same VAE and frozen T5 (taken
+    from the same places), its own transformer and CLIPs, and a build record that says what it left out."""
+    import torch
+    from safetensors.torch import load_file
+
+    retrain = TOY_SD3.parent / f"toy-sd3-retrain-{concept}"
+    if not retrain.is_dir():
+        pytest.skip(f"{retrain.name} is not shipped")  # the frame's is built by a later session
+    info = json.loads((retrain / "build_info.json").read_text())["config"]
+    assert info["family"] == "sd3"
+    assert (info["exclude"] == ["circle"]) if concept == "circle" else info["exclude_attribute"]
+
+    def weights(root, part):
+        (f,) = (root / part).glob("*.safetensors")
+        return load_file(f)
+    for part, same in (("vae", True), ("text_encoder_3", True), ("transformer", False), ("text_encoder", False)):
+        a, b = weights(TOY_SD3, part), weights(retrain, part)
+        equal = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert equal is same, part
