@@ -184,7 +184,7 @@ def test_a_recipe_listing_concepts_and_a_custom_group(tmp_path):
         forget_prompt = ["a red star"]
         misaligned_prompt = ["a red heart"]
         retain_prompt = None
-        n_forget = selection = keep = batch_size = forget_data = mask_contrast = None
+        n_forget = selection = keep = batch_size = forget_data = mask_contrast = timestep_density = None
 
     rec = _recipe(Args())
     assert [p["concept"] for p in rec.extra["concepts"]] == ["circle", "custom"]
