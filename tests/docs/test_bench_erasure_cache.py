@@ -128,3 +128,40 @@ def test_a_timestep_density_variant_runs_only_where_the_family_has_one():
     b = _bench()
     assert b.variant_served(TOY_SD3, "salun logit-normal") and not b.variant_served(TOY_SD, "salun logit-normal")
     assert all(b.variant_served(TOY_SD, n) for n in b.VARIANTS if n != "salun logit-normal")
+
+
+def test_bench_toy_sd3_adds_retrain_rows_without_measuring_the_others_again(tmp_path, monkeypatch):
+    """``bench_toy_sd3.py --add-retrain``: only the Retrain rows are measured (here a stand-in), added to the
+    earlier JSON beside its untouched rows, and the run is recorded; a concept the JSON lacks is refused."""
+    import types
+
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("bench_toy_sd3", ROOT / "scripts" / "bench_toy_sd3.py")
+    b = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(b)
+    seen = []
+
+    def fake_measure(concept, model, judge, target, split):
+        seen.append((concept, Path(model).name, target, split))
+        return {"forget_rate": 0.0, "synonym_rate": 0.3, "heldout_rate": 0.3, "retain_acc": 0.97,
+                "worst_retain_acc": 0.95, "fid_retain": 3.0}
+    monkeypatch.setattr(b, "measure", fake_measure)
+    retrain = tmp_path / "retrain"
+    retrain.mkdir()
+    (retrain / "model_index.json").write_text("{}")
+    earlier = {"split": "report", "concepts": {"circle": {"base": {"retain_acc": 0.93}, "salun": {"retain_acc": 0.7}}}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(earlier))
+    a = types.SimpleNamespace(json=path, concept=None, retrain={"circle": retrain}, judge=tmp_path)
+    b.add_retrain(a)
+    data = json.loads(path.read_text())
+    assert seen == [("circle", "retrain", "square", "report")]  # the recipe's misaligned shape, the earlier split
+    rows = data["concepts"]["circle"]
+    assert list(rows) == ["base", "salun", "retrain"] and rows["salun"] == {"retain_acc": 0.7}
+    assert rows["retrain"]["retain_acc"] == 0.97 and rows["retrain"]["model"] == str(retrain)
+    assert set(data["retrain_added"]["concepts"]) == {"circle"}
+    with pytest.raises(SystemExit, match="no frame rows"):
+        b.add_retrain(types.SimpleNamespace(json=path, concept=["frame"], retrain={}, judge=tmp_path))
+    with pytest.raises(SystemExit, match="not a pipeline folder"):
+        b.add_retrain(types.SimpleNamespace(json=path, concept=["circle"], retrain={"circle": tmp_path}, judge=tmp_path))
