@@ -149,8 +149,9 @@ class _SDXLText:
         return emb, {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": self.time_ids.expand(len(tok), -1)}}
 
 
-def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
-    """Train the text encoder(s) and the UNet together; returns their EMA copies ([encoders], unet)."""
+def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer, checkpoint=None):
+    """Train the text encoder(s) and the UNet together; returns their EMA copies ([encoders], unet)
+    (``checkpoint``: ``training.fit``'s folder, from which an interrupted training resumes)."""
     from diffusers import DDPMScheduler
 
     gen = _seed(cfg.seed + 3)
@@ -182,7 +183,7 @@ def train_unet(cfg: BuildConfig, data: S.DrawnSet, vae, tokenizer):
         w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
         return (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
 
-    unet, *encoders = fit([unet, *text.encoders], len(mean), cfg, gen, loss_of, "unet")
+    unet, *encoders = fit([unet, *text.encoders], len(mean), cfg, gen, loss_of, "unet", checkpoint)
     return encoders, unet
 
 
@@ -279,15 +280,24 @@ def build(cfg: BuildConfig, out: Path, work: Path | None = None, overwrite: bool
           + (f", attribute {rec_acc[2]:.4f}" if len(rec_acc) > 2 else ""))
 
     sd_dir = _stage(work / "sd", cfg, " ".join(asdict(cfg)), extra={"vae_from": str(vae_from or "")})
+    # the training's checkpoints, kept beside the stage and tied to its settings (another stage key: discarded)
+    ckpt = work / "sd.checkpoint"
+    key = (work / "sd.json").read_text()
+    if ckpt.exists() and ((ckpt / "key.json").read_text() if (ckpt / "key.json").exists() else None) != key:
+        shutil.rmtree(ckpt)
     if not (sd_dir / "model_index.json").exists():
+        ckpt.mkdir(parents=True, exist_ok=True)
+        (ckpt / "key.json").write_text(key)
+        training = ckpt / "latest"
         if cfg.family == "sd3":
             from .build_sd3 import train_sd3
 
-            pipe = train_sd3(cfg, data, copy.deepcopy(vae), tokenizer)
+            pipe = train_sd3(cfg, data, copy.deepcopy(vae), tokenizer, training)
         else:
-            text_encoders, unet = train_unet(cfg, data, vae, tokenizer)
+            text_encoders, unet = train_unet(cfg, data, vae, tokenizer, training)
             pipe = assemble_pipeline(vae, text_encoders, tokenizer, unet)
         pipe.save_pretrained(sd_dir, safe_serialization=True)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the stage is done: its checkpoints are not needed again
     seconds = time.time() - t0
     info = {"config": asdict(cfg), "build_seconds": round(seconds, 1),
             "vae_reconstruction_judge_acc": {"shape": rec_acc[0], "colour": rec_acc[1]}}

@@ -90,8 +90,9 @@ def conditioning(encoders, ids: torch.Tensor, t5: torch.Tensor) -> tuple[torch.T
     return torch.cat([clip, t5], dim=-2), torch.cat([o[0] for o in outs], dim=-1)
 
 
-def train_sd3(cfg: BuildConfig, data, vae, tokenizer):
-    """Train the toy SD3 transformer and its two CLIPs; returns the pipeline with their EMA copies."""
+def train_sd3(cfg: BuildConfig, data, vae, tokenizer, checkpoint=None):
+    """Train the toy SD3 transformer and its two CLIPs; returns the pipeline with their EMA copies (``checkpoint``:
+    ``training.fit``'s folder, from which an interrupted training resumes)."""
     gen = seeded(cfg.seed + 3)
     mean, std = encode_latents(vae, data.as_float())
     shift_and_scale(vae, mean)
@@ -116,6 +117,6 @@ def train_sd3(cfg: BuildConfig, data, vae, tokenizer):
                            pooled_projections=pooled, return_dict=False)[0]
         return (pred - (noise - z0)).pow(2).mean()
 
-    transformer, clip1, clip2 = fit([transformer, *encoders], len(mean), cfg, gen, loss_of, "transformer")
+    transformer, clip1, clip2 = fit([transformer, *encoders], len(mean), cfg, gen, loss_of, "transformer", checkpoint)
     pipe.register_modules(transformer=transformer, text_encoder=clip1, text_encoder_2=clip2)
     return pipe

@@ -117,3 +117,31 @@ def test_an_sd3_build_writes_a_flow_matching_pipeline(tiny_world):
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
     assert info["config"]["family"] == "sd3"
     assert "StableDiffusion3Pipeline" in (root / "sd3" / "README.md").read_text()
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, monkeypatch, interrupt_at, capsys):
+    """A build interrupted mid-training resumes from its last checkpoint (weights, EMAs, AdamW, every random
+    state) and ends with the weights of a build never interrupted, bit for bit; the finished build leaves no
+    checkpoint behind."""
+    from safetensors.torch import load_file
+
+    import erase.toy.training as training
+
+    root, _ = tiny_world
+    monkeypatch.setattr(training, "CHECKPOINT_EVERY", 2)
+    cfg = BuildConfig(n_train=64, unet_steps=5, batch_size=8, family="sd3")
+    kw = dict(vae_from=root / "sd", judge_from=root / "judge", evaluate=False)
+    build(cfg, tmp_path / "straight", **kw)
+    disarm = interrupt_at(torch.nn.utils, "clip_grad_norm_", 4)  # step 4 of 5: after the checkpoint at step 2
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg, tmp_path / "resumed", **kw)
+    disarm()
+    assert (tmp_path / ".resumed.work" / "sd.checkpoint" / "latest" / "state.json").is_file()
+    capsys.readouterr()
+    build(cfg, tmp_path / "resumed", **kw)
+    assert "transformer: resuming from step 2" in capsys.readouterr().out
+    for part in ("transformer", "text_encoder", "text_encoder_2"):
+        (a,), (b,) = ((tmp_path / n / part).glob("*.safetensors") for n in ("straight", "resumed"))
+        wa, wb = load_file(a), load_file(b)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), part
+    assert not (tmp_path / ".resumed.work" / "sd.checkpoint").exists()
