@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
-from ..defaults import DDPM_MASK_GUIDANCE, MASK_KEEP
+from ..core.lr_schedule import SCHEDULES
+from ..defaults import DDPM_MASK_GUIDANCE, MASK_KEEP, TIMESTEP_DENSITIES
 from .common import add_model_arg, in_main_process_alone, is_ddpm, other_process
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
                    help="spare what must be kept: rank weights by forget saliency / (1 + C x retain saliency), the "
                         "retain saliency (from the retain images' denoising loss) scaled to mean 1; 0, the default, "
                         "is the paper's forget-only map. Needs retain prompts or data")
-    p.add_argument("--timestep-density", choices=("uniform", "logit-normal"), default=None,
+    p.add_argument("--timestep-density", choices=TIMESTEP_DENSITIES, default=None,
                    help="which timesteps the mask and the training draw: uniform (the default, the paper's), or "
                         "logit-normal, SD3's training density under the scheduler's shift (the sd3 and flux families)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -151,7 +152,7 @@ def add_erase_parsers(sub) -> None:
     e.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     e.add_argument("--alpha", type=float, default=None, help="weight of the retain loss (recipe default)")
     e.add_argument("--lr", type=float, default=None, help="Adam learning rate (recipe default)")
-    e.add_argument("--lr-schedule", choices=("constant", "linear", "cosine"), default=None,
+    e.add_argument("--lr-schedule", choices=SCHEDULES, default=None,
                    help="the learning rate over the run, as diffusers' --lr_scheduler: constant (the recipes' "
                         "default), or linear / cosine decay to 0 over the steps")
     e.add_argument("--lr-warmup-steps", type=int, default=None,
