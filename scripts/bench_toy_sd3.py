@@ -106,8 +106,10 @@ def add_retrain(a) -> None:
         result["concepts"][concept]["retrain"] = row
         added[concept] = round(time.time() - t0, 1)
         print_rows(concept, {"retrain": row})
-        result["retrain_added"] = {**result.get("retrain_added", {}), "argv": sys.argv[1:],
-                                   "concepts": {**result.get("retrain_added", {}).get("concepts", {}), **added},
+        before = result.get("retrain_added", {})
+        commands = before.get("commands") or {c: before["argv"] for c in before.get("concepts", {})}
+        result["retrain_added"] = {"concepts": {**before.get("concepts", {}), **added},  # seconds each took
+                                   "commands": {**commands, concept: sys.argv[1:]},
                                    "note": "measured after the other rows, by the same harness and split; "
                                            "the other rows were not measured again"}
         write_text_atomic(a.json, json.dumps(result, indent=2) + "\n")

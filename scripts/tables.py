@@ -602,8 +602,13 @@ def toy_erase_sd3(data: dict) -> str:
         retrain = ("its Retrain rows are the toy SD3 rebuilt without the concept (`"
                    + "`, `".join(data["concepts"][c]["retrain"]["model"] for c in with_retrain) + "`)")
         added = data.get("retrain_added")
-        retrain += (f", measured afterwards in the same harness and split by `python scripts/bench_toy_sd3.py "
-                    f"{' '.join(added['argv'])}` (the other rows were not measured again)." if added else ".")
+        if added:
+            commands = added.get("commands") or {c: added["argv"] for c in added["concepts"]}
+            retrain += (", measured afterwards in the same harness and split by " + " and ".join(
+                f"`python scripts/bench_toy_sd3.py {' '.join(argv)}`" for argv in commands.values())
+                + " (the other rows were not measured again).")
+        else:
+            retrain += "."
     return ("\n\n".join(out) + f"\n\nThe reported split of the erasure benchmark's harness (seeds from 1000; 200 images "
             "per forget group, 500 / 480 plain images; the judge with its \"none of these\"). The toy SD3's SalUn and "
             f"RL run at the settings the toy SD was tuned to, not tuned for SD3; {retrain} The toy SD's "

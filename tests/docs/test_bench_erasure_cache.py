@@ -160,7 +160,7 @@ def test_bench_toy_sd3_adds_retrain_rows_without_measuring_the_others_again(tmp_
     rows = data["concepts"]["circle"]
     assert list(rows) == ["base", "salun", "retrain"] and rows["salun"] == {"retain_acc": 0.7}
     assert rows["retrain"]["retain_acc"] == 0.97 and rows["retrain"]["model"] == str(retrain)
-    assert set(data["retrain_added"]["concepts"]) == {"circle"}
+    assert set(data["retrain_added"]["concepts"]) == set(data["retrain_added"]["commands"]) == {"circle"}
     with pytest.raises(SystemExit, match="no frame rows"):
         b.add_retrain(types.SimpleNamespace(json=path, concept=["frame"], retrain={}, judge=tmp_path))
     with pytest.raises(SystemExit, match="not a pipeline folder"):
