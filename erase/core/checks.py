@@ -10,22 +10,23 @@ import math
 from .errors import UserError
 
 
-def positive_int(value: int | None, option: str) -> int | None:
-    """``value`` if it is an integer >= 1 (``None`` passes: the option was not given)."""
+def whole_number(value: int | None, option: str, low: int) -> int | None:
+    """``value`` if it is an integer >= ``low`` (``None`` passes: the option was not given)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not value >= 1:
-        raise UserError(f"{option} must be a whole number of at least 1, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or not value >= low:
+        raise UserError(f"{option} must be a whole number of at least {low}, got {value}")
     return value
+
+
+def positive_int(value: int | None, option: str) -> int | None:
+    """``value`` if it is an integer >= 1 (``None`` passes)."""
+    return whole_number(value, option, 1)
 
 
 def nonnegative_int(value: int | None, option: str) -> int | None:
     """``value`` if it is an integer >= 0 (``None`` passes)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not value >= 0:
-        raise UserError(f"{option} must be a whole number of at least 0, got {value}")
-    return value
+    return whole_number(value, option, 0)
 
 
 def positive_float(value: float | None, option: str) -> float | None:
