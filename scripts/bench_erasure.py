@@ -574,7 +574,8 @@ def print_table(concept: str, rows: dict) -> None:
               + (f"{r['attack_success']:>8.1%}" if "attack_success" in r else ""))
 
 
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
+    """A model path as the tables name it: relative to the repository when inside it."""
     return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
 
 
@@ -671,7 +672,7 @@ def main() -> None:
         if a.json:
             from erase.core.atomic import write_text_atomic
 
-            meta = {"version": cache.version, "under_load": a.under_load, "model": _shown(a.model), "refused": refused, "command": "python scripts/" + " ".join([Path(sys.argv[0]).name,
+            meta = {"version": cache.version, "under_load": a.under_load, "model": shown(a.model), "refused": refused, "command": "python scripts/" + " ".join([Path(sys.argv[0]).name,
                                                                                      *sys.argv[1:]])}
             write_text_atomic(a.json, json.dumps({**{c: {**r["rows"], "_meta": {**meta, "controls": r["controls"],
                                                                                "chosen": r["chosen"],

@@ -31,6 +31,9 @@ from erase.diffusion.job import EraseOptions, erase  # noqa: E402
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 from erase.diffusion.toy_quality import erasure_rates  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_erasure import shown  # noqa: E402
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,7 +91,7 @@ def main() -> None:
                                                                 "retain_acc")},
                            "retain_per_shape_after": after["retain_per_shape"], "n_forget_images": after["n_forget"],
                            "n_retain_images": after["n_retain"], "trainable_weights": None, "steps": None,
-                           "seconds": None, "model": _shown(retrain)}
+                           "seconds": None, "model": shown(retrain)}
     print(f"toy world, erase '{a.concept}' ({rows['salun']['n_forget_images']} forget-prompt images, "
           f"{rows['salun']['n_retain_images']} retain images per model)")
     head = f"{'row':<9}{'forget':>15}{'synonym':>15}{'held-out':>15}{'retain acc':>15}{'trainable':>12}{'s':>7}"
@@ -104,20 +107,11 @@ def main() -> None:
 
         from erase.toy import shapes as S
 
-        result = {"concept": a.concept, "shape": shape, "synonym": S.SHAPES[shape][1], "model": _shown(a.model),
+        result = {"concept": a.concept, "shape": shape, "synonym": S.SHAPES[shape][1], "model": shown(a.model),
                   "rows": rows, "smoke": a.smoke,
                   "under_load": a.under_load, "threads": torch.get_num_threads(), "argv": sys.argv[1:]}
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _shown(path: Path) -> str:
-    """A model path as the README names it: relative to the repository when inside it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

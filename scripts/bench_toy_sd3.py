@@ -31,14 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD3  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_erasure import misaligned_shape, shown  # noqa: E402
 METHODS = ("salun", "rl")
-
-
-def misaligned_shape(recipe) -> str | None:
-    from erase.toy import shapes as S
-
-    words = recipe.misaligned_prompts[0].split()
-    return next((s for s in S.SHAPES if s in words), None)
 
 
 def measure(concept: str, model, judge: Path, target, split: str) -> dict:
@@ -80,11 +76,7 @@ def retrain_row(a, concept: str, target, split: str) -> dict | None:
     if path is None:
         print(f"{concept}: no Retrain model (pipelines/toy-sd3-retrain-{concept}): no retrain row", flush=True)
         return None
-    return {**measure(concept, path, a.judge, target, split), "model": _shown(path)}
-
-
-def _shown(path: Path) -> str:
-    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    return {**measure(concept, path, a.judge, target, split), "model": shown(path)}
 
 
 def add_retrain(a) -> None:
