@@ -142,6 +142,13 @@ def add_erase_parsers(sub) -> None:
                    help="with --distill: a prompt whose outputs stay the base's (repeatable; replaces the recipe's "
                         "\"preserve_prompts\")")
     e.add_argument("--n-retain", type=int, default=None)
+    e.add_argument("--keep-misaligned", action="store_true", default=None,
+                   help="neighbours kept by name: the misaligned prompts join the retain prompts, so that what the "
+                        "erased concept is sent to keeps drawing what it drew (its images drawn like every retain "
+                        "image)")
+    e.add_argument("--keep-neighbours", type=int, default=None, metavar="K",
+                   help="neighbours kept by name: the K retain prompts nearest the forget prompts (cosine of the "
+                        "model's own text conditions) take a double share of the retain images (default 0)")
     e.add_argument("--mask-per-concept", action="store_true",
                    help="with several --concept: one mask per concept from its own forget images, combined by union "
                         "(the mask metadata reports each pair's overlap); default: one mask from all forget images")
@@ -353,7 +360,8 @@ def erase_options(args) -> EraseOptions:
     given = _method_options_given(args)
     _sd_refuses_ddpm_options(args)
     _refuse_unused(args)
-    recipe = _recipe(args, method=args.method, n_retain=args.n_retain, alpha=args.alpha, lr=args.lr,
+    recipe = _recipe(args, method=args.method, n_retain=args.n_retain, keep_misaligned=args.keep_misaligned,
+                     keep_neighbours=args.keep_neighbours, alpha=args.alpha, lr=args.lr,
                      lr_schedule=args.lr_schedule, lr_warmup_steps=args.lr_warmup_steps,
                      guidance_w=args.guidance_w)
     _refuse_guidance_w_if_distilled(args)
@@ -392,7 +400,8 @@ def _method_options_given(args) -> dict:
 
 # The options each kind of method has no use for: given anyway, they are refused, not ignored.
 _RETAIN = {"alpha": "--alpha", "n_retain": "--n-retain", "retain_data": "--retain-data",
-           "retain_prompt": "--retain-prompt"}
+           "retain_prompt": "--retain-prompt", "keep_misaligned": "--keep-misaligned",
+           "keep_neighbours": "--keep-neighbours"}
 _MASK_SHAPE = {"keep": "--keep", "guidance_w": "--guidance-w", "mask_contrast": "--mask-contrast"}
 _TRAINING = {"lr": "--lr", "lr_schedule": "--lr-schedule", "lr_warmup_steps": "--lr-warmup-steps", "steps": "--steps", "n_forget": "--n-forget", "batch_size": "--batch-size",
              "forget_data": "--forget-data", "resume": "--resume", "restart": "--restart",
@@ -472,6 +481,7 @@ def _cmd_erase_ddpm(args) -> int:
                "--mask-contrast": args.mask_contrast is not None, "--weights-dtype": args.weights_dtype != "fp32",
                "--timestep-density": args.timestep_density, "--lr-schedule": args.lr_schedule,
                "--lr-warmup-steps": args.lr_warmup_steps is not None,
+               "--keep-misaligned": args.keep_misaligned, "--keep-neighbours": args.keep_neighbours is not None,
                "--use-8bit-adam": args.use_8bit_adam}
     given = [k for k, v in sd_only.items() if v]
     if given or args.mixed_precision != "no" or args.gradient_checkpointing:

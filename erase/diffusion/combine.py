@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # The settings that shape training: a joint run takes the first concept's and says where others differ.
 TRAINING = ("alpha", "lr", "lr_schedule", "lr_warmup_steps", "batch_size", "guidance_w", "selection", "keep", "mask_contrast", "timestep_density",
-            "gen_steps", "gen_guidance")
+            "keep_misaligned", "keep_neighbours", "gen_steps", "gen_guidance")
 
 
 def norm_prompt(p: str) -> str:

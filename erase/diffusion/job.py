@@ -45,6 +45,7 @@ from .family import check_timestep_density, family_of, recipe_for
 from .loading import native_size
 from .concepts import check_no_replay, entry, read_history, with_replay
 from .latents import TextBank, all_drawn, image_latents, latent_scaling, no_images, noise_batch
+from .neighbours import choose as choose_neighbours
 from .methods import Batch, Context
 from .options import EraseOptions, check_options, check_warmup, method_settings  # noqa: F401 - EraseOptions re-exported
 from .prepare import (accelerator_for, check_compute_dtype, denoiser, family_of_pipe,
@@ -232,6 +233,7 @@ class EraseJob:
         self.unet = self.family.denoiser_of(pipe)  # the denoiser the job trains (a UNet; SD3's transformer)
         self.stepper = self.optimizer = self.trainable = self.parked = None
         self.mask_seconds = 0.0
+        self.neighbours: dict | None = None  # what --keep-misaligned / --keep-neighbours added to the retain prompts
         self.alpha = self.recipe.alpha  # the retain term's weight
         self.grad_clip: float | None = None  # the paper's SD recipe clips no gradient
 
@@ -294,7 +296,10 @@ class EraseJob:
     def _data(self) -> None:
         """Forget and retain latents (under several processes each draws its share; all then read them all),
         and the conditions of every prompt they use."""
-        opts, r, method = self.opts, self.recipe, self.method
+        opts, method = self.opts, self.method
+        # neighbours kept by name widen the retain prompts before any is drawn (the keys and recipe.json follow)
+        self.recipe, self.neighbours = choose_neighbours(self.recipe, self.family, self.pipe, self.res)
+        r = self.recipe
         with dist.main_first(all_drawn(opts, r)):
             self.forget = (image_latents(self.pipe, r, opts, self.work, "forget", self.res) if method.needs_images
                            else no_images(self.pipe, r, self.res, method))
@@ -543,7 +548,8 @@ class EraseJob:
             n_f, n_r = len(self.forget.captions), len(self.retain.captions) if self.retain else 0
             self.used = replace(self.recipe, n_forget=n_f, n_retain=n_r, steps=self.steps,
                                 epochs=round(self.steps * self.recipe.batch_size / n_f, 3))
-            data = {"forget": self.forget.source, "retain": self.retain_source}
+            data = {"forget": self.forget.source, "retain": self.retain_source,
+                    **({"retain_neighbours": self.neighbours} if self.neighbours else {})}
         stats = None
         if mask is not None:
             stats = {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},

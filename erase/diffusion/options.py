@@ -163,6 +163,23 @@ def check_warmup(warmup: int, steps: int | None) -> None:
                         "one (the rate would never reach --lr)")
 
 
+def check_neighbours(opts: EraseOptions, method) -> None:
+    """``--keep-misaligned`` / ``--keep-neighbours`` widen the drawn retain images: refused where none are drawn."""
+    r = opts.recipe
+    if not (r.keep_neighbours or r.keep_misaligned):
+        return
+    flag = "--keep-neighbours" if r.keep_neighbours else "--keep-misaligned"
+    if method.closed_form or not method.uses_retain:
+        raise UserError(f"{flag}: --method {method.name} has no retain term (it draws no retain images to widen)")
+    contrast = opts.use_mask and opts.mask_path is None and r.mask_contrast > 0
+    if r.alpha == 0 and not contrast:
+        raise UserError(f"{flag} widens the retain images, and with --alpha 0 none are drawn (no retain term, no "
+                        "--mask-contrast)")
+    if opts.retain_data is not None or r.retain_dataset is not None:
+        given = "--retain-data" if opts.retain_data is not None else "the recipe's retain_dataset"
+        raise UserError(f"{flag} draws retain images from prompts, and {given} gives the retain images: use one")
+
+
 def check_options(opts: EraseOptions) -> "Method":
     """Every number and combination checkable without the model, said in one line before any work; returns
     the method, settled (``resolve_method``)."""
@@ -181,6 +198,7 @@ def check_options(opts: EraseOptions) -> "Method":
     checks.positive_int(opts.checkpoint_every, "--checkpoint-every")
     checks.positive_int(r.gen_steps, "the recipe's gen_steps")
     r.check_for_erasure(retain_data=opts.retain_data is not None, uses_retain=method.uses_retain)
+    check_neighbours(opts, method)
     checks.finite_float(opts.seed, "--seed", low=0, high=2**63 - 1)
     if opts.mask_path is not None and not opts.use_mask and not method.accepts_mask:
         raise UserError("--mask and --no-mask contradict each other" if no_mask

@@ -41,6 +41,10 @@ class Recipe:
     mask_contrast: float = 0.0
     # which timesteps the mask and the training draw: uniform (the paper's), or SD3's logit-normal (flow families)
     timestep_density: str = "uniform"
+    # neighbours kept by name (erase.diffusion.neighbours): the misaligned prompts join the retain prompts, and
+    # the K retain prompts nearest the forget prompts by the text encoder take a double share of the retain images
+    keep_misaligned: bool = False
+    keep_neighbours: int = 0
     gen_steps: int = 50  # sampler steps when the base model draws the forget/retain images
     gen_guidance: float = 7.5
     forget_dataset: dict | None = None
@@ -64,6 +68,8 @@ class Recipe:
         _density(self.timestep_density, "--timestep-density")
         _schedule(self.lr_schedule, "--lr-schedule")
         checks.nonnegative_int(self.lr_warmup_steps, "--lr-warmup-steps")
+        checks.nonnegative_int(self.keep_neighbours, "--keep-neighbours")
+        _flag(self.keep_misaligned, "--keep-misaligned")
 
     def check_preserve(self) -> None:
         """Preserve prompts are what must not change: one that is also a forget prompt would ask for both."""
@@ -188,7 +194,7 @@ def _build(raw: dict, overrides: dict, method: str | None = None) -> Recipe:
 
 # The training settings: a recipe's, a method's within its "methods", and a recipe listing concepts may set them.
 SETTINGS = ("n_forget", "n_retain", "alpha", "lr", "lr_schedule", "lr_warmup_steps", "steps", "epochs", "batch_size", "guidance_w", "selection",
-            "keep", "mask_contrast", "timestep_density", "gen_steps", "gen_guidance")
+            "keep", "mask_contrast", "timestep_density", "keep_misaligned", "keep_neighbours", "gen_steps", "gen_guidance")
 # Every key a recipe may have, in the order the shipped recipes write them.
 RECIPE_KEYS = ("name", "description", "concepts", "forget_prompts", "misaligned_prompts", "retain_prompts",
                "preserve_prompts", "forget_dataset", "retain_dataset", *SETTINGS, "imagenet_class", "toy", "tuned", "methods",
@@ -268,8 +274,10 @@ def _setting(key: str, value: object, label: str) -> None:
         _density(value, label)
     elif key == "lr_schedule":
         _schedule(value, label)
-    elif key == "lr_warmup_steps":
+    elif key in ("lr_warmup_steps", "keep_neighbours"):
         checks.nonnegative_int(value, label)
+    elif key == "keep_misaligned":
+        _flag(value, label)
     elif key in ("lr", "epochs"):
         checks.positive_float(_number(value, label), label)
     elif key in ("alpha", "mask_contrast"):
@@ -278,6 +286,11 @@ def _setting(key: str, value: object, label: str) -> None:
         checks.fraction(_number(value, label), label)
     else:  # guidance_w, gen_guidance
         checks.finite_float(_number(value, label), label)
+
+
+def _flag(value: object, label: str) -> None:
+    if not isinstance(value, bool):
+        raise UserError(f"{label}: {value!r} is not true or false")
 
 
 def _density(value: object, label: str) -> None:

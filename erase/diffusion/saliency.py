@@ -158,6 +158,10 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
         pipe, res = load_for_job(model, accelerator, resolution)
         recipe = recipe_for(family_of_pipe(pipe), recipe)
         check_timestep_density(family_of_pipe(pipe), recipe.timestep_density)  # before anything is drawn
+        if recipe.mask_contrast > 0:  # the retain images a contrastive mask spares, widened as `salun erase` does
+            from .neighbours import choose
+
+            recipe, _ = choose(recipe, family_of_pipe(pipe), pipe, res)
         wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
                            main_process=main)
         dist.barrier()
