@@ -3,6 +3,8 @@
 
     python scripts/bench_multi.py --json bench_multi.json --out bench-multi
     python scripts/bench_multi.py --smoke --json /tmp/multi.json --out /tmp/multi   # seconds: the path only
+    python scripts/bench_multi.py --skip joint,singles,tune,attribute,masks,uce \
+        --chains continual_contrast,continual_neighbours --merge --json docs/bench_multi.json --out bench-multi
 
 On the toy SD (every figure from the toy judge, reported split: seeds from 1000):
 - **joint**: ``salun erase --concept A --concept B ...`` for 1, 2 and 4 shapes (circle; circle, triangle;
@@ -14,7 +16,10 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
 - **continual**: circle, then triangle from that model, then cross from that one, each step measured on
   every shape erased so far; with the joint runs' recipes (``continual``) and with the shipped recipes of
   ``prompts/toy.json`` (``continual_shipped``: triangle -> star, cross -> heart); each chain with the
-  earlier concepts replayed (the default) and without (``*_no_replay``: ``salun erase --no-replay``).
+  earlier concepts replayed (the default) and without (``*_no_replay``: ``salun erase --no-replay``); and, when
+  ``--chains`` names them, the replayed chain with SalUn's retain-preserving ingredients: ``continual_contrast``
+  (the contrastive mask the frame recipe ships: ``--mask-contrast 100 --keep 0.3``) and ``continual_neighbours``
+  (that, with ``--keep-misaligned --keep-neighbours 5``).
 - **tune**: the third continual step with the retain loss weighted 0.5 (the recipe's), 1 or 2 and the mask
   keeping 0.5 (the recipe's) or 0.3, chosen on the tuning split (seeds from 5000) and measured once on the
   reported split.
@@ -50,6 +55,9 @@ from erase.toy import TOY_JUDGE, TOY_SD  # noqa: E402
 SETS = {1: ["circle"], 2: ["circle", "triangle"], 4: ["circle", "triangle", "star", "cross"]}
 SENT_TO = {"circle": "square", "triangle": "square", "star": "heart", "cross": "heart"}
 CONTINUAL = ["circle", "triangle", "cross"]
+# SalUn's retain-preserving ingredients (issue 27) in the replayed chain: run when --chains names them
+CONTRAST = {"mask_contrast": 100.0, "keep": 0.3}
+NEIGHBOURS = {"keep_misaligned": True, "keep_neighbours": 5}
 # --smoke (set by main): every erasure draws 2 + 2 images in 5 sampling steps and trains 1 step; the rates are
 # read from one colour's images in 5 sampling steps
 TINY: dict = {}
@@ -183,13 +191,18 @@ def main() -> None:
                    "(default 2: 60 per group)")
     p.add_argument("--skip", default="", help="comma list of parts to leave out: joint,singles,continual,tune,attribute,masks,uce")
     p.add_argument("--chains", default=None, help="a comma list of the chains to run (continual: continual,continual_no_replay,continual_shipped,"
-                   "continual_shipped_no_replay; attribute: joint,joint_frame_first,continual; default all)")
+                   "continual_shipped_no_replay, and SalUn's retain-preserving ingredients: continual_contrast, "
+                   "continual_neighbours; attribute: joint,joint_frame_first,continual; default all but the "
+                   "ingredient chains)")
     p.add_argument("--retime", action="store_true",
                    help="run the joint and single erasures once more, one after another with nothing else on the "
                         "machine, for the time comparison (the first runs are kept for the rates)")
     p.add_argument("--smoke", action="store_true",
                    help="the smallest run: the one-concept joint run and the masks only, each erasure on 2 + 2 "
                         "images for 1 step, 1 image per colour and rate: proves the path, measures nothing")
+    p.add_argument("--merge", action="store_true",
+                   help="keep an earlier --json's parts that this run leaves out (--skip, --chains): the parts measured "
+                        "replace theirs, and its 'added' says by which command")
     p.add_argument("--under-load", action="store_true",
                    help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
@@ -235,24 +248,33 @@ def main() -> None:
         # with the joint runs' recipes (each shape sent to square or heart) and with the shipped recipes of
         # prompts/toy.json (triangle -> star, cross -> heart); each with the earlier concepts replayed (the
         # default) and without (--no-replay, the first version, which let the first concept come back)
-        chains = (("continual", "continual-replay", lambda c: recipes[c], True),
-                  ("continual_no_replay", "continual-bench", lambda c: recipes[c], False),
-                  ("continual_shipped", "continual-shipped-replay", lambda c: c, True),
-                  ("continual_shipped_no_replay", "continual", lambda c: c, False))
-        for key, prefix, recipe_of, replay in chains:
+        # and (issue 27) the replayed chain with SalUn's retain-preserving ingredients: the contrastive mask the
+        # frame recipe ships (contrast 100, keep 0.3), then that with the neighbours kept by name
+        chains = (("continual", "continual-replay", lambda c: recipes[c], True, None),
+                  ("continual_no_replay", "continual-bench", lambda c: recipes[c], False, None),
+                  ("continual_shipped", "continual-shipped-replay", lambda c: c, True, None),
+                  ("continual_shipped_no_replay", "continual", lambda c: c, False, None),
+                  ("continual_contrast", "continual-contrast", lambda c: recipes[c], True, CONTRAST),
+                  ("continual_neighbours", "continual-neighbours", lambda c: recipes[c], True,
+                   {**CONTRAST, **NEIGHBOURS}))
+        for key, prefix, recipe_of, replay, overrides in chains:
             if a.chains and key not in a.chains.split(","):
+                continue
+            if overrides is not None and not a.chains:  # the ingredient chains run when named
                 continue
             res[key] = []
             model = str(TOY_SD)
             for k, s in enumerate(CONTINUAL):
                 out = models / f"{prefix}{k + 1}-{s}"
                 keys = (f"{prefix}|{k}|run", f"{prefix}|{k}|eval")
-                if k == 0:  # the first step erases the base: the same run with or without replay
+                if k == 0 and overrides is None:  # the first step erases the base: the same run with or without replay
                     out, keys = ((models / "joint1", ("joint1|run", "joint1|eval")) if "shipped" not in key else
                                  (models / "continual1-circle", ("continual|0|run", "continual|0|eval")))
-                run = cache.get(keys[0], lambda: run_erase([recipe_of(s)], out, model=model, replay=replay))
+                run = cache.get(keys[0], lambda: run_erase([recipe_of(s)], out, model=model, replay=replay,
+                                                           overrides=overrides))
                 erased = CONTINUAL[:k + 1]
-                row = {"erased": erased, "replay": replay, **run, **cache.get(keys[1], lambda: ev(out, erased))}
+                row = {"erased": erased, "replay": replay, **run, **cache.get(keys[1], lambda: ev(out, erased)),
+                       **({"settings": overrides} if overrides else {})}
                 row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
                 res[key].append(row)
                 print(f"{key} {'+'.join(erased)}: forget {row['forget_rate']}, retain {row['retain_acc']:.1%}, "
@@ -356,9 +378,29 @@ def main() -> None:
         print(f"retimed: {timed}", flush=True)
     if a.json:
         res.update(smoke=a.smoke, under_load=a.under_load)
+        if a.merge and a.json.exists():
+            res = merged(json.loads(a.json.read_text()), res, sys.argv[1:])
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(res, indent=2))
+        from erase.core.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(res, indent=2))
         print(f"wrote {a.json}")
+
+
+def merged(old: dict, new: dict, argv: list[str]) -> dict:
+    """``--merge``: the parts this run measured replace the earlier run's, the rest stay; ``added`` names each
+    replaced part's command and whether other jobs shared the machine."""
+    out = dict(old)
+    for key, value in new.items():
+        if key in ("smoke", "under_load") or value in ({}, []):
+            continue
+        if key == "base":
+            out["base"] = {**old.get("base", {}), **value}
+            continue
+        out[key] = value
+        out.setdefault("added", {})[key] = {"command": "python scripts/bench_multi.py " + " ".join(argv),
+                                            "under_load": new["under_load"]}
+    return out
 
 
 if __name__ == "__main__":

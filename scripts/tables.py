@@ -289,9 +289,19 @@ def multi(data: dict) -> str:
     chain = data["continual_shipped_no_replay"]
     add("continual, shipped recipes, `--no-replay`: circle, then triangle", chain[1], chain[1]["erased"])
     add("continual, shipped recipes, `--no-replay`: then cross", chain[2], chain[2]["erased"])
+    ingredients = {"continual_contrast": "contrastive mask (contrast 100, keep 0.3)",
+                   "continual_neighbours": "contrastive mask + neighbours kept by name (`--keep-misaligned "
+                                           "--keep-neighbours 5`)"}
+    for key, what in ingredients.items():
+        for i, step in enumerate(data.get(key, [])):
+            add(f"continual, replayed, {what}: " + (", then ".join(step["erased"]) if i == 0 else
+                                                     f"then {step['erased'][-1]}"), step, step["erased"])
     header = ["run", "erased (rate still drawn)", "synonym / held-out (highest)",
               "erased prompts draw: another shape / none (worst)", "retain acc [95% CI] (base)", "FID(retain) (base)"]
-    return md(header, rows) + _argmax_judge_note(data) + load_note(data)
+    added = data.get("added", {})
+    note = "".join(f" The `{k}` rows were measured afterwards by `{v['command']}`"
+                   + (" (under load)" if v.get("under_load") else "") + "." for k, v in added.items())
+    return md(header, rows) + _argmax_judge_note(data) + load_note(data) + (f"\n\n{note.strip()}" if note else "")
 
 
 @table("multi_attribute", "bench_multi.json",

@@ -1,0 +1,20 @@
+"""``bench_multi.py --merge``: a run of some parts keeps an earlier run's others and says which it replaced."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from bench_multi import merged  # noqa: E402
+
+
+def test_merge_replaces_what_was_measured_and_keeps_the_rest():
+    old = {"joint": {"1": {"retain_acc": 1.0}}, "base": {"circle": {"retain_acc": 0.9}},
+           "continual": [{"erased": ["circle"]}], "smoke": False, "under_load": True}
+    new = {"joint": {}, "singles": {}, "base": {"circle,triangle": {"retain_acc": 0.95}},
+           "continual_contrast": [{"erased": ["circle"]}], "smoke": False, "under_load": False}
+    out = merged(old, new, ["--chains", "continual_contrast", "--merge"])
+    assert out["joint"] == old["joint"] and out["continual"] == old["continual"]
+    assert out["base"] == {"circle": {"retain_acc": 0.9}, "circle,triangle": {"retain_acc": 0.95}}
+    assert out["continual_contrast"] == new["continual_contrast"] and out["under_load"] is True
+    assert out["added"] == {"continual_contrast": {"command": "python scripts/bench_multi.py --chains "
+                                                             "continual_contrast --merge", "under_load": False}}
