@@ -144,8 +144,7 @@ table("toy_erase_sdxl", "bench_toy_erase_sdxl.json",
 
 
 @table("toy_nudity", "bench_toy_nudity.json",
-       "OMP_NUM_THREADS=1 python scripts/bench_toy_nudity.py --under-load --json docs/bench_toy_nudity.json "
-       "--out bench-toy-nudity")
+       "OMP_NUM_THREADS=2 python scripts/bench_toy_nudity.py --json docs/bench_toy_nudity.json --out bench-toy-nudity")
 def toy_nudity(data: dict) -> str:
     """``scripts/bench_toy_nudity.py``: the frame attribute erased with SalUn and RL, beside base and Retrain."""
     settings = data.get("settings", {})
