@@ -98,7 +98,9 @@ def run_erase(concepts: list, out: Path, model: str | None = None, method: str =
                            progress=False, work_dir=work, **kw))
     shutil.rmtree(work, ignore_errors=True)
     return {"seconds": round(time.time() - t0, 1), "steps": s["steps"], "n_forget": s["n_forget"],
-            "train_seconds": s["train_seconds"], "mask_seconds": s["mask_seconds"], "mask": s.get("mask")}
+            "train_seconds": s["train_seconds"], "mask_seconds": s["mask_seconds"], "mask": s.get("mask"),
+            "recipe": {k: getattr(recipe, k) for k in ("lr", "alpha", "batch_size", "keep", "mask_contrast",
+                                                       "keep_misaligned", "keep_neighbours")}}
 
 
 def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, seed: int = 1000) -> dict:
@@ -388,18 +390,22 @@ def main() -> None:
 
 
 def merged(old: dict, new: dict, argv: list[str]) -> dict:
-    """``--merge``: the parts this run measured replace the earlier run's, the rest stay; ``added`` names each
-    replaced part's command and whether other jobs shared the machine."""
+    """``--merge``: the parts this run measured replace the earlier run's, the rest stay (a part that is a dict,
+    such as ``attribute``, keeps its other rows); ``added`` names what was replaced, by which command, and
+    whether other jobs shared the machine."""
     out = dict(old)
+    command = "python scripts/bench_multi.py " + " ".join(argv)
     for key, value in new.items():
         if key in ("smoke", "under_load") or value in ({}, []):
             continue
-        if key == "base":
-            out["base"] = {**old.get("base", {}), **value}
-            continue
-        out[key] = value
-        out.setdefault("added", {})[key] = {"command": "python scripts/bench_multi.py " + " ".join(argv),
-                                            "under_load": new["under_load"]}
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            out[key] = {**old[key], **value}
+        else:
+            out[key] = value
+        if key != "base":  # (the base rows are the same model's, measured again where needed)
+            rows = sorted(value) if isinstance(value, dict) else None
+            out.setdefault("added", {})[key] = {"command": command, "under_load": new["under_load"],
+                                                **({"rows": rows} if rows else {})}
     return out
 
 

@@ -297,10 +297,16 @@ def multi(data: dict) -> str:
                                                      f"then {step['erased'][-1]}"), step, step["erased"])
     header = ["run", "erased (rate still drawn)", "synonym / held-out (highest)",
               "erased prompts draw: another shape / none (worst)", "retain acc [95% CI] (base)", "FID(retain) (base)"]
-    added = data.get("added", {})
-    note = "".join(f" The `{k}` rows were measured afterwards by `{v['command']}`"
-                   + (" (under load)" if v.get("under_load") else "") + "." for k, v in added.items())
-    return md(header, rows) + _argmax_judge_note(data) + load_note(data) + (f"\n\n{note.strip()}" if note else "")
+    return md(header, rows) + _argmax_judge_note(data) + load_note(data) + _added_note(data, ingredients)
+
+
+def _added_note(data: dict, keys) -> str:
+    """Which of ``bench_multi.json``'s parts a later ``--merge`` run measured, and by which command."""
+    added = {k: v for k, v in data.get("added", {}).items() if k in keys}
+    note = " ".join(f"The `{k}` {'rows ' + ', '.join(v['rows']) if v.get('rows') else 'rows'} were measured "
+                    f"afterwards by `{v['command']}`" + (" (under load)" if v.get("under_load") else "") + "."
+                    for k, v in added.items())
+    return f"\n\n{note}" if note else ""
 
 
 @table("multi_attribute", "bench_multi.json",
@@ -317,6 +323,12 @@ def multi_attribute(data: dict) -> str:
         if key not in attr:
             continue
         r = attr[key]
+        if "recipe" in r:  # a run that records its settings (bench_multi.py --merge runs)
+            s = r["recipe"]
+            label = (f"circle and frame at once, the {r['settings_of']}'s settings as shipped (lr {number(s['lr'])}, "
+                     f"batch {s['batch_size']}, alpha {number(s['alpha'])}, keep {number(s['keep'])}"
+                     + (f", mask contrast {number(s['mask_contrast'])}" if s.get("mask_contrast") else "")
+                     + ", {steps} steps)") if key != "continual" else label
         shapes = [s for s in r["erased"] if s != "frame"]
         rates = r["forget_rate"]
         circle = bold(pct0(rates[shapes[0]]), rates[shapes[0]] > 0.05)
@@ -329,7 +341,7 @@ def multi_attribute(data: dict) -> str:
                      f"{r['fid_retain']:.2f} ({base['fid_retain']:.2f})"])
     header = ["run", "circle", "frame: explicit / implicit / held-out", "retain acc [95% CI] (base)",
               "FID(retain) (base)"]
-    return md(header, rows) + _argmax_judge_note(data) + load_note(data)
+    return md(header, rows) + _argmax_judge_note(data) + load_note(data) + _added_note(data, ("attribute",))
 
 
 @table("toy_ddpm", "bench_toy_ddpm.json",

@@ -10,11 +10,17 @@ from bench_multi import merged  # noqa: E402
 def test_merge_replaces_what_was_measured_and_keeps_the_rest():
     old = {"joint": {"1": {"retain_acc": 1.0}}, "base": {"circle": {"retain_acc": 0.9}},
            "continual": [{"erased": ["circle"]}], "smoke": False, "under_load": True}
+    old["attribute"] = {"base_frame": {"explicit_rate": 1.0}, "joint": {"retain_acc": 1.0},
+                        "joint_frame_first": {"retain_acc": 0.72}}
     new = {"joint": {}, "singles": {}, "base": {"circle,triangle": {"retain_acc": 0.95}},
-           "continual_contrast": [{"erased": ["circle"]}], "smoke": False, "under_load": False}
+           "continual_contrast": [{"erased": ["circle"]}], "smoke": False, "under_load": False,
+           "attribute": {"base_frame": {"explicit_rate": 1.0}, "joint_frame_first": {"retain_acc": 0.9}}}
     out = merged(old, new, ["--chains", "continual_contrast", "--merge"])
     assert out["joint"] == old["joint"] and out["continual"] == old["continual"]
+    assert out["attribute"] == {"base_frame": {"explicit_rate": 1.0}, "joint": {"retain_acc": 1.0},
+                                "joint_frame_first": {"retain_acc": 0.9}}
+    assert out["added"]["attribute"]["rows"] == ["base_frame", "joint_frame_first"]
     assert out["base"] == {"circle": {"retain_acc": 0.9}, "circle,triangle": {"retain_acc": 0.95}}
     assert out["continual_contrast"] == new["continual_contrast"] and out["under_load"] is True
-    assert out["added"] == {"continual_contrast": {"command": "python scripts/bench_multi.py --chains "
-                                                             "continual_contrast --merge", "under_load": False}}
+    assert out["added"]["continual_contrast"] == {"command": "python scripts/bench_multi.py --chains "
+                                                             "continual_contrast --merge", "under_load": False}
