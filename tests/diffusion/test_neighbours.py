@@ -121,3 +121,15 @@ def test_a_recipe_file_value_is_checked(tmp_path):
     f.write_text(json.dumps({"name": "r", "forget_prompts": ["a red circle"], "misaligned_prompts": ["a red square"],
                              "retain_prompts": ["a blue star"], "keep_neighbours": 3}))
     assert load_recipe(str(f)).keep_neighbours == 3
+
+
+def test_the_ddpm_path_refuses_them(tmp_path, capsys):
+    from erase.cli import main
+    from erase.toy import PIPELINES
+
+    for argv in (["--keep-neighbours", "2"], ["--keep-misaligned"]):
+        assert main(["erase", "--model", str(PIPELINES / "toy-ddpm"), "--forget-class", "circle", *argv,
+                     "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and argv[0] in err[0] and "DDPM" in err[0], err
+        assert not (tmp_path / "o").exists()
