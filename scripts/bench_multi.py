@@ -19,7 +19,8 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
   earlier concepts replayed (the default) and without (``*_no_replay``: ``salun erase --no-replay``); and, when
   ``--chains`` names them, the replayed chain with SalUn's retain-preserving ingredients: ``continual_contrast``
   (the contrastive mask the frame recipe ships: ``--mask-contrast 100 --keep 0.3``) and ``continual_neighbours``
-  (that, with ``--keep-misaligned --keep-neighbours 5``).
+  (that, with ``--keep-neighbours 5``; ``--keep-misaligned`` would add nothing, as the toy recipes' retain prompts
+  already hold every misaligned prompt).
 - **tune**: the third continual step with the retain loss weighted 0.5 (the recipe's), 1 or 2 and the mask
   keeping 0.5 (the recipe's) or 0.3, chosen on the tuning split (seeds from 5000) and measured once on the
   reported split.
@@ -57,7 +58,8 @@ SENT_TO = {"circle": "square", "triangle": "square", "star": "heart", "cross": "
 CONTINUAL = ["circle", "triangle", "cross"]
 # SalUn's retain-preserving ingredients (issue 27) in the replayed chain: run when --chains names them
 CONTRAST = {"mask_contrast": 100.0, "keep": 0.3}
-NEIGHBOURS = {"keep_misaligned": True, "keep_neighbours": 5}
+# (--keep-misaligned adds nothing here: the toy recipes' retain prompts already hold every misaligned prompt)
+NEIGHBOURS = {"keep_neighbours": 5}
 # --smoke (set by main): every erasure draws 2 + 2 images in 5 sampling steps and trains 1 step; the rates are
 # read from one colour's images in 5 sampling steps
 TINY: dict = {}
@@ -208,6 +210,8 @@ def main() -> None:
     p.add_argument("--under-load", action="store_true",
                    help="record in --json that other jobs shared the machine: the seconds are not cost figures")
     a = p.parse_args()
+    if a.smoke and a.merge:
+        p.error("--merge writes into an earlier run's figures, and a --smoke run measures nothing")
     if a.smoke:
         TINY.update(n_forget=2, n_retain=2, batch_size=2, gen_steps=5)
         TINY_RATES.update(colours=["red"], steps=5)
@@ -268,7 +272,8 @@ def main() -> None:
             model = str(TOY_SD)
             for k, s in enumerate(CONTINUAL):
                 out = models / f"{prefix}{k + 1}-{s}"
-                keys = (f"{prefix}|{k}|run", f"{prefix}|{k}|eval")
+                tag = prefix + (json.dumps(overrides, sort_keys=True) if overrides else "")  # (other settings: other keys)
+                keys = (f"{tag}|{k}|run", f"{tag}|{k}|eval")
                 if k == 0 and overrides is None:  # the first step erases the base: the same run with or without replay
                     out, keys = ((models / "joint1", ("joint1|run", "joint1|eval")) if "shipped" not in key else
                                  (models / "continual1-circle", ("continual|0|run", "continual|0|eval")))

@@ -289,8 +289,7 @@ def multi(data: dict) -> str:
     add("continual, shipped recipes, `--no-replay`: circle, then triangle", chain[1], chain[1]["erased"])
     add("continual, shipped recipes, `--no-replay`: then cross", chain[2], chain[2]["erased"])
     ingredients = {"continual_contrast": "contrastive mask (contrast 100, keep 0.3)",
-                   "continual_neighbours": "contrastive mask + neighbours kept by name (`--keep-misaligned "
-                                           "--keep-neighbours 5`)"}
+                   "continual_neighbours": "contrastive mask + neighbours kept by name (`--keep-neighbours 5`)"}
     for key, what in ingredients.items():
         for i, step in enumerate(data.get(key, [])):
             add(f"continual, replayed, {what}: " + (", then ".join(step["erased"]) if i == 0 else

@@ -34,12 +34,19 @@ def erased_card(base: str, recipe, summary: dict, opts, extra: dict | None = Non
     data = summary.get("data") or {}
     data_line = (f"\n- Forget images: {data.get('forget')}; retain images: {data.get('retain')}" if data else "")
     near = data.get("retain_neighbours")
-    if near:  # neighbours kept by name: what joined the retain prompts
-        data_line += ("\n- Neighbours kept by name: " + "; ".join(filter(None, (
-            f"the misaligned prompts joined the retain prompts ({', '.join(near['misaligned_added']) or 'all there already'})"
-            if near["keep_misaligned"] else "",
-            f"the {near['keep_neighbours']} retain prompts nearest the forget prompts took a double share "
-            f"({', '.join(near['neighbours'])})" if near["keep_neighbours"] else ""))))
+    if near:  # neighbours kept by name: what joined the retain prompts, and the images each got
+        what = []
+        if near["keep_misaligned"]:
+            what.append("the misaligned prompts joined the retain prompts ("
+                        + (", ".join(near["misaligned_added"]) or "all there already") + ")")
+        if near["keep_neighbours"]:
+            what.append(f"the {len(near['neighbours'])} retain prompts nearest the forget prompts were listed twice "
+                        f"({', '.join(near['neighbours'])})")
+        counts = near.get("images")
+        if counts:
+            what.append("retain images of each added prompt: " + ", ".join(f"{p} {n}" for p, n in counts.items())
+                        + f" (about {near['images_per_prompt']:g} per retain prompt)")
+        data_line += "\n- Neighbours kept by name: " + "; ".join(what)
     lora = summary.get("lora")
     lora_line = (f"\n- LoRA export: `{lora['path']}`, rank {lora['rank']}, relative error "
                  f"{lora['relative_error']:.3f} of the weight change; {lora['not_represented']} changed tensors "

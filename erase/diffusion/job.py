@@ -548,8 +548,12 @@ class EraseJob:
             n_f, n_r = len(self.forget.captions), len(self.retain.captions) if self.retain else 0
             self.used = replace(self.recipe, n_forget=n_f, n_retain=n_r, steps=self.steps,
                                 epochs=round(self.steps * self.recipe.batch_size / n_f, 3))
-            data = {"forget": self.forget.source, "retain": self.retain_source,
-                    **({"retain_neighbours": self.neighbours} if self.neighbours else {})}
+            data = {"forget": self.forget.source, "retain": self.retain_source}
+            if self.neighbours:  # what was added, and how many of the drawn retain images each added prompt has
+                drawn = (self.mask_retain or self.retain).captions
+                added = self.neighbours["misaligned_added"] + self.neighbours["neighbours"]
+                data["retain_neighbours"] = {**self.neighbours, "images": {p: drawn.count(p) for p in added},
+                                             "images_per_prompt": round(len(drawn) / len(set(drawn)), 2)}
         stats = None
         if mask is not None:
             stats = {**{k: v for k, v in mask.stats().items() if k != "per_tensor_fraction"},

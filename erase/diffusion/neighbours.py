@@ -6,12 +6,16 @@ Two ingredients of the retain set (issue 27), each a recipe setting, measured on
   erased concept (circle -> "a red square"), the first place collateral lands; their images are drawn by the
   model being erased, like every retain image, so training keeps what that prompt drew before.
 - ``keep_neighbours`` = K: the K retain prompts nearest the forget prompts by the model's own text encoder are
-  listed once more, so their images take twice a plain retain prompt's share. Nearness: the cosine between the
-  prompts' conditions (the denoiser's cross-attention input, every token, centred on the mean over the forget
-  and retain prompts so that what every prompt shares does not count), the best over the forget prompts.
+  listed once more, so their images take about twice a plain retain prompt's share (the run reports the counts).
+  Nearness: the cosine between the prompts' text conditions, centred on their mean over the forget and retain
+  prompts so that what every prompt shares does not count, the best over the forget prompts. The conditions are
+  the pooled text embedding where the family has one (SDXL's ``text_embeds``, SD3's and FLUX's
+  ``pooled_projections``: one vector per prompt, whatever its length), else every token of the denoiser's
+  cross-attention input (SD 1.x/2.x's CLIP states, whose padding positions carry the causal encoder's summary).
 
 Both change only ``recipe.retain_prompts``, so the training key, the mask key (a contrastive mask) and
-recipe.json follow them; ``choose`` says what it added, for the card.
+recipe.json follow them; ``choose`` says what it added, for the card. The main process chooses, and every
+process takes its choice (near-ties must not split the processes' prompt lists).
 """
 from __future__ import annotations
 
@@ -19,8 +23,13 @@ from dataclasses import replace
 
 import torch
 
+from ..core import distributed as dist
+from ..core.errors import UserError
 from .combine import norm_prompt
 from .recipes import Recipe
+
+# the families' pooled text embeddings, preferred to the token states where a family gives one
+POOLED = ("text_embeds", "pooled_projections")
 
 
 def nearest(family, pipe, forget: list[str], candidates: list[str], k: int, resolution: int) -> list[str]:
@@ -30,8 +39,12 @@ def nearest(family, pipe, forget: list[str], candidates: list[str], k: int, reso
         return []
     pool = list(dict.fromkeys([*forget, *candidates]))
     cond = family.encode_prompts(pipe, pool, resolution)
-    states = cond.get("encoder_hidden_states", next(iter(cond.values())))
-    v = states.float().reshape(len(pool), -1)
+    pooled = next((cond[k] for k in POOLED if k in cond), None)
+    states = pooled if pooled is not None else cond.get("encoder_hidden_states", next(iter(cond.values())))
+    v = states.float().reshape(len(pool), -1).cpu()
+    if not torch.isfinite(v).all():
+        raise UserError("--keep-neighbours: the text encoder's conditions of the forget and retain prompts are not "
+                        "finite (an overflow in half precision?): load the text encoders in float32")
     v = v - v.mean(0, keepdim=True)
     v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
     index = {p: i for i, p in enumerate(pool)}
@@ -56,9 +69,13 @@ def choose(recipe: Recipe, family, pipe, resolution: int) -> tuple[Recipe, dict 
             if norm_prompt(p) not in known and norm_prompt(p) not in forget:
                 added_misaligned.append(p)
                 known.add(norm_prompt(p))
-    unique = list(dict.fromkeys(retain + added_misaligned))
-    with torch.no_grad():
-        near = nearest(family, pipe, recipe.forget_prompts, unique, k, resolution)
+    # a retain prompt that is also a forget prompt would be nearest of all: it is never a neighbour
+    unique = [p for p in dict.fromkeys(retain + added_misaligned) if norm_prompt(p) not in forget]
+    near = None
+    if dist.is_main():
+        with torch.no_grad():
+            near = nearest(family, pipe, recipe.forget_prompts, unique, k, resolution)
+    near = dist.broadcast(near)
     out = replace(recipe, retain_prompts=retain + added_misaligned + near)
     return out, {"misaligned_added": added_misaligned, "neighbours": near, "keep_neighbours": k,
                  "keep_misaligned": misaligned}

@@ -170,7 +170,8 @@ def check_neighbours(opts: EraseOptions, method) -> None:
         return
     flag = "--keep-neighbours" if r.keep_neighbours else "--keep-misaligned"
     if method.closed_form or not method.uses_retain:
-        raise UserError(f"{flag}: --method {method.name} has no retain term (it draws no retain images to widen)")
+        raise UserError(f"{flag}: --method {method.name} has no retain term (it draws no retain images to widen; a "
+                        "recipe file sets it for SalUn and RL alone under \"methods\")")
     contrast = opts.use_mask and opts.mask_path is None and r.mask_contrast > 0
     if r.alpha == 0 and not contrast:
         raise UserError(f"{flag} widens the retain images, and with --alpha 0 none are drawn (no retain term, no "
@@ -178,6 +179,11 @@ def check_neighbours(opts: EraseOptions, method) -> None:
     if opts.retain_data is not None or r.retain_dataset is not None:
         given = "--retain-data" if opts.retain_data is not None else "the recipe's retain_dataset"
         raise UserError(f"{flag} draws retain images from prompts, and {given} gives the retain images: use one")
+    widened = len(set(r.retain_prompts)) + (len(set(r.misaligned_prompts)) if r.keep_misaligned else 0) + \
+        r.keep_neighbours
+    if r.n_retain < widened:  # image i is drawn from prompt i mod len(prompts): the added ones come last
+        raise UserError(f"{flag}: --n-retain {r.n_retain} draws fewer retain images than the up to {widened} "
+                        "prompts it widens the retain set to (the added ones would get none): raise --n-retain")
 
 
 def check_options(opts: EraseOptions) -> "Method":

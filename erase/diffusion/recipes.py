@@ -67,8 +67,10 @@ class Recipe:
         checks.finite_float(self.mask_contrast, "--mask-contrast", low=0)
         _density(self.timestep_density, "--timestep-density")
         _schedule(self.lr_schedule, "--lr-schedule")
-        checks.nonnegative_int(self.lr_warmup_steps, "--lr-warmup-steps")
-        checks.nonnegative_int(self.keep_neighbours, "--keep-neighbours")
+        for value, label in ((self.lr_warmup_steps, "--lr-warmup-steps"), (self.keep_neighbours, "--keep-neighbours")):
+            if value is None:  # (a recipe file's null: only steps may be null)
+                raise UserError(f"{label} must be a whole number of at least 0, got null")
+            checks.nonnegative_int(value, label)
         _flag(self.keep_misaligned, "--keep-misaligned")
 
     def check_preserve(self) -> None:

@@ -34,9 +34,30 @@ def test_nearest_ranks_by_the_best_cosine_over_the_forget_prompts():
     assert nearest(fam, None, ["a red cross"], cands, 2, 8) == ["a red star", "a blue star"]
     assert nearest(fam, None, ["a red cross"], cands, 0, 8) == []
     assert nearest(fam, None, ["a red cross"], [], 3, 8) == []
-    # the best over the forget prompts: a second forget prompt brings its own nearest forward
-    assert nearest(fam, None, ["a red cross", "a red circle"], cands, 4, 8)[:2] == ["a red star", "a blue star"]
     assert len(nearest(fam, None, ["a red cross"], cands, 10, 8)) == 4
+    # the best over the forget prompts: a second forget prompt's own nearest (its twin) comes first
+    fam = _Family({**TABLE, "a red ring": [0, 0, 0, 1], "a red disk": [0, 0, 0, 1]})
+    assert nearest(fam, None, ["a red cross"], cands + ["a red disk"], 1, 8) == ["a red star"]
+    assert nearest(fam, None, ["a red cross", "a red ring"], cands + ["a red disk"], 1, 8) == ["a red disk"]
+
+
+def test_nearness_is_centred_on_the_prompts_mean():
+    # "a" and "b" point the same way (a tie uncentred, broken by order); centred on the pool's mean they part
+    fam = _Family({"f": [0, 3, 0, 2], "a": [0, 1, 1, 1], "c": [1, 0, 0, 0], "b": [0, 2, 2, 2]})
+    assert nearest(fam, None, ["f"], ["a", "c", "b"], 1, 8) == ["b"]
+
+
+def test_a_pooled_embedding_is_preferred_and_non_finite_conditions_refused():
+    class Pooled(_Family):
+        def encode_prompts(self, pipe, prompts, resolution):
+            n = len(prompts)
+            return {"encoder_hidden_states": torch.zeros(n, 2, 2),  # would tie everything
+                    "pooled_projections": torch.tensor([self.table[p] for p in prompts])}
+
+    assert nearest(Pooled(TABLE), None, ["a red cross"], ["a red square", "a red star"], 1, 8) == ["a red star"]
+    bad = _Family({**TABLE, "a red star": [float("nan"), 0, 0, 0]})
+    with pytest.raises(UserError, match="not finite"):
+        nearest(bad, None, ["a red cross"], ["a red square", "a red star"], 1, 8)
 
 
 def test_choose_widens_the_retain_prompts_and_says_what_it_added():
@@ -68,8 +89,15 @@ def test_an_erasure_draws_the_neighbours_and_records_them(tmp_path):
     model = tiny_pipeline("sd", tmp_path / "sd")
     s = erase(_opts(model, tmp_path / "o", keep_misaligned=True, keep_neighbours=1))
     near = s["data"]["retain_neighbours"]
-    assert near["misaligned_added"] == ["a red square"] and len(near["neighbours"]) == 1
-    assert near["neighbours"][0] in ("a blue star", "a green triangle", "a red heart", "a red square")
+    assert near["misaligned_added"] == ["a red square"]
+    from erase.diffusion.pipeline import load_pipeline
+    from erase.diffusion.prepare import family_of_pipe
+
+    pipe = load_pipeline(str(model))
+    assert near["neighbours"] == nearest(family_of_pipe(pipe), pipe, ["a red circle"], [
+        "a blue star", "a green triangle", "a red heart", "a red square"], 1, s["resolution"])
+    # 6 images over 5 listed prompts: the neighbour, listed twice, has 2 (3 when it is the first prompt)
+    assert near["images"][near["neighbours"][0]] >= 2 and near["images"]["a red square"] >= 1
     recipe = json.loads((tmp_path / "o" / "recipe.json").read_text())["recipe"]
     assert recipe["retain_prompts"] == ["a blue star", "a green triangle", "a red heart", "a red square",
                                         near["neighbours"][0]]
@@ -110,6 +138,23 @@ def test_bad_input_is_one_line(erase_refuses, tmp_path, capsys, argv, message):
     erase_refuses(model, argv, message)
 
 
+def test_too_few_retain_images_for_the_widened_prompts_is_refused(tmp_path):
+    recipe = custom_recipe(["a red circle"], ["a red square"], ["a blue star", "a red heart"], n_retain=3,
+                           keep_misaligned=True, keep_neighbours=1)
+    with pytest.raises(UserError, match="--n-retain 3 draws fewer retain images than the up to 4 prompts"):
+        check_options(EraseOptions(recipe=recipe, out=tmp_path / "o"))
+
+
+def test_a_contrastive_salun_mask_spares_the_widened_retain_set(tmp_path):
+    from erase.diffusion.saliency import make_mask
+
+    model = tiny_pipeline("sd", tmp_path / "sd")
+    recipe = custom_recipe(["a red circle"], ["a red square"], ["a blue star"], n_forget=2, n_retain=4,
+                           batch_size=2, gen_steps=2, mask_contrast=10.0, keep_misaligned=True)
+    mask = make_mask(recipe, tmp_path / "m.safetensors", model=str(model), work_dir=tmp_path / "w")
+    assert mask.meta["retain_prompts"] == ["a blue star", "a red square"]
+
+
 def test_a_recipe_file_value_is_checked(tmp_path):
     from erase.diffusion.recipes import load_recipe
 
@@ -121,6 +166,10 @@ def test_a_recipe_file_value_is_checked(tmp_path):
     f.write_text(json.dumps({"name": "r", "forget_prompts": ["a red circle"], "misaligned_prompts": ["a red square"],
                              "retain_prompts": ["a blue star"], "keep_neighbours": 3}))
     assert load_recipe(str(f)).keep_neighbours == 3
+    f.write_text(json.dumps({"name": "r", "forget_prompts": ["a red circle"], "misaligned_prompts": ["a red square"],
+                             "retain_prompts": ["a blue star"], "keep_neighbours": None}))
+    with pytest.raises(UserError, match="--keep-neighbours must be a whole number of at least 0, got null"):
+        load_recipe(str(f))
 
 
 def test_the_ddpm_path_refuses_them(tmp_path, capsys):
