@@ -189,7 +189,7 @@ class Cache:
     def __init__(self, path: Path, version: str | None = None):
         self.path, self.version = path, version or code_version()
         self.data = json.loads(path.read_text()) if path.exists() else {}
-        stale = sum(1 for k in self.data if not k.startswith(version + "|"))
+        stale = sum(1 for k in self.data if not k.startswith(self.version + "|"))
         if stale:
             print(f"note: {stale} cached results in {path} come from other code or recipe versions: ignored")
 

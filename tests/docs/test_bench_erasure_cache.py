@@ -24,6 +24,9 @@ def test_entries_of_another_code_version_are_ignored_with_a_note(tmp_path, capsy
     made = cache.get("frame|tune|/m", lambda: {"retain_acc": 0.5})
     assert made == {"retain_acc": 0.5}  # measured again, not the stale 1.0
     assert json.loads(path.read_text())["newversion|frame|tune|/m"] == {"retain_acc": 0.5}
+    # a cache of the code's own version (bench_multi.py's: no version given) reopens too
+    b.Cache(path)
+    assert "2 cached results" in capsys.readouterr().out
 
 
 def test_the_version_follows_the_code_it_depends_on(tmp_path):
