@@ -509,6 +509,20 @@ def ablation_circle(data: dict) -> str:
     return erasure_circle(data)
 
 
+@table("erasure_sd3_circle", "bench_erasure_sd3_circle.json",
+       "OMP_NUM_THREADS=2 python scripts/bench_erasure.py --model pipelines/toy-sd3 --concept circle --methods all "
+       "--variant 'salun logit-normal' --variant 'salun contrast 100 keep 0.3' --json docs/bench_erasure_sd3_circle.json "
+       "--out bench-erasure-sd3")
+def erasure_sd3_circle(data: dict) -> str:
+    """``scripts/bench_erasure.py --model pipelines/toy-sd3 --concept circle``: SalUn and RL tuned on the toy SD3's
+    own split, beside its base and Retrain (issue 30)."""
+    out = erasure_circle(data)
+    refused = data["circle"].get("_meta", {}).get("refused") or {}
+    if refused:
+        out += (" Left out, as the SD3 family refuses them: " + ", ".join(sorted(refused)) + ".")
+    return out
+
+
 ATTACK_NAMES = {"inversion": "concept inversion", "unlearndiff": "UnlearnDiff", "p4d": "P4D"}
 
 
