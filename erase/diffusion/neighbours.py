@@ -39,7 +39,7 @@ def nearest(family, pipe, forget: list[str], candidates: list[str], k: int, reso
         return []
     pool = list(dict.fromkeys([*forget, *candidates]))
     cond = family.encode_prompts(pipe, pool, resolution)
-    pooled = next((cond[k] for k in POOLED if k in cond), None)
+    pooled = next((cond[key] for key in POOLED if key in cond), None)
     states = pooled if pooled is not None else cond.get("encoder_hidden_states", next(iter(cond.values())))
     v = states.float().reshape(len(pool), -1).cpu()
     if not torch.isfinite(v).all():
