@@ -45,6 +45,18 @@ def _add_concept_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the source model)")
 
 
+def _add_neighbour_args(p, when: str = "") -> None:
+    """Neighbours kept by name, shared by ``salun erase`` and ``salun mask`` (whose contrastive mask spares the
+    same widened retain set the training keeps)."""
+    p.add_argument("--keep-misaligned", action="store_true", default=None,
+                   help=f"{when}neighbours kept by name: the misaligned prompts join the retain prompts, so that "
+                        "what the erased concept is sent to keeps drawing what it drew (its images drawn like every "
+                        "retain image)")
+    p.add_argument("--keep-neighbours", type=int, default=None, metavar="K",
+                   help=f"{when}neighbours kept by name: the K retain prompts nearest the forget prompts (cosine of "
+                        "the model's own text conditions) take a double share of the retain images (default 0)")
+
+
 def _recipe(args, mask_only: bool = False, method: str | None = None, **overrides):
     from ..diffusion.recipes import custom_recipe, load_recipe
 
@@ -104,6 +116,7 @@ def add_erase_parsers(sub) -> None:
     m.add_argument("--scope", choices=("global", "tensor"), default="global",
                    help="rank weights across all tensors (SalUn) or within each tensor")
     m.add_argument("--guidance-w", type=float, default=None, help="w in (1+w) e(c) - w e(null) (SD recipe 7.5)")
+    _add_neighbour_args(m, "with --mask-contrast: ")
     m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     _add_memory_args(m)
     _add_ddpm_args(m)
@@ -142,13 +155,7 @@ def add_erase_parsers(sub) -> None:
                    help="with --distill: a prompt whose outputs stay the base's (repeatable; replaces the recipe's "
                         "\"preserve_prompts\")")
     e.add_argument("--n-retain", type=int, default=None)
-    e.add_argument("--keep-misaligned", action="store_true", default=None,
-                   help="neighbours kept by name: the misaligned prompts join the retain prompts, so that what the "
-                        "erased concept is sent to keeps drawing what it drew (its images drawn like every retain "
-                        "image)")
-    e.add_argument("--keep-neighbours", type=int, default=None, metavar="K",
-                   help="neighbours kept by name: the K retain prompts nearest the forget prompts (cosine of the "
-                        "model's own text conditions) take a double share of the retain images (default 0)")
+    _add_neighbour_args(e)
     e.add_argument("--mask-per-concept", action="store_true",
                    help="with several --concept: one mask per concept from its own forget images, combined by union "
                         "(the mask metadata reports each pair's overlap); default: one mask from all forget images")
@@ -258,7 +265,9 @@ def _cmd_mask(args) -> int:
         given = [k for k, v in {"--selection": args.selection, "--forget-data": args.forget_data,
                                 "--forget-prompt": args.forget_prompt,
                                 "--mask-contrast": args.mask_contrast is not None,
-                                "--timestep-density": args.timestep_density}.items() if v]
+                                "--timestep-density": args.timestep_density,
+                                "--keep-misaligned": args.keep_misaligned,
+                                "--keep-neighbours": args.keep_neighbours is not None}.items() if v]
         if given or args.scope != "global":
             raise UserError(f"{', '.join(given) or '--scope tensor'}: not used by the DDPM path (its mask ranks "
                             "all UNet weights globally)")
@@ -272,8 +281,12 @@ def _cmd_mask(args) -> int:
                               dataset=args.dataset, data_root=args.data_root, download=args.download)
     else:
         _sd_refuses_ddpm_options(args)
-        recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w)
+        recipe = _recipe(args, mask_only=True, guidance_w=args.guidance_w, keep_misaligned=args.keep_misaligned,
+                         keep_neighbours=args.keep_neighbours)
         _refuse_guidance_w_if_distilled(args)
+        from ..diffusion.options import check_mask_neighbours
+
+        check_mask_neighbours(recipe, given=args.keep_misaligned or args.keep_neighbours is not None)
         _refuse_density_the_family_lacks(args)
         from ..core.atomic import check_output
         from ..diffusion.options import check_common

@@ -179,11 +179,29 @@ def check_neighbours(opts: EraseOptions, method) -> None:
     if opts.retain_data is not None or r.retain_dataset is not None:
         given = "--retain-data" if opts.retain_data is not None else "the recipe's retain_dataset"
         raise UserError(f"{flag} draws retain images from prompts, and {given} gives the retain images: use one")
+    _check_widened_count(r, flag)
+
+
+def _check_widened_count(r: Recipe, flag: str) -> None:
     widened = len(set(r.retain_prompts)) + (len(set(r.misaligned_prompts)) if r.keep_misaligned else 0) + \
         r.keep_neighbours
     if r.n_retain < widened:  # image i is drawn from prompt i mod len(prompts): the added ones come last
         raise UserError(f"{flag}: --n-retain {r.n_retain} draws fewer retain images than the up to {widened} "
                         "prompts it widens the retain set to (the added ones would get none): raise --n-retain")
+
+
+def check_mask_neighbours(r: Recipe, given: bool) -> None:
+    """``salun mask --keep-*``: only a contrastive mask draws retain images to widen. A recipe file's own
+    ``keep_*`` (set for the erasure) is left alone by a plain mask; options given on the command line are not."""
+    if not (r.keep_neighbours or r.keep_misaligned):
+        return
+    flag = "--keep-neighbours" if r.keep_neighbours else "--keep-misaligned"
+    if r.mask_contrast <= 0:
+        if given:
+            raise UserError(f"{flag} widens the retain images a contrastive mask spares, and this mask draws none: "
+                            "give --mask-contrast C > 0 (or pass it to `salun erase`, whose training keeps them)")
+        return
+    _check_widened_count(r, flag)
 
 
 def check_options(opts: EraseOptions) -> "Method":

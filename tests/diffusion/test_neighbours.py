@@ -182,3 +182,62 @@ def test_the_ddpm_path_refuses_them(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and argv[0] in err[0] and "DDPM" in err[0], err
         assert not (tmp_path / "o").exists()
+
+
+def _mask_recipe(tmp_path, **extra) -> str:
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"name": "r", "forget_prompts": ["a red circle"], "misaligned_prompts": ["a red square"],
+                             "retain_prompts": ["a blue star"], "n_forget": 2, "n_retain": 4, "batch_size": 2,
+                             "gen_steps": 2, **extra}))
+    return str(f)
+
+
+def test_salun_mask_takes_the_options_for_its_contrastive_mask(tmp_path):
+    from erase.cli import main
+    from erase.core.mask import Mask
+
+    model = tiny_pipeline("sd", tmp_path / "sd")
+    out = tmp_path / "m.safetensors"
+    assert main(["mask", "--model", str(model), "--concept", _mask_recipe(tmp_path), "--mask-contrast", "10",
+                 "--keep-misaligned", "--work-dir", str(tmp_path / "w"), "--out", str(out)]) == 0
+    assert Mask.load(out).meta["retain_prompts"] == ["a blue star", "a red square"]
+
+
+@pytest.mark.parametrize("argv, extra, message", [
+    (["--keep-neighbours", "1"], {}, "--keep-neighbours widens the retain images a contrastive mask spares, and "
+                                     "this mask draws none"),
+    (["--keep-misaligned", "--keep-neighbours", "1", "--mask-contrast", "10"], {"n_retain": 2},
+     "--n-retain 2 draws fewer retain images than the up to 3 prompts"),
+])
+def test_salun_mask_refuses_them_where_nothing_is_widened(tmp_path, capsys, argv, extra, message):
+    from erase.cli import main
+
+    model = tiny_pipeline("sd", tmp_path / "sd")
+    capsys.readouterr()
+    out = tmp_path / "m.safetensors"
+    assert main(["mask", "--model", str(model), "--concept", _mask_recipe(tmp_path, **extra), *argv,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_a_recipe_files_own_setting_leaves_a_plain_mask_alone(tmp_path):
+    from erase.cli import main
+
+    model = tiny_pipeline("sd", tmp_path / "sd")
+    out = tmp_path / "m.safetensors"
+    assert main(["mask", "--model", str(model), "--concept", _mask_recipe(tmp_path, keep_neighbours=1),
+                 "--work-dir", str(tmp_path / "w"), "--out", str(out)]) == 0
+    assert out.exists()
+
+
+def test_the_ddpm_mask_refuses_them(tmp_path, capsys):
+    from erase.cli import main
+    from erase.toy import PIPELINES
+
+    for argv in (["--keep-neighbours", "2"], ["--keep-misaligned"]):
+        assert main(["mask", "--model", str(PIPELINES / "toy-ddpm"), "--forget-class", "circle", *argv,
+                     "--out", str(tmp_path / "m.safetensors")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and argv[0] in err[0] and "DDPM" in err[0], err
