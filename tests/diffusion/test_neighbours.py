@@ -172,16 +172,17 @@ def test_a_recipe_file_value_is_checked(tmp_path):
         load_recipe(str(f))
 
 
-def test_the_ddpm_path_refuses_them(tmp_path, capsys):
+@pytest.mark.parametrize("command, out", [("erase", "o"), ("mask", "m.safetensors")])
+def test_the_ddpm_path_refuses_them(tmp_path, capsys, command, out):
     from erase.cli import main
     from erase.toy import PIPELINES
 
     for argv in (["--keep-neighbours", "2"], ["--keep-misaligned"]):
-        assert main(["erase", "--model", str(PIPELINES / "toy-ddpm"), "--forget-class", "circle", *argv,
-                     "--out", str(tmp_path / "o")]) == 2
+        assert main([command, "--model", str(PIPELINES / "toy-ddpm"), "--forget-class", "circle", *argv,
+                     "--out", str(tmp_path / out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and argv[0] in err[0] and "DDPM" in err[0], err
-        assert not (tmp_path / "o").exists()
+        assert not (tmp_path / out).exists()
 
 
 def _mask_recipe(tmp_path, **extra) -> str:
@@ -230,14 +231,3 @@ def test_a_recipe_files_own_setting_leaves_a_plain_mask_alone(tmp_path):
     assert main(["mask", "--model", str(model), "--concept", _mask_recipe(tmp_path, keep_neighbours=1),
                  "--work-dir", str(tmp_path / "w"), "--out", str(out)]) == 0
     assert out.exists()
-
-
-def test_the_ddpm_mask_refuses_them(tmp_path, capsys):
-    from erase.cli import main
-    from erase.toy import PIPELINES
-
-    for argv in (["--keep-neighbours", "2"], ["--keep-misaligned"]):
-        assert main(["mask", "--model", str(PIPELINES / "toy-ddpm"), "--forget-class", "circle", *argv,
-                     "--out", str(tmp_path / "m.safetensors")]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and argv[0] in err[0] and "DDPM" in err[0], err
