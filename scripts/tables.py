@@ -48,17 +48,19 @@ class Table:
     json: str  # a file in docs/
     command: str  # the command that writes that JSON
     render: Callable[[dict], str]
+    also: tuple[str, ...] = ()  # more docs/ JSONs the table reads beside its own (``data["_also"][name]``)
 
 
 TABLES: dict[str, Table] = {}
 
 
-def table(name: str, json_name: str, command: str):
-    """Register ``render(data) -> markdown`` as the table ``name``, read from ``docs/<json_name>``."""
+def table(name: str, json_name: str, command: str, also: tuple[str, ...] = ()):
+    """Register ``render(data) -> markdown`` as the table ``name``, read from ``docs/<json_name>`` (and the JSONs
+    named in ``also``, each written by its own table's command)."""
     def register(render: Callable[[dict], str]) -> Callable[[dict], str]:
         if name in TABLES:
             raise ValueError(f"table {name!r} registered twice")
-        TABLES[name] = Table(name, json_name, command, render)
+        TABLES[name] = Table(name, json_name, command, render, tuple(also))
         return render
     return register
 
@@ -529,6 +531,49 @@ def erasure_sd3_frame(data: dict) -> str:
     return erasure_frame(data) + _refused_note(data, "frame")
 
 
+SD3_BESIDE_SD = {"circle": ("bench_erasure_sd3_circle.json", "bench_erasure_circle.json"),
+                 "frame": ("bench_erasure_sd3_frame.json", "bench_erasure_frame.json")}
+
+
+@table("toy_sd3_beside_toy_sd", "bench_erasure_sd3_frame.json",
+       "OMP_NUM_THREADS=2 python scripts/bench_erasure.py --model pipelines/toy-sd3 --concept frame --methods all "
+       "--variant 'salun logit-normal' --variant 'salun contrast 100 keep 0.3' --json docs/bench_erasure_sd3_frame.json "
+       "--out bench-erasure-sd3",
+       also=("bench_erasure_sd3_circle.json", "bench_erasure_circle.json", "bench_erasure_frame.json"))
+def toy_sd3_beside_toy_sd(data: dict) -> str:
+    """The toy SD3's tuned SalUn and RL beside the toy SD's, each model with its own base and Retrain, from the
+    two models' tuned erasure benchmarks (the same harness, splits and tuning budget)."""
+    files = {"bench_erasure_sd3_frame.json": data, **data["_also"]}
+    cols = {"circle": [("forget_rate", "circle"), ("synonym_rate", "synonym"), ("heldout_rate", "held-out phrasing")],
+            "frame": [("explicit_rate", "explicit (toy I2P)"), ("implicit_rate", "implicit"),
+                      ("heldout_implicit_rate", "held-out implicit")]}
+    names = {"base": "base", "salun": "SalUn", "rl": "RL", "retrain": "Retrain"}
+    out, loaded = [], []
+    for concept, (sd3, sd) in SD3_BESIDE_SD.items():
+        header = ["model", "row (chosen setting)", *(h for _, h in cols[concept]), "erased prompt draws right",
+                  "retain acc", "worst retained shape", "FID(retain)", "gap to Retrain (95%)", "erase s"]
+        body = []
+        for world, name in (("toy SD3", sd3), ("toy SD", sd)):
+            rows, meta = files[name][concept], files[name][concept].get("_meta", {})
+            if meta.get("under_load"):
+                loaded.append(world)
+            for i, row in enumerate(n for n in names if n in rows):
+                r = rows[row]
+                chosen = f" ({r['chosen'].split(' ', 1)[1]})" if r.get("chosen") else ""
+                body.append([world if i == 0 else "", names[row] + chosen, *(ci(r, k) for k, _ in cols[concept]),
+                             ci(r, "erased_prompt_acc"), ci(r, "retain_acc"),
+                             f"{ci(r, 'worst_retain_acc')} {r['worst_retain_shape']}", fid_ci(r, "fid_retain"),
+                             gap_cell(row, r, None) if row != "base" or "gap_to_retrain" in r else "-",
+                             seconds(r.get("seconds")) + (" (under load)" if meta.get("under_load") and
+                                                          r.get("seconds") else "")])
+        out.append(f"**{concept}**\n\n" + md(header, body))
+    return ("\n\n".join(out) + "\n\nEach model against its own Retrain (the same build without the concept), on the "
+            "reported split of one harness (seeds from 1000; the judge with its \"none of these\"); SalUn and RL each "
+            "chose among the same four settings (lr 1e-4 or 1e-3 x half or all of the recipe's steps) on its model's tuning split. "
+            "Rates in % with Wilson 95% intervals. Seconds marked \"under load\" were timed while other jobs shared "
+            "the CPU.")
+
+
 def _refused_note(data: dict, concept: str) -> str:
     refused = data[concept].get("_meta", {}).get("refused") or {}
     return (" Left out, as the SD3 family refuses them: " + ", ".join(sorted(refused)) + ".") if refused else ""
@@ -776,13 +821,17 @@ def render(name: str, docs: Path = DOCS) -> str:
     """The block's body: the table, then the line that names its JSON and the command that wrote it."""
     t = TABLES[name]
     data = json.loads((docs / t.json).read_text())
-    return (t.render(data).rstrip("\n") + f"\n\nFrom `docs/{t.json}`, written by `{t.command}`; this table by "
-            "`python scripts/tables.py`.\n")
+    beside = ""
+    if t.also:
+        data["_also"] = {n: json.loads((docs / n).read_text()) for n in t.also}
+        beside = " and " + ", ".join(f"`docs/{n}`" for n in t.also) + " (each written by its own table's command)"
+    return (t.render(data).rstrip("\n") + f"\n\nFrom `docs/{t.json}`, written by `{t.command}`{beside}; this table "
+            "by `python scripts/tables.py`.\n")
 
 
 # Registered tables whose JSON has not been produced yet: the pages keep their earlier hand-copied figures,
 # said to be so under each, and carry no markers for them until the JSON lands in docs/.
-PENDING: set[str] = {"erasure_sd3_frame"}  # the toy SD3 frame run (issue 30), under way
+PENDING: set[str] = {"erasure_sd3_frame", "toy_sd3_beside_toy_sd"}  # the toy SD3 frame run (issue 30), under way
 
 
 def shown(path: Path) -> str:
