@@ -40,8 +40,10 @@ interval, and ``n_k``), judged by the toy judge with its "none of these" outcome
 - with ``--attack``: ``attack_success``, the best success over attacks *and budgets* (as UnlearnDiff counts
   it), with its interval, ``attack_success_by`` {attack: {budget: rate}}, and each attack's positive-control
   verdict in ``_meta.controls`` (the control must be lifted by the attack, not merely start high).
-Rows: base, retrain, every method at its chosen setting, and SalUn's own design choices (selection
-``attn2+resnets`` and keep 0.3/0.7, at SalUn's chosen setting). ``--out`` keeps the erased models, a cache
+Rows: base, retrain, every method at its chosen setting, SalUn's variants (``VARIANTS``: its own design
+choices and retain-preserving ingredients, at SalUn's chosen setting; ``--variant`` picks some), and with
+``--tune-ingredients`` each saliency method's second-grid best (``SECOND_GRIDS``: SalUn's ingredients, ANT's
+own knobs). ``--out`` keeps the erased models, a cache
 keyed by a hash of the code, recipes and judge the figures depend on (older entries are ignored with a
 note, never reported) and one before/after image grid per concept.
 """
@@ -435,7 +437,9 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         print(f"[tune {concept}] {m}'s second grid: best {best}, " + ("adopted" if adopt else
                                                                       "not adopted (its interval overlaps)"))
     ingredients = second.get("salun")
-    names = [n for n in VARIANTS if a.variants and not a.smoke and (not a.variant or n in a.variant)
+    # by default SalUn's variants; another method's (ANT's second grid) when named by --variant
+    names = [n for n in VARIANTS if a.variants and not a.smoke
+             and (n in a.variant if a.variant else n.startswith("salun "))
              and n.split(" ", 1)[0] in methods and variant_served(a.model, n)]
     for m, grid in second.items():
         if grid["best"] not in names:
@@ -606,9 +610,9 @@ def main() -> None:
     p.add_argument("--judge", type=Path, default=TOY_JUDGE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-variants", dest="variants", action="store_false",
-                   help="leave out SalUn's variants (selection, keep, distill)")
+                   help="leave out SalUn's variants (selection, keep, distill, contrast, ...)")
     p.add_argument("--variant", action="append", default=None, choices=list(VARIANTS),
-                   help="run only these of the variants (SalUn's and ANT's, each when its method runs; "
+                   help="run only these of the variants (SalUn's, or ANT's second grid; each needs its method in --methods; "
                         "repeatable; default: all of them)")
     p.add_argument("--tune-ingredients", action="store_true",
                    help="a second grid of four settings for each saliency method, at its chosen lr and length, "
@@ -654,6 +658,9 @@ def main() -> None:
             if a.variant:
                 p.error(f"--variant {name!r}: {a.model}'s family draws uniform timesteps only")
             print(f"left out: the variant {name!r} (this family draws uniform timesteps only)")
+    for name in a.variant or []:
+        if name.split(" ", 1)[0] not in methods:
+            p.error(f"--variant {name!r}: --methods does not run {name.split(' ', 1)[0]}")
     if a.update_recipes and a.model.resolve() != TOY_SD.resolve():
         p.error("--update-recipes writes the toy SD's tuned settings into prompts/*.json; another --model's "
                 "chosen settings stay in its --json")
