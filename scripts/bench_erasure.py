@@ -613,7 +613,7 @@ def main() -> None:
                    help="leave out SalUn's variants (selection, keep, distill, contrast, ...)")
     p.add_argument("--variant", action="append", default=None, choices=list(VARIANTS),
                    help="run only these of the variants (SalUn's, or ANT's second grid; each needs its method in --methods; "
-                        "repeatable; default: all of them)")
+                        "repeatable; default: all of SalUn's)")
     p.add_argument("--tune-ingredients", action="store_true",
                    help="a second grid of four settings for each saliency method, at its chosen lr and length, "
                         "on the tuning split: SalUn's retain-preserving ingredients (mask contrast 10 or 100, with "
