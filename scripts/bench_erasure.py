@@ -40,8 +40,10 @@ interval, and ``n_k``), judged by the toy judge with its "none of these" outcome
 - with ``--attack``: ``attack_success``, the best success over attacks *and budgets* (as UnlearnDiff counts
   it), with its interval, ``attack_success_by`` {attack: {budget: rate}}, and each attack's positive-control
   verdict in ``_meta.controls`` (the control must be lifted by the attack, not merely start high).
-Rows: base, retrain, every method at its chosen setting, and SalUn's own design choices (selection
-``attn2+resnets`` and keep 0.3/0.7, at SalUn's chosen setting). ``--out`` keeps the erased models, a cache
+Rows: base, retrain, every method at its chosen setting, SalUn's variants (``VARIANTS``: its own design
+choices and retain-preserving ingredients, at SalUn's chosen setting; ``--variant`` picks some), and with
+``--tune-ingredients`` each saliency method's second-grid best (``SECOND_GRIDS``: SalUn's ingredients, ANT's
+own knobs). ``--out`` keeps the erased models, a cache
 keyed by a hash of the code, recipes and judge the figures depend on (older entries are ignored with a
 note, never reported) and one before/after image grid per concept.
 """
@@ -95,12 +97,19 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             "salun cosine": {"lr_schedule": "cosine"},
             "salun contrast 100 keep 0.3 cosine": {"mask_contrast": 100.0, "keep": 0.3, "lr_schedule": "cosine"},
             "salun contrast 100 keep 0.3 cosine length 2": {"mask_contrast": 100.0, "keep": 0.3,
-                                                             "lr_schedule": "cosine", "length": 2.0}}
+                                                             "lr_schedule": "cosine", "length": 2.0},
+            # ANT's own knobs (its second grid, as SalUn's ingredients are SalUn's): every weight instead of
+            # its heavy hitters, a stronger reversed guidance, fewer kept early steps, larger heavy-hitter views
+            "ant every weight": {"heavy-hitters": 0}, "ant eta 3": {"negative-guidance": 3.0},
+            "ant early 3": {"early-steps": 3}, "ant keep 0.7": {"keep": 0.7}}
 # SalUn's retain-preserving ingredients (issue 27), chosen like any setting: the same budget of four, each at
 # SalUn's chosen learning rate and length and scored on the tuning split beside the paper's map. One is
 # adopted (and shipped by --update-recipes) only when its tuning gap interval lies below the paper's.
 INGREDIENTS = ("salun contrast 10", "salun contrast 100", "salun contrast 10 keep 0.3",
                "salun contrast 100 keep 0.3")
+# Each saliency method's second grid under --tune-ingredients: four settings of its own knobs, so that ANT gets
+# the eight tuning settings SalUn gets (the lr x length grid, then these); chosen by the same rule.
+SECOND_GRIDS = {"salun": INGREDIENTS, "ant": ("ant every weight", "ant eta 3", "ant early 3", "ant keep 0.7")}
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
 VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
@@ -228,10 +237,11 @@ def smoke(recipe):
     return dataclasses.replace(recipe, n_forget=2, n_retain=2, steps=2, gen_steps=4, batch_size=2)
 
 
-def choose_ingredients(tuning: dict, paper: str) -> tuple[str, bool]:
+def choose_ingredients(tuning: dict, paper: str, candidates: tuple[str, ...] = INGREDIENTS) -> tuple[str, bool]:
     """The ingredient setting with the lowest tuning gap, and whether it replaces the paper's map: only when its
-    gap interval lies wholly below the paper's (a tie keeps the paper's SalUn)."""
-    best = min(INGREDIENTS, key=lambda n: tuning[n]["gap_to_retrain"])
+    gap interval lies wholly below the paper's (a tie keeps the paper's SalUn; for ANT's second grid, its first
+    grid's choice)."""
+    best = min(candidates, key=lambda n: tuning[n]["gap_to_retrain"])
     adopt = (tuning[best]["gap_to_retrain"] < tuning[paper]["gap_to_retrain"]
              and separated(tuning[best]["gap_to_retrain_ci"], tuning[paper]["gap_to_retrain_ci"]))
     return best, adopt
@@ -354,14 +364,16 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
     chosen: dict = {}
     tuning: dict = {}
     grid_of = {m: (grid_for(m)[-1:] if a.smoke else grid_for(m)) for m in methods}
-    for m in methods:
+    def method_recipe(m: str):
         # the method's fixed toy settings (batch, sampling), if any; the training length the grid scales is the
         # concept's own, never a length chosen by an earlier tuning and shipped in the recipe
         recipe = dataclasses.replace(load_recipe(concept, method=m), steps=recipe0.steps, epochs=recipe0.epochs)
         if m == "salun":  # the paper's map, whatever ingredients the recipe ships (those are tuned beside it)
             recipe = dataclasses.replace(recipe, mask_contrast=recipe0.mask_contrast, keep=recipe0.keep)
-        if a.smoke:
-            recipe = smoke(recipe)
+        return smoke(recipe) if a.smoke else recipe
+
+    for m in methods:
+        recipe = method_recipe(m)
         for setting in grid_of[m]:
             name = setting_name(m, setting)
             out = root / "models" / name.replace(" ", "_")
@@ -393,44 +405,51 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
         info_of[m].update(chosen=name, tuning_gap=tuning[name]["gap_to_retrain"],
                           tuning_gap_ci=tuning[name].get("gap_to_retrain_ci"))
     def variant(name: str) -> tuple[Path, dict]:
-        """SalUn with one of ``VARIANTS`` at SalUn's chosen learning rate and length (erased once, cached)."""
-        lr, length = tuning[chosen["salun"]]["lr"], tuning[chosen["salun"]]["length"]
+        """A method with one of ``VARIANTS`` (named for it: "salun ...", "ant ...") at the method's chosen learning
+        rate and length (erased once, cached)."""
+        m = name.split(" ", 1)[0]
+        lr, length = tuning[chosen[m]]["lr"], tuning[chosen[m]]["length"]
         out = root / "models" / name.replace(" ", "_")
+        # SalUn's variants start from the concept's recipe (their cache keys predate the second grids)
+        recipe = (smoke(recipe0) if a.smoke else recipe0) if m == "salun" else method_recipe(m)
         info = cache.get(f"{concept}|erase|{name}|lr={lr}|length={length}" + ("|smoke" if a.smoke else ""),
-                         lambda: erase_one(smoke(recipe0) if a.smoke else recipe0, "salun", {"lr": lr, "length": length, **VARIANTS[name]}, out,
+                         lambda: erase_one(recipe, m, {"lr": lr, "length": length, **VARIANTS[name]}, out,
                                            root / ".work", a.seed, a.model))
         return out, info
 
-    ingredients = None
-    if "salun" in methods and a.tune_ingredients:
-        paper = chosen["salun"]
-        for name in INGREDIENTS:
+    second: dict = {}  # each saliency method's second grid (--tune-ingredients)
+    for m in (m for m in SECOND_GRIDS if m in methods and a.tune_ingredients):
+        first, candidates = chosen[m], SECOND_GRIDS[m]
+        for name in candidates:
             out, info = variant(name)
             row = {**metrics(out, tune_split), **info}
             row.update(score(row, ref_tune, tune_split))
             tuning[name] = {k: v for k, v in row.items() if k != "features"}
             print(f"[tune {concept}] {name:<36} gap {row['gap_to_retrain']:.3f}  retain {row['retain_acc']:.2f}  "
                   f"erased-prompt {row['erased_prompt_acc']:.2f}  {info['seconds']:.0f}s", flush=True)
-        best, adopt = choose_ingredients(tuning, paper)
-        ingredients = {"paper": paper, "candidates": list(INGREDIENTS), "best": best, "adopted": adopt,
-                       "settings": dict(VARIANTS[best]) if adopt else {},
-                       "gap": {n: round(tuning[n]["gap_to_retrain"], 4) for n in (paper, *INGREDIENTS)},
-                       "gap_ci": {n: tuning[n]["gap_to_retrain_ci"] for n in (paper, *INGREDIENTS)},
-                       "rule": "lowest tuning gap among the four, adopted only if its interval lies below the "
-                               "paper map's"}
-        print(f"[tune {concept}] ingredients: best {best}, " + ("adopted" if adopt else
-                                                             "not adopted (its interval overlaps the paper's)"))
-    if "salun" in methods and (a.variants or ingredients):
-        names = [n for n in VARIANTS if a.variants and not a.smoke and (not a.variant or n in a.variant)
-                 and variant_served(a.model, n)]
-        if ingredients and ingredients["best"] not in names:
-            names.append(ingredients["best"])  # the tuned ingredients always get their reported row
-        for name in names:
-            out, info = variant(name)
-            full[name], models[name], info_of[name] = metrics(out, report_split), out, info
-            if ingredients and name == ingredients["best"]:
-                info_of[name] = {**info, "chosen": name, "tuning_gap": tuning[name]["gap_to_retrain"],
-                                 "tuning_gap_ci": tuning[name].get("gap_to_retrain_ci")}
+        best, adopt = choose_ingredients(tuning, first, candidates)
+        second[m] = {"paper" if m == "salun" else "first": first, "candidates": list(candidates), "best": best,
+                     "adopted": adopt, "settings": dict(VARIANTS[best]) if adopt else {},
+                     "gap": {n: round(tuning[n]["gap_to_retrain"], 4) for n in (first, *candidates)},
+                     "gap_ci": {n: tuning[n]["gap_to_retrain_ci"] for n in (first, *candidates)},
+                     "rule": "lowest tuning gap among the four, adopted only if its interval lies below the "
+                             + ("paper map's" if m == "salun" else "first grid's choice's")}
+        print(f"[tune {concept}] {m}'s second grid: best {best}, " + ("adopted" if adopt else
+                                                                      "not adopted (its interval overlaps)"))
+    ingredients = second.get("salun")
+    # by default SalUn's variants; another method's (ANT's second grid) when named by --variant
+    names = [n for n in VARIANTS if a.variants and not a.smoke
+             and (n in a.variant if a.variant else n.startswith("salun "))
+             and n.split(" ", 1)[0] in methods and variant_served(a.model, n)]
+    for m, grid in second.items():
+        if grid["best"] not in names:
+            names.append(grid["best"])  # the second grid's best always gets its reported row
+    for name in names:
+        out, info = variant(name)
+        full[name], models[name], info_of[name] = metrics(out, report_split), out, info
+        if any(name == grid["best"] for grid in second.values()):
+            info_of[name] = {**info, "chosen": name, "tuning_gap": tuning[name]["gap_to_retrain"],
+                             "tuning_gap_ci": tuning[name].get("gap_to_retrain_ci")}
     if a.attack:
         column = cache.get(f"{concept}|attack|{code_version(files=ATTACK_VERSIONED)}|" + ",".join(sorted(str(Path(m).resolve()) for m in models.values())),
                            lambda: attack_column(concept, models, retrain, root / "attack", a))
@@ -460,7 +479,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
     before_after_grid(models, prompts, root / "grid.png")
     return {"rows": rows, "tuning": tuning, "chosen": chosen, "grid": str(root / "grid.png"), "controls": controls,
             "version": cache.version, "splits": {"tune": tune_split, "report": report_split},
-            "ingredients": ingredients}
+            "ingredients": ingredients, "second_grids": {m: g for m, g in second.items() if m != "salun"} or None}
 
 
 def compare_rows(rows: dict) -> None:
@@ -591,13 +610,16 @@ def main() -> None:
     p.add_argument("--judge", type=Path, default=TOY_JUDGE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-variants", dest="variants", action="store_false",
-                   help="leave out SalUn's variants (selection, keep, distill)")
+                   help="leave out SalUn's variants (selection, keep, distill, contrast, ...)")
     p.add_argument("--variant", action="append", default=None, choices=list(VARIANTS),
-                   help="run only these of SalUn's variants (repeatable; default: all of them)")
+                   help="run only these of the variants (SalUn's, or ANT's second grid; each needs its method in --methods; "
+                        "repeatable; default: all of SalUn's)")
     p.add_argument("--tune-ingredients", action="store_true",
-                   help="choose SalUn's retain-preserving ingredients (mask contrast 10 or 100, with or without "
-                        "keep 0.3) on the tuning split, at SalUn's chosen lr and length; the best gets a reported "
-                        "row, and --update-recipes ships it only if its gap interval lies below the paper map's")
+                   help="a second grid of four settings for each saliency method, at its chosen lr and length, "
+                        "on the tuning split: SalUn's retain-preserving ingredients (mask contrast 10 or 100, with "
+                        "or without keep 0.3) and ANT's own knobs (every weight, eta 3, 3 early steps, keep 0.7); "
+                        "each best gets a reported row, and --update-recipes ships SalUn's only if its gap interval "
+                        "lies below the paper map's")
     p.add_argument("--attack", action="store_true",
                    help="add the attack_success column: one `salun audit attack` over every row (its positive "
                         "control must be lifted by each attack; success is the best over budgets)")
@@ -636,6 +658,9 @@ def main() -> None:
             if a.variant:
                 p.error(f"--variant {name!r}: {a.model}'s family draws uniform timesteps only")
             print(f"left out: the variant {name!r} (this family draws uniform timesteps only)")
+    for name in a.variant or []:
+        if name.split(" ", 1)[0] not in methods:
+            p.error(f"--variant {name!r}: --methods does not run {name.split(' ', 1)[0]}")
     if a.update_recipes and a.model.resolve() != TOY_SD.resolve():
         p.error("--update-recipes writes the toy SD's tuned settings into prompts/*.json; another --model's "
                 "chosen settings stay in its --json")
@@ -676,7 +701,8 @@ def main() -> None:
                                                                                      *sys.argv[1:]])}
             write_text_atomic(a.json, json.dumps({**{c: {**r["rows"], "_meta": {**meta, "controls": r["controls"],
                                                                                "chosen": r["chosen"],
-                                                                               "ingredients": r["ingredients"]}}
+                                                                               "ingredients": r["ingredients"],
+                                                                               "second_grids": r["second_grids"]}}
                                                      for c, r in results.items()}}, indent=2))
             write_text_atomic(a.json.with_name(a.json.stem + ".tuning.json"), json.dumps(
                 {c: {"tuning": r["tuning"], "chosen": r["chosen"], "_meta": meta} for c, r in results.items()},

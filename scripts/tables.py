@@ -462,6 +462,18 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
                      + f". Best: {ing['best'].removeprefix('salun ')}, "
                      + ("adopted (its interval lies below the paper map's)." if ing["adopted"] else
                         "not adopted (its interval overlaps the paper map's)."))
+    for m, grid in (meta.get("second_grids") or {}).items():
+        def cell2(n, grid=grid):
+            lo, hi = grid["gap_ci"][n]
+            return f"{grid['gap'][n]:.3f} ({lo:.3f}-{hi:.3f})"
+        title = m.upper() if m == "ant" else m
+        notes.append(f" {title}'s second grid (`--tune-ingredients`: four settings of its own knobs at its chosen lr "
+                     f"and length, so that it gets the eight settings SalUn gets; tuning gap to Retrain): its first "
+                     f"grid's choice {cell2(grid['first'])}; " + "; ".join(
+                         f"{n.removeprefix(m + ' ')} {cell2(n)}" for n in grid["candidates"])
+                     + f". Best: {grid['best'].removeprefix(m + ' ')}, "
+                     + ("its interval lies below the first choice's." if grid["adopted"] else
+                        "its interval overlaps the first choice's."))
     if meta.get("attack", {}).get("command"):
         notes.append(f" The attack column was added to this run's rows by `{meta['attack']['command']}` (attack code "
                      f"version {meta['attack']['version']}; the other figures are the run's own, version "

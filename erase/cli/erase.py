@@ -286,7 +286,9 @@ def _cmd_mask(args) -> int:
         _refuse_guidance_w_if_distilled(args)
         from ..diffusion.options import check_mask_neighbours
 
-        check_mask_neighbours(recipe, given=args.keep_misaligned or args.keep_neighbours is not None)
+        check_mask_neighbours(recipe, given=[f for f, v in (("--keep-misaligned", args.keep_misaligned),
+                                                            ("--keep-neighbours", args.keep_neighbours is not None))
+                                             if v])
         _refuse_density_the_family_lacks(args)
         from ..core.atomic import check_output
         from ..diffusion.options import check_common

@@ -182,26 +182,33 @@ def check_neighbours(opts: EraseOptions, method) -> None:
     _check_widened_count(r, flag)
 
 
-def _check_widened_count(r: Recipe, flag: str) -> None:
+def _check_widened_count(r: Recipe, flag: str, count: str = "--n-retain") -> None:
+    """``count``: how the user sets the number of retain images (``salun mask`` has no option for it)."""
     widened = len(set(r.retain_prompts)) + (len(set(r.misaligned_prompts)) if r.keep_misaligned else 0) + \
         r.keep_neighbours
     if r.n_retain < widened:  # image i is drawn from prompt i mod len(prompts): the added ones come last
-        raise UserError(f"{flag}: --n-retain {r.n_retain} draws fewer retain images than the up to {widened} "
-                        "prompts it widens the retain set to (the added ones would get none): raise --n-retain")
+        raise UserError(f"{flag}: {count} {r.n_retain} draws fewer retain images than the up to {widened} "
+                        f"prompts it widens the retain set to (the added ones would get none): raise {count}")
 
 
-def check_mask_neighbours(r: Recipe, given: bool) -> None:
+def check_mask_neighbours(r: Recipe, given: list[str]) -> None:
     """``salun mask --keep-*``: only a contrastive mask draws retain images to widen. A recipe file's own
-    ``keep_*`` (set for the erasure) is left alone by a plain mask; options given on the command line are not."""
+    ``keep_*`` (set for the erasure) is left alone by a plain mask; the options ``given`` on the command line
+    are not."""
     if not (r.keep_neighbours or r.keep_misaligned):
         return
-    flag = "--keep-neighbours" if r.keep_neighbours else "--keep-misaligned"
+    flag = given[0] if given else "--keep-neighbours" if r.keep_neighbours else "--keep-misaligned"
     if r.mask_contrast <= 0:
         if given:
             raise UserError(f"{flag} widens the retain images a contrastive mask spares, and this mask draws none: "
                             "give --mask-contrast C > 0 (or pass it to `salun erase`, whose training keeps them)")
         return
-    _check_widened_count(r, flag)
+    if r.retain_dataset is not None:
+        raise UserError(f"{flag} draws retain images from prompts, and the recipe's retain_dataset gives the retain "
+                        "images: use one")
+    if "--keep-misaligned" in given and not r.misaligned_prompts:
+        raise UserError("--keep-misaligned: there is no misaligned prompt to keep (give --misaligned-prompt)")
+    _check_widened_count(r, flag, "the recipe's n_retain")
 
 
 def check_options(opts: EraseOptions) -> "Method":

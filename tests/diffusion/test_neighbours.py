@@ -208,7 +208,11 @@ def test_salun_mask_takes_the_options_for_its_contrastive_mask(tmp_path):
     (["--keep-neighbours", "1"], {}, "--keep-neighbours widens the retain images a contrastive mask spares, and "
                                      "this mask draws none"),
     (["--keep-misaligned", "--keep-neighbours", "1", "--mask-contrast", "10"], {"n_retain": 2},
-     "--n-retain 2 draws fewer retain images than the up to 3 prompts"),
+     "the recipe's n_retain 2 draws fewer retain images than the up to 3 prompts"),
+    (["--keep-misaligned", "--mask-contrast", "10"], {"retain_dataset": {"path": "x", "label_prompts": {"0": "a blue star"}}},
+     "--keep-misaligned draws retain images from prompts, and the recipe's retain_dataset gives"),
+    (["--keep-misaligned", "--mask-contrast", "10"], {"keep_neighbours": 1, "retain_dataset": {"path": "x", "label_prompts": {"0": "a blue star"}}},
+     "--keep-misaligned draws retain images from prompts"),
 ])
 def test_salun_mask_refuses_them_where_nothing_is_widened(tmp_path, capsys, argv, extra, message):
     from erase.cli import main
@@ -221,6 +225,17 @@ def test_salun_mask_refuses_them_where_nothing_is_widened(tmp_path, capsys, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_salun_mask_refuses_keep_misaligned_without_a_misaligned_prompt(tmp_path, capsys):
+    from erase.cli import main
+
+    model = tiny_pipeline("sd", tmp_path / "sd")
+    capsys.readouterr()
+    assert main(["mask", "--model", str(model), "--forget-prompt", "a red circle", "--retain-prompt", "a blue star",
+                 "--mask-contrast", "10", "--keep-misaligned", "--out", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no misaligned prompt to keep" in err[0], err
 
 
 def test_a_recipe_files_own_setting_leaves_a_plain_mask_alone(tmp_path):

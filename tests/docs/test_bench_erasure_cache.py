@@ -104,6 +104,28 @@ def test_an_ingredient_replaces_the_papers_map_only_when_its_gap_interval_lies_b
     assert all(n in b.VARIANTS for n in b.INGREDIENTS)  # each has its reported row's settings
 
 
+def test_ant_gets_a_second_grid_of_its_own_knobs_chosen_by_the_same_rule():
+    """--tune-ingredients gives ANT (the other saliency method) four settings of its own beside SalUn's four:
+    each a variant named for ANT, whose settings are ANT's options or recipe fields, chosen like SalUn's."""
+    import dataclasses
+
+    from erase.diffusion.methods import METHODS
+    from erase.diffusion.recipes import Recipe
+
+    b = _bench()
+    assert set(b.SECOND_GRIDS) == {"salun", "ant"} and b.SECOND_GRIDS["salun"] == b.INGREDIENTS
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    for m, grid in b.SECOND_GRIDS.items():
+        assert len(grid) == 4 and all(n.startswith(f"{m} ") and n in b.VARIANTS for n in grid)
+        for n in grid:
+            assert all(k in METHODS[m].options or k in fields for k in b.VARIANTS[n]), n
+    grid = b.SECOND_GRIDS["ant"]
+    t = {n: {"gap_to_retrain": 0.3, "gap_to_retrain_ci": [0.25, 0.35]} for n in grid}
+    t["ant lr=0.001 length=1"] = {"gap_to_retrain": 0.4, "gap_to_retrain_ci": [0.38, 0.42]}
+    t[grid[1]] = {"gap_to_retrain": 0.1, "gap_to_retrain_ci": [0.05, 0.15]}
+    assert b.choose_ingredients(t, "ant lr=0.001 length=1", grid) == (grid[1], True)
+
+
 def test_another_model_gets_its_own_cache_version_retrain_and_served_methods():
     """--model pipelines/toy-sd3: its cache entries never mix with the toy SD's, its Retrain defaults to the toy
     SD3's, and the methods its family refuses are left out with the family's own reason."""
