@@ -139,6 +139,25 @@ def test_half_precision_gradients_are_folded_into_the_float32_sum_as_backward_pr
     clipped = compute_mask(model, lambda x: model(x).pow(2).sum(), batches, clip_grad_norm=1.0, progress=False)
     assert clipped.meta["gradient_sum"] == "float32 accumulator beside the gradients (per-batch clipping)"
 
+
+def test_the_fold_leaves_no_hook_or_gradient_behind_when_a_batch_fails_or_is_another_processs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(torch.bfloat16)
+    params = dict(model.named_parameters())
+    x = torch.randn(4, 6, dtype=torch.bfloat16)
+
+    def failing(batch):
+        yield model(x).pow(2).sum()
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        accumulate_gradients(model, params, failing, [0], progress=False)
+    assert all(p.grad is None and not p._post_accumulate_grad_hooks for p in model.parameters())
+    sums, n = accumulate_gradients(model, params, lambda b: None if b else model(x).pow(2).sum(), [0, 1],
+                                   progress=False)  # batch 1 is another process's
+    alone, _ = accumulate_gradients(model, params, lambda b: model(x).pow(2).sum(), [0], progress=False)
+    assert n == 1 and all(torch.equal(sums[k], alone[k]) for k in params)
+
 def test_non_finite_gradient_sums_are_refused():
     class InfGrad(torch.autograd.Function):  # a finite loss whose gradient overflows (as fp16 autocast can)
         @staticmethod
