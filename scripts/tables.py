@@ -715,7 +715,9 @@ def real_scale(data: dict) -> str:
         if m:
             ratio = data.get(f"{key}_peak_over_fwdbwd")
             if key == "mask" and m.get("gradient_sum", "").startswith("float32"):  # half-precision weights
-                what = f"mask pass: 2 forget batches, {top}, a float32 sum beside the gradients"
+                what = f"mask pass: 2 forget batches, {top}, " + (
+                    "a float32 sum, each gradient folded in as backward produces it"
+                    if "folded" in m["gradient_sum"] else "a float32 sum beside the gradients")
             rows.append([f"{what}; bit-packed file {m['mask_file_mib']:.1f} MiB (int64 masks as in the reference "
                          f"code: {m['int64_mask_gib_reference_style']:.1f} GiB)", f"{m['seconds']:.1f} s",
                          _gib(m) + (f" (**{ratio:.2f}x** the plain pass)" if ratio else "")])

@@ -65,6 +65,29 @@ def sums_in_gradients(clip_grad_norm: float | None, params: dict[str, nn.Paramet
     return clip_grad_norm is None and all(p.dtype == torch.float32 for p in params.values())
 
 
+def gradient_sum_kind(clip_grad_norm: float | None, params: dict[str, nn.Parameter]) -> str:
+    """Where ``accumulate_gradients`` keeps the sum (recorded in the mask's metadata)."""
+    if sums_in_gradients(clip_grad_norm, params):
+        return "in the weights' gradients"
+    if clip_grad_norm is None:
+        return "float32 accumulator, each gradient folded in as backward produces it (half-precision weights)"
+    return "float32 accumulator beside the gradients (per-batch clipping)"
+
+
+def _fold_as_produced(params: dict[str, nn.Parameter], acc: dict[str, torch.Tensor]) -> list:
+    """Half-precision weights, no clipping: each tensor's gradient is added into its float32 sum as soon as
+    backward has finished accumulating it, then dropped, so the weights' gradients never all live at once
+    beside the sum (the pass holds the weights, the float32 sum and the activations, not also a
+    weight-sized set of half-precision gradients)."""
+    def fold(name: str):
+        def hook(p: nn.Parameter) -> None:
+            acc[name].add_(p.grad)
+            p.grad = None
+        return hook
+
+    return [p.register_post_accumulate_grad_hook(fold(n)) for n, p in params.items()]
+
+
 def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss_fn: Callable[[object], torch.Tensor],
                          batches: Iterable, clip_grad_norm: float | None = None, progress: bool = True,
                          total: int | None = None, allow_empty: bool = False, what: str = "forget"
@@ -75,11 +98,12 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
 
     Without clipping, and for float32 weights, the sum is accumulated in the weights' own ``.grad``
     (backward adds into it): no second weight-sized buffer, so the pass costs what one plain
-    forward + backward costs. With ``clip_grad_norm`` each batch's gradient (over ``params``) is
-    clipped to that norm before it is added, as the DDPM recipe does; that needs the batch's gradient
-    apart from the running sum, so a float32 accumulator is kept beside the gradients (also for half-
-    precision weights, whose own gradients would sum in half precision). Returns (gradient sums in
-    float32, number of batches); the weights are left with no ``.grad``. A batch whose ``loss_fn`` gives
+    forward + backward costs. Half-precision weights would sum in half precision there: their sum is a
+    float32 accumulator, into which each tensor's gradient is folded as backward produces it
+    (``_fold_as_produced``). With ``clip_grad_norm`` each batch's gradient (over ``params``) is
+    clipped to that norm before it is added, as the DDPM recipe does; that needs the batch's whole gradient
+    apart from the running sum, so a float32 accumulator is kept beside the gradients. Returns (gradient
+    sums in float32, number of batches); the weights are left with no ``.grad``. A batch whose ``loss_fn`` gives
     None is skipped (another process's, under several); ``allow_empty`` accepts a process with none.
     """
     names = list(params)
@@ -90,26 +114,14 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
         p.grad = None
     in_place = sums_in_gradients(clip_grad_norm, params)
     acc = {} if in_place else {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    n_batches = 0
-    for batch in tqdm(batches, desc="saliency" if what == "forget" else f"{what} saliency", disable=not progress,
-                      total=total, dynamic_ncols=True):
-        out = loss_fn(batch)
-        if out is None:  # another process's batch (several processes share the batches)
-            continue
-        for loss in [out] if torch.is_tensor(out) else out:  # terms: each backpropagated before the next exists
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the {what} saliency's loss is {loss.item()} on batch {n_batches}")
-            loss.backward()
-        n_batches += 1
-        if in_place:
-            continue
-        if clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_([params[n] for n in names], clip_grad_norm)
-        for n in names:
-            g = params[n].grad
-            if g is not None:
-                acc[n].add_(g.float())
-            params[n].grad = None
+    folding = not in_place and clip_grad_norm is None
+    hooks = _fold_as_produced(params, acc) if folding else []
+    try:
+        n_batches = _sum_batches(params, loss_fn, batches, clip_grad_norm, acc, in_place or folding, progress,
+                                 total, what)
+    finally:
+        for h in hooks:
+            h.remove()
     if n_batches == 0 and not allow_empty:
         raise UserError(f"no {what} data: the saliency needs at least one batch")
     if in_place:
@@ -122,6 +134,36 @@ def accumulate_gradients(model: nn.Module, params: dict[str, nn.Parameter], loss
         raise FloatingPointError(f"the {what} saliency's gradient is NaN or infinite in {len(bad)} tensors (e.g. {bad[0]}); "
                                  "try --mixed-precision no")
     return acc, n_batches
+
+
+def _sum_batches(params: dict[str, nn.Parameter], loss_fn, batches: Iterable, clip_grad_norm: float | None,
+                 acc: dict[str, torch.Tensor], summed_by_backward: bool, progress: bool, total: int | None,
+                 what: str) -> int:
+    """``accumulate_gradients``' loop: backpropagate each batch's loss (or its terms); where backward itself
+    does not leave the sum where it belongs (``summed_by_backward``), clip the batch's gradient if asked and
+    add it to ``acc``. Returns the number of batches."""
+    names = list(params)
+    n_batches = 0
+    for batch in tqdm(batches, desc="saliency" if what == "forget" else f"{what} saliency", disable=not progress,
+                      total=total, dynamic_ncols=True):
+        out = loss_fn(batch)
+        if out is None:  # another process's batch (several processes share the batches)
+            continue
+        for loss in [out] if torch.is_tensor(out) else out:  # terms: each backpropagated before the next exists
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the {what} saliency's loss is {loss.item()} on batch {n_batches}")
+            loss.backward()
+        n_batches += 1
+        if summed_by_backward:
+            continue
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([params[n] for n in names], clip_grad_norm)
+        for n in names:
+            g = params[n].grad
+            if g is not None:
+                acc[n].add_(g.float())
+            params[n].grad = None
+    return n_batches
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -336,10 +378,8 @@ def compute_mask(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], ba
             n_retain = reduce(kept, n_retain)
         grads = contrast_scores(grads, kept, contrast)
     masks = top_fraction_mask(grads, keep, scope, consume=True)
-    in_place = sums_in_gradients(clip_grad_norm, params)
     info = {"selection": selection, "keep": keep, "scope": scope, "clip_grad_norm": clip_grad_norm,
-            "gradient_sum": "in the weights' gradients" if in_place else
-            "float32 accumulator beside the gradients (per-batch clipping or half-precision weights)",
+            "gradient_sum": gradient_sum_kind(clip_grad_norm, params),
             "n_batches": n_batches, "fingerprint": fingerprint(params), **(meta or {})}
     if contrast > 0:
         info.update({"mask_contrast": contrast, "n_retain_batches": n_retain,

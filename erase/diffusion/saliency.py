@@ -158,10 +158,11 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
         pipe, res = load_for_job(model, accelerator, resolution)
         recipe = recipe_for(family_of_pipe(pipe), recipe)
         check_timestep_density(family_of_pipe(pipe), recipe.timestep_density)  # before anything is drawn
+        widened = None
         if recipe.mask_contrast > 0:  # the retain images a contrastive mask spares, widened as `salun erase` does
             from .neighbours import choose
 
-            recipe, _ = choose(recipe, family_of_pipe(pipe), pipe, res)
+            recipe, widened = choose(recipe, family_of_pipe(pipe), pipe, res)
         wd = open_work_dir(work_dir, out.with_name(out.stem), source, resume=False, restart=False, trains=False,
                            main_process=main)
         dist.barrier()
@@ -177,6 +178,8 @@ def make_mask(recipe: Recipe, out: Path, model: str | None = None, seed: int = 0
             mask = mask_for(pipe, recipe, mean, std, caps, bank, seed, accelerator, scope=scope, resolution=res,
                             progress=main, retain=retain)
             mask.meta["mixed_precision"] = mixed_precision
+            if widened:  # what neighbours kept by name added (retain_prompts lists each prompt once)
+                mask.meta["retain_neighbours"] = widened
             if main:
                 mask.save(out)
             dist.barrier()

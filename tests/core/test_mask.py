@@ -106,6 +106,58 @@ def test_in_place_gradient_sum_equals_the_float32_accumulator():
     assert clipped.meta["gradient_sum"].startswith("float32 accumulator")
 
 
+
+def test_half_precision_gradients_are_folded_into_the_float32_sum_as_backward_produces_them():
+    """bf16 weights: each tensor's gradient is added into its float32 sum as soon as backward has it, then
+    dropped, so no weight-sized set of bf16 gradients lives beside the sum; the sum is the float32 sum of every
+    backward's bf16 gradients (here two backward passes a batch, as the lean mask pass takes its two terms)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(torch.bfloat16)
+    params = dict(model.named_parameters())
+    batches = [torch.randn(4, 6, dtype=torch.bfloat16) for _ in range(3)]
+    left_behind = []
+
+    def terms(x):  # each term is backpropagated before the next is asked for
+        yield model(x).pow(2).sum()
+        left_behind.append([n for n, p in params.items() if p.grad is not None])
+        yield model(x * 0.5).abs().sum()
+
+    sums, n = accumulate_gradients(model, params, terms, batches, progress=False)
+    expected = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
+    for x in batches:
+        for loss in (lambda: model(x).pow(2).sum(), lambda: model(x * 0.5).abs().sum()):
+            model.zero_grad(set_to_none=True)
+            loss().backward()
+            for k, p in params.items():
+                expected[k] += p.grad.float()
+    model.zero_grad(set_to_none=True)
+    assert n == 3 and left_behind == [[]] * 3
+    assert all(sums[k].dtype == torch.float32 and torch.equal(sums[k], expected[k]) for k in params)
+    assert all(p.grad is None and not p._post_accumulate_grad_hooks for p in model.parameters())
+    mask = compute_mask(model, lambda x: model(x).pow(2).sum(), batches, progress=False)
+    assert mask.meta["gradient_sum"].startswith("float32 accumulator, each gradient folded in")
+    clipped = compute_mask(model, lambda x: model(x).pow(2).sum(), batches, clip_grad_norm=1.0, progress=False)
+    assert clipped.meta["gradient_sum"] == "float32 accumulator beside the gradients (per-batch clipping)"
+
+
+def test_the_fold_leaves_no_hook_or_gradient_behind_when_a_batch_fails_or_is_another_processs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(torch.bfloat16)
+    params = dict(model.named_parameters())
+    x = torch.randn(4, 6, dtype=torch.bfloat16)
+
+    def failing(batch):
+        yield model(x).pow(2).sum()
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        accumulate_gradients(model, params, failing, [0], progress=False)
+    assert all(p.grad is None and not p._post_accumulate_grad_hooks for p in model.parameters())
+    sums, n = accumulate_gradients(model, params, lambda b: None if b else model(x).pow(2).sum(), [0, 1],
+                                   progress=False)  # batch 1 is another process's
+    alone, _ = accumulate_gradients(model, params, lambda b: model(x).pow(2).sum(), [0], progress=False)
+    assert n == 1 and all(torch.equal(sums[k], alone[k]) for k in params)
+
 def test_non_finite_gradient_sums_are_refused():
     class InfGrad(torch.autograd.Function):  # a finite loss whose gradient overflows (as fp16 autocast can)
         @staticmethod

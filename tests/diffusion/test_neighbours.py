@@ -201,7 +201,10 @@ def test_salun_mask_takes_the_options_for_its_contrastive_mask(tmp_path):
     out = tmp_path / "m.safetensors"
     assert main(["mask", "--model", str(model), "--concept", _mask_recipe(tmp_path), "--mask-contrast", "10",
                  "--keep-misaligned", "--work-dir", str(tmp_path / "w"), "--out", str(out)]) == 0
-    assert Mask.load(out).meta["retain_prompts"] == ["a blue star", "a red square"]
+    meta = Mask.load(out).meta
+    assert meta["retain_prompts"] == ["a blue star", "a red square"]
+    assert meta["retain_neighbours"] == {"misaligned_added": ["a red square"], "neighbours": [], "keep_neighbours": 0,
+                                         "keep_misaligned": True}
 
 
 @pytest.mark.parametrize("argv, extra, message", [
@@ -225,6 +228,20 @@ def test_salun_mask_refuses_them_where_nothing_is_widened(tmp_path, capsys, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_salun_mask_widens_by_the_nearest_retain_prompts(tmp_path):
+    from erase.cli import main
+    from erase.core.mask import Mask
+
+    model = tiny_pipeline("sd", tmp_path / "sd")
+    out = tmp_path / "m.safetensors"
+    recipe = _mask_recipe(tmp_path, retain_prompts=["a blue star", "a red heart"])
+    assert main(["mask", "--model", str(model), "--concept", recipe, "--mask-contrast", "10", "--keep-neighbours",
+                 "1", "--work-dir", str(tmp_path / "w"), "--out", str(out)]) == 0
+    near = Mask.load(out).meta["retain_neighbours"]
+    assert near["keep_neighbours"] == 1 and len(near["neighbours"]) == 1
+    assert near["neighbours"][0] in ("a blue star", "a red heart")
 
 
 def test_salun_mask_refuses_keep_misaligned_without_a_misaligned_prompt(tmp_path, capsys):
