@@ -688,6 +688,9 @@ def flux_structure(data: dict) -> str:
 @table("real_scale_sd3", "bench_real_scale_sd3.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
        "--json docs/bench_real_scale_sd3.json")
+@table("real_scale_sd3_mask", "bench_real_scale_sd3_mask.json",
+       "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
+       "--phases fwdbwd,mask --json docs/bench_real_scale_sd3_mask.json")
 @table("real_scale_sd3_keep03", "bench_real_scale_sd3_keep03.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 --keep 0.3 "
        "--phases mask,masked_lean --json docs/bench_real_scale_sd3_keep03.json")
