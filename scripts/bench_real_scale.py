@@ -375,7 +375,7 @@ def _phase_erase(a, lora_rank: int | None) -> dict:
     import shutil
 
     forget, retain = _image_folders(a)
-    recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2)
+    recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2, keep=a.keep)
     name = "erase-lora" if lora_rank else "erase"
     shutil.rmtree(a.work / f"{name}.work", ignore_errors=True)  # the whole job: no mask or image cached by a run before
     summary = erase(EraseOptions(recipe=recipe, out=a.work / name, model=str(a.src), steps=2,

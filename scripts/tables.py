@@ -688,6 +688,9 @@ def flux_structure(data: dict) -> str:
 @table("real_scale_sd3", "bench_real_scale_sd3.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
        "--json docs/bench_real_scale_sd3.json")
+@table("real_scale_sdxl_erase", "bench_real_scale_sdxl_erase.json",
+       "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --use-8bit-adam --resolution 256 "
+       "--keep 0.3 --phases erase --json docs/bench_real_scale_sdxl_erase.json")
 @table("real_scale_sd3_mask", "bench_real_scale_sd3_mask.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
        "--phases fwdbwd,mask --json docs/bench_real_scale_sd3_mask.json")
