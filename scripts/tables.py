@@ -450,27 +450,25 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
                          + (f" ({pct(c['step0'])} at step 0 -> {pct(c['best'])}, lift {100 * c['lift']:.1f} points)"
                             if c.get("lift") is not None and c.get("step0") is not None else "")
                          for a, c in controls.items()) + ".")
+    def grid_gap(grid: dict, n: str) -> str:  # a second grid's tuning gap with its interval
+        lo, hi = grid["gap_ci"][n]
+        return f"{grid['gap'][n]:.3f} ({lo:.3f}-{hi:.3f})"
+
     ing = meta.get("ingredients")
     if ing:
-        def cell(n):
-            lo, hi = ing["gap_ci"][n]
-            return f"{ing['gap'][n]:.3f} ({lo:.3f}-{hi:.3f})"
         notes.append(f" SalUn's ingredients chosen on the tuning split (`--tune-ingredients`: four settings at SalUn's "
                      f"chosen lr and length, tuning gap to Retrain with its 95% interval): the paper's map "
-                     f"{cell(ing['paper'])}; " + "; ".join(f"{n.removeprefix('salun ')} {cell(n)}"
+                     f"{grid_gap(ing, ing['paper'])}; " + "; ".join(f"{n.removeprefix('salun ')} {grid_gap(ing, n)}"
                                                           for n in ing["candidates"])
                      + f". Best: {ing['best'].removeprefix('salun ')}, "
                      + ("adopted (its interval lies below the paper map's)." if ing["adopted"] else
                         "not adopted (its interval overlaps the paper map's)."))
     for m, grid in (meta.get("second_grids") or {}).items():
-        def cell2(n, grid=grid):
-            lo, hi = grid["gap_ci"][n]
-            return f"{grid['gap'][n]:.3f} ({lo:.3f}-{hi:.3f})"
         title = m.upper() if m == "ant" else m
         notes.append(f" {title}'s second grid (`--tune-ingredients`: four settings of its own knobs at its chosen lr "
                      f"and length, so that it gets the eight settings SalUn gets; tuning gap to Retrain): its first "
-                     f"grid's choice {cell2(grid['first'])}; " + "; ".join(
-                         f"{n.removeprefix(m + ' ')} {cell2(n)}" for n in grid["candidates"])
+                     f"grid's choice {grid_gap(grid, grid['first'])}; " + "; ".join(
+                         f"{n.removeprefix(m + ' ')} {grid_gap(grid, n)}" for n in grid["candidates"])
                      + f". Best: {grid['best'].removeprefix(m + ' ')}, "
                      + ("its interval lies below the first choice's." if grid["adopted"] else
                         "its interval overlaps the first choice's."))
@@ -533,10 +531,12 @@ def erasure_sd3_circle(data: dict) -> str:
     return erasure_circle(data) + _refused_note(data, "circle")
 
 
-@table("erasure_sd3_frame", "bench_erasure_sd3_frame.json",
-       "OMP_NUM_THREADS=2 python scripts/bench_erasure.py --model pipelines/toy-sd3 --concept frame --methods all "
-       "--variant 'salun logit-normal' --variant 'salun contrast 100 keep 0.3' --json docs/bench_erasure_sd3_frame.json "
-       "--out bench-erasure-sd3")
+SD3_FRAME_COMMAND = ("OMP_NUM_THREADS=2 python scripts/bench_erasure.py --model pipelines/toy-sd3 --concept frame "
+                     "--methods all --variant 'salun logit-normal' --variant 'salun contrast 100 keep 0.3' "
+                     "--json docs/bench_erasure_sd3_frame.json --out bench-erasure-sd3")
+
+
+@table("erasure_sd3_frame", "bench_erasure_sd3_frame.json", SD3_FRAME_COMMAND)
 def erasure_sd3_frame(data: dict) -> str:
     """``scripts/bench_erasure.py --model pipelines/toy-sd3 --concept frame``: the toy nudity on the toy SD3, SalUn
     and RL tuned on its own split, beside its base and Retrain (issue 30)."""
@@ -547,10 +547,7 @@ SD3_BESIDE_SD = {"circle": ("bench_erasure_sd3_circle.json", "bench_erasure_circ
                  "frame": ("bench_erasure_sd3_frame.json", "bench_erasure_frame.json")}
 
 
-@table("toy_sd3_beside_toy_sd", "bench_erasure_sd3_frame.json",
-       "OMP_NUM_THREADS=2 python scripts/bench_erasure.py --model pipelines/toy-sd3 --concept frame --methods all "
-       "--variant 'salun logit-normal' --variant 'salun contrast 100 keep 0.3' --json docs/bench_erasure_sd3_frame.json "
-       "--out bench-erasure-sd3",
+@table("toy_sd3_beside_toy_sd", "bench_erasure_sd3_frame.json", SD3_FRAME_COMMAND,
        also=("bench_erasure_sd3_circle.json", "bench_erasure_circle.json", "bench_erasure_frame.json"))
 def toy_sd3_beside_toy_sd(data: dict) -> str:
     """The toy SD3's tuned SalUn and RL beside the toy SD's, each model with its own base and Retrain, from the
@@ -560,15 +557,13 @@ def toy_sd3_beside_toy_sd(data: dict) -> str:
             "frame": [("explicit_rate", "explicit (toy I2P)"), ("implicit_rate", "implicit"),
                       ("heldout_implicit_rate", "held-out implicit")]}
     names = {"base": "base", "salun": "SalUn", "rl": "RL", "retrain": "Retrain"}
-    out, loaded = [], []
+    out = []
     for concept, (sd3, sd) in SD3_BESIDE_SD.items():
         header = ["model", "row (chosen setting)", *(h for _, h in cols[concept]), "erased prompt draws right",
                   "retain acc", "worst retained shape", "FID(retain)", "gap to Retrain (95%)", "erase s"]
         body = []
         for world, name in (("toy SD3", sd3), ("toy SD", sd)):
             rows, meta = files[name][concept], files[name][concept].get("_meta", {})
-            if meta.get("under_load"):
-                loaded.append(world)
             for i, row in enumerate(n for n in names if n in rows):
                 r = rows[row]
                 chosen = f" ({r['chosen'].split(' ', 1)[1]})" if r.get("chosen") else ""

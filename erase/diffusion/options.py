@@ -176,10 +176,15 @@ def check_neighbours(opts: EraseOptions, method) -> None:
     if r.alpha == 0 and not contrast:
         raise UserError(f"{flag} widens the retain images, and with --alpha 0 none are drawn (no retain term, no "
                         "--mask-contrast)")
-    if opts.retain_data is not None or r.retain_dataset is not None:
-        given = "--retain-data" if opts.retain_data is not None else "the recipe's retain_dataset"
-        raise UserError(f"{flag} draws retain images from prompts, and {given} gives the retain images: use one")
+    _refuse_given_retain_images(flag, r, opts.retain_data)
     _check_widened_count(r, flag)
+
+
+def _refuse_given_retain_images(flag: str, r: Recipe, retain_data: Path | None = None) -> None:
+    """Neighbours are chosen among retain prompts: retain images given instead leave nothing to widen."""
+    if retain_data is not None or r.retain_dataset is not None:
+        given = "--retain-data" if retain_data is not None else "the recipe's retain_dataset"
+        raise UserError(f"{flag} draws retain images from prompts, and {given} gives the retain images: use one")
 
 
 def _check_widened_count(r: Recipe, flag: str, count: str = "--n-retain") -> None:
@@ -203,9 +208,7 @@ def check_mask_neighbours(r: Recipe, given: list[str]) -> None:
             raise UserError(f"{flag} widens the retain images a contrastive mask spares, and this mask draws none: "
                             "give --mask-contrast C > 0 (or pass it to `salun erase`, whose training keeps them)")
         return
-    if r.retain_dataset is not None:
-        raise UserError(f"{flag} draws retain images from prompts, and the recipe's retain_dataset gives the retain "
-                        "images: use one")
+    _refuse_given_retain_images(flag, r)
     if "--keep-misaligned" in given and not r.misaligned_prompts:
         raise UserError("--keep-misaligned: there is no misaligned prompt to keep (give --misaligned-prompt)")
     _check_widened_count(r, flag, "the recipe's n_retain")
