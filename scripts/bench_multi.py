@@ -3,7 +3,7 @@
 
     python scripts/bench_multi.py --json bench_multi.json --out bench-multi
     python scripts/bench_multi.py --smoke --json /tmp/multi.json --out /tmp/multi   # seconds: the path only
-    python scripts/bench_multi.py --skip joint,singles,tune,attribute,masks,uce \
+    python scripts/bench_multi.py --skip joint,singles,tune,masks,uce \
         --chains continual_contrast,continual_neighbours --merge --json docs/bench_multi.json --out bench-multi
 
 On the toy SD (every figure from the toy judge, reported split: seeds from 1000):
@@ -25,7 +25,9 @@ On the toy SD (every figure from the toy judge, reported split: seeds from 1000)
   keeping 0.5 (the recipe's) or 0.3, chosen on the tuning split (seeds from 5000) and measured once on the
   reported split.
 - **attribute**: the toy attribute (the frame, the toy world's nudity) with circle in one run, and erased
-  third, after circle and triangle (the replay chain's second model); the frame's rate per phrasing group.
+  third, after circle and triangle (the replay chain's second model; with ``--chains`` naming the ingredient
+  chains, also after theirs, the neighbours chain's frame step keeping its neighbours too); the frame's rate per
+  phrasing group.
 - **masks**: the four shapes' own masks (no training): each pair's overlap (shared / either) and the
   union's size against the joint mask's.
 - **uce**: UCE's closed-form edit of the same four shapes, for the time against SalUn's joint run.
@@ -196,7 +198,8 @@ def main() -> None:
     p.add_argument("--skip", default="", help="comma list of parts to leave out: joint,singles,continual,tune,attribute,masks,uce")
     p.add_argument("--chains", default=None, help="a comma list of the chains to run (continual: continual,continual_no_replay,continual_shipped,"
                    "continual_shipped_no_replay, and SalUn's retain-preserving ingredients: continual_contrast, "
-                   "continual_neighbours; attribute: joint,joint_frame_first,continual; default all but the "
+                   "continual_neighbours, which also name the attribute's frame erased third after them; attribute: joint,"
+                   "joint_frame_first,continual; default all but the "
                    "ingredient chains)")
     p.add_argument("--retime", action="store_true",
                    help="run the joint and single erasures once more, one after another with nothing else on the "
@@ -350,16 +353,28 @@ def main() -> None:
             res["attribute"][key] = row
             print(f"attribute {key}: forget {row['forget_rate']}, frame {row['frame']['explicit_rate']:.1%}, "
                   f"retain {row['retain_acc']:.1%}, {row['seconds']} s", flush=True)
-        if step2.exists() and (not a.chains or "continual" in a.chains.split(",")):
-            out = models / "attr-continual3-frame"
-            run = cache.get("attr-continual|run", lambda: run_erase(["frame"], out,
-                                                                    model=str(step2)))
+        # erased third: after the replayed chain's circle and triangle (the frame's recipe as it ships), and after
+        # the ingredient chains' (issue 27: their contrastive mask, and the neighbours kept by name in the frame step)
+        thirds = (("continual", step2, "attr-continual", None),
+                  ("continual_contrast", models / "continual-contrast2-triangle", "attr-continual-contrast", None),
+                  ("continual_neighbours", models / "continual-neighbours2-triangle", "attr-continual-neighbours",
+                   NEIGHBOURS))
+        for key, model, tag, overrides in thirds:
+            if key not in (a.chains.split(",") if a.chains else ["continual"]):  # the ingredient rows run when named
+                continue
+            if not model.exists():  # said, not silently left out (the continual chain's step 2: said above)
+                if key != "continual":
+                    print(f"note: {model} is made by the {key} chain: the attribute's {key} row is left out of this "
+                          "run", file=sys.stderr, flush=True)
+                continue
+            out = models / f"{tag}3-frame"
+            run = cache.get(f"{tag}|run", lambda: run_erase(["frame"], out, model=str(model), overrides=overrides))
             erased = ["circle", "triangle"]
-            row = {"erased": erased + ["frame"], **run, **cache.get("attr-continual|eval", lambda: {
+            row = {"erased": erased + ["frame"], **run, **cache.get(f"{tag}|eval", lambda: {
                 **ev(out, erased), "frame": measure_attribute(out, a.per_pair)})}
             row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
-            res["attribute"]["continual"] = row
-            print(f"attribute continual circle, triangle, then frame: forget {row['forget_rate']}, frame "
+            res["attribute"][key] = row
+            print(f"attribute {key} circle, triangle, then frame: forget {row['forget_rate']}, frame "
                   f"{row['frame']['explicit_rate']:.1%}, retain {row['retain_acc']:.1%}, {row['seconds']} s", flush=True)
     if "masks" not in skip:
         res["masks"] = cache.get("masks", lambda: concept_masks(recipes, a.out / ".masks"))
