@@ -302,11 +302,16 @@ def multi(data: dict) -> str:
 
 
 def _added_note(data: dict, keys) -> str:
-    """Which of ``bench_multi.json``'s parts a later ``--merge`` run measured, and by which command."""
-    added = {k: v for k, v in data.get("added", {}).items() if k in keys}
-    note = " ".join(f"The `{k}` {'rows ' + ', '.join(v['rows']) if v.get('rows') else 'rows'} were measured "
-                    f"afterwards by `{v['command']}`" + (" (under load)" if v.get("under_load") else "") + "."
-                    for k, v in added.items())
+    """Which of ``bench_multi.json``'s parts a later ``--merge`` run measured, and by which command (parts measured
+    by one command share one sentence)."""
+    by_command: dict[tuple, list[str]] = {}
+    for k, v in data.get("added", {}).items():
+        if k in keys:
+            part = f"`{k}` " + ("rows " + ", ".join(v["rows"]) if v.get("rows") else "rows")
+            by_command.setdefault((v["command"], bool(v.get("under_load"))), []).append(part)
+    note = " ".join(f"The {' and the '.join(parts)} were measured afterwards by `{command}`"
+                    + (" (under load)" if under_load else "") + "."
+                    for (command, under_load), parts in by_command.items())
     return f"\n\n{note}" if note else ""
 
 
@@ -316,20 +321,33 @@ def multi_attribute(data: dict) -> str:
     """``scripts/bench_multi.py``'s attribute part: the frame erased with circle, and third in a chain."""
     attr = data["attribute"]
     rows = []
+    then_frame = "circle, triangle, then frame"
     labels = {"joint": "circle and frame at once, circle's settings (lr 1e-4, batch 16, alpha 0.5, {steps} steps)",
-              "joint_frame_first": "circle and frame at once, the frame's settings (lr 1e-3, batch 8, alpha 0.1, "
-                                   "{steps} steps)",
-              "continual": "continual, replayed: circle, triangle, then frame (its own settings, {steps} steps)"}
+              "joint_frame_first": "circle and frame at once ({settings})",
+              "continual": f"continual, replayed: {then_frame}" + " ({settings})",
+              "continual_contrast": "continual, replayed, contrastive mask (contrast 100, keep 0.3): "
+                                    f"{then_frame}" + " ({settings})",
+              "continual_neighbours": "continual, replayed, contrastive mask + neighbours kept by name "
+                                      f"(`--keep-neighbours 5`): {then_frame}" + " ({settings})"}
     for key, label in labels.items():
         if key not in attr:
             continue
         r = attr[key]
         if "recipe" in r:  # a run that records its settings (bench_multi.py --merge runs)
             s = r["recipe"]
-            label = (f"circle and frame at once, the {r['settings_of']}'s settings as shipped (lr {number(s['lr'])}, "
-                     f"batch {s['batch_size']}, alpha {number(s['alpha'])}, keep {number(s['keep'])}"
-                     + (f", mask contrast {number(s['mask_contrast'])}" if s.get("mask_contrast") else "")
-                     + ", {steps} steps)") if key != "continual" else label
+            settings = (f"the frame's settings as shipped: lr {number(s['lr'])}, batch {s['batch_size']}, "
+                        f"alpha {number(s['alpha'])}, "
+                        f"keep {number(s['keep'])}" + (f", mask contrast {number(s['mask_contrast'])}"
+                                                       if s.get("mask_contrast") else "")
+                        + (f", {s['keep_neighbours']} neighbours kept" if s.get("keep_neighbours") else "")
+                        + f", {r['steps']} steps")
+        else:  # an earlier run: its mask says which settings it had
+            m = r.get("mask") or {}
+            settings = ("the frame's settings before its recipe shipped the contrastive mask: lr 1e-3, batch 8, "
+                        "alpha 0.1, "
+                        + (f"keep {number(round(m['kept_fraction'], 2))}, " if m else "")
+                        + ("a forget-only mask, " if m and not m.get("mask_contrast") else "") + f"{r['steps']} steps")
+        label = label.format(steps=r["steps"], settings=settings)
         shapes = [s for s in r["erased"] if s != "frame"]
         rates = r["forget_rate"]
         circle = bold(pct0(rates[shapes[0]]), rates[shapes[0]] > 0.05)
@@ -338,7 +356,7 @@ def multi_attribute(data: dict) -> str:
         frame = " / ".join(bold(pct0(r["frame"][k]), r["frame"][k] > 0.05)
                            for k in ("explicit_rate", "implicit_rate", "heldout_implicit_rate"))
         base = _base_of(data, shapes)
-        rows.append([label.format(steps=r["steps"]), circle, frame, _multi_retain(r, base),
+        rows.append([label, circle, frame, _multi_retain(r, base),
                      f"{r['fid_retain']:.2f} ({base['fid_retain']:.2f})"])
     header = ["run", "circle", "frame: explicit / implicit / held-out", "retain acc [95% CI] (base)",
               "FID(retain) (base)"]
