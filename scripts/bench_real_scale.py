@@ -19,7 +19,8 @@ CPU, torch's peak allocation on CUDA) belongs to that phase alone; the parent pr
   a bool mask); the ``steps`` phase times both beside a plain step, in one process;
 - ``erase`` and ``erase_lora``: the whole ``salun erase`` job (load, encode 2 + 2 images, mask, 2 steps,
   final checkpoint, export) without and with ``--lora-rank 4``: peak memory and the LoRA export's time
-  and relative error.
+  and relative error, and ``stages``: each stage the job's progress bars name, when it began, the host RSS then
+  and its peak there, kept when the system kills the phase (``reached``: the stage it was in).
 
     python scripts/bench_real_scale.py --resolution 256 --json bench_real_scale.json      # CPU, ~15 min
     python scripts/bench_real_scale.py --resolution 512 --device cuda --mixed-precision bf16  # GPU
@@ -368,21 +369,98 @@ def _image_folders(a) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
+class StageTrace:
+    """The erase phase's stages as its progress bars name them ("saliency 1/2", "erasing 2/2", "after erasing":
+    from the last step's end to the job's, the checkpoint and export), each with the process's RSS, appended line
+    by line to ``<work>/<phase>.trace.jsonl`` as they happen: a phase the system kills for memory still leaves
+    which stage it reached and what it held there. The RSS is also sampled every 0.5 s (Linux:
+    /proc/self/status), so a stage's peak is seen between its progress updates."""
+
+    def __init__(self, path: Path):
+        import re
+        import threading
+
+        self.file, self.t0, self.stage = open(path, "w", buffering=1), time.time(), "load"
+        self.stderr = sys.stderr  # everything still goes there too: warnings, errors and the bars themselves
+        self._bar = re.compile(r"^\s*([a-z][a-z ]*?):\s+\d+%\|.*?\|\s*(\d+)/(\d+)")
+        self._stop, self._lock = threading.Event(), threading.Lock()
+        self._write("load")
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def rss_gib() -> float | None:
+        try:
+            with open("/proc/self/status") as f:
+                return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 2**20
+        except (OSError, StopIteration):
+            return None
+
+    def _write(self, stage: str) -> None:
+        rss = self.rss_gib()
+        with self._lock:  # (the sampling thread writes too: whole lines only)
+            self.file.write(json.dumps({"t": round(time.time() - self.t0, 1), "stage": stage,
+                                        "rss_gib": None if rss is None else round(rss, 2)}) + "\n")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self._write(self.stage)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def write(self, text: str) -> int:  # stands in for stderr, where the job's progress bars go
+        import re
+
+        self.stderr.write(text)
+        for part in re.split(r"[\r\n]+", text):
+            m = self._bar.match(part)
+            if m:
+                n, total = int(m.group(2)), int(m.group(3))  # (a finished bar: what follows it, until the next)
+                stage = f"{m.group(1)} {n + 1}/{total}" if n < total else f"after {m.group(1)}"
+                if stage != self.stage:
+                    self.stage = stage
+                    self._write(stage)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stderr.flush()
+
+
+def stages_of(path: Path) -> list[dict]:
+    """``StageTrace``'s file, one entry a stage in the order reached: when it began, its RSS then, its peak RSS."""
+    out: list[dict] = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:  # the last line of a killed process may be cut
+            continue
+        if not out or out[-1]["stage"] != r["stage"]:
+            out.append({"stage": r["stage"], "start_s": r["t"], "rss_gib_at_start": r["rss_gib"],
+                        "peak_rss_gib": r["rss_gib"]})
+        elif r["rss_gib"] is not None:
+            out[-1]["peak_rss_gib"] = max(out[-1]["peak_rss_gib"] or 0.0, r["rss_gib"])
+    return out
+
+
 def _phase_erase(a, lora_rank: int | None) -> dict:
     from erase.diffusion.recipes import load_recipe
     from erase.diffusion.job import EraseOptions, erase
 
     import shutil
 
+    name = "erase-lora" if lora_rank else "erase"
+    # the job's progress bars, read for its stages (a trace per phase: see run_child)
+    sys.stderr = StageTrace(a.work / f"{'erase_lora' if lora_rank else 'erase'}.trace.jsonl")
     forget, retain = _image_folders(a)
     recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2, keep=a.keep)
-    name = "erase-lora" if lora_rank else "erase"
     shutil.rmtree(a.work / f"{name}.work", ignore_errors=True)  # the whole job: no mask or image cached by a run before
     summary = erase(EraseOptions(recipe=recipe, out=a.work / name, model=str(a.src), steps=2,
                                  resolution=a.resolution, forget_data=forget, retain_data=retain,
                                  work_dir=a.work / f"{name}.work", overwrite=True, lora_rank=lora_rank,
                                  device=a.device, mixed_precision=a.mixed_precision,
-                                 gradient_checkpointing=a.gradient_checkpointing, progress=False,
+                                 gradient_checkpointing=a.gradient_checkpointing, progress=True,
                                  weights_dtype=a.weights_dtype, use_8bit_adam=a.use_8bit_adam))
     res = {"seconds": summary["seconds"], "mask_seconds": summary["mask_seconds"],
            "train_seconds": summary["train_seconds"]}
@@ -410,20 +488,26 @@ def run_child(phase: str, a) -> dict:
            "--weights-dtype", a.weights_dtype, "--keep", str(a.keep)] + \
           (["--gradient-checkpointing"] if a.gradient_checkpointing else []) + \
           (["--use-8bit-adam"] if a.use_8bit_adam else [])
-    out = a.work / f"{phase}.json"
+    out, trace = a.work / f"{phase}.json", a.work / f"{phase}.trace.jsonl"
+    trace.unlink(missing_ok=True)
     t0 = time.time()
     proc = subprocess.Popen(cmd + ["--json", str(out)])
     _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
+    stages = stages_of(trace)  # the erase phases' stages (host RSS), whether or not the phase finished
     if code != 0:  # a phase that does not fit is a figure too: said, and the next phases still run
         why = " (killed by the system: out of memory)" if code == -9 else ""
         res = {"failed": f"exit {code}{why}", "peak_gib": round(usage.ru_maxrss / 2**20, 2),
                "wall_seconds": round(time.time() - t0, 1)}
+        if stages:
+            res.update(stages=stages, reached=stages[-1]["stage"])
         print(f"{phase}: failed {json.dumps(res)}", flush=True)
         return res
     res = json.loads(out.read_text())
     if not a.device.startswith("cuda"):
         res["peak_gib"] = round(usage.ru_maxrss / 2**20, 2)
+    if stages:
+        res["stages"] = stages
     res["wall_seconds"] = round(time.time() - t0, 1)
     print(f"{phase}: {json.dumps(res)}", flush=True)
     return res

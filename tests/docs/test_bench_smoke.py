@@ -70,6 +70,10 @@ def _real_scale(d):
     # its moments hold the masked entries only: half the mask's tensors' size at keep 0.5, or less
     assert d["masked_lean"]["optimizer_state_gib"] <= d["masked_adam"]["optimizer_state_gib"]
     assert {"mask_peak_over_fwdbwd", "lora_peak_over_plain_erase", "lean_peak_over_masked_adam"} <= set(d)
+    for phase in ("erase", "erase_lora"):  # the job's stages, from its progress bars, each with the host RSS
+        names = [s["stage"].split(" ")[0] for s in d[phase]["stages"]]
+        assert names[0] == "load" and {"saliency", "erasing"} <= set(names) and d[phase]["stages"][-1]["stage"] == (
+            "after erasing")
 
 
 def _distributed(d):
