@@ -6,9 +6,11 @@ images generated with fixed seeds (see erase/diffusion/toy_quality.py: erasure_r
 
     python scripts/bench_toy_erase.py --concept circle --json bench_toy_erase.json
     python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --json bench_toy_erase_sdxl.json
+    python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --weights-dtype bf16 \
+        --use-8bit-adam --json bench_toy_erase_sdxl_lean.json   # what the memory options cost the erasure
     python scripts/bench_toy_erase.py --smoke --json /tmp/toy_erase.json      # seconds: the path only
 
-``--json``: ``{"concept", "model", "rows": {row: figures}, "smoke", "under_load", "threads"}``; ``--under-load``
+``--json``: ``{"concept", "model", "rows": {row: figures}, "options", "smoke", "under_load", "threads"}``; ``--under-load``
 records that other jobs shared the machine, so the rows' ``seconds`` are not cost figures.
 
 Rows: ``salun`` (mask, keep 0.5), ``no_mask`` (every UNet weight trainable, same recipe) and, when the
@@ -52,7 +54,12 @@ def main() -> None:
                         "row): proves the path, measures nothing")
     p.add_argument("--under-load", action="store_true",
                    help="record in --json that other jobs shared the machine: the seconds are not cost figures")
+    p.add_argument("--weights-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="salun erase's --weights-dtype for both erasures (bf16: the UNet held in bf16 while it trains)")
+    p.add_argument("--use-8bit-adam", action="store_true",
+                   help="salun erase's --use-8bit-adam for both erasures (Adam's moments in 8 bits; the 8bit extra)")
     a = p.parse_args()
+    options = {"weights_dtype": a.weights_dtype, "use_8bit_adam": a.use_8bit_adam}
     rates = {"retain_per_pair": 8}
     if a.smoke:  # one colour, 5 sampling steps: seconds
         a.per_colour, a.steps = 1, 1
@@ -70,7 +77,8 @@ def main() -> None:
         t0 = time.time()
         out = root / f"{a.concept}-{name}"
         summary = erase(EraseOptions(recipe=recipe, out=out, model=str(a.model), use_mask=use_mask, steps=a.steps,
-                                     seed=a.seed, overwrite=True, progress=False, work_dir=root / ".work"))
+                                     seed=a.seed, overwrite=True, progress=False, work_dir=root / ".work",
+                                     **options))
         seconds = time.time() - t0
         after = erasure_rates(str(out), a.judge, shape, per_colour=a.per_colour, **rates)
         rows[name] = {"forget_rate_before": before["forget_rate"], "forget_rate_after": after["forget_rate"],
@@ -108,7 +116,7 @@ def main() -> None:
         from erase.toy import shapes as S
 
         result = {"concept": a.concept, "shape": shape, "synonym": S.SHAPES[shape][1], "model": shown(a.model),
-                  "rows": rows, "smoke": a.smoke,
+                  "rows": rows, "options": options, "smoke": a.smoke,
                   "under_load": a.under_load, "threads": torch.get_num_threads(), "argv": sys.argv[1:]}
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -137,12 +137,20 @@ def toy_erase(data: dict) -> str:
         cells = [f"{pct(r[k + '_before'])} -> {pct(r[k + '_after'])}"
                  for k in ("forget_rate", "synonym_rate", "heldout_rate", "retain_acc")]
         rows.append([labels.get(name, name), *cells, thousands(r["trainable_weights"]), seconds(r["seconds"])])
-    return md(["row", *header, "trainable UNet weights", timing("seconds (whole job)", data)], rows) + load_note(data)
+    o = data.get("options", {})
+    lean = ", ".join(w for w, on in (("`--weights-dtype bf16`", o.get("weights_dtype") == "bf16"),
+                                     ("`--use-8bit-adam`", o.get("use_8bit_adam"))) if on)
+    note = f"\n\nBoth erasures ran with {lean}." if lean else ""
+    return (md(["row", *header, "trainable UNet weights", timing("seconds (whole job)", data)], rows) + note
+            + load_note(data))
 
 
 table("toy_erase_sdxl", "bench_toy_erase_sdxl.json",
       "OMP_NUM_THREADS=1 python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl "
       "--json docs/bench_toy_erase_sdxl.json")(toy_erase)
+table("toy_erase_sdxl_lean", "bench_toy_erase_sdxl_lean.json",
+      "OMP_NUM_THREADS=1 python scripts/bench_toy_erase.py --concept circle --model pipelines/toy-sdxl --weights-dtype "
+      "bf16 --use-8bit-adam --json docs/bench_toy_erase_sdxl_lean.json")(toy_erase)
 
 
 @table("toy_nudity", "bench_toy_nudity.json",
@@ -671,6 +679,59 @@ def _gib(r: dict) -> str:
     return f"{r['peak_gib']:.2f} GiB"
 
 
+STAGE_NAMES = {"load": "load the pipeline (float32), park all but the UNet, cast it to bf16",
+               "encoding forget": "encode the forget images", "encoding retain": "encode the retain images",
+               "saliency": "mask pass, batch", "after saliency": "the mask: global top-k over the summed gradients",
+               "erasing": "training step", "after erasing": "final checkpoint and export"}
+
+
+def _stage_label(stage: str) -> str:
+    """``StageTrace``'s stage name ("saliency 1/2", "after erasing") in words."""
+    if stage in STAGE_NAMES:
+        return STAGE_NAMES[stage]
+    head, _, count = stage.rpartition(" ")
+    what = STAGE_NAMES.get(head, head)
+    if count == "1/1":
+        return what
+    return f"{what} {count.replace('/', ' of ')}" if "/" in count else STAGE_NAMES.get(stage, stage)
+
+
+@table("real_scale_sdxl_erase_stages", "bench_real_scale_sdxl_erase_keep05.json",
+       "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --use-8bit-adam --resolution 256 "
+       "--keep 0.5 --phases erase --json docs/bench_real_scale_sdxl_erase_keep05.json",
+       also=("bench_real_scale_sdxl_erase.json",))
+def real_scale_sdxl_erase_stages(data: dict) -> str:
+    """``scripts/bench_real_scale.py --phases erase``: the SDXL whole job's stages, each with the host RSS when it
+    began and its peak there, at keep 0.3 and keep 0.5 (the recipe's), a stage the system killed the job in said."""
+    runs = [data["_also"]["bench_real_scale_sdxl_erase.json"], data]
+    order: list[str] = []
+    for r in runs:
+        order += [s["stage"] for s in r["erase"].get("stages", []) if s["stage"] not in order]
+    rows = []
+    for stage in order:
+        cells = []
+        for r in runs:
+            e = r["erase"]
+            st = next((s for s in e.get("stages", []) if s["stage"] == stage), None)
+            if st is None:
+                cells.append("-")
+                continue
+            killed = " **killed here**" if e.get("reached") == stage else ""
+            cells.append(f"{st['start_s']:.0f} s: {st['rss_gib_at_start']:.2f} -> {st['peak_rss_gib']:.2f} GiB"
+                         + killed)
+        rows.append([_stage_label(stage), *cells])
+    header = ["stage", *(f"keep {r['keep']:g}: began at, RSS then -> its peak" for r in runs)]
+    ends = []
+    for r in runs:
+        e = r["erase"]
+        ends.append(f"keep {r['keep']:g}: " + (f"did not finish, {e['failed']}, after {e['wall_seconds']:.0f} s, "
+                                              f"peak {e['peak_gib']:.2f} GiB" if "failed" in e else
+                                              f"finished in {e['seconds']:.0f} s, peak {e['peak_gib']:.2f} GiB"))
+    return (md(header, rows) + "\n\nSDXL base 1.0's architecture with random weights, 256 px, batch 1, "
+            "`--weights-dtype bf16 --use-8bit-adam`, on cpu; host RSS sampled every 0.5 s and at every progress "
+            "update, in the job's own process. " + "; ".join(ends) + ".")
+
+
 @table("flux_structure", "flux_structure.json", "python scripts/flux_structure.py --json docs/flux_structure.json")
 def flux_structure(data: dict) -> str:
     """``scripts/flux_structure.py``: FLUX.1's transformers from their real configs on the meta device."""
@@ -821,7 +882,7 @@ def render(name: str, docs: Path = DOCS) -> str:
 
 # Registered tables whose JSON has not been produced yet: the pages keep their earlier hand-copied figures,
 # said to be so under each, and carry no markers for them until the JSON lands in docs/.
-PENDING: set[str] = set()
+PENDING: set[str] = {"toy_erase_sdxl_lean", "real_scale_sdxl_erase_stages"}
 
 
 def shown(path: Path) -> str:
