@@ -412,7 +412,8 @@ def main() -> None:
 def merged(old: dict, new: dict, argv: list[str]) -> dict:
     """``--merge``: the parts this run measured replace the earlier run's, the rest stay (a part that is a dict,
     such as ``attribute``, keeps its other rows); ``added`` names what was replaced, by which command, and
-    whether other jobs shared the machine."""
+    whether other jobs shared the machine (a list of such records for a part whose rows came from several
+    ``--merge`` runs)."""
     out = dict(old)
     command = "python scripts/bench_multi.py " + " ".join(argv)
     for key, value in new.items():
@@ -424,8 +425,17 @@ def merged(old: dict, new: dict, argv: list[str]) -> dict:
             out[key] = value
         if key != "base":  # (the base rows are the same model's, measured again where needed)
             rows = sorted(value) if isinstance(value, dict) else None
-            out.setdefault("added", {})[key] = {"command": command, "under_load": new["under_load"],
-                                                **({"rows": rows} if rows else {})}
+            record = {"command": command, "under_load": new["under_load"], **({"rows": rows} if rows else {})}
+            added = out.setdefault("added", {})
+            # an earlier --merge's record of this part keeps the rows this run did not measure again
+            earlier = added.get(key, [])
+            kept = []
+            for r in (earlier if isinstance(earlier, list) else [earlier]):
+                if rows and isinstance(old.get(key), dict):
+                    left = sorted(set(r.get("rows") or old[key]) - set(rows))
+                    if left:
+                        kept.append({**r, "rows": left})
+            added[key] = [*kept, record] if kept else record
     return out
 
 

@@ -313,8 +313,10 @@ def _added_note(data: dict, keys) -> str:
     """Which of ``bench_multi.json``'s parts a later ``--merge`` run measured, and by which command (parts measured
     by one command share one sentence)."""
     by_command: dict[tuple, list[str]] = {}
-    for k, v in data.get("added", {}).items():
-        if k in keys:
+    for k, records in data.get("added", {}).items():
+        if k not in keys:
+            continue
+        for v in (records if isinstance(records, list) else [records]):
             part = f"`{k}` " + ("rows " + ", ".join(v["rows"]) if v.get("rows") else "rows")
             by_command.setdefault((v["command"], bool(v.get("under_load"))), []).append(part)
     note = " ".join(f"The {' and the '.join(parts)} were measured afterwards by `{command}`"
