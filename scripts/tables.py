@@ -531,7 +531,9 @@ def erasure_circle(data: dict) -> str:
        "--variant 'salun contrast 10' --variant 'salun distill 1 lr 3e-3' --variant 'salun distill 1 length "
        "2' --variant 'salun distill 1 keep 0.3' --variant 'salun distill 1 attn2+resnets' --variant 'salun "
        "distill 1 contrast 1' --variant 'salun contrast 30' --variant 'salun contrast 100' --variant 'salun "
-       "contrast 10 keep 0.3' --variant 'salun contrast 10 distill 1' --json docs/bench_ablation_frame.json")
+       "contrast 10 keep 0.3' --variant 'salun contrast 10 distill 1' --variant 'salun cosine' --variant 'salun "
+       "contrast 100 keep 0.3 cosine' --variant 'salun contrast 100 keep 0.3 cosine length 2' --json "
+       "docs/bench_ablation_frame.json")
 def ablation_frame(data: dict) -> str:
     """``scripts/bench_erasure.py --methods salun,ant --variant ...``: SalUn's retain-preserving ingredients, alone
     and combined, at SalUn's chosen setting, beside ANT (tuned on the same grid), base and Retrain (issue 27)."""
@@ -884,7 +886,7 @@ def render(name: str, docs: Path = DOCS) -> str:
 
 # Registered tables whose JSON has not been produced yet: the pages keep their earlier hand-copied figures,
 # said to be so under each, and carry no markers for them until the JSON lands in docs/.
-PENDING: set[str] = {"toy_erase_sdxl_lean", "real_scale_sdxl_erase_stages"}
+PENDING: set[str] = {"real_scale_sdxl_erase_stages"}
 
 
 def shown(path: Path) -> str:
