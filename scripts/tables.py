@@ -683,8 +683,9 @@ def _gib(r: dict) -> str:
     return f"{r['peak_gib']:.2f} GiB"
 
 
-STAGE_NAMES = {"load": "load the pipeline (float32), park all but the UNet, cast it to bf16",
-               "encoding forget": "encode the forget images", "encoding retain": "encode the retain images",
+STAGE_NAMES = {"load": "load the pipeline (float32)", "encoding forget": "encode the forget images",
+               "after encoding forget": "between the two encodings", "encoding retain": "encode the retain images",
+               "after encoding retain": "park the text encoders and the VAE, cast the UNet to bf16",
                "saliency": "mask pass, batch", "after saliency": "the mask: global top-k over the summed gradients",
                "erasing": "training step", "after erasing": "final checkpoint and export"}
 
@@ -886,7 +887,7 @@ def render(name: str, docs: Path = DOCS) -> str:
 
 # Registered tables whose JSON has not been produced yet: the pages keep their earlier hand-copied figures,
 # said to be so under each, and carry no markers for them until the JSON lands in docs/.
-PENDING: set[str] = {"real_scale_sdxl_erase_stages"}
+PENDING: set[str] = set()
 
 
 def shown(path: Path) -> str:
