@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -376,13 +377,13 @@ class StageTrace:
     which stage it reached and what it held there. The RSS is also sampled every 0.5 s (Linux:
     /proc/self/status), so a stage's peak is seen between its progress updates."""
 
+    _BAR = re.compile(r"^\s*([a-z][a-z ]*?):\s+\d+%\|.*?\|\s*(\d+)/(\d+)")  # "erasing:  50%|###  | 1/2 ..."
+
     def __init__(self, path: Path):
-        import re
         import threading
 
         self.file, self.t0, self.stage = open(path, "w", buffering=1), time.time(), "load"
         self.stderr = sys.stderr  # everything still goes there too: warnings, errors and the bars themselves
-        self._bar = re.compile(r"^\s*([a-z][a-z ]*?):\s+\d+%\|.*?\|\s*(\d+)/(\d+)")
         self._stop, self._lock = threading.Event(), threading.Lock()
         self._write("load")
         threading.Thread(target=self._sample, daemon=True).start()
@@ -409,11 +410,9 @@ class StageTrace:
         self._stop.set()
 
     def write(self, text: str) -> int:  # stands in for stderr, where the job's progress bars go
-        import re
-
         self.stderr.write(text)
         for part in re.split(r"[\r\n]+", text):
-            m = self._bar.match(part)
+            m = self._BAR.match(part)
             if m:
                 n, total = int(m.group(2)), int(m.group(3))  # (a finished bar: what follows it, until the next)
                 stage = f"{m.group(1)} {n + 1}/{total}" if n < total else f"after {m.group(1)}"
@@ -424,6 +423,11 @@ class StageTrace:
 
     def flush(self) -> None:
         self.stderr.flush()
+
+
+def trace_path(work: Path, phase: str) -> Path:
+    """Where a phase's ``StageTrace`` goes: the child writes it, the parent reads it."""
+    return work / f"{phase}.trace.jsonl"
 
 
 def stages_of(path: Path) -> list[dict]:
@@ -451,8 +455,7 @@ def _phase_erase(a, lora_rank: int | None) -> dict:
     import shutil
 
     name = "erase-lora" if lora_rank else "erase"
-    # the job's progress bars, read for its stages (a trace per phase: see run_child)
-    sys.stderr = StageTrace(a.work / f"{'erase_lora' if lora_rank else 'erase'}.trace.jsonl")
+    sys.stderr = StageTrace(trace_path(a.work, a.phase))  # the job's progress bars, read for its stages
     forget, retain = _image_folders(a)
     recipe = load_recipe("nudity", batch_size=a.batch_size, n_forget=2, n_retain=2, keep=a.keep)
     shutil.rmtree(a.work / f"{name}.work", ignore_errors=True)  # the whole job: no mask or image cached by a run before
@@ -488,7 +491,7 @@ def run_child(phase: str, a) -> dict:
            "--weights-dtype", a.weights_dtype, "--keep", str(a.keep)] + \
           (["--gradient-checkpointing"] if a.gradient_checkpointing else []) + \
           (["--use-8bit-adam"] if a.use_8bit_adam else [])
-    out, trace = a.work / f"{phase}.json", a.work / f"{phase}.trace.jsonl"
+    out, trace = a.work / f"{phase}.json", trace_path(a.work, phase)
     trace.unlink(missing_ok=True)
     t0 = time.time()
     proc = subprocess.Popen(cmd + ["--json", str(out)])

@@ -695,10 +695,10 @@ def _stage_label(stage: str) -> str:
     if stage in STAGE_NAMES:
         return STAGE_NAMES[stage]
     head, _, count = stage.rpartition(" ")
+    if "/" not in count:
+        return stage
     what = STAGE_NAMES.get(head, head)
-    if count == "1/1":
-        return what
-    return f"{what} {count.replace('/', ' of ')}" if "/" in count else STAGE_NAMES.get(stage, stage)
+    return what if count == "1/1" else f"{what} {count.replace('/', ' of ')}"
 
 
 @table("real_scale_sdxl_erase_stages", "bench_real_scale_sdxl_erase_keep05.json",
