@@ -101,15 +101,21 @@ VARIANTS = {"salun attn2+resnets": {"selection": "attn2+resnets"}, "salun keep 0
             # ANT's own knobs (its second grid, as SalUn's ingredients are SalUn's): every weight instead of
             # its heavy hitters, a stronger reversed guidance, fewer kept early steps, larger heavy-hitter views
             "ant every weight": {"heavy-hitters": 0}, "ant eta 3": {"negative-guidance": 3.0},
-            "ant early 3": {"early-steps": 3}, "ant keep 0.7": {"keep": 0.7}}
-# SalUn's retain-preserving ingredients (issue 27), chosen like any setting: the same budget of four, each at
-# SalUn's chosen learning rate and length and scored on the tuning split beside the paper's map. One is
-# adopted (and shipped by --update-recipes) only when its tuning gap interval lies below the paper's.
+            "ant early 3": {"early-steps": 3}, "ant keep 0.7": {"keep": 0.7},
+            # the fifth candidate each saliency method gets: its best second-grid knob with a cosine rate for
+            # twice the steps (SalUn's cosine-50 row, added after it was seen on the reported split; ANT gets
+            # the same change to its own best, so that the budgets stay equal)
+            "ant every weight cosine length 2": {"heavy-hitters": 0, "lr_schedule": "cosine", "length": 2.0}}
+# SalUn's retain-preserving ingredients (issue 27), chosen like any setting: a second budget of five, each at
+# SalUn's chosen learning rate and length (the fifth: twice the length, cosine rate) and scored on the tuning
+# split beside the paper's map. One is adopted (and shipped by --update-recipes) only when its tuning gap
+# interval lies below the paper's.
 INGREDIENTS = ("salun contrast 10", "salun contrast 100", "salun contrast 10 keep 0.3",
-               "salun contrast 100 keep 0.3")
-# Each saliency method's second grid under --tune-ingredients: four settings of its own knobs, so that ANT gets
-# the eight tuning settings SalUn gets (the lr x length grid, then these); chosen by the same rule.
-SECOND_GRIDS = {"salun": INGREDIENTS, "ant": ("ant every weight", "ant eta 3", "ant early 3", "ant keep 0.7")}
+               "salun contrast 100 keep 0.3", "salun contrast 100 keep 0.3 cosine length 2")
+# Each saliency method's second grid under --tune-ingredients: five settings of its own knobs, so that ANT gets
+# the nine tuning settings SalUn gets (the lr x length grid, then these); chosen by the same rule.
+SECOND_GRIDS = {"salun": INGREDIENTS, "ant": ("ant every weight", "ant eta 3", "ant early 3", "ant keep 0.7",
+                                              "ant every weight cosine length 2")}
 # What a cached entry depends on: a change to any of these files makes earlier entries stale.
 VERSIONED = ("erase/diffusion/toy_metrics.py", "erase/toy/judge.py", "erase/toy/reject.py", "erase/diffusion/toy_quality.py",
              "erase/toy/shapes.py", "erase/toy/attribute.py", "erase/diffusion/loop.py", "erase/diffusion/losses.py",
@@ -432,7 +438,7 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
                      "adopted": adopt, "settings": dict(VARIANTS[best]) if adopt else {},
                      "gap": {n: round(tuning[n]["gap_to_retrain"], 4) for n in (first, *candidates)},
                      "gap_ci": {n: tuning[n]["gap_to_retrain_ci"] for n in (first, *candidates)},
-                     "rule": "lowest tuning gap among the four, adopted only if its interval lies below the "
+                     "rule": f"lowest tuning gap among the {len(candidates)}, adopted only if its interval lies below the "
                              + ("paper map's" if m == "salun" else "first grid's choice's")}
         print(f"[tune {concept}] {m}'s second grid: best {best}, " + ("adopted" if adopt else
                                                                       "not adopted (its interval overlaps)"))
@@ -615,9 +621,11 @@ def main() -> None:
                    help="run only these of the variants (SalUn's, or ANT's second grid; each needs its method in --methods; "
                         "repeatable; default: all of SalUn's)")
     p.add_argument("--tune-ingredients", action="store_true",
-                   help="a second grid of four settings for each saliency method, at its chosen lr and length, "
+                   help="a second grid of five settings for each saliency method, at its chosen lr and length, "
                         "on the tuning split: SalUn's retain-preserving ingredients (mask contrast 10 or 100, with "
-                        "or without keep 0.3) and ANT's own knobs (every weight, eta 3, 3 early steps, keep 0.7); "
+                        "or without keep 0.3; contrast 100 keep 0.3 with a cosine rate for twice the steps) and "
+                        "ANT's own knobs (every weight, eta 3, 3 early steps, keep 0.7; every weight with a cosine "
+                        "rate for twice the steps); "
                         "each best gets a reported row, and --update-recipes ships SalUn's only if its gap interval "
                         "lies below the paper map's")
     p.add_argument("--attack", action="store_true",

@@ -309,6 +309,12 @@ def multi(data: dict) -> str:
     return md(header, rows) + _argmax_judge_note(data) + load_note(data) + _added_note(data, ingredients)
 
 
+def _number(n: int) -> str:
+    """A small count in words, as the prose around it writes counts."""
+    words = "zero one two three four five six seven eight nine ten".split()
+    return words[n] if 0 <= n < len(words) else str(n)
+
+
 def _added_note(data: dict, keys) -> str:
     """Which of ``bench_multi.json``'s parts a later ``--merge`` run measured, and by which command (parts measured
     by one command share one sentence)."""
@@ -484,7 +490,7 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
 
     ing = meta.get("ingredients")
     if ing:
-        notes.append(f" SalUn's ingredients chosen on the tuning split (`--tune-ingredients`: four settings at SalUn's "
+        notes.append(f" SalUn's ingredients chosen on the tuning split (`--tune-ingredients`: {_number(len(ing['candidates']))} settings at SalUn's "
                      f"chosen lr and length, tuning gap to Retrain with its 95% interval): the paper's map "
                      f"{grid_gap(ing, ing['paper'])}; " + "; ".join(f"{n.removeprefix('salun ')} {grid_gap(ing, n)}"
                                                           for n in ing["candidates"])
@@ -493,8 +499,8 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
                         "not adopted (its interval overlaps the paper map's)."))
     for m, grid in (meta.get("second_grids") or {}).items():
         title = m.upper() if m == "ant" else m
-        notes.append(f" {title}'s second grid (`--tune-ingredients`: four settings of its own knobs at its chosen lr "
-                     f"and length, so that it gets the eight settings SalUn gets; tuning gap to Retrain): its first "
+        notes.append(f" {title}'s second grid (`--tune-ingredients`: {_number(len(grid['candidates']))} settings of its own knobs at its chosen lr "
+                     f"and length, so that it gets the {_number(4 + len(grid['candidates']))} settings SalUn gets; tuning gap to Retrain): its first "
                      f"grid's choice {grid_gap(grid, grid['first'])}; " + "; ".join(
                          f"{n.removeprefix(m + ' ')} {grid_gap(grid, n)}" for n in grid["candidates"])
                      + f". Best: {grid['best'].removeprefix(m + ' ')}, "
