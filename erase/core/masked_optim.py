@@ -22,7 +22,7 @@ import weakref
 import torch
 from torch import nn
 
-from . import eight_bit
+from . import bf16_master, eight_bit
 from .mask import Mask
 
 
@@ -139,10 +139,11 @@ class MaskedAdam(torch.optim.Optimizer):
     backward, or clipping) they are taken at the step. The update is ``torch.optim.adam.adam``, the very
     function ``torch.optim.Adam`` runs, on the gathered entries, which are then written back in place.
 
-    Weights held in a lower precision (``--weights-dtype bf16``) get a float32 master copy of their masked
-    entries (in the state, so checkpoints keep it): gradients are gathered in float32, Adam updates the master
-    and the weight takes its rounding, so small steps accumulate instead of rounding away; the entries outside
-    the mask are never written.
+    Weights held in a lower precision (``--weights-dtype bf16``) get a float32 master of their masked entries
+    (in the state, so checkpoints keep it): gradients are gathered in float32, Adam updates the master and the
+    weight takes its rounding, so small steps accumulate instead of rounding away; the entries outside the mask
+    are never written. A bf16 weight's master is kept as its lower 16 bits beside the weight (``bf16_master``:
+    the same bits, half the memory); a checkpoint holding whole float32 masters is converted on loading.
 
     ``state_bits=8`` (``--use-8bit-adam``) keeps the moments of each vector of 4,096 entries or more in 8 bits,
     block-wise quantized, and updates it with bitsandbytes' 8-bit Adam (``erase/core/eight_bit.py``): about
@@ -233,8 +234,8 @@ class MaskedAdam(torch.optim.Optimizer):
                         state["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
                         state["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
                     if p in self.low:  # the masked entries' float32 master, from the weights as they are
-                        state["master"] = (p if i is None else p.view(-1).index_select(0, i)).float()
-                values = state["master"] if p in self.low else p if i is None else p.view(-1).index_select(0, i)
+                        self._store_master(p, state, self._entries(p, i).float())
+                values = self._master(p, state, i) if p in self.low else self._entries(p, i)
                 if "state1" in state:
                     state["step"] += 1
                     eight_bit.adam_step(state, values, g, int(state["step"]), group["lr"], (beta1, beta2),
@@ -247,12 +248,38 @@ class MaskedAdam(torch.optim.Optimizer):
                     p.view(-1).index_copy_(0, i.long(), values.to(p.dtype))
                 elif p in self.low:
                     p.copy_(values.view_as(p))
+                if p in self.low:
+                    self._store_master(p, state, values)
         return None
+
+    @staticmethod
+    def _entries(p: torch.Tensor, i: torch.Tensor | None) -> torch.Tensor:
+        """A weight's masked entries as a vector (a fully salient weight itself)."""
+        return p if i is None else p.view(-1).index_select(0, i)
+
+    @staticmethod
+    def _store_master(p: torch.Tensor, state: dict, values: torch.Tensor) -> None:
+        """A bf16 weight's master is kept as 16 bits beside the weight, its rounding (``bf16_master``: the same
+        float32 bits in half the memory); another low precision's in float32."""
+        if p.dtype == torch.bfloat16:
+            bf16_master.store(values, state)
+        else:
+            state["master"] = values
+
+    def _master(self, p: torch.Tensor, state: dict, i: torch.Tensor | None) -> torch.Tensor:
+        """The float32 master of a low-precision weight's masked entries, updated in place by the step."""
+        if "master_low" not in state:
+            return state["master"]
+        return bf16_master.load(self._entries(p, i).reshape(-1), state).view(p.shape if i is None else (-1,))
+
+    def master_of(self, p: torch.Tensor) -> torch.Tensor:
+        """A low-precision weight's float32 master (its masked entries; a fully salient weight's whole tensor)."""
+        return self._master(p, self.state[p], self.index.get(p))
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Also a checkpoint of the old layout (``torch.optim.Adam``'s full-sized moments over masked gradients,
         zero outside the mask): converted exactly, by taking the masked entries. Low-precision weights' masters
-        and moments stay float32, 8-bit moments stay 8-bit. A checkpoint of the other moment width is refused."""
+        and moments stay float32 (whole float32 masters of bf16 weights are split), 8-bit moments stay 8-bit. A checkpoint of the other moment width is refused."""
         from itertools import chain
 
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
@@ -272,6 +299,8 @@ class MaskedAdam(torch.optim.Optimizer):
         super().load_state_dict({**state_dict, "state": bare})
         for p, st in kept.items():
             self.state[p].update(st)
+            if p.dtype == torch.bfloat16 and "master" in self.state[p]:  # a float32 master (earlier checkpoints)
+                bf16_master.store(self.state[p].pop("master"), self.state[p])
         for p, i in self.index.items():
             st = self.state.get(p, {})
             for k in ("exp_avg", "exp_avg_sq"):

@@ -60,7 +60,15 @@ def test_a_bf16_erasure_moves_the_masked_entries_and_rounds_the_rest_only(sd, tm
     assert pipe(["a red square"], num_inference_steps=2, height=32, width=32, output_type="np").images.shape[0] == 1
 
 
-def _bf16_run(steps: int, resume_at: int | None = None):
+class _WholeMasterAdam(MaskedAdam):
+    """MaskedAdam as it was before issue 29's split masters: a whole float32 master per bf16 weight."""
+
+    @staticmethod
+    def _store_master(p, state, values):
+        state["master"] = values
+
+
+def _bf16_run(steps: int, resume_at: int | None = None, cls=MaskedAdam, resume_cls=None):
     """Masked Adam on the toy UNet in bf16 (keep 0.3), small steps; the weights, the optimizer and the masters'
     float32 reference (torch Adam on float32 copies fed the same gradients)."""
     torch.manual_seed(0)
@@ -69,7 +77,7 @@ def _bf16_run(steps: int, resume_at: int | None = None):
     mask = compute_mask(unet, lambda b: unet(z, t, ctx).sample.pow(2).mean(), [0], keep=0.3, progress=False)
     unet.to(torch.bfloat16)
     tp = MaskedParameters(unet, mask)
-    opt = MaskedAdam(tp, lr=1e-4)
+    opt = cls(tp, lr=1e-4)
     ref = {n: p.detach().float().clone().requires_grad_(True) for n, p in tp.params.items()}
     ref_opt = torch.optim.Adam(ref.values(), lr=1e-4)
     gen = torch.Generator().manual_seed(1)
@@ -77,7 +85,7 @@ def _bf16_run(steps: int, resume_at: int | None = None):
         if step == resume_at:
             saved = opt.state_dict()
             opt.close()
-            opt = MaskedAdam(tp, lr=1e-4)
+            opt = (resume_cls or cls)(tp, lr=1e-4)
             opt.load_state_dict(saved)
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -98,12 +106,30 @@ def test_bf16_masters_follow_float32_adam_and_resume():
         n = next(k for k, v in params.items() if v is p)
         i = opt.index.get(p)
         want = ref[n].detach().reshape(-1) if i is None else ref[n].detach().reshape(-1)[i.long()]
-        assert st["master"].dtype == torch.float32 and torch.allclose(st["master"], want, rtol=1e-6, atol=1e-8), n
+        master = opt.master_of(p).reshape(-1)
+        assert master.dtype == torch.float32 and torch.allclose(master, want, rtol=1e-6, atol=1e-8), n
+        assert "master" not in st and st["master_low"].dtype == torch.int16  # 16 bits beside the weight
         got = p.detach().reshape(-1) if i is None else p.detach().reshape(-1)[i.long()]
-        assert torch.equal(got, st["master"].to(torch.bfloat16))  # the weight is its master's rounding
+        assert torch.equal(got, master.to(torch.bfloat16))  # the weight is its master's rounding
     resumed, _, _, _ = _bf16_run(6, resume_at=3)
     assert all(torch.equal(a, b) for a, b in zip(unet.state_dict().values(), resumed.state_dict().values()))
     opt.close()
+
+
+def test_split_masters_train_bit_for_bit_as_whole_float32_masters_and_convert_them():
+    """The 16-bit masters are the float32 masters: the same weights bit for bit, and a checkpoint holding whole
+    masters (before issue 29's split) resumes into the same run."""
+    split, opt, _, _ = _bf16_run(6)
+    whole, whole_opt, _, _ = _bf16_run(6, cls=_WholeMasterAdam)
+    assert any("master" in st for st in whole_opt.state.values())
+    assert all(torch.equal(a.view(torch.int16), b.view(torch.int16))
+               for a, b in zip(split.state_dict().values(), whole.state_dict().values()))
+    converted, conv_opt, _, _ = _bf16_run(6, resume_at=3, cls=_WholeMasterAdam, resume_cls=MaskedAdam)
+    assert not any("master" in st for st in conv_opt.state.values())
+    assert all(torch.equal(a.view(torch.int16), b.view(torch.int16))
+               for a, b in zip(split.state_dict().values(), converted.state_dict().values()))
+    for o in (opt, whole_opt, conv_opt):
+        o.close()
 
 
 @pytest.mark.parametrize("argv, message", [
