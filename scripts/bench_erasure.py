@@ -227,15 +227,19 @@ def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: i
     options = {k: v for k, v in setting.items() if k in METHODS[method].options}
     fields = {k: v for k, v in setting.items() if k not in options and k != "length"}
     if "length" in setting:  # the second knob: a share of the recipe's training length
-        if recipe.steps is not None:
-            fields["steps"] = max(1, round(recipe.steps * setting["length"]))
-        else:
-            fields["epochs"] = recipe.epochs * setting["length"]
+        fields.update(length_fields(recipe, setting["length"]))
     r = dataclasses.replace(recipe, **fields)
     summary = erase(EraseOptions(recipe=r, out=out, model=str(model), method=method, method_options=options,
                                  seed=seed, overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1), "steps": summary["steps"],
             "trainable_weights": summary["trainable_weights"], **setting}
+
+
+def length_fields(recipe, length: float) -> dict:
+    """A share of the recipe's training length, in the unit the recipe counts it in (steps or epochs)."""
+    if recipe.steps is not None:
+        return {"steps": max(1, round(recipe.steps * length))}
+    return {"epochs": recipe.epochs * length}
 
 
 def smoke(recipe):
@@ -542,7 +546,8 @@ def add_attack(a, concept: str, report: dict, cache: Cache) -> dict:
 def update_recipe(concept: str, chosen: dict, tuning: dict, ingredients: dict | None = None) -> None:
     """Ship each method's chosen setting for this toy concept in its recipe (``"methods"``), beside the
     fixed ones already there (``load_recipe(concept, method=m)`` applies them); with ``ingredients`` (from
-    ``--tune-ingredients``), SalUn's adopted mask contrast and keep, or the paper's map when none was."""
+    ``--tune-ingredients``), SalUn's adopted ingredient (mask contrast, keep, rate schedule, length), or the paper's
+    map when none was."""
     from erase.core.atomic import write_text_atomic
     from erase.diffusion.recipes import available, load_recipe as load
 
@@ -560,19 +565,21 @@ def update_recipe(concept: str, chosen: dict, tuning: dict, ingredients: dict | 
         for k in ("steps", "epochs"):
             methods[m].pop(k, None)
         if t["length"] != 1.0:  # the chosen training length, in the unit the recipe counts it in
-            if base.steps is not None:
-                methods[m]["steps"] = max(1, round(base.steps * t["length"]))
-            else:
-                methods[m]["epochs"] = base.epochs * t["length"]
+            methods[m].update(length_fields(base, t["length"]))
     r["methods_tuned"] = {"how": "python scripts/bench_erasure.py --concept " + concept + " --methods all "
                           "--update-recipes: lowest gap to Retrain on the tuning split (its own templates, seeds "
                           "from 5000), the same four settings for every method", "grid": GRID,
                           "gap": {**r.get("methods_tuned", {}).get("gap", {}),  # a run of some methods only
                                   **{m: round(tuning[n]["gap_to_retrain"], 4) for m, n in chosen.items()}}}
     if ingredients is not None and "salun" in methods:
-        for k in ("mask_contrast", "keep"):
+        for k in ("mask_contrast", "keep", "lr_schedule"):
             methods["salun"].pop(k, None)
-        methods["salun"].update(ingredients["settings"])
+        settings = dict(ingredients["settings"])
+        if "length" in settings:  # an ingredient's own training length replaces the lr x length grid's
+            for k in ("steps", "epochs"):
+                methods["salun"].pop(k, None)
+            methods["salun"].update(length_fields(load(concept), settings.pop("length")))
+        methods["salun"].update(settings)
         r["methods_tuned"]["salun_ingredients"] = {k: ingredients[k] for k in ("candidates", "best", "adopted",
                                                                                 "gap", "rule")}
     write_text_atomic(path, json.dumps(raw, indent=2) + "\n")

@@ -538,7 +538,8 @@ def erasure_circle(data: dict) -> str:
        "2' --variant 'salun distill 1 keep 0.3' --variant 'salun distill 1 attn2+resnets' --variant 'salun "
        "distill 1 contrast 1' --variant 'salun contrast 30' --variant 'salun contrast 100' --variant 'salun "
        "contrast 10 keep 0.3' --variant 'salun contrast 10 distill 1' --variant 'salun cosine' --variant 'salun "
-       "contrast 100 keep 0.3 cosine' --variant 'salun contrast 100 keep 0.3 cosine length 2' --json "
+       "contrast 100 keep 0.3 cosine' --variant 'salun contrast 100 keep 0.3 cosine length 2' --variant 'salun "
+       "contrast 100 keep 0.3' --json "
        "docs/bench_ablation_frame.json")
 def ablation_frame(data: dict) -> str:
     """``scripts/bench_erasure.py --methods salun,ant --variant ...``: SalUn's retain-preserving ingredients, alone
