@@ -199,7 +199,7 @@ def main() -> None:
     p.add_argument("--chains", default=None, help="a comma list of the chains to run (continual: continual,continual_no_replay,continual_shipped,"
                    "continual_shipped_no_replay, and SalUn's retain-preserving ingredients: continual_contrast, "
                    "continual_neighbours, which also name the attribute's frame erased third after them; attribute: joint,"
-                   "joint_frame_first,continual; default all but the "
+                   "joint_frame_first,continual,continual_frame_no_replay; default all but the "
                    "ingredient chains)")
     p.add_argument("--retime", action="store_true",
                    help="run the joint and single erasures once more, one after another with nothing else on the "
@@ -355,22 +355,26 @@ def main() -> None:
                   f"retain {row['retain_acc']:.1%}, {row['seconds']} s", flush=True)
         # erased third: after the replayed chain's circle and triangle (the frame's recipe as it ships), and after
         # the ingredient chains' (issue 27: their contrastive mask, and the neighbours kept by name in the frame step)
-        thirds = (("continual", step2, "attr-continual", None),
-                  ("continual_contrast", models / "continual-contrast2-triangle", "attr-continual-contrast", None),
+        # and, to tell what the replay costs, the same frame step from the replayed chain's model without replaying
+        # circle and triangle (--no-replay: they train at the frame's lr and alpha when replayed)
+        thirds = (("continual", step2, "attr-continual", None, True),
+                  ("continual_frame_no_replay", step2, "attr-continual-no-replay", None, False),
+                  ("continual_contrast", models / "continual-contrast2-triangle", "attr-continual-contrast", None, True),
                   ("continual_neighbours", models / "continual-neighbours2-triangle", "attr-continual-neighbours",
-                   NEIGHBOURS))
-        for key, model, tag, overrides in thirds:
+                   NEIGHBOURS, True))
+        for key, model, tag, overrides, replay in thirds:
             if key not in (a.chains.split(",") if a.chains else ["continual"]):  # the ingredient rows run when named
                 continue
             if not model.exists():  # said, not silently left out (the continual chain's step 2: said above)
-                if key != "continual":
+                if model != step2:
                     print(f"note: {model} is made by the {key} chain: the attribute's {key} row is left out of this "
                           "run", file=sys.stderr, flush=True)
                 continue
             out = models / f"{tag}3-frame"
-            run = cache.get(f"{tag}|run", lambda: run_erase(["frame"], out, model=str(model), overrides=overrides))
+            run = cache.get(f"{tag}|run", lambda: run_erase(["frame"], out, model=str(model), overrides=overrides,
+                                                            replay=replay))
             erased = ["circle", "triangle"]
-            row = {"erased": erased + ["frame"], **run, **cache.get(f"{tag}|eval", lambda: {
+            row = {"erased": erased + ["frame"], "replay": replay, **run, **cache.get(f"{tag}|eval", lambda: {
                 **ev(out, erased), "frame": measure_attribute(out, a.per_pair)})}
             row["retain_drop"] = base_row(erased)["retain_acc"] - row["retain_acc"]
             res["attribute"][key] = row

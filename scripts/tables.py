@@ -341,6 +341,8 @@ def multi_attribute(data: dict) -> str:
     labels = {"joint": "circle and frame at once, circle's settings (lr 1e-4, batch 16, alpha 0.5, {steps} steps)",
               "joint_frame_first": "circle and frame at once ({settings})",
               "continual": f"continual, replayed: {then_frame}" + " ({settings})",
+              "continual_frame_no_replay": "continual, the frame step without replaying circle and triangle "
+                                           f"(`--no-replay`): {then_frame}" + " ({settings})",
               "continual_contrast": "continual, replayed, contrastive mask (contrast 100, keep 0.3): "
                                     f"{then_frame}" + " ({settings})",
               "continual_neighbours": "continual, replayed, contrastive mask + neighbours kept by name "
