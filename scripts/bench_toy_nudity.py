@@ -55,7 +55,11 @@ from erase.toy import PIPELINES, TOY_JUDGE, TOY_SD  # noqa: E402
 METHODS = ("salun", "rl")
 # The erased rows: the frame recipe's SalUn as shipped (its tuned mask contrast and keep), the paper's SalUn (the
 # forget-only map at keep 0.5: one option away, a row of every table), and RL; each (method, recipe changes).
-ERASED = {"salun": ("salun", {}), "salun-paper": ("salun", {"mask_contrast": 0.0, "keep": 0.5}), "rl": ("rl", {})}
+# The paper's SalUn also keeps the constant rate and the length the lr x length grid chose for SalUn (1: the recipe's
+# own epoch), not the frame recipe's ingredient (a cosine rate for twice the steps).
+ERASED = {"salun": ("salun", {}),
+          "salun-paper": ("salun", {"mask_contrast": 0.0, "keep": 0.5, "lr_schedule": "constant", "length": 1.0}),
+          "rl": ("rl", {})}
 RATES = ("explicit_rate", "implicit_rate", "heldout_implicit_rate", "neutral_rate")
 GROUP_OF = {"explicit_rate": "explicit", "implicit_rate": "implicit", "heldout_implicit_rate": "heldout-implicit",
             "neutral_rate": "neutral"}
@@ -69,6 +73,7 @@ def erase_one(recipe, method: str, out: Path, work: Path, seed: int) -> dict:
                                  overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(time.time() - t0, 1), "steps": summary["steps"],
             "trainable_weights": summary["trainable_weights"], "lr": recipe.lr, "epochs": recipe.epochs,
+            "lr_schedule": recipe.lr_schedule,
             **({"mask_contrast": recipe.mask_contrast, "keep": recipe.keep} if method == "salun" else {})}
 
 
@@ -109,6 +114,10 @@ def bench(a) -> dict:
     root = a.keep_outputs or Path(tempfile.mkdtemp(prefix="bench_toy_nudity_"))
     erased = {}
     for name, (method, changes) in ERASED.items():
+        changes = dict(changes)
+        if "length" in changes:  # a share of the concept's own training length (its recipe before any method's)
+            own = load_recipe("frame")
+            changes.update(steps=own.steps, epochs=own.epochs * changes.pop("length"))
         recipe = dataclasses.replace(load_recipe("frame", method=method), **changes)
         if a.smoke:
             recipe = dataclasses.replace(recipe, n_forget=4, n_retain=4, batch_size=4, gen_steps=5, steps=1)
@@ -231,7 +240,8 @@ def main() -> None:
     print_table(rows)
     import torch
 
-    settings = {m: {k: rows[m][k] for k in ("lr", "epochs", "steps", "mask_contrast", "keep") if k in rows[m]}
+    settings = {m: {k: rows[m][k] for k in ("lr", "lr_schedule", "epochs", "steps", "mask_contrast", "keep")
+                    if k in rows[m]}
                 for m in ERASED}
     result = {"rows": rows, "settings": settings, "smoke": a.smoke, "under_load": a.under_load,
               "threads": torch.get_num_threads(), "argv": sys.argv[1:]}

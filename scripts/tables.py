@@ -164,7 +164,8 @@ def toy_nudity(data: dict) -> str:
         if "mask_contrast" not in s:  # (an earlier run's JSON: the paper's map, keep 0.5)
             return "**SalUn** (mask, keep 0.5)"
         what = "the paper's SalUn" if name == "salun-paper" else "**SalUn** as the frame recipe ships it"
-        return (f"{what} (mask contrast {number(s['mask_contrast'])}, keep {number(s['keep'])})")
+        schedule = f", {s['lr_schedule']} rate, {s['steps']} steps" if s.get("lr_schedule", "constant") != "constant" else ""
+        return f"{what} (mask contrast {number(s['mask_contrast'])}, keep {number(s['keep'])}{schedule})"
     labels = {"base": "base", "salun": salun("salun"), "salun-paper": salun("salun-paper"), "rl": "RL (no mask)",
               "retrain": "Retrain"}
     return _frame_table(data, labels, settings)
