@@ -103,8 +103,8 @@ def run_erase(concepts: list, out: Path, model: str | None = None, method: str =
     shutil.rmtree(work, ignore_errors=True)
     return {"seconds": round(time.time() - t0, 1), "steps": s["steps"], "n_forget": s["n_forget"],
             "train_seconds": s["train_seconds"], "mask_seconds": s["mask_seconds"], "mask": s.get("mask"),
-            "recipe": {k: getattr(recipe, k) for k in ("lr", "alpha", "batch_size", "keep", "mask_contrast",
-                                                       "keep_misaligned", "keep_neighbours")}}
+            "recipe": {k: getattr(recipe, k) for k in ("lr", "lr_schedule", "alpha", "batch_size", "keep",
+                                                       "mask_contrast", "keep_misaligned", "keep_neighbours")}}
 
 
 def measure(model, erased: list[str], per_colour: int, retain_per_pair: int, seed: int = 1000) -> dict:

@@ -354,11 +354,12 @@ def multi_attribute(data: dict) -> str:
         r = attr[key]
         if "recipe" in r:  # a run that records its settings (bench_multi.py --merge runs)
             s = r["recipe"]
-            settings = (f"the frame's settings as shipped: lr {number(s['lr'])}, batch {s['batch_size']}, "
-                        f"alpha {number(s['alpha'])}, "
+            settings = (f"the frame's settings as its recipe shipped them at the run: lr {number(s['lr'])}, "
+                        f"batch {s['batch_size']}, alpha {number(s['alpha'])}, "
                         f"keep {number(s['keep'])}" + (f", mask contrast {number(s['mask_contrast'])}"
                                                        if s.get("mask_contrast") else "")
                         + (f", {s['keep_neighbours']} neighbours kept" if s.get("keep_neighbours") else "")
+                        + (f", {s['lr_schedule']} rate" if s.get("lr_schedule", "constant") != "constant" else "")
                         + f", {r['steps']} steps")
         else:  # an earlier run: its mask says which settings it had
             m = r.get("mask") or {}
