@@ -279,7 +279,8 @@ class MaskedAdam(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         """Also a checkpoint of the old layout (``torch.optim.Adam``'s full-sized moments over masked gradients,
         zero outside the mask): converted exactly, by taking the masked entries. Low-precision weights' masters
-        and moments stay float32 (whole float32 masters of bf16 weights are split), 8-bit moments stay 8-bit. A checkpoint of the other moment width is refused."""
+        and moments stay float32 (whole float32 masters of bf16 weights are split), 8-bit moments stay 8-bit. A
+        checkpoint of the other moment width is refused."""
         from itertools import chain
 
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
