@@ -715,11 +715,14 @@ def _stage_label(stage: str) -> str:
 @table("real_scale_sdxl_erase_stages", "bench_real_scale_sdxl_erase_keep05.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --use-8bit-adam --resolution 256 "
        "--keep 0.5 --phases erase --json docs/bench_real_scale_sdxl_erase_keep05.json",
-       also=("bench_real_scale_sdxl_erase.json",))
+       also=("bench_real_scale_sdxl_erase.json", "bench_real_scale_sdxl_erase_keep05_mmap.json"))
 def real_scale_sdxl_erase_stages(data: dict) -> str:
     """``scripts/bench_real_scale.py --phases erase``: the SDXL whole job's stages, each with the host RSS when it
-    began and its peak there, at keep 0.3 and keep 0.5 (the recipe's), a stage the system killed the job in said."""
-    runs = [data["_also"]["bench_real_scale_sdxl_erase.json"], data]
+    began and its peak there, at keep 0.3 and keep 0.5 (the recipe's), and at keep 0.5 again with glibc's mmap
+    threshold fixed (freed memory goes back to the system at once, so RSS is what the job holds); a stage the
+    system killed a job in is said."""
+    runs = [data["_also"]["bench_real_scale_sdxl_erase.json"], data,
+            {**data["_also"]["bench_real_scale_sdxl_erase_keep05_mmap.json"], "_label": ", mmap threshold fixed"}]
     order: list[str] = []
     for r in runs:
         order += [s["stage"] for s in r["erase"].get("stages", []) if s["stage"] not in order]
@@ -736,11 +739,11 @@ def real_scale_sdxl_erase_stages(data: dict) -> str:
             cells.append(f"{st['start_s']:.0f} s: {st['rss_gib_at_start']:.2f} -> {st['peak_rss_gib']:.2f} GiB"
                          + killed)
         rows.append([_stage_label(stage), *cells])
-    header = ["stage", *(f"keep {r['keep']:g}: began at, RSS then -> its peak" for r in runs)]
+    header = ["stage", *(f"keep {r['keep']:g}{r.get('_label', '')}: began at, RSS then -> its peak" for r in runs)]
     ends = []
     for r in runs:
         e = r["erase"]
-        ends.append(f"keep {r['keep']:g}: " + (f"did not finish, {e['failed']}, after {e['wall_seconds']:.0f} s, "
+        ends.append(f"keep {r['keep']:g}{r.get('_label', '')}: " + (f"did not finish, {e['failed']}, after {e['wall_seconds']:.0f} s, "
                                               f"peak {e['peak_gib']:.2f} GiB" if "failed" in e else
                                               f"finished in {e['seconds']:.0f} s, peak {e['peak_gib']:.2f} GiB"))
     return (md(header, rows) + "\n\nSDXL base 1.0's architecture with random weights, 256 px, batch 1, "
@@ -778,6 +781,10 @@ def flux_structure(data: dict) -> str:
 @table("real_scale_sd3", "bench_real_scale_sd3.json",
        "python scripts/bench_real_scale.py --family sd3 --weights-dtype bf16 --resolution 256 --steps 1 "
        "--json docs/bench_real_scale_sd3.json")
+@table("real_scale_sdxl_erase_mmap", "bench_real_scale_sdxl_erase_keep05_mmap.json",
+       "MALLOC_MMAP_THRESHOLD_=131072 python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 "
+       "--use-8bit-adam --resolution 256 --keep 0.5 --phases erase --json "
+       "docs/bench_real_scale_sdxl_erase_keep05_mmap.json")
 @table("real_scale_sdxl_erase", "bench_real_scale_sdxl_erase.json",
        "python scripts/bench_real_scale.py --family sdxl --weights-dtype bf16 --use-8bit-adam --resolution 256 "
        "--keep 0.3 --phases erase --json docs/bench_real_scale_sdxl_erase.json")
