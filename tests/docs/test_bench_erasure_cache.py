@@ -105,8 +105,9 @@ def test_an_ingredient_replaces_the_papers_map_only_when_its_gap_interval_lies_b
 
 
 def test_ant_gets_a_second_grid_of_its_own_knobs_chosen_by_the_same_rule():
-    """--tune-ingredients gives ANT (the other saliency method) four settings of its own beside SalUn's four:
-    each a variant named for ANT, whose settings are ANT's options or recipe fields, chosen like SalUn's."""
+    """--tune-ingredients gives ANT (the other saliency method) as many settings of its own as SalUn's (five):
+    each a variant named for ANT, whose settings are ANT's options, recipe fields or the grid's length, chosen
+    like SalUn's."""
     import dataclasses
 
     from erase.diffusion.methods import METHODS
@@ -116,9 +117,9 @@ def test_ant_gets_a_second_grid_of_its_own_knobs_chosen_by_the_same_rule():
     assert set(b.SECOND_GRIDS) == {"salun", "ant"} and b.SECOND_GRIDS["salun"] == b.INGREDIENTS
     fields = {f.name for f in dataclasses.fields(Recipe)}
     for m, grid in b.SECOND_GRIDS.items():
-        assert len(grid) == 4 and all(n.startswith(f"{m} ") and n in b.VARIANTS for n in grid)
+        assert len(grid) == 5 and all(n.startswith(f"{m} ") and n in b.VARIANTS for n in grid)
         for n in grid:
-            assert all(k in METHODS[m].options or k in fields for k in b.VARIANTS[n]), n
+            assert all(k in METHODS[m].options or k in fields or k == "length" for k in b.VARIANTS[n]), n
     grid = b.SECOND_GRIDS["ant"]
     t = {n: {"gap_to_retrain": 0.3, "gap_to_retrain_ci": [0.25, 0.35]} for n in grid}
     t["ant lr=0.001 length=1"] = {"gap_to_retrain": 0.4, "gap_to_retrain_ci": [0.38, 0.42]}
@@ -153,3 +154,28 @@ def test_a_timestep_density_variant_runs_only_where_the_family_has_one():
     b = _bench()
     assert b.variant_served(TOY_SD3, "salun logit-normal") and not b.variant_served(TOY_SD, "salun logit-normal")
     assert all(b.variant_served(TOY_SD, n) for n in b.VARIANTS if n != "salun logit-normal")
+
+
+def test_update_recipe_ships_an_adopted_ingredient_with_its_own_length_and_rate_schedule(tmp_path, monkeypatch):
+    """--update-recipes writes an adopted ingredient's settings into the recipe: its length as the recipe counts
+    it (length 2 of one epoch: 2 epochs), its rate schedule, contrast and keep, and no "length" key."""
+    import json
+    import shutil
+
+    from erase.diffusion import recipes
+
+    b = _bench()
+    shipped = recipes.available()
+    copy = tmp_path / shipped["frame"].name
+    shutil.copy(shipped["frame"], copy)
+    monkeypatch.setattr(recipes, "available", lambda: {**shipped, "frame": copy})
+    best = "salun contrast 100 keep 0.3 cosine length 2"
+    tuning = {"salun lr=0.001 length=1": {"lr": 1e-3, "length": 1.0, "gap_to_retrain": 0.2},
+              best: {"gap_to_retrain": 0.02}}
+    ingredients = {"candidates": [best], "best": best, "adopted": True, "settings": dict(b.VARIANTS[best]),
+                   "gap": {best: 0.02}, "rule": "lowest"}
+    b.update_recipe("frame", {"salun": "salun lr=0.001 length=1"}, tuning, ingredients)
+    salun = json.loads(copy.read_text())["recipes"]["frame"]["methods"]["salun"]
+    assert salun == {"lr": 1e-3, "epochs": 2.0, "mask_contrast": 100.0, "keep": 0.3, "lr_schedule": "cosine"}
+    r = recipes.load_recipe("frame", method="salun")
+    assert (r.epochs, r.lr_schedule, r.mask_contrast, r.keep) == (2.0, "cosine", 100.0, 0.3)
