@@ -442,8 +442,8 @@ def bench_concept(a, concept: str, methods: list[str], cache: Cache) -> dict:
                      "adopted": adopt, "settings": dict(VARIANTS[best]) if adopt else {},
                      "gap": {n: round(tuning[n]["gap_to_retrain"], 4) for n in (first, *candidates)},
                      "gap_ci": {n: tuning[n]["gap_to_retrain_ci"] for n in (first, *candidates)},
-                     "rule": f"lowest tuning gap among the {len(candidates)}, adopted only if its interval lies below the "
-                             + ("paper map's" if m == "salun" else "first grid's choice's")}
+                     "rule": f"lowest tuning gap of the {len(candidates)} candidates, adopted only if its interval "
+                             "lies below the " + ("paper map's" if m == "salun" else "first grid's choice's")}
         print(f"[tune {concept}] {m}'s second grid: best {best}, " + ("adopted" if adopt else
                                                                       "not adopted (its interval overlaps)"))
     ingredients = second.get("salun")

@@ -359,7 +359,8 @@ def main() -> None:
         # circle and triangle (--no-replay: they train at the frame's lr and alpha when replayed)
         thirds = (("continual", step2, "attr-continual", None, True),
                   ("continual_frame_no_replay", step2, "attr-continual-no-replay", None, False),
-                  ("continual_contrast", models / "continual-contrast2-triangle", "attr-continual-contrast", None, True),
+                  ("continual_contrast", models / "continual-contrast2-triangle", "attr-continual-contrast", None,
+                   True),
                   ("continual_neighbours", models / "continual-neighbours2-triangle", "attr-continual-neighbours",
                    NEIGHBOURS, True))
         for key, model, tag, overrides, replay in thirds:
