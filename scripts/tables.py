@@ -352,7 +352,8 @@ def multi_attribute(data: dict) -> str:
         if key not in attr:
             continue
         r = attr[key]
-        if "recipe" in r:  # a run that records its settings (bench_multi.py --merge runs)
+        settings = ""  # the joint run at circle's settings says them in its label
+        if "recipe" in r:  # the frame's settings, as the run recorded them
             s = r["recipe"]
             settings = (f"the frame's settings as its recipe shipped them at the run: lr {number(s['lr'])}, "
                         f"batch {s['batch_size']}, alpha {number(s['alpha'])}, "
@@ -361,12 +362,8 @@ def multi_attribute(data: dict) -> str:
                         + (f", {s['keep_neighbours']} neighbours kept" if s.get("keep_neighbours") else "")
                         + (f", {s['lr_schedule']} rate" if s.get("lr_schedule", "constant") != "constant" else "")
                         + f", {r['steps']} steps")
-        else:  # an earlier run: its mask says which settings it had
-            m = r.get("mask") or {}
-            settings = ("the frame's settings before its recipe shipped the contrastive mask: lr 1e-3, batch 8, "
-                        "alpha 0.1, "
-                        + (f"keep {number(round(m['kept_fraction'], 2))}, " if m else "")
-                        + ("a forget-only mask, " if m and not m.get("mask_contrast") else "") + f"{r['steps']} steps")
+        elif "{settings}" in label:
+            raise ValueError(f"attribute row {key} records no recipe: rerun it (bench_multi.py --merge)")
         label = label.format(steps=r["steps"], settings=settings)
         shapes = [s for s in r["erased"] if s != "frame"]
         rates = r["forget_rate"]
