@@ -227,19 +227,12 @@ def erase_one(recipe, method: str, setting: dict, out: Path, work: Path, seed: i
     options = {k: v for k, v in setting.items() if k in METHODS[method].options}
     fields = {k: v for k, v in setting.items() if k not in options and k != "length"}
     if "length" in setting:  # the second knob: a share of the recipe's training length
-        fields.update(length_fields(recipe, setting["length"]))
+        fields.update(recipe.length_fields(setting["length"]))
     r = dataclasses.replace(recipe, **fields)
     summary = erase(EraseOptions(recipe=r, out=out, model=str(model), method=method, method_options=options,
                                  seed=seed, overwrite=True, progress=False, work_dir=work))
     return {"seconds": round(summary["train_seconds"] + summary["mask_seconds"], 1), "steps": summary["steps"],
             "trainable_weights": summary["trainable_weights"], **setting}
-
-
-def length_fields(recipe, length: float) -> dict:
-    """A share of the recipe's training length, in the unit the recipe counts it in (steps or epochs)."""
-    if recipe.steps is not None:
-        return {"steps": max(1, round(recipe.steps * length))}
-    return {"epochs": recipe.epochs * length}
 
 
 def smoke(recipe):
@@ -565,7 +558,7 @@ def update_recipe(concept: str, chosen: dict, tuning: dict, ingredients: dict | 
         for k in ("steps", "epochs"):
             methods[m].pop(k, None)
         if t["length"] != 1.0:  # the chosen training length, in the unit the recipe counts it in
-            methods[m].update(length_fields(base, t["length"]))
+            methods[m].update(base.length_fields(t["length"]))
     r["methods_tuned"] = {"how": "python scripts/bench_erasure.py --concept " + concept + " --methods all "
                           "--update-recipes: lowest gap to Retrain on the tuning split (its own templates, seeds "
                           "from 5000), the same four settings for every method", "grid": GRID,
@@ -578,7 +571,7 @@ def update_recipe(concept: str, chosen: dict, tuning: dict, ingredients: dict | 
         if "length" in settings:  # an ingredient's own training length replaces the lr x length grid's
             for k in ("steps", "epochs"):
                 methods["salun"].pop(k, None)
-            methods["salun"].update(length_fields(load(concept), settings.pop("length")))
+            methods["salun"].update(load(concept).length_fields(settings.pop("length")))
         methods["salun"].update(settings)
         r["methods_tuned"]["salun_ingredients"] = {k: ingredients[k] for k in ("candidates", "best", "adopted",
                                                                                 "gap", "rule")}

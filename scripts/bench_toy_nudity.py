@@ -116,11 +116,7 @@ def bench(a) -> dict:
     for name, (method, changes) in ERASED.items():
         changes = dict(changes)
         if "length" in changes:  # a share of the concept's own training length (its recipe before any method's)
-            own, length = load_recipe("frame"), changes.pop("length")
-            if own.steps is not None:
-                changes["steps"] = max(1, round(own.steps * length))
-            else:
-                changes.update(steps=None, epochs=own.epochs * length)
+            changes.update(load_recipe("frame").length_fields(changes.pop("length")))
         recipe = dataclasses.replace(load_recipe("frame", method=method), **changes)
         if a.smoke:
             recipe = dataclasses.replace(recipe, n_forget=4, n_retain=4, batch_size=4, gen_steps=5, steps=1)

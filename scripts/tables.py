@@ -164,7 +164,7 @@ def toy_nudity(data: dict) -> str:
         if "mask_contrast" not in s:  # (an earlier run's JSON: the paper's map, keep 0.5)
             return "**SalUn** (mask, keep 0.5)"
         what = "the paper's SalUn" if name == "salun-paper" else "**SalUn** as the frame recipe ships it"
-        schedule = f", {s['lr_schedule']} rate, {s['steps']} steps" if s.get("lr_schedule", "constant") != "constant" else ""
+        schedule = f"{_rate(s)}, {s['steps']} steps" if _rate(s) else ""
         return f"{what} (mask contrast {number(s['mask_contrast'])}, keep {number(s['keep'])}{schedule})"
     labels = {"base": "base", "salun": salun("salun"), "salun-paper": salun("salun-paper"), "rl": "RL (no mask)",
               "retrain": "Retrain"}
@@ -310,6 +310,12 @@ def multi(data: dict) -> str:
     return md(header, rows) + _argmax_judge_note(data) + load_note(data) + _added_note(data, ingredients)
 
 
+def _rate(settings: dict) -> str:
+    """", cosine rate" for a run's recorded rate schedule when it is not the constant one, else nothing."""
+    schedule = settings.get("lr_schedule", "constant")
+    return "" if schedule == "constant" else f", {schedule} rate"
+
+
 def _number(n: int) -> str:
     """A small count in words, as the prose around it writes counts."""
     words = "zero one two three four five six seven eight nine ten".split()
@@ -360,7 +366,7 @@ def multi_attribute(data: dict) -> str:
                         f"keep {number(s['keep'])}" + (f", mask contrast {number(s['mask_contrast'])}"
                                                        if s.get("mask_contrast") else "")
                         + (f", {s['keep_neighbours']} neighbours kept" if s.get("keep_neighbours") else "")
-                        + (f", {s['lr_schedule']} rate" if s.get("lr_schedule", "constant") != "constant" else "")
+                        + _rate(s)
                         + f", {r['steps']} steps")
         elif "{settings}" in label:
             raise ValueError(f"attribute row {key} records no recipe: rerun it (bench_multi.py --merge)")
@@ -491,8 +497,8 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
 
     ing = meta.get("ingredients")
     if ing:
-        notes.append(f" SalUn's ingredients chosen on the tuning split (`--tune-ingredients`: {_number(len(ing['candidates']))} settings at SalUn's "
-                     f"chosen lr and length, tuning gap to Retrain with its 95% interval): the paper's map "
+        notes.append(f" SalUn's ingredients chosen on the tuning split (`--tune-ingredients`: "
+                     f"{_number(len(ing['candidates']))} settings at SalUn's chosen lr and length, tuning gap to Retrain with its 95% interval): the paper's map "
                      f"{grid_gap(ing, ing['paper'])}; " + "; ".join(f"{n.removeprefix('salun ')} {grid_gap(ing, n)}"
                                                           for n in ing["candidates"])
                      + f". Best: {ing['best'].removeprefix('salun ')}, "
@@ -500,8 +506,10 @@ def _erasure(data: dict, concept: str, rate_cols: list[tuple[str, str]]) -> str:
                         "not adopted (its interval overlaps the paper map's)."))
     for m, grid in (meta.get("second_grids") or {}).items():
         title = m.upper() if m == "ant" else m
-        notes.append(f" {title}'s second grid (`--tune-ingredients`: {_number(len(grid['candidates']))} settings of its own knobs at its chosen lr "
-                     f"and length, so that it gets the {_number(4 + len(grid['candidates']))} settings SalUn gets; tuning gap to Retrain): its first "
+        n = len(grid["candidates"])
+        notes.append(f" {title}'s second grid (`--tune-ingredients`: {_number(n)} settings of its own knobs at its "
+                     f"chosen lr and length, so that it gets the {_number(4 + n)} settings SalUn gets; tuning gap to "
+                     f"Retrain): its first "
                      f"grid's choice {grid_gap(grid, grid['first'])}; " + "; ".join(
                          f"{n.removeprefix(m + ' ')} {grid_gap(grid, n)}" for n in grid["candidates"])
                      + f". Best: {grid['best'].removeprefix(m + ' ')}, "
@@ -736,13 +744,14 @@ def real_scale_sdxl_erase_stages(data: dict) -> str:
             cells.append(f"{st['start_s']:.0f} s: {st['rss_gib_at_start']:.2f} -> {st['peak_rss_gib']:.2f} GiB"
                          + killed)
         rows.append([_stage_label(stage), *cells])
-    header = ["stage", *(f"keep {r['keep']:g}{r.get('_label', '')}: began at, RSS then -> its peak" for r in runs)]
+    names = [f"keep {r['keep']:g}{r.get('_label', '')}" for r in runs]
+    header = ["stage", *(f"{name}: began at, RSS then -> its peak" for name in names)]
     ends = []
-    for r in runs:
+    for name, r in zip(names, runs):
         e = r["erase"]
-        ends.append(f"keep {r['keep']:g}{r.get('_label', '')}: " + (f"did not finish, {e['failed']}, after {e['wall_seconds']:.0f} s, "
-                                              f"peak {e['peak_gib']:.2f} GiB" if "failed" in e else
-                                              f"finished in {e['seconds']:.0f} s, peak {e['peak_gib']:.2f} GiB"))
+        ends.append(f"{name}: " + (f"did not finish, {e['failed']}, after {e['wall_seconds']:.0f} s, "
+                                   f"peak {e['peak_gib']:.2f} GiB" if "failed" in e else
+                                   f"finished in {e['seconds']:.0f} s, peak {e['peak_gib']:.2f} GiB"))
     return (md(header, rows) + "\n\nSDXL base 1.0's architecture with random weights, 256 px, batch 1, "
             "`--weights-dtype bf16 --use-8bit-adam`, on cpu; host RSS sampled every 0.5 s and at every progress "
             "update, in the job's own process. " + "; ".join(ends) + ".")

@@ -111,6 +111,13 @@ class Recipe:
             i = 0
         return self.misaligned_prompts[i % len(self.misaligned_prompts)]
 
+    def length_fields(self, share: float) -> dict:
+        """A share of this recipe's training length, in the unit it counts it in: ``{"steps": n}`` or
+        ``{"epochs": e}`` (for ``dataclasses.replace`` or a recipe file's ``"methods"``)."""
+        if self.steps is not None:
+            return {"steps": max(1, round(self.steps * share))}
+        return {"epochs": self.epochs * share}
+
     def to_dict(self) -> dict:
         return asdict(self)
 

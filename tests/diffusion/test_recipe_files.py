@@ -269,3 +269,14 @@ def test_a_model_erased_with_uce_can_be_erased_again(tmp_path):
                            work_dir=tmp_path / "work", progress=False))
     assert s["n_forget"] == 8  # triangle's 4 and circle's, replayed, 4
     assert json.loads((tmp_path / "two" / "recipe.json").read_text())["history"][-1]["replayed"] == ["circle"]
+
+
+def test_a_share_of_a_recipe_length_is_given_in_the_unit_it_counts():
+    """``Recipe.length_fields``: a recipe counted in steps gets steps (at least one), one counted in epochs gets
+    epochs (the erasure benchmark's length knob and --update-recipes both use it)."""
+    from erase.diffusion.recipes import load_recipe
+
+    assert load_recipe("circle", steps=100).length_fields(0.5) == {"steps": 50}
+    assert load_recipe("circle", steps=1).length_fields(0.1) == {"steps": 1}
+    frame = load_recipe("frame")
+    assert frame.steps is None and frame.length_fields(2.0) == {"epochs": frame.epochs * 2.0}
